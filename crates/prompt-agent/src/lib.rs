@@ -1,0 +1,1 @@
+//! LLM providers (Ollama, OpenAI-compatible), the base agent and the template agent.

@@ -1,0 +1,3 @@
+//! The `prompt` command: templates, render, generate, batch, cache, metrics, report.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Versioned YAML prompt templates with Jinja bodies: load, render, lint.
