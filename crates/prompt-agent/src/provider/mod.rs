@@ -1,0 +1,236 @@
+//! The [`Provider`] trait and its implementations. These modules are the only code in
+//! promptkit that knows an LLM wire format.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::ProviderError;
+use crate::request::{ChatRequest, ChatResponse};
+
+pub(crate) mod echo;
+pub(crate) mod ollama;
+pub(crate) mod openai;
+
+/// An LLM server (or an offline stand-in) that answers chat requests.
+#[async_trait]
+pub trait Provider: Send + Sync + Debug {
+    /// Short provider name (`"ollama"`, `"openai"`, `"echo"`), used in metrics, cache keys
+    /// and error messages.
+    fn name(&self) -> &str;
+
+    /// Sends one request and waits for the whole reply. Implementations do not retry.
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+
+    /// The models the server offers. The default returns an empty list (unknown).
+    async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// Checks that the server answers; returns its models like
+    /// [`list_models`](Self::list_models).
+    async fn health(&self) -> Result<Vec<String>, ProviderError> {
+        self.list_models().await
+    }
+
+    /// The base URL requests go to, for providers that talk to a server.
+    fn base_url(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Turns a base URL from config or the environment into `scheme://host[:port][/path]` with no
+/// trailing slash. A value without a scheme gets `http://`; when `default_port` is given and
+/// the value had neither scheme nor port, that port is added (`"myhost"` →
+/// `"http://myhost:11434"` for Ollama).
+pub fn normalize_base_url(raw: &str, default_port: Option<u16>) -> String {
+    let raw = raw.trim().trim_end_matches('/');
+    if raw.contains("://") {
+        return raw.to_owned();
+    }
+    let (host, path) = match raw.find('/') {
+        Some(i) => (&raw[..i], &raw[i..]),
+        None => (raw, ""),
+    };
+    let host = if host.is_empty() || host.starts_with(':') {
+        format!("127.0.0.1{host}")
+    } else {
+        host.to_owned()
+    };
+    let has_port = match host.rfind(':') {
+        // "[::1]:11434" has a port, "[::1]" does not.
+        Some(i) => !host[i..].contains(']'),
+        None => false,
+    };
+    match default_port {
+        Some(port) if !has_port => format!("http://{host}:{port}{path}"),
+        _ => format!("http://{host}{path}"),
+    }
+}
+
+/// Parses a `Retry-After` header value: delta seconds (`"2"`, also `"1.5"`) or an HTTP date
+/// (`"Wed, 21 Oct 2015 07:28:00 GMT"`, turned into the time left from now, zero if past).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let left = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(left.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Maps a transport-level reqwest error to a [`ProviderError`].
+pub(crate) fn transport_error(
+    provider: &str,
+    url: &str,
+    timeout: Duration,
+    err: &reqwest::Error,
+) -> ProviderError {
+    if err.is_timeout() {
+        return ProviderError::Timeout {
+            provider: provider.to_owned(),
+            url: url.to_owned(),
+            after: timeout,
+        };
+    }
+    if err.is_decode() {
+        return ProviderError::InvalidResponse {
+            provider: provider.to_owned(),
+            message: error_chain(err),
+        };
+    }
+    ProviderError::Connection {
+        provider: provider.to_owned(),
+        url: url.to_owned(),
+        message: error_chain(err),
+    }
+}
+
+/// The error and its sources joined with `": "` (reqwest's own message alone is vague).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Builds the shared reqwest client for a provider.
+pub(crate) fn http_client(
+    provider: &str,
+    timeout: Duration,
+) -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("promptkit/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ProviderError::Setup {
+            provider: provider.to_owned(),
+            message: format!("cannot build HTTP client: {}", error_chain(&e)),
+        })
+}
+
+/// Shortens a server body for an error message.
+pub(crate) fn snippet(body: &str) -> String {
+    const MAX: usize = 300;
+    let body = body.trim();
+    if body.chars().count() <= MAX {
+        body.to_owned()
+    } else {
+        let cut: String = body.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Reads the whole body of a response, mapping transport failures.
+pub(crate) async fn read_body(
+    provider: &str,
+    url: &str,
+    timeout: Duration,
+    response: reqwest::Response,
+) -> Result<String, ProviderError> {
+    response
+        .text()
+        .await
+        .map_err(|e| transport_error(provider, url, timeout, &e))
+}
+
+/// `Retry-After` (or `retry-after-ms`) from response headers.
+pub(crate) fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalized() {
+        let cases = [
+            (
+                "http://localhost:11434/",
+                Some(11434),
+                "http://localhost:11434",
+            ),
+            ("127.0.0.1:11434", Some(11434), "http://127.0.0.1:11434"),
+            ("myhost", Some(11434), "http://myhost:11434"),
+            (":9999", Some(11434), "http://127.0.0.1:9999"),
+            ("[::1]", Some(11434), "http://[::1]:11434"),
+            ("[::1]:5000", Some(11434), "http://[::1]:5000"),
+            (
+                "https://api.example.com/v1",
+                None,
+                "https://api.example.com/v1",
+            ),
+            ("api.example.com/v1/", None, "http://api.example.com/v1"),
+        ];
+        for (raw, port, want) in cases {
+            assert_eq!(normalize_base_url(raw, port), want, "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_values() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after("-3"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(120))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let left = parse_retry_after(&future).expect("HTTP date parses");
+        assert!(
+            left > Duration::from_secs(60) && left <= Duration::from_secs(120),
+            "{left:?}"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Ollama's native API: `POST /api/chat`, `GET /api/tags`.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    Provider, http_client, normalize_base_url, read_body, retry_after_header, snippet,
+    transport_error,
+};
+use crate::error::ProviderError;
+use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
+
+const NAME: &str = "ollama";
+
+/// Ollama's default address.
+pub const OLLAMA_DEFAULT_URL: &str = "http://localhost:11434";
+
+/// A client for an Ollama server's native chat API.
+#[derive(Debug, Clone)]
+pub struct OllamaProvider {
+    base_url: String,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+impl OllamaProvider {
+    /// A client for the server at `base_url` (scheme optional, `"127.0.0.1:11434"` works) with
+    /// the given per-request timeout.
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, ProviderError> {
+        Ok(Self {
+            base_url: normalize_base_url(base_url, Some(11434)),
+            timeout,
+            client: http_client(NAME, timeout)?,
+        })
+    }
+
+    /// A client for `base_url` when given, else `OLLAMA_HOST`, else
+    /// [`OLLAMA_DEFAULT_URL`].
+    pub fn from_config(base_url: Option<&str>, timeout: Duration) -> Result<Self, ProviderError> {
+        Self::new(&Self::resolve_base_url(base_url), timeout)
+    }
+
+    /// The base URL [`from_config`](Self::from_config) would use.
+    pub fn resolve_base_url(base_url: Option<&str>) -> String {
+        let chosen = match base_url.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(url) => url.to_owned(),
+            None => std::env::var("OLLAMA_HOST")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| OLLAMA_DEFAULT_URL.to_owned()),
+        };
+        normalize_base_url(&chosen, Some(11434))
+    }
+
+    /// The JSON body sent to `POST /api/chat` for `request`.
+    pub fn request_body(request: &ChatRequest) -> Value {
+        let mut options = Map::new();
+        if let Some(t) = request.temperature {
+            options.insert("temperature".into(), json!(t));
+        }
+        if let Some(n) = request.max_tokens {
+            options.insert("num_predict".into(), json!(n));
+        }
+        if let Some(n) = request.context_size {
+            options.insert("num_ctx".into(), json!(n));
+        }
+        if let Some(s) = request.seed {
+            options.insert("seed".into(), json!(s));
+        }
+        if !request.stop.is_empty() {
+            options.insert("stop".into(), json!(request.stop));
+        }
+        for (k, v) in &request.options {
+            options.insert(k.clone(), v.clone());
+        }
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
+            .collect();
+        let mut body = Map::new();
+        body.insert("model".into(), json!(request.model));
+        body.insert("messages".into(), Value::Array(messages));
+        body.insert("stream".into(), Value::Bool(false));
+        if !options.is_empty() {
+            body.insert("options".into(), Value::Object(options));
+        }
+        match &request.format {
+            Some(ResponseFormat::Json) => {
+                body.insert("format".into(), json!("json"));
+            }
+            Some(ResponseFormat::JsonSchema { schema, .. }) => {
+                body.insert("format".into(), schema.clone());
+            }
+            None => {}
+        }
+        Value::Object(body)
+    }
+
+    /// The models the server has pulled (`GET /api/tags`).
+    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Tags {
+            models: Vec<Tag>,
+        }
+        #[derive(Deserialize)]
+        struct Tag {
+            name: String,
+        }
+        let url = format!("{}/api/tags", self.base_url);
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_body(NAME, &url, self.timeout, response).await?;
+        if !status.is_success() {
+            return Err(error_for_status(status.as_u16(), &headers, &body, ""));
+        }
+        let tags: Tags =
+            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
+                provider: NAME.to_owned(),
+                message: format!("GET {url}: {e}: {}", snippet(&body)),
+            })?;
+        Ok(tags.models.into_iter().map(|t| t.name).collect())
+    }
+}
+
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| snippet(body))
+}
+
+fn error_for_status(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+    model: &str,
+) -> ProviderError {
+    let message = error_message(body);
+    let provider = NAME.to_owned();
+    let lower = message.to_ascii_lowercase();
+    match status {
+        404 if lower.contains("not found") || lower.contains("model") => {
+            ProviderError::ModelNotFound {
+                provider,
+                model: model.to_owned(),
+                message,
+            }
+        }
+        429 => ProviderError::RateLimited {
+            provider,
+            retry_after: retry_after_header(headers),
+            message,
+        },
+        401 | 403 => ProviderError::Auth {
+            provider,
+            status,
+            message,
+        },
+        500..=599 => ProviderError::Server {
+            provider,
+            status,
+            message,
+        },
+        _ => ProviderError::BadRequest {
+            provider,
+            status,
+            message,
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    model: Option<String>,
+    message: Option<MessageBody>,
+    prompt_eval_count: Option<u64>,
+    eval_count: Option<u64>,
+    done_reason: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageBody {
+    content: Option<String>,
+}
+
+#[async_trait]
+impl Provider for OllamaProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let url = format!("{}/api/chat", self.base_url);
+        let started = Instant::now();
+        let response = self
+            .client
+            .post(&url)
+            .json(&Self::request_body(request))
+            .send()
+            .await
+            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_body(NAME, &url, self.timeout, response).await?;
+        if !status.is_success() {
+            return Err(error_for_status(
+                status.as_u16(),
+                &headers,
+                &body,
+                &request.model,
+            ));
+        }
+        let parsed: ChatBody =
+            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
+                provider: NAME.to_owned(),
+                message: format!("POST {url}: {e}: {}", snippet(&body)),
+            })?;
+        if let Some(message) = parsed.error {
+            let lower = message.to_ascii_lowercase();
+            return Err(if lower.contains("not found") {
+                ProviderError::ModelNotFound {
+                    provider: NAME.to_owned(),
+                    model: request.model.clone(),
+                    message,
+                }
+            } else {
+                ProviderError::Server {
+                    provider: NAME.to_owned(),
+                    status: status.as_u16(),
+                    message,
+                }
+            });
+        }
+        let content = parsed.message.and_then(|m| m.content).ok_or_else(|| {
+            ProviderError::InvalidResponse {
+                provider: NAME.to_owned(),
+                message: format!("POST {url}: no message.content in {}", snippet(&body)),
+            }
+        })?;
+        Ok(ChatResponse {
+            content,
+            model: parsed.model.unwrap_or_else(|| request.model.clone()),
+            tokens_prompt: parsed.prompt_eval_count,
+            tokens_completion: parsed.eval_count,
+            finish_reason: parsed.done_reason,
+            latency: started.elapsed(),
+        })
+    }
+
+    async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        OllamaProvider::list_models(self).await
+    }
+
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+}

@@ -1,0 +1,327 @@
+//! OpenAI-compatible servers: `POST {base}/v1/chat/completions`, `GET {base}/v1/models`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    Provider, http_client, normalize_base_url, read_body, retry_after_header, snippet,
+    transport_error,
+};
+use crate::error::ProviderError;
+use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
+
+const NAME: &str = "openai";
+
+/// OpenAI's own API.
+pub const OPENAI_DEFAULT_URL: &str = "https://api.openai.com";
+
+/// Where the bearer token comes from. The key itself is never logged, cached, recorded in
+/// metrics or printed by `Debug`.
+#[derive(Clone, Default)]
+pub enum ApiKey {
+    /// No `Authorization` header (local servers).
+    #[default]
+    None,
+    /// Read this environment variable at every request.
+    Env(String),
+    /// A key held in memory (for embedding code that gets it from a secret store).
+    Value(String),
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiKey::None => f.write_str("None"),
+            ApiKey::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            ApiKey::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+impl ApiKey {
+    fn resolve(&self) -> Result<Option<String>, ProviderError> {
+        match self {
+            ApiKey::None => Ok(None),
+            ApiKey::Value(v) => Ok(Some(v.clone())),
+            ApiKey::Env(name) => match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_owned())),
+                _ => Err(ProviderError::MissingApiKey {
+                    provider: NAME.to_owned(),
+                    env_var: name.clone(),
+                }),
+            },
+        }
+    }
+}
+
+/// A client for an OpenAI-compatible chat completions API (OpenAI, vLLM, llama.cpp's server,
+/// LM Studio, Ollama's `/v1`, ...).
+#[derive(Debug, Clone)]
+pub struct OpenAiProvider {
+    base_url: String,
+    api_key: ApiKey,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+impl OpenAiProvider {
+    /// A client for `base_url` (with or without a trailing `/v1`).
+    pub fn new(base_url: &str, api_key: ApiKey, timeout: Duration) -> Result<Self, ProviderError> {
+        let mut base = normalize_base_url(base_url, None);
+        if base.ends_with("/v1") {
+            base.truncate(base.len() - 3);
+        }
+        Ok(Self {
+            base_url: base,
+            api_key,
+            timeout,
+            client: http_client(NAME, timeout)?,
+        })
+    }
+
+    /// The JSON body sent to `POST /v1/chat/completions` for `request`.
+    ///
+    /// `max_tokens` is sent as `max_tokens`, which every compatible server understands;
+    /// `context_size` has no counterpart and is not sent.
+    pub fn request_body(request: &ChatRequest) -> Value {
+        let messages: Vec<Value> = request
+            .messages
+            .iter()
+            .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
+            .collect();
+        let mut body = Map::new();
+        body.insert("model".into(), json!(request.model));
+        body.insert("messages".into(), Value::Array(messages));
+        if let Some(t) = request.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(n) = request.max_tokens {
+            body.insert("max_tokens".into(), json!(n));
+        }
+        if let Some(s) = request.seed {
+            body.insert("seed".into(), json!(s));
+        }
+        if !request.stop.is_empty() {
+            body.insert("stop".into(), json!(request.stop));
+        }
+        match &request.format {
+            Some(ResponseFormat::Json) => {
+                body.insert("response_format".into(), json!({ "type": "json_object" }));
+            }
+            Some(ResponseFormat::JsonSchema { name, schema }) => {
+                body.insert(
+                    "response_format".into(),
+                    json!({
+                        "type": "json_schema",
+                        "json_schema": { "name": name, "schema": schema, "strict": true }
+                    }),
+                );
+            }
+            None => {}
+        }
+        for (k, v) in &request.options {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+
+    fn authorize(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        Ok(match self.api_key.resolve()? {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    message: Option<String>,
+    code: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn error_for_status(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+    model: &str,
+) -> ProviderError {
+    let detail = serde_json::from_str::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error);
+    let code = detail
+        .as_ref()
+        .and_then(|d| d.code.as_ref())
+        .map(|c| {
+            c.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| c.to_string())
+        })
+        .unwrap_or_default();
+    let kind = detail
+        .as_ref()
+        .and_then(|d| d.kind.clone())
+        .unwrap_or_default();
+    let message = detail
+        .and_then(|d| d.message)
+        .unwrap_or_else(|| snippet(body));
+    let provider = NAME.to_owned();
+    match status {
+        401 | 403 => ProviderError::Auth {
+            provider,
+            status,
+            message,
+        },
+        404 => ProviderError::ModelNotFound {
+            provider,
+            model: model.to_owned(),
+            message,
+        },
+        429 if code == "insufficient_quota" || kind == "insufficient_quota" => {
+            ProviderError::QuotaExhausted { provider, message }
+        }
+        429 => ProviderError::RateLimited {
+            provider,
+            retry_after: retry_after_header(headers),
+            message,
+        },
+        408 => ProviderError::Timeout {
+            provider,
+            url: String::new(),
+            after: Duration::ZERO,
+        },
+        500..=599 => ProviderError::Server {
+            provider,
+            status,
+            message,
+        },
+        _ => ProviderError::BadRequest {
+            provider,
+            status,
+            message,
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct CompletionBody {
+    model: Option<String>,
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let url = format!("{}/v1/chat/completions", self.base_url);
+        let builder = self.authorize(self.client.post(&url))?;
+        let started = Instant::now();
+        let response = builder
+            .json(&Self::request_body(request))
+            .send()
+            .await
+            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_body(NAME, &url, self.timeout, response).await?;
+        if !status.is_success() {
+            return Err(
+                match error_for_status(status.as_u16(), &headers, &body, &request.model) {
+                    ProviderError::Timeout { provider, .. } => ProviderError::Timeout {
+                        provider,
+                        url,
+                        after: self.timeout,
+                    },
+                    other => other,
+                },
+            );
+        }
+        let parsed: CompletionBody =
+            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
+                provider: NAME.to_owned(),
+                message: format!("POST {url}: {e}: {}", snippet(&body)),
+            })?;
+        let Some(choice) = parsed.choices.into_iter().next() else {
+            return Err(ProviderError::InvalidResponse {
+                provider: NAME.to_owned(),
+                message: format!("POST {url}: no choices in {}", snippet(&body)),
+            });
+        };
+        let usage = parsed.usage;
+        Ok(ChatResponse {
+            content: choice.message.content.unwrap_or_default(),
+            model: parsed.model.unwrap_or_else(|| request.model.clone()),
+            tokens_prompt: usage.as_ref().and_then(|u| u.prompt_tokens),
+            tokens_completion: usage.as_ref().and_then(|u| u.completion_tokens),
+            finish_reason: choice.finish_reason,
+            latency: started.elapsed(),
+        })
+    }
+
+    async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Models {
+            data: Vec<Model>,
+        }
+        #[derive(Deserialize)]
+        struct Model {
+            id: String,
+        }
+        let url = format!("{}/v1/models", self.base_url);
+        let response = self
+            .authorize(self.client.get(&url))?
+            .send()
+            .await
+            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = read_body(NAME, &url, self.timeout, response).await?;
+        if !status.is_success() {
+            return Err(error_for_status(status.as_u16(), &headers, &body, ""));
+        }
+        let models: Models =
+            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
+                provider: NAME.to_owned(),
+                message: format!("GET {url}: {e}: {}", snippet(&body)),
+            })?;
+        Ok(models.data.into_iter().map(|m| m.id).collect())
+    }
+
+    fn base_url(&self) -> Option<&str> {
+        Some(&self.base_url)
+    }
+}
