@@ -1,1 +1,46 @@
 //! One metrics record per generation, appended to daily JSONL files, with aggregate queries.
+//!
+//! [`JsonlStore`] writes [`PromptMetrics`] records to `metrics_dir/metrics_YYYY-MM-DD.jsonl`
+//! (the UTC day of each record) through a background appender, and answers the seed's
+//! questions — which agent, task, model or template version is slow, failing or expensive —
+//! by streaming the files of the last N days on all cores. Files written by the seed's Python
+//! `MetricsCollector` read back; bad lines are skipped and counted, never fatal.
+//!
+//! ```
+//! use prompt_metrics::{JsonlStore, MetricsSink, PromptMetrics};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = JsonlStore::open(dir.path())?;
+//!
+//! let mut m = PromptMetrics::new("3f2a", "writer", "write_chapter", "qwen3:30b", 0.8, 8500.0);
+//! m.tokens_prompt = Some(1200);
+//! m.tokens_completion = Some(2400);
+//! store.record(m)?;
+//! store.flush()?;
+//!
+//! let stats = store.agent_stats("writer", 7)?;
+//! assert_eq!(stats.total_calls, 1);
+//! assert_eq!(stats.success_rate, 1.0);
+//! assert_eq!(stats.total_tokens_used, 3600);
+//!
+//! let models = store.model_comparison(7)?;
+//! assert_eq!(models[0].model, "qwen3:30b");
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod parse;
+mod query;
+mod record;
+mod stats;
+mod store;
+#[doc(hidden)]
+pub mod testdata;
+mod writer;
+
+pub use error::MetricsError;
+pub use record::PromptMetrics;
+pub use stats::{AggregateStats, ModelStats, ScanSummary, VersionStats};
+pub use store::{JsonlStore, MetricsSink};

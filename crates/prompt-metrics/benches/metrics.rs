@@ -1,0 +1,3 @@
+//! Benchmarks of prompt-metrics (filled in below).
+
+fn main() {}

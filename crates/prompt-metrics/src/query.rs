@@ -1,0 +1,380 @@
+//! Streaming, parallel aggregation over daily files.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use crate::parse::{Rec, is_blank, parse_line};
+use crate::store::Window;
+use crate::{AggregateStats, ModelStats, PromptMetrics, ScanSummary, VersionStats};
+
+/// Bytes of a file one task reads and aggregates.
+const CHUNK: u64 = 4 * 1024 * 1024;
+
+/// Which records a query keeps and how it groups them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Select<'q> {
+    Agent(&'q str),
+    Task(&'q str, &'q str),
+    Models,
+    Versions(&'q str, &'q str),
+}
+
+/// Running sums for one group.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Acc {
+    total: u64,
+    successful: u64,
+    validation_passed: u64,
+    retries: u64,
+    errors: u64,
+    cache_hits: u64,
+    response_length: u64,
+    tokens_prompt: u64,
+    tokens_completion: u64,
+    latency_sum: f64,
+    latencies: Vec<f64>,
+}
+
+impl Acc {
+    fn add(&mut self, r: &Rec<'_>) {
+        self.total += 1;
+        self.successful += u64::from(r.validation_passed && !r.has_error);
+        self.validation_passed += u64::from(r.validation_passed);
+        self.retries = self.retries.saturating_add(u64::from(r.retry_count));
+        self.errors += u64::from(r.has_error);
+        self.cache_hits += u64::from(r.cache_hit);
+        self.response_length = self.response_length.saturating_add(r.response_length);
+        self.tokens_prompt = self
+            .tokens_prompt
+            .saturating_add(r.tokens_prompt.unwrap_or(0));
+        self.tokens_completion = self
+            .tokens_completion
+            .saturating_add(r.tokens_completion.unwrap_or(0));
+        self.latency_sum += r.latency_ms;
+        self.latencies.push(r.latency_ms);
+    }
+
+    fn merge(&mut self, mut o: Acc) {
+        self.total += o.total;
+        self.successful += o.successful;
+        self.validation_passed += o.validation_passed;
+        self.retries = self.retries.saturating_add(o.retries);
+        self.errors += o.errors;
+        self.cache_hits += o.cache_hits;
+        self.response_length = self.response_length.saturating_add(o.response_length);
+        self.tokens_prompt = self.tokens_prompt.saturating_add(o.tokens_prompt);
+        self.tokens_completion = self.tokens_completion.saturating_add(o.tokens_completion);
+        self.latency_sum += o.latency_sum;
+        if self.latencies.is_empty() {
+            self.latencies = o.latencies;
+        } else {
+            self.latencies.append(&mut o.latencies);
+        }
+    }
+
+    fn finish(mut self, skipped_lines: u64, unreadable_files: u64) -> AggregateStats {
+        let mut s = AggregateStats {
+            skipped_lines,
+            unreadable_files,
+            ..AggregateStats::default()
+        };
+        if self.total == 0 {
+            return s;
+        }
+        let n = self.total as f64;
+        self.latencies.sort_unstable_by(f64::total_cmp);
+        s.total_calls = self.total;
+        s.successful_calls = self.successful;
+        s.success_rate = self.successful as f64 / n;
+        s.avg_latency_ms = self.latency_sum / n;
+        s.p50_latency_ms = percentile(&self.latencies, 0.50);
+        s.p95_latency_ms = percentile(&self.latencies, 0.95);
+        s.p99_latency_ms = percentile(&self.latencies, 0.99);
+        s.validation_pass_rate = self.validation_passed as f64 / n;
+        s.avg_retries = self.retries as f64 / n;
+        s.error_rate = self.errors as f64 / n;
+        s.cache_hit_rate = self.cache_hits as f64 / n;
+        s.avg_response_length = self.response_length as f64 / n;
+        s.tokens_prompt = self.tokens_prompt;
+        s.tokens_completion = self.tokens_completion;
+        s.total_tokens_used = self.tokens_prompt.saturating_add(self.tokens_completion);
+        s
+    }
+}
+
+/// The seed's percentile rule over sorted values: the element at `min(floor(n * p), n - 1)`.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 * p).floor() as usize).min(sorted.len() - 1);
+    sorted[idx]
+}
+
+/// What one chunk (or the whole query) gathered.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    single: Acc,
+    models: HashMap<String, Acc>,
+    versions: HashMap<Option<u32>, Acc>,
+    skipped: u64,
+    unreadable: Vec<usize>,
+}
+
+impl Outcome {
+    fn add(&mut self, select: &Select<'_>, r: &Rec<'_>) {
+        match *select {
+            Select::Agent(a) => {
+                if r.agent == a {
+                    self.single.add(r);
+                }
+            }
+            Select::Task(a, t) => {
+                if r.agent == a && r.task == t {
+                    self.single.add(r);
+                }
+            }
+            Select::Models => match self.models.get_mut(r.model.as_ref()) {
+                Some(acc) => acc.add(r),
+                None => {
+                    let mut acc = Acc::default();
+                    acc.add(r);
+                    self.models.insert(r.model.clone().into_owned(), acc);
+                }
+            },
+            Select::Versions(a, t) => {
+                if r.agent == a && r.task == t {
+                    self.versions.entry(r.template_version).or_default().add(r);
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, o: Outcome) {
+        self.single.merge(o.single);
+        for (k, acc) in o.models {
+            self.models.entry(k).or_default().merge(acc);
+        }
+        for (k, acc) in o.versions {
+            self.versions.entry(k).or_default().merge(acc);
+        }
+        self.skipped += o.skipped;
+        self.unreadable.extend(o.unreadable);
+    }
+
+    fn unreadable_files(&self) -> u64 {
+        let mut files = self.unreadable.clone();
+        files.sort_unstable();
+        files.dedup();
+        files.len() as u64
+    }
+
+    pub(crate) fn single(self) -> AggregateStats {
+        let unreadable = self.unreadable_files();
+        self.single.finish(self.skipped, unreadable)
+    }
+
+    pub(crate) fn models(self) -> Vec<ModelStats> {
+        let unreadable = self.unreadable_files();
+        let skipped = self.skipped;
+        let mut rows: Vec<ModelStats> = self
+            .models
+            .into_iter()
+            .map(|(model, acc)| ModelStats {
+                model,
+                stats: acc.finish(skipped, unreadable),
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.stats
+                .total_calls
+                .cmp(&a.stats.total_calls)
+                .then_with(|| a.model.cmp(&b.model))
+        });
+        rows
+    }
+
+    pub(crate) fn versions(self) -> Vec<VersionStats> {
+        let unreadable = self.unreadable_files();
+        let skipped = self.skipped;
+        let mut rows: Vec<VersionStats> = self
+            .versions
+            .into_iter()
+            .map(|(template_version, acc)| VersionStats {
+                template_version,
+                stats: acc.finish(skipped, unreadable),
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.template_version.is_none(), r.template_version));
+        rows
+    }
+}
+
+/// One piece of work: the lines of `file` that start within `start..end`.
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    file: usize,
+    start: u64,
+    end: u64,
+}
+
+fn plan(files: &[PathBuf], out: &mut Outcome) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        let len = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(_) => {
+                out.unreadable.push(i);
+                continue;
+            }
+        };
+        let mut start = 0;
+        while start < len {
+            let end = (start + CHUNK).min(len);
+            tasks.push(Task {
+                file: i,
+                start,
+                end,
+            });
+            start = end;
+        }
+    }
+    tasks
+}
+
+/// Calls `line` for every line that starts within the task's range (without its newline).
+fn for_each_line(path: &PathBuf, task: &Task, mut line: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut file = File::open(path)?;
+    let from = task.start.saturating_sub(1);
+    file.seek(SeekFrom::Start(from))?;
+    let want = (task.end - from) as usize;
+    let mut buf = Vec::with_capacity(want + 4096);
+    (&mut file).take(want as u64).read_to_end(&mut buf)?;
+    // The first line starting in range: at 0 for the file's start, else after the first newline
+    // at or after `start - 1`.
+    let mut pos = if task.start == 0 {
+        0
+    } else {
+        match memchr::memchr(b'\n', &buf) {
+            Some(i) => i + 1,
+            None => return Ok(()),
+        }
+    };
+    let range_len = buf.len();
+    if pos >= range_len {
+        return Ok(());
+    }
+    // Complete the last line started in range by reading on to its newline (or the end).
+    if buf.last() != Some(&b'\n') {
+        let mut piece = [0u8; 16 * 1024];
+        loop {
+            let n = file.read(&mut piece)?;
+            if n == 0 {
+                break;
+            }
+            match memchr::memchr(b'\n', &piece[..n]) {
+                Some(i) => {
+                    buf.extend_from_slice(&piece[..=i]);
+                    break;
+                }
+                None => buf.extend_from_slice(&piece[..n]),
+            }
+        }
+    }
+    while pos < buf.len() {
+        let end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i);
+        line(&buf[pos..end]);
+        pos = end + 1;
+    }
+    Ok(())
+}
+
+fn run_task(files: &[PathBuf], task: &Task, window: &Window, select: &Select<'_>) -> Outcome {
+    let mut out = Outcome::default();
+    let res = for_each_line(&files[task.file], task, |line| {
+        if is_blank(line) {
+            return;
+        }
+        match parse_line(line) {
+            Some(r) => {
+                if window.contains(r.secs, r.nanos) {
+                    out.add(select, &r);
+                }
+            }
+            None => out.skipped += 1,
+        }
+    });
+    if res.is_err() {
+        out.unreadable.push(task.file);
+    }
+    out
+}
+
+/// Aggregates the selected records of the window over `files`, chunks in parallel, merged in
+/// file order so that results do not depend on scheduling.
+pub(crate) fn aggregate(files: &[PathBuf], window: &Window, select: &Select<'_>) -> Outcome {
+    let mut total = Outcome::default();
+    let tasks = plan(files, &mut total);
+    let parts: Vec<Outcome> = tasks
+        .par_iter()
+        .with_max_len(1)
+        .map(|t| run_task(files, t, window, select))
+        .collect();
+    for part in parts {
+        total.merge(part);
+    }
+    total
+}
+
+/// Streams the window's records to `f`, in file order.
+pub(crate) fn scan(
+    files: &[PathBuf],
+    window: &Window,
+    mut f: impl FnMut(&PromptMetrics),
+) -> ScanSummary {
+    let mut summary = ScanSummary::default();
+    let mut scratch = Outcome::default();
+    let tasks = plan(files, &mut scratch);
+    let mut unreadable = scratch.unreadable;
+    let mut seen_files = Vec::new();
+    for task in &tasks {
+        seen_files.push(task.file);
+        let res = for_each_line(&files[task.file], task, |line| {
+            if is_blank(line) {
+                return;
+            }
+            match parse_line(line) {
+                Some(r) => {
+                    if !window.contains(r.secs, r.nanos) {
+                        return;
+                    }
+                    match serde_json::from_slice::<PromptMetrics>(line) {
+                        Ok(m) => {
+                            summary.records += 1;
+                            f(&m);
+                        }
+                        Err(_) => summary.skipped_lines += 1,
+                    }
+                }
+                None => summary.skipped_lines += 1,
+            }
+        });
+        if res.is_err() {
+            unreadable.push(task.file);
+        }
+    }
+    unreadable.sort_unstable();
+    unreadable.dedup();
+    seen_files.sort_unstable();
+    seen_files.dedup();
+    summary.unreadable_files = unreadable.len() as u64;
+    summary.files = seen_files
+        .iter()
+        .filter(|i| !unreadable.contains(i))
+        .count() as u64;
+    summary
+}

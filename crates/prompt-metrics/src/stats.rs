@@ -1,0 +1,82 @@
+//! Aggregate results of queries.
+
+use serde::{Deserialize, Serialize};
+
+/// Aggregates over the records a query selected, with the seed's field names.
+///
+/// Rates are fractions between 0 and 1; with no records every figure is 0.
+/// Percentiles follow the seed's rule: sort the latencies and take the element at index
+/// `min(floor(n * p), n - 1)`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AggregateStats {
+    /// Number of records selected.
+    pub total_calls: u64,
+    /// Records whose validation passed and that carry no error.
+    pub successful_calls: u64,
+    /// `successful_calls / total_calls`.
+    pub success_rate: f64,
+    /// Mean latency in milliseconds.
+    pub avg_latency_ms: f64,
+    /// Median latency in milliseconds (seed's percentile rule).
+    pub p50_latency_ms: f64,
+    /// 95th percentile latency in milliseconds (seed's percentile rule).
+    pub p95_latency_ms: f64,
+    /// 99th percentile latency in milliseconds (seed's percentile rule).
+    pub p99_latency_ms: f64,
+    /// Fraction of records whose validation passed.
+    pub validation_pass_rate: f64,
+    /// Mean retry count.
+    pub avg_retries: f64,
+    /// Fraction of records carrying an error.
+    pub error_rate: f64,
+    /// Fraction of records served from the cache.
+    pub cache_hit_rate: f64,
+    /// Mean response length in characters.
+    pub avg_response_length: f64,
+    /// `tokens_prompt + tokens_completion` (missing counts as 0).
+    pub total_tokens_used: u64,
+    /// Sum of prompt tokens.
+    pub tokens_prompt: u64,
+    /// Sum of completion tokens.
+    pub tokens_completion: u64,
+    /// Malformed, truncated or unknown-shaped lines skipped in the files the query read
+    /// (whatever group they might have belonged to).
+    pub skipped_lines: u64,
+    /// Files in the window that could not be opened or read to the end (the query went on
+    /// without them).
+    #[serde(default)]
+    pub unreadable_files: u64,
+}
+
+/// One row of [`JsonlStore::model_comparison`](crate::JsonlStore::model_comparison).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelStats {
+    /// The model name.
+    pub model: String,
+    /// Aggregates over the model's records.
+    #[serde(flatten)]
+    pub stats: AggregateStats,
+}
+
+/// One row of [`JsonlStore::version_comparison`](crate::JsonlStore::version_comparison).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionStats {
+    /// The template version; `None` for records written without a template version.
+    pub template_version: Option<u32>,
+    /// Aggregates over the version's records.
+    #[serde(flatten)]
+    pub stats: AggregateStats,
+}
+
+/// What [`JsonlStore::scan`](crate::JsonlStore::scan) went through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanSummary {
+    /// Records in the window handed to the closure.
+    pub records: u64,
+    /// Malformed, truncated or unknown-shaped lines skipped.
+    pub skipped_lines: u64,
+    /// Files opened and read.
+    pub files: u64,
+    /// Files in the window that could not be opened or read to the end.
+    pub unreadable_files: u64,
+}

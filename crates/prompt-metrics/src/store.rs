@@ -1,0 +1,276 @@
+//! `JsonlStore`: daily JSONL files, a background appender and aggregate queries.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+use crate::query::{self, Select};
+use crate::writer::Writer;
+use crate::{AggregateStats, MetricsError, ModelStats, PromptMetrics, ScanSummary, VersionStats};
+
+/// Where metrics records go. Implemented by [`JsonlStore`]; shared as `Arc<dyn MetricsSink>`.
+pub trait MetricsSink: Send + Sync + fmt::Debug {
+    /// Queues one record for writing. Does not wait for the disk, but waits for room when the
+    /// writer has fallen behind (a record is never dropped).
+    fn record(&self, metrics: PromptMetrics) -> Result<(), MetricsError>;
+    /// Returns once every record queued so far is written to its file (handed to the OS), or
+    /// reports the first write error since the previous flush.
+    fn flush(&self) -> Result<(), MetricsError>;
+}
+
+type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Metrics in `metrics_dir/metrics_YYYY-MM-DD.jsonl` (UTC day of each record), one JSON object
+/// a line.
+///
+/// Writing: [`MetricsSink::record`] hands the record to a background thread (started on the
+/// first record) that appends whole lines with one `write` on a file opened for append, so
+/// lines from many threads and processes never interleave. Dropping the store flushes.
+///
+/// Reading: queries cover the records whose timestamp lies within the last `days * 24` hours
+/// (no upper bound), open only the files whose date can hold such records, stream them in
+/// large chunks on all cores and skip (and count) lines that are not records.
+pub struct JsonlStore {
+    dir: PathBuf,
+    clock: Clock,
+    writer: OnceLock<Result<Writer, String>>,
+}
+
+impl fmt::Debug for JsonlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonlStore")
+            .field("dir", &self.dir)
+            .field("writer_started", &self.writer.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JsonlStore {
+    /// A store over `metrics_dir`. Nothing is created until the first record is written; a
+    /// missing directory simply holds no records.
+    pub fn open(metrics_dir: impl AsRef<Path>) -> Result<Self, MetricsError> {
+        let dir = metrics_dir.as_ref().to_path_buf();
+        if dir.exists() && !dir.is_dir() {
+            return Err(MetricsError::io(
+                "not a directory:",
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "expected a directory"),
+            ));
+        }
+        Ok(JsonlStore {
+            dir,
+            clock: Arc::new(Utc::now),
+            writer: OnceLock::new(),
+        })
+    }
+
+    /// Replaces the clock that queries and cleanup take "now" from (for tests and replays).
+    pub fn with_clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The metrics directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current time by the store's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Aggregates over one agent's records of the last `days` days.
+    pub fn agent_stats(&self, agent: &str, days: u32) -> Result<AggregateStats, MetricsError> {
+        let out = self.query(days, &Select::Agent(agent))?;
+        Ok(out.single())
+    }
+
+    /// Aggregates over one agent's records for one task, last `days` days.
+    pub fn task_stats(
+        &self,
+        agent: &str,
+        task: &str,
+        days: u32,
+    ) -> Result<AggregateStats, MetricsError> {
+        let out = self.query(days, &Select::Task(agent, task))?;
+        Ok(out.single())
+    }
+
+    /// One row per model over the last `days` days, most calls first (ties by model name).
+    pub fn model_comparison(&self, days: u32) -> Result<Vec<ModelStats>, MetricsError> {
+        let out = self.query(days, &Select::Models)?;
+        Ok(out.models())
+    }
+
+    /// One row per template version of an agent's task over the last `days` days, for A/B
+    /// comparison: versions ascending, then records written without a template version
+    /// (`template_version: None`) last.
+    pub fn version_comparison(
+        &self,
+        agent: &str,
+        task: &str,
+        days: u32,
+    ) -> Result<Vec<VersionStats>, MetricsError> {
+        let out = self.query(days, &Select::Versions(agent, task))?;
+        Ok(out.versions())
+    }
+
+    /// Streams every record of the last `days` days to `f`, files in date order, lines in file
+    /// order.
+    pub fn scan(
+        &self,
+        days: u32,
+        f: impl FnMut(&PromptMetrics),
+    ) -> Result<ScanSummary, MetricsError> {
+        let window = Window::new(self.now(), days);
+        let files = files_in_window(&self.dir, &window)?;
+        Ok(query::scan(&files, &window, f))
+    }
+
+    /// Removes the daily files whose whole day lies before the cut-off `now - days_to_keep * 24h`
+    /// (that is, dated before the cut-off's date); nothing else in the directory is touched.
+    /// Returns how many files were removed.
+    pub fn cleanup_old_logs(&self, days_to_keep: u32) -> Result<usize, MetricsError> {
+        let window = Window::new(self.now(), days_to_keep);
+        let mut removed = 0;
+        for (day, path) in list_files(&self.dir)? {
+            if day < window.cutoff_day {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(MetricsError::io("cannot remove", path, e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn query(&self, days: u32, select: &Select<'_>) -> Result<query::Outcome, MetricsError> {
+        let window = Window::new(self.now(), days);
+        let files = files_in_window(&self.dir, &window)?;
+        Ok(query::aggregate(&files, &window, select))
+    }
+
+    fn writer(&self) -> Result<&Writer, MetricsError> {
+        match self
+            .writer
+            .get_or_init(|| Writer::spawn(&self.dir).map_err(|e| e.to_string()))
+        {
+            Ok(w) => Ok(w),
+            Err(_) => Err(MetricsError::WriterStopped {
+                dir: self.dir.clone(),
+            }),
+        }
+    }
+}
+
+fn check_finite(field: &'static str, v: f64) -> Result<(), MetricsError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(MetricsError::InvalidRecord {
+            field,
+            reason: format!("is {v}, which JSON cannot hold"),
+        })
+    }
+}
+
+impl MetricsSink for JsonlStore {
+    fn record(&self, metrics: PromptMetrics) -> Result<(), MetricsError> {
+        check_finite("temperature", metrics.temperature)?;
+        check_finite("latency_ms", metrics.latency_ms)?;
+        let year = metrics.timestamp.year();
+        if !(0..=9999).contains(&year) {
+            return Err(MetricsError::InvalidRecord {
+                field: "timestamp",
+                reason: format!("has year {year}, outside 0..=9999"),
+            });
+        }
+        self.writer()?.send(metrics)
+    }
+
+    fn flush(&self) -> Result<(), MetricsError> {
+        match self.writer.get() {
+            Some(Ok(w)) => w.flush(),
+            Some(Err(_)) => Err(MetricsError::WriterStopped {
+                dir: self.dir.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for JsonlStore {
+    fn drop(&mut self) {
+        if let Some(Ok(w)) = self.writer.get() {
+            w.shutdown();
+        }
+    }
+}
+
+/// The records a query covers: timestamp at or after `now - days * 24h`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) cutoff_secs: i64,
+    pub(crate) cutoff_nanos: u32,
+    pub(crate) cutoff_day: NaiveDate,
+}
+
+impl Window {
+    pub(crate) fn new(now: DateTime<Utc>, days: u32) -> Window {
+        let cutoff = now - chrono::Duration::hours(i64::from(days) * 24);
+        Window {
+            cutoff_secs: cutoff.timestamp(),
+            cutoff_nanos: cutoff.timestamp_subsec_nanos(),
+            cutoff_day: cutoff.date_naive(),
+        }
+    }
+
+    pub(crate) fn contains(&self, secs: i64, nanos: u32) -> bool {
+        (secs, nanos) >= (self.cutoff_secs, self.cutoff_nanos)
+    }
+}
+
+/// Parses `metrics_YYYY-MM-DD.jsonl`.
+fn day_of(name: &str) -> Option<NaiveDate> {
+    let date = name.strip_prefix("metrics_")?.strip_suffix(".jsonl")?;
+    if date.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()
+}
+
+/// Every daily file in `dir`, in date order. A missing directory holds none.
+fn list_files(dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, MetricsError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(MetricsError::io("cannot list", dir, e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| MetricsError::io("cannot list", dir, e))?;
+        let name = entry.file_name();
+        let Some(day) = name.to_str().and_then(day_of) else {
+            continue;
+        };
+        files.push((day, entry.path()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The daily files that can hold records of the window. A file's records normally carry its
+/// own UTC date, but lines written with a local-time offset may fall on the day before or
+/// after, so the day before the cut-off's date is read too (its lines are filtered by time).
+fn files_in_window(dir: &Path, window: &Window) -> Result<Vec<PathBuf>, MetricsError> {
+    let first = window.cutoff_day.pred_opt().unwrap_or(window.cutoff_day);
+    Ok(list_files(dir)?
+        .into_iter()
+        .filter(|(day, _)| *day >= first)
+        .map(|(_, p)| p)
+        .collect())
+}
