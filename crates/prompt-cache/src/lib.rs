@@ -1,1 +1,59 @@
 //! A response cache keyed on a SHA-256 of the whole request: memory LRU over a disk tier, and Redis.
+//!
+//! - [`CacheKey`] covers everything that can change a model's answer (namespace, provider, model,
+//!   every message with its role, temperature, max tokens, seed, stop sequences, response format
+//!   and any other option), encoded canonically so map key order never changes a key.
+//! - [`CacheStore`] is the trait callers depend on; [`ResponseCache`] is the embedded backend
+//!   (sharded memory LRU bounded by entries and bytes, TTL, hit counts, over one atomic
+//!   `<key>.json` file per entry written by a background thread); `RedisCache` (cargo feature
+//!   `redis`) shares one cache between processes and machines.
+//!
+//! ```
+//! use std::time::Duration;
+//! use prompt_cache::{CacheConfig, CacheKey, CacheStore, CachedResponse, ResponseCache};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("prompt-cache-doc-{}", std::process::id()));
+//! let cache = ResponseCache::open(CacheConfig::new(&dir).max_size(100))?;
+//!
+//! let key = CacheKey::builder("writer")
+//!     .provider("ollama")
+//!     .model("qwen3:30b")
+//!     .message("system", "You are the Writer.")
+//!     .message("user", "Write chapter 1.")
+//!     .temperature(Some(0.8))
+//!     .finish();
+//! assert_eq!(key.to_hex().len(), 64);
+//!
+//! assert!(cache.get(&key)?.is_none());
+//! cache.put(CachedResponse::new(key, "The morning sun...", "qwen3:30b"), Some(Duration::from_secs(3600)))?;
+//! let hit = cache.get(&key)?.expect("just stored");
+//! assert_eq!(&*hit.response, "The morning sun...");
+//! assert_eq!(hit.hit_count, 1);
+//!
+//! cache.flush()?; // the entry is now in <dir>/<key>.json
+//! assert!(dir.join(format!("{key}.json")).exists());
+//! # drop(cache);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod disk;
+mod entry;
+mod error;
+mod key;
+#[cfg(feature = "redis")]
+mod redis_cache;
+mod response_cache;
+mod store;
+
+pub use config::CacheConfig;
+pub use entry::CachedResponse;
+pub use error::CacheError;
+pub use key::{CacheKey, CacheKeyBuilder, ParseKeyError};
+#[cfg(feature = "redis")]
+pub use redis_cache::RedisCache;
+pub use response_cache::ResponseCache;
+pub use store::{CacheStats, CacheStore, Clock, ManualClock, SystemClock};

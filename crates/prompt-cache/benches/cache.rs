@@ -1,0 +1,2 @@
+//! Benchmarks for prompt-cache (filled in below).
+fn main() {}

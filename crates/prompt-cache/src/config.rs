@@ -1,0 +1,84 @@
+//! `CacheConfig`: where and how much `ResponseCache` stores.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::{Clock, SystemClock};
+
+/// Settings for [`ResponseCache::open`](crate::ResponseCache::open).
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Directory holding one `<64-hex key>.json` file per entry (created if missing).
+    pub cache_dir: PathBuf,
+    /// Most entries held in memory (default 1000, as the seed).
+    pub max_size: usize,
+    /// Most bytes held in memory, counted by [`CachedResponse::approx_size`](crate::CachedResponse::approx_size)
+    /// (default 256 MiB).
+    pub max_bytes: u64,
+    /// Default time to live (default 24 hours, as the seed). `Duration::MAX` means never expire.
+    pub ttl: Duration,
+    /// Largest single entry accepted by `put` (default 8 MiB).
+    pub max_entry_bytes: u64,
+    /// Number of memory shards, a power of two; 0 chooses (16 when `max_size >= 256`, else 1).
+    /// Each shard is an exact LRU over its share of `max_size` and `max_bytes`.
+    pub shards: usize,
+    /// Whether a lookup that misses memory reads `<key>.json` from disk, so that entries written
+    /// by another process (or not loaded at start-up) are served (default true).
+    pub read_through: bool,
+    /// Whether each disk write is `fsync`ed before its rename (default false).
+    pub fsync: bool,
+    /// Most distinct keys waiting for the disk writer before `put` waits (default 4096).
+    pub write_queue: usize,
+    /// The clock used for `created_at`, expiry and ages.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl CacheConfig {
+    /// Defaults for a cache in `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            max_size: 1000,
+            max_bytes: 256 * 1024 * 1024,
+            ttl: Duration::from_secs(24 * 60 * 60),
+            max_entry_bytes: 8 * 1024 * 1024,
+            shards: 0,
+            read_through: true,
+            fsync: false,
+            write_queue: 4096,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Sets `max_size`.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Sets `max_bytes`.
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets the default `ttl`.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+impl Default for CacheConfig {
+    /// The seed's default directory, `./output/cache`.
+    fn default() -> Self {
+        Self::new("./output/cache")
+    }
+}

@@ -1,0 +1,1 @@
+//! `RedisCache`: the cache over a Redis server (feature `redis`).

@@ -1,0 +1,540 @@
+//! `ResponseCache`: a sharded in-memory LRU over one atomic JSON file per entry.
+//!
+//! # Behaviour
+//!
+//! - **Memory.** Keys are spread over `shards` LRU lists by their first byte. Each shard holds an
+//!   exact LRU bounded by its share of `max_size` and `max_bytes`; adding an entry evicts from the
+//!   shard's least recently used end in O(1). The total never exceeds `max_size` entries.
+//! - **Disk.** `put`, `remove`, eviction and expiry queue a disk operation for the background
+//!   writer and return; operations on one key are coalesced (the newest wins). Files are written
+//!   to `.<key>.<pid>.<n>.tmp` and renamed to `<key>.json`, so a reader (in this or another
+//!   process) sees a complete entry or none. `flush` returns once everything queued before it
+//!   is on disk; dropping the cache flushes and joins the writer. When the queue holds
+//!   `write_queue` distinct keys, `put` waits for the writer rather than dropping work.
+//! - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) rewrites the
+//!   files of entries whose count changed since their last write.
+//! - **Misses** read `<key>.json` from disk when `read_through` is on (the default), so an entry
+//!   written by another process, or one not loaded at start-up, is served. A key with a disk
+//!   operation still queued in this cache is not read from disk (memory is the truth for it).
+//! - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
+//!   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
+//! - **Start-up** (`open`) loads at most `max_size` live entries, newest first, deletes expired
+//!   files, moves unreadable or corrupt files to `cache_dir/corrupt/` (counted in
+//!   [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
+//!   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
+//! - **Failures.** An empty response or one over `max_entry_bytes` is refused with an error
+//!   ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
+//!   in memory and counts [`CacheStats::write_failures`].
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lru::LruCache;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::disk::{self, Counters, DiskOp, FileRead, Writer};
+use crate::store::add_duration;
+use crate::{CacheConfig, CacheError, CacheKey, CacheStats, CacheStore, CachedResponse};
+
+/// Hashes a `CacheKey` by eight of its (already uniformly random) bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHasherBuilder;
+
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.len() >= 16 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[8..16]);
+            self.0 ^= u64::from_le_bytes(b);
+        } else {
+            for &byte in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+            }
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {
+        // The array length prefix carries no information.
+    }
+}
+
+impl BuildHasher for KeyHasherBuilder {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: CachedResponse,
+    size: u64,
+    /// The hit count changed since the entry was last queued for the disk.
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Shard {
+    lru: LruCache<CacheKey, Slot, KeyHasherBuilder>,
+    bytes: u64,
+    cap: usize,
+    byte_cap: u64,
+}
+
+impl Shard {
+    /// Inserts (or replaces) `slot`, then evicts from the LRU end until within bounds; the
+    /// evicted keys are appended to `evicted`.
+    fn insert(&mut self, key: CacheKey, slot: Slot, evicted: &mut Vec<CacheKey>) {
+        let size = slot.size;
+        if let Some((_, old)) = self.lru.push(key, slot) {
+            self.bytes -= old.size;
+        }
+        self.bytes += size;
+        while self.lru.len() > self.cap || self.bytes > self.byte_cap {
+            // The newest entry is never popped: it fits the byte cap alone and cap >= 1.
+            if self.lru.len() <= 1 {
+                break;
+            }
+            match self.lru.pop_lru() {
+                Some((k, s)) => {
+                    self.bytes -= s.size;
+                    evicted.push(k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn pop(&mut self, key: &CacheKey) -> Option<Slot> {
+        let slot = self.lru.pop(key)?;
+        self.bytes -= slot.size;
+        Some(slot)
+    }
+}
+
+/// The embedded response cache: a sharded memory LRU (entries and bytes bounded, TTL, hit
+/// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files written by a background
+/// thread. See the [module documentation](self) for the exact behaviour.
+#[derive(Debug)]
+pub struct ResponseCache {
+    shards: Box<[Mutex<Shard>]>,
+    shard_mask: usize,
+    config: CacheConfig,
+    counters: Arc<Counters>,
+    writer: Writer,
+}
+
+impl ResponseCache {
+    /// Opens (creating if needed) the cache in `config.cache_dir` and loads it.
+    ///
+    /// Fails if the directory cannot be created or written to, or a bound is zero.
+    pub fn open(config: CacheConfig) -> Result<Self, CacheError> {
+        if config.max_size == 0 {
+            return Err(CacheError::InvalidConfig {
+                field: "max_size",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if config.max_bytes == 0 {
+            return Err(CacheError::InvalidConfig {
+                field: "max_bytes",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        let shard_count = match config.shards {
+            0 if config.max_size >= 256 => 16,
+            0 => 1,
+            n if n.is_power_of_two() && n <= 256 && n <= config.max_size => n,
+            n => {
+                return Err(CacheError::InvalidConfig {
+                    field: "shards",
+                    message: format!(
+                        "{n} is not a power of two between 1 and min(256, max_size={})",
+                        config.max_size
+                    ),
+                });
+            }
+        };
+        disk::ensure_writable(&config.cache_dir)?;
+
+        let base = config.max_size / shard_count;
+        let extra = config.max_size % shard_count;
+        let byte_cap = (config.max_bytes / shard_count as u64).max(1);
+        let shards: Box<[Mutex<Shard>]> = (0..shard_count)
+            .map(|i| {
+                Mutex::new(Shard {
+                    lru: LruCache::unbounded_with_hasher(KeyHasherBuilder),
+                    bytes: 0,
+                    cap: base + usize::from(i < extra),
+                    byte_cap,
+                })
+            })
+            .collect();
+
+        let counters = Arc::new(Counters::default());
+        let now = config.clock.now();
+        let loaded = disk::load_dir(&config.cache_dir, config.max_size, now)?;
+        Counters::add(&counters.expired, loaded.expired);
+        Counters::add(&counters.corrupt, loaded.corrupt);
+
+        let writer = Writer::spawn(
+            config.cache_dir.clone(),
+            config.fsync,
+            config.write_queue,
+            Arc::clone(&counters),
+        )?;
+        let cache = Self {
+            shards,
+            shard_mask: shard_count - 1,
+            config,
+            counters,
+            writer,
+        };
+        // Oldest first, so the newest end up most recently used. Entries that do not fit a
+        // shard's bounds stay on disk (they are not evicted, and their files are kept).
+        let limit = cache.max_entry_size();
+        for entry in loaded.entries {
+            let size = entry.approx_size();
+            if size > limit {
+                continue;
+            }
+            let mut shard = cache.shard(&entry.key);
+            if shard.lru.len() >= shard.cap || shard.bytes + size > shard.byte_cap {
+                continue;
+            }
+            let key = entry.key;
+            let mut none = Vec::new();
+            shard.insert(
+                key,
+                Slot {
+                    entry,
+                    size,
+                    dirty: false,
+                },
+                &mut none,
+            );
+        }
+        Ok(cache)
+    }
+
+    /// The configuration the cache was opened with.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// Number of entries in memory (expired ones not yet dropped included).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().lru.len()).sum()
+    }
+
+    /// Whether memory holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &CacheKey) -> MutexGuard<'_, Shard> {
+        self.shards[usize::from(key.as_bytes()[0]) & self.shard_mask].lock()
+    }
+
+    /// The largest entry accepted: `max_entry_bytes`, or a shard's byte share if smaller.
+    fn max_entry_size(&self) -> u64 {
+        let byte_cap = (self.config.max_bytes / self.shards.len() as u64).max(1);
+        self.config.max_entry_bytes.min(byte_cap)
+    }
+
+    fn submit_evicted(&self, evicted: Vec<CacheKey>) -> Result<(), CacheError> {
+        if evicted.is_empty() {
+            return Ok(());
+        }
+        Counters::add(&self.counters.evictions, evicted.len() as u64);
+        for key in evicted {
+            self.writer.submit(key, DiskOp::Remove)?;
+        }
+        Ok(())
+    }
+
+    /// Looks `key` up on disk (shard lock held, so memory and disk stay ordered).
+    fn read_through(
+        &self,
+        shard: &mut Shard,
+        key: &CacheKey,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CachedResponse>, CacheError> {
+        if self.writer.is_busy(key) {
+            return Ok(None);
+        }
+        let path = disk::entry_path(&self.config.cache_dir, key);
+        let mut entry = match disk::read_entry(&path, key) {
+            FileRead::Entry(entry) => *entry,
+            FileRead::Missing => return Ok(None),
+            FileRead::Corrupt => {
+                if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
+                    Counters::add(&self.counters.corrupt, 1);
+                }
+                return Ok(None);
+            }
+        };
+        if entry.is_expired_at(now) {
+            Counters::add(&self.counters.expired, 1);
+            self.writer.submit(*key, DiskOp::Remove)?;
+            return Ok(None);
+        }
+        let size = entry.approx_size();
+        entry.hit_count += 1;
+        let out = entry.clone();
+        if size <= self.max_entry_size() {
+            let mut evicted = Vec::new();
+            shard.insert(
+                *key,
+                Slot {
+                    entry,
+                    size,
+                    dirty: true,
+                },
+                &mut evicted,
+            );
+            self.submit_evicted(evicted)?;
+        }
+        Ok(Some(out))
+    }
+
+    fn expires_at(&self, now: DateTime<Utc>, ttl: Duration) -> Option<DateTime<Utc>> {
+        add_duration(now, ttl)
+    }
+}
+
+impl CacheStore for ResponseCache {
+    fn get(&self, key: &CacheKey) -> Result<Option<CachedResponse>, CacheError> {
+        let now = self.config.clock.now();
+        let mut shard = self.shard(key);
+        if let Some(slot) = shard.lru.get_mut(key) {
+            if !slot.entry.is_expired_at(now) {
+                slot.entry.hit_count += 1;
+                slot.dirty = true;
+                let out = slot.entry.clone();
+                drop(shard);
+                Counters::add(&self.counters.hits, 1);
+                return Ok(Some(out));
+            }
+            shard.pop(key);
+            Counters::add(&self.counters.expired, 1);
+            let submitted = self.writer.submit(*key, DiskOp::Remove);
+            drop(shard);
+            Counters::add(&self.counters.misses, 1);
+            submitted?;
+            return Ok(None);
+        }
+        let found = if self.config.read_through {
+            self.read_through(&mut shard, key, now)?
+        } else {
+            None
+        };
+        drop(shard);
+        let counter = if found.is_some() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        };
+        Counters::add(counter, 1);
+        Ok(found)
+    }
+
+    fn put(&self, mut entry: CachedResponse, ttl: Option<Duration>) -> Result<(), CacheError> {
+        if entry.response.trim().is_empty() {
+            return Err(CacheError::EmptyResponse { key: entry.key });
+        }
+        let size = entry.approx_size();
+        let limit = self.max_entry_size();
+        if size > limit {
+            return Err(CacheError::EntryTooLarge {
+                key: entry.key,
+                size,
+                limit,
+            });
+        }
+        let now = self.config.clock.now();
+        entry.created_at = now;
+        entry.expires_at = self.expires_at(now, ttl.unwrap_or(self.config.ttl));
+        let key = entry.key;
+        let mut evicted = Vec::new();
+        let mut shard = self.shard(&key);
+        shard.insert(
+            key,
+            Slot {
+                entry: entry.clone(),
+                size,
+                dirty: false,
+            },
+            &mut evicted,
+        );
+        // Queued under the shard lock so the disk sees this key's operations in memory order.
+        self.writer.submit(key, DiskOp::Write(Box::new(entry)))?;
+        self.submit_evicted(evicted)
+    }
+
+    fn remove(&self, key: &CacheKey) -> Result<bool, CacheError> {
+        let now = self.config.clock.now();
+        let mut shard = self.shard(key);
+        let live = match shard.pop(key) {
+            Some(slot) => !slot.entry.is_expired_at(now),
+            None if self.config.read_through && !self.writer.is_busy(key) => {
+                match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
+                    FileRead::Entry(e) => !e.is_expired_at(now),
+                    FileRead::Missing | FileRead::Corrupt => false,
+                }
+            }
+            None => false,
+        };
+        self.writer.submit(*key, DiskOp::Remove)?;
+        Ok(live)
+    }
+
+    fn clear(&self) -> Result<usize, CacheError> {
+        // Hold every shard so no put slips between the memory and the disk wipe.
+        let mut guards: Vec<MutexGuard<'_, Shard>> = self.shards.iter().map(|s| s.lock()).collect();
+        let mut keys = std::collections::HashSet::new();
+        for shard in &mut guards {
+            keys.extend(shard.lru.iter().map(|(k, _)| *k));
+            shard.lru.clear();
+            shard.bytes = 0;
+        }
+        let seq = self.writer.request_clear()?;
+        drop(guards);
+        let removed = self.writer.wait_clear(seq)?;
+        keys.extend(removed);
+        Ok(keys.len())
+    }
+
+    fn prune_expired(&self) -> Result<usize, CacheError> {
+        let now = self.config.clock.now();
+        let mut pruned = std::collections::HashSet::new();
+        let mut in_memory = std::collections::HashSet::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let expired: Vec<CacheKey> = shard
+                .lru
+                .iter()
+                .filter(|(_, s)| s.entry.is_expired_at(now))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in expired {
+                shard.pop(&key);
+                self.writer.submit(key, DiskOp::Remove)?;
+                pruned.insert(key);
+            }
+            in_memory.extend(shard.lru.iter().map(|(k, _)| *k));
+        }
+        // Files not in memory: written by another process or not loaded at start-up.
+        let dir = &self.config.cache_dir;
+        let items = std::fs::read_dir(dir).map_err(|source| CacheError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for item in items.flatten() {
+            let name = item.file_name();
+            let Some(key) = name.to_str().and_then(disk::key_of_file_name) else {
+                continue;
+            };
+            if in_memory.contains(&key) || pruned.contains(&key) {
+                continue;
+            }
+            let shard = self.shard(&key);
+            if shard.lru.contains(&key) || self.writer.is_busy(&key) {
+                continue;
+            }
+            if let FileRead::Entry(e) = disk::read_entry(&item.path(), &key)
+                && e.is_expired_at(now)
+            {
+                self.writer.submit(key, DiskOp::Remove)?;
+                pruned.insert(key);
+            }
+            drop(shard);
+        }
+        Counters::add(&self.counters.expired, pruned.len() as u64);
+        Ok(pruned.len())
+    }
+
+    fn stats(&self) -> Result<CacheStats, CacheError> {
+        let now = self.config.clock.now();
+        let mut size = 0usize;
+        let mut bytes = 0u64;
+        let mut total_hits = 0u64;
+        let mut age_sum = 0f64;
+        let mut oldest = 0f64;
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            size += shard.lru.len();
+            bytes += shard.bytes;
+            for (_, slot) in shard.lru.iter() {
+                total_hits += slot.entry.hit_count;
+                let age = (now - slot.entry.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                age_sum += age;
+                oldest = oldest.max(age);
+            }
+        }
+        let c = &self.counters;
+        let hits = c.hits.load(Ordering::Relaxed);
+        let misses = c.misses.load(Ordering::Relaxed);
+        Ok(CacheStats {
+            size,
+            max_size: self.config.max_size,
+            utilization: size as f64 / self.config.max_size as f64,
+            total_hits,
+            avg_age_seconds: if size == 0 {
+                0.0
+            } else {
+                age_sum / size as f64
+            },
+            oldest_age_seconds: oldest,
+            ttl_seconds: self.config.ttl.as_secs(),
+            hits,
+            misses,
+            hit_rate: if hits + misses == 0 {
+                0.0
+            } else {
+                hits as f64 / (hits + misses) as f64
+            },
+            evictions: c.evictions.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            bytes,
+            corrupt: c.corrupt.load(Ordering::Relaxed),
+            write_failures: c.write_failures.load(Ordering::Relaxed),
+        })
+    }
+
+    fn flush(&self) -> Result<(), CacheError> {
+        // Write back changed hit counts, then wait for the writer.
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let mut dirty = Vec::new();
+            for (key, slot) in shard.lru.iter_mut() {
+                if slot.dirty {
+                    slot.dirty = false;
+                    dirty.push((*key, slot.entry.clone()));
+                }
+            }
+            for (key, entry) in dirty {
+                self.writer.submit(key, DiskOp::Write(Box::new(entry)))?;
+            }
+        }
+        self.writer.flush()
+    }
+}
+
+impl Drop for ResponseCache {
+    fn drop(&mut self) {
+        // Errors cannot be returned from drop; the writer's own Drop joins the thread.
+        let _ = CacheStore::flush(self);
+    }
+}
