@@ -1,1 +1,78 @@
 //! Versioned YAML prompt templates with Jinja bodies: load, render, lint.
+//!
+//! A template lives in `<dir>/<agent>/<task>_v<N>.yaml` and declares its variables, both
+//! prompt bodies (Jinja, rendered strictly: an undefined variable is an error, nothing is
+//! HTML-escaped, values are emitted verbatim), validation rules for the response, few-shot
+//! examples, metadata and optional model defaults. See `docs/TEMPLATE_FORMAT.md` for the
+//! full format.
+//!
+//! - [`TemplateStore`] finds, parses and compiles a template once and then serves it from
+//!   memory as an `Arc<PromptTemplate>`.
+//! - [`PromptTemplate::render`] checks the variables (every missing, unknown and mistyped one
+//!   is reported at once) and renders a [`RenderedPrompt`].
+//! - [`lint`] checks a whole directory and reports [`Diagnostic`]s with file, line and column.
+//!
+//! ```
+//! use prompt_templates::{TemplateStore, VersionReq, Vars, lint};
+//! use serde_json::json;
+//!
+//! let dir = tempfile::tempdir()?;
+//! std::fs::create_dir(dir.path().join("writer"))?;
+//! std::fs::write(
+//!     dir.path().join("writer/greet_v1.yaml"),
+//!     r#"
+//! version: 1
+//! agent: writer
+//! task: greet
+//! system_prompt: You are a friendly {{ role }}.
+//! user_prompt_template: |
+//!   Greet {{ names | join(", ") }}.
+//!   {% if mood %}Be {{ mood }}.{% endif %}
+//! variables:
+//!   names: "list - Who to greet"
+//!   role: { type: string, default: "narrator" }
+//!   mood: { type: string, required: false, description: "Tone of the greeting" }
+//! "#,
+//! )?;
+//!
+//! let store = TemplateStore::open(dir.path())?;
+//! let template = store.load("writer", "greet", VersionReq::Latest)?;
+//! assert_eq!(template.version(), 1);
+//! assert_eq!(template.content_hash().len(), 64);
+//!
+//! let mut vars = Vars::new();
+//! vars.insert("names".into(), json!(["Ada", "{{ Bob }}"]));
+//! let prompt = template.render(&vars)?;
+//! assert_eq!(prompt.system, "You are a friendly narrator.");
+//! assert_eq!(prompt.user, "Greet Ada, {{ Bob }}.\n");
+//!
+//! // Every problem at once, naming the template.
+//! vars.insert("names".into(), json!("Ada"));
+//! vars.insert("colour".into(), json!("red"));
+//! let err = template.render(&vars).unwrap_err().to_string();
+//! assert!(err.contains("writer/greet v1"));
+//! assert!(err.contains("variable `names` expects list, got string"));
+//! assert!(err.contains("unknown variable `colour`"));
+//!
+//! let report = lint(dir.path())?;
+//! assert_eq!((report.files_checked, report.error_count(), report.warning_count()), (1, 0, 0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod lint;
+mod parse;
+mod spec;
+mod store;
+mod template;
+
+pub use error::{TemplateError, VarProblem};
+pub use lint::{Diagnostic, LintReport, Severity, lint};
+pub use spec::{
+    Example, Metadata, ModelDefaults, UnknownVarType, ValidationRules, VarType, VariableSpec,
+};
+pub use store::{TemplateInfo, TemplateStore, VersionReq};
+pub use template::{PromptTemplate, RenderedPrompt};
+
+/// The variables of one render: names to JSON values.
+pub type Vars = serde_json::Map<String, serde_json::Value>;

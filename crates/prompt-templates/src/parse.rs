@@ -1,0 +1,1068 @@
+//! Reading one template file: YAML with positions, checks, compilation, diagnostics.
+
+#[cfg(test)]
+use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+
+use crate::Vars;
+use crate::lint::{Diagnostic, Severity};
+use crate::spec::{
+    Example, Metadata, ModelDefaults, ValidationRules, VarType, VariableSpec, json_type_name,
+};
+use crate::template::{PromptTemplate, SYSTEM, USER, new_environment, to_jinja};
+
+/// The outcome of reading one file: the template when it has no error, and every diagnostic.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub(crate) template: Option<PromptTemplate>,
+    pub(crate) diagnostics: Vec<Diagnostic>,
+    /// The agent/task/version the content claims, with the position of `version`.
+    pub(crate) claim: Option<Claim>,
+}
+
+/// What a file says it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    pub(crate) agent: String,
+    pub(crate) task: String,
+    pub(crate) version: u32,
+    pub(crate) line: usize,
+    pub(crate) col: usize,
+}
+
+#[derive(Deserialize)]
+struct RawTemplate {
+    version: Option<Spanned<Value>>,
+    agent: Option<Spanned<Value>>,
+    task: Option<Spanned<Value>>,
+    system_prompt: Option<Spanned<Value>>,
+    user_prompt_template: Option<Spanned<Value>>,
+    variables: Option<Spanned<RawVariables>>,
+    validation: Option<Spanned<ValidationRules>>,
+    examples: Option<Spanned<Vec<Spanned<Value>>>>,
+    metadata: Option<Spanned<Metadata>>,
+    model: Option<Spanned<ModelDefaults>>,
+}
+
+/// `variables:` in file order, with the position of each name.
+struct RawVariables(Vec<(Spanned<String>, Spanned<Value>)>);
+
+impl<'de> Deserialize<'de> for RawVariables {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor;
+        impl<'de> Visitor<'de> for MapVisitor {
+            type Value = RawVariables;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map from variable names to declarations")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RawVariables, E> {
+                Ok(RawVariables(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawVariables, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<Spanned<Value>>()?;
+                    out.push((key, value));
+                }
+                Ok(RawVariables(out))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor)
+    }
+}
+
+/// A 1-based position in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    line: usize,
+    col: usize,
+}
+
+impl Pos {
+    const START: Pos = Pos { line: 1, col: 1 };
+
+    fn of<T>(spanned: &Spanned<T>) -> Pos {
+        let line = usize::try_from(spanned.referenced.line()).unwrap_or(0);
+        let col = usize::try_from(spanned.referenced.column()).unwrap_or(0);
+        if line == 0 {
+            Pos::START
+        } else {
+            Pos {
+                line,
+                col: col.max(1),
+            }
+        }
+    }
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    source: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, severity: Severity, pos: Pos, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic {
+            path: self.path.to_path_buf(),
+            line: pos.line,
+            col: pos.col,
+            severity,
+            message: message.into(),
+        });
+    }
+
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.push(Severity::Error, pos, message);
+    }
+
+    fn warning(&mut self, pos: Pos, message: impl Into<String>) {
+        self.push(Severity::Warning, pos, message);
+    }
+
+    fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Whether `name` is a plain identifier as agent and task names must be.
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `name` is a Jinja identifier, as variable names must be.
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Splits `<task>_v<N>.yaml` into task and N (N written without leading zeros, N >= 1).
+pub(crate) fn split_file_name(file_name: &str) -> Option<(&str, u32)> {
+    let stem = file_name.strip_suffix(".yaml")?;
+    let (task, n) = stem.rsplit_once("_v")?;
+    Some((task, parse_version_number(n)?)).filter(|(task, _)| is_plain_name(task))
+}
+
+/// Parses `N` (digits, no leading zero, at least 1).
+pub(crate) fn parse_version_number(n: &str) -> Option<u32> {
+    if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// SHA-256 of `bytes` as 64 lowercase hex characters.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads one template file. `path` is used for messages and to check the folder and file name.
+pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
+    let mut parsed = Parsed {
+        template: None,
+        diagnostics: Vec::new(),
+        claim: None,
+    };
+    let source = match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let valid = std::str::from_utf8(valid).unwrap_or_default();
+            let pos = offset_pos(valid, valid.len());
+            parsed.diagnostics.push(Diagnostic {
+                path: path.to_path_buf(),
+                line: pos.line,
+                col: pos.col,
+                severity: Severity::Error,
+                message: "file is not valid UTF-8".to_owned(),
+            });
+            return parsed;
+        }
+    };
+    let mut ctx = Ctx {
+        path,
+        source,
+        diagnostics: Vec::new(),
+    };
+    let (template, claim) = check(&mut ctx, bytes);
+    ctx.diagnostics.sort();
+    parsed.template = if ctx.has_errors() { None } else { template };
+    parsed.claim = claim;
+    parsed.diagnostics = ctx.diagnostics;
+    parsed
+}
+
+fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Claim>) {
+    let raw: RawTemplate = match serde_saphyr::from_str(ctx.source) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let pos = err
+                .location()
+                .and_then(|l| {
+                    let line = usize::try_from(l.line()).ok()?;
+                    let col = usize::try_from(l.column()).ok()?;
+                    (line > 0).then_some(Pos {
+                        line,
+                        col: col.max(1),
+                    })
+                })
+                .unwrap_or(Pos::START);
+            ctx.error(pos, format!("invalid YAML: {}", yaml_message(&err)));
+            return (None, None);
+        }
+    };
+
+    // Identity: version, agent, task, and the file name and folder they must agree with.
+    let version = raw.version.as_ref().and_then(|v| {
+        let pos = Pos::of(v);
+        match v.value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n >= 1 => Some((n, pos)),
+            _ if v.value.is_null() => {
+                ctx.error(pos, "required field `version` is empty");
+                None
+            }
+            _ => {
+                ctx.error(
+                    pos,
+                    format!(
+                        "`version` must be a whole number from 1, got {}",
+                        short(&v.value)
+                    ),
+                );
+                None
+            }
+        }
+    });
+    if raw.version.is_none() {
+        ctx.error(Pos::START, "missing required field `version`");
+    }
+    let agent = name_field(ctx, "agent", raw.agent.as_ref());
+    let task = name_field(ctx, "task", raw.task.as_ref());
+    check_location(ctx, agent.as_ref(), task.as_ref(), version);
+
+    // Bodies.
+    let system = body_field(ctx, SYSTEM, raw.system_prompt.as_ref());
+    let user = body_field(ctx, USER, raw.user_prompt_template.as_ref());
+
+    // Declarations.
+    let variables = raw
+        .variables
+        .as_ref()
+        .map(|v| variables(ctx, v))
+        .unwrap_or_default();
+    let validation = raw.validation.map(|v| {
+        if let (Some(min), Some(max)) = (v.value.min_length, v.value.max_length)
+            && min > max
+        {
+            ctx.error(
+                Pos::of(&v),
+                format!("validation: min_length {min} is greater than max_length {max}"),
+            );
+        }
+        v.value
+    });
+    let examples = raw
+        .examples
+        .as_ref()
+        .map(|e| examples(ctx, e))
+        .unwrap_or_default();
+
+    // Compile both bodies and compare the variables they use with the declared ones.
+    let mut env = new_environment();
+    let globals: HashSet<String> = env.globals().map(|(name, _)| name.to_owned()).collect();
+    let mut used = HashSet::new();
+    for (part, body) in [(SYSTEM, &system), (USER, &user)] {
+        let Some((text, origin)) = body else { continue };
+        if let Err(err) = env.add_template_owned(part, text.clone()) {
+            let pos = err.line().map_or(origin.start(), |line| {
+                let col = err.range().map_or(1, |r| col_at(text, r.start));
+                origin.map(ctx.source, text, line, col)
+            });
+            ctx.error(
+                pos,
+                format!("Jinja syntax error in `{part}`: {}", syntax_message(&err)),
+            );
+            continue;
+        }
+        let Ok(compiled) = env.get_template(part) else {
+            continue;
+        };
+        let mut names: Vec<String> = compiled
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|n| !globals.contains(n))
+            .collect();
+        names.sort();
+        for name in names {
+            if !variables.iter().any(|(v, _)| v.name == name) {
+                let pos = first_use(text, &name).map_or(origin.start(), |off| {
+                    let p = offset_pos(text, off);
+                    origin.map(ctx.source, text, p.line, p.col)
+                });
+                ctx.error(
+                    pos,
+                    format!(
+                        "variable `{name}` is used in `{part}` but not declared in `variables`"
+                    ),
+                );
+            }
+            used.insert(name);
+        }
+        // The seed's str.format placeholders, which Jinja prints literally.
+        for (off, name) in brace_placeholders(text) {
+            if variables.iter().any(|(v, _)| v.name == name) {
+                let p = offset_pos(text, off);
+                let pos = origin.map(ctx.source, text, p.line, p.col);
+                ctx.warning(pos, format!("`{{{name}}}` in `{part}` is printed literally: Jinja needs `{{{{ {name} }}}}`"));
+            }
+        }
+    }
+    let bodies_ok = system.is_some() && user.is_some();
+    if bodies_ok {
+        for (spec, pos) in &variables {
+            if !used.contains(&spec.name) {
+                ctx.warning(
+                    *pos,
+                    format!("variable `{}` is declared but no body uses it", spec.name),
+                );
+            }
+        }
+    }
+
+    let claim = match (&agent, &task, version) {
+        (Some((agent, _)), Some((task, _)), Some((version, pos))) => Some(Claim {
+            agent: agent.clone(),
+            task: task.clone(),
+            version,
+            line: pos.line,
+            col: pos.col,
+        }),
+        _ => None,
+    };
+    if ctx.has_errors() {
+        return (None, claim);
+    }
+    let (Some((agent, _)), Some((task, _)), Some((version, _)), Some((system, _)), Some((user, _))) =
+        (agent, task, version, system, user)
+    else {
+        return (None, claim);
+    };
+
+    let display_name = format!("{agent}/{task} v{version} ({})", ctx.path.display());
+    let (example_specs, example_pos): (Vec<Example>, Vec<Pos>) = examples.into_iter().unzip();
+    let (specs, _): (Vec<VariableSpec>, Vec<Pos>) = variables.into_iter().unzip();
+    let template = PromptTemplate {
+        names: specs.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+        fallbacks: specs
+            .iter()
+            .map(|s| (!s.required).then(|| to_jinja(&s.fallback_value())))
+            .collect(),
+        agent,
+        task,
+        version,
+        path: ctx.path.to_path_buf(),
+        content_hash: sha256_hex(bytes),
+        metadata: raw.metadata.map(|m| m.value).unwrap_or_default(),
+        model: raw.model.map(|m| m.value),
+        validation: validation.unwrap_or_default(),
+        variables: specs,
+        examples: example_specs,
+        system_source: system,
+        user_source: user,
+        display_name,
+        env,
+    };
+    // Every example's input must render the user prompt.
+    for (i, (example, pos)) in template.examples.iter().zip(&example_pos).enumerate() {
+        if let Err(err) = template.render_example_input(example) {
+            let message = err.to_string();
+            let message = message
+                .strip_prefix(&format!("template {}: ", template.display_name))
+                .unwrap_or(&message);
+            ctx.error(
+                *pos,
+                format!("example {} input does not render: {message}", i + 1),
+            );
+        }
+    }
+    (Some(template), claim)
+}
+
+/// Shortens serde-saphyr's message to its first line (the position is reported separately).
+fn yaml_message(err: &serde_saphyr::Error) -> String {
+    let text = err.to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    first.to_owned()
+}
+
+/// The engine's syntax message without its position suffix.
+fn syntax_message(err: &minijinja::Error) -> String {
+    err.detail()
+        .map_or_else(|| err.kind().to_string(), ToOwned::to_owned)
+}
+
+/// A JSON value shown briefly in messages.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn name_field(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    value: Option<&Spanned<Value>>,
+) -> Option<(String, Pos)> {
+    let Some(value) = value else {
+        ctx.error(Pos::START, format!("missing required field `{field}`"));
+        return None;
+    };
+    let pos = Pos::of(value);
+    match &value.value {
+        Value::Null => ctx.error(pos, format!("required field `{field}` is empty")),
+        Value::String(s) if s.trim().is_empty() => {
+            ctx.error(pos, format!("required field `{field}` is empty"));
+        }
+        Value::String(s) if !is_plain_name(s) => ctx.error(
+            pos,
+            format!("`{field}` {s:?} must be a plain name of letters, digits, `_` and `-`"),
+        ),
+        Value::String(s) => return Some((s.clone(), pos)),
+        other => ctx.error(
+            pos,
+            format!("`{field}` must be a string, got {}", json_type_name(other)),
+        ),
+    }
+    None
+}
+
+fn check_location(
+    ctx: &mut Ctx<'_>,
+    agent: Option<&(String, Pos)>,
+    task: Option<&(String, Pos)>,
+    version: Option<(u32, Pos)>,
+) {
+    let path = ctx.path;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let folder = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    if let Some((agent, pos)) = agent
+        && folder != agent
+    {
+        ctx.error(*pos, format!("agent `{agent}` does not match the folder `{folder}`: the file belongs in `{agent}/`"));
+    }
+    let Some((file_task, file_version)) = split_file_name(file_name) else {
+        ctx.error(
+            Pos::START,
+            format!(
+                "file name `{file_name}` is not `<task>_v<N>.yaml` (N from 1, no leading zeros)"
+            ),
+        );
+        return;
+    };
+    if let Some((task, pos)) = task
+        && task != file_task
+    {
+        ctx.error(
+            *pos,
+            format!(
+                "task `{task}` does not match the file name `{file_name}` (task `{file_task}`)"
+            ),
+        );
+    }
+    if let Some((version, pos)) = version
+        && version != file_version
+    {
+        ctx.error(
+            pos,
+            format!(
+                "version {version} does not match the file name `{file_name}` (_v{file_version})"
+            ),
+        );
+    }
+}
+
+/// Where a body's text starts in the file, to report positions inside it.
+#[derive(Debug, Clone, Copy)]
+struct BodyOrigin {
+    /// The position of the scalar (for a block scalar, of its `|` or `>`).
+    pos: Pos,
+    block: bool,
+    quoted: bool,
+}
+
+impl BodyOrigin {
+    fn new(source: &str, pos: Pos) -> Self {
+        let first = source
+            .lines()
+            .nth(pos.line - 1)
+            .and_then(|l| l.chars().nth(pos.col - 1));
+        Self {
+            pos,
+            block: matches!(first, Some('|' | '>')),
+            quoted: matches!(first, Some('"' | '\'')),
+        }
+    }
+
+    fn start(&self) -> Pos {
+        if self.block {
+            Pos {
+                line: self.pos.line + 1,
+                col: 1,
+            }
+        } else {
+            self.pos
+        }
+    }
+
+    /// Maps a 1-based line and column inside the body to the file.
+    fn map(&self, source: &str, body: &str, line: usize, col: usize) -> Pos {
+        if self.block {
+            let file_line = self.pos.line + line;
+            let indent = match (
+                source.lines().nth(file_line - 1),
+                body.lines().nth(line - 1),
+            ) {
+                (Some(f), Some(b)) => leading_ws(f).saturating_sub(leading_ws(b)),
+                _ => 0,
+            };
+            Pos {
+                line: file_line,
+                col: indent + col,
+            }
+        } else if line == 1 {
+            Pos {
+                line: self.pos.line,
+                col: self.pos.col + usize::from(self.quoted) + col - 1,
+            }
+        } else {
+            Pos {
+                line: self.pos.line + line - 1,
+                col,
+            }
+        }
+    }
+}
+
+fn leading_ws(line: &str) -> usize {
+    line.chars().take_while(|c| *c == ' ' || *c == '\t').count()
+}
+
+fn body_field(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    value: Option<&Spanned<Value>>,
+) -> Option<(String, BodyOrigin)> {
+    let Some(value) = value else {
+        ctx.error(Pos::START, format!("missing required field `{field}`"));
+        return None;
+    };
+    let pos = Pos::of(value);
+    match &value.value {
+        Value::String(s) if !s.trim().is_empty() => {
+            Some((s.clone(), BodyOrigin::new(ctx.source, pos)))
+        }
+        Value::String(_) | Value::Null => {
+            ctx.error(pos, format!("required field `{field}` is empty"));
+            None
+        }
+        other => {
+            ctx.error(
+                pos,
+                format!("`{field}` must be a string, got {}", json_type_name(other)),
+            );
+            None
+        }
+    }
+}
+
+fn variables(ctx: &mut Ctx<'_>, raw: &Spanned<RawVariables>) -> Vec<(VariableSpec, Pos)> {
+    let mut out: Vec<(VariableSpec, Pos)> = Vec::new();
+    for (name, decl) in &raw.value.0 {
+        let pos = Pos::of(name);
+        let name = name.value.clone();
+        if !is_identifier(&name) {
+            ctx.error(pos, format!("variable name `{name}` is not an identifier (letters, digits and `_`, not starting with a digit)"));
+            continue;
+        }
+        if out.iter().any(|(v, _)| v.name == name) {
+            ctx.error(pos, format!("variable `{name}` is declared twice"));
+            continue;
+        }
+        if let Some(spec) = variable(ctx, &name, decl) {
+            out.push((spec, pos));
+        }
+    }
+    out
+}
+
+fn variable(ctx: &mut Ctx<'_>, name: &str, decl: &Spanned<Value>) -> Option<VariableSpec> {
+    let pos = Pos::of(decl);
+    match &decl.value {
+        Value::String(short_form) => {
+            let (ty, description) = short_form
+                .split_once('-')
+                .map_or((short_form.as_str(), ""), |(t, d)| (t, d.trim()));
+            match ty.parse::<VarType>() {
+                Ok(ty) => Some(VariableSpec {
+                    name: name.to_owned(),
+                    ty,
+                    description: description.to_owned(),
+                    required: true,
+                    default: None,
+                }),
+                Err(e) => {
+                    ctx.error(
+                        pos,
+                        format!("variable `{name}`: {e} (short form: \"<type> - <description>\")"),
+                    );
+                    None
+                }
+            }
+        }
+        Value::Object(map) => {
+            let mut ok = true;
+            for key in map.keys() {
+                if !matches!(
+                    key.as_str(),
+                    "type" | "description" | "required" | "default"
+                ) {
+                    ctx.error(pos, format!("variable `{name}`: unknown key `{key}` (expected type, description, required, default)"));
+                    ok = false;
+                }
+            }
+            let ty = match map.get("type") {
+                Some(Value::String(t)) => match t.parse::<VarType>() {
+                    Ok(ty) => Some(ty),
+                    Err(e) => {
+                        ctx.error(pos, format!("variable `{name}`: {e}"));
+                        None
+                    }
+                },
+                Some(other) => {
+                    ctx.error(
+                        pos,
+                        format!(
+                            "variable `{name}`: `type` must be a string, got {}",
+                            json_type_name(other)
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    ctx.error(pos, format!("variable `{name}`: missing `type`"));
+                    None
+                }
+            };
+            let description = match map.get("description") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(d)) => d.trim().to_owned(),
+                Some(other) => {
+                    ctx.error(
+                        pos,
+                        format!(
+                            "variable `{name}`: `description` must be a string, got {}",
+                            json_type_name(other)
+                        ),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            };
+            let default = map.get("default").filter(|d| !d.is_null()).cloned();
+            let required = match map.get("required") {
+                None | Some(Value::Null) => default.is_none(),
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    ctx.error(
+                        pos,
+                        format!(
+                            "variable `{name}`: `required` must be true or false, got {}",
+                            json_type_name(other)
+                        ),
+                    );
+                    ok = false;
+                    true
+                }
+            };
+            let ty = ty?;
+            if let Some(default) = &default {
+                if required {
+                    ctx.error(
+                        pos,
+                        format!(
+                            "variable `{name}` is required and has a default: drop one of them"
+                        ),
+                    );
+                    ok = false;
+                }
+                if !ty.matches(default) {
+                    ctx.error(
+                        pos,
+                        format!(
+                            "variable `{name}`: default is {}, not {ty}",
+                            json_type_name(default)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then(|| VariableSpec {
+                name: name.to_owned(),
+                ty,
+                description,
+                required,
+                default,
+            })
+        }
+        Value::Null => {
+            ctx.error(pos, format!("variable `{name}` has no declaration: write \"<type> - <description>\" or {{ type: ..., description: ... }}"));
+            None
+        }
+        other => {
+            ctx.error(
+                pos,
+                format!(
+                    "variable `{name}`: expected \"<type> - <description>\" or a map, got {}",
+                    json_type_name(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn examples(ctx: &mut Ctx<'_>, raw: &Spanned<Vec<Spanned<Value>>>) -> Vec<(Example, Pos)> {
+    let mut out = Vec::new();
+    for (i, item) in raw.value.iter().enumerate() {
+        let n = i + 1;
+        let pos = Pos::of(item);
+        let Value::Object(map) = &item.value else {
+            ctx.error(
+                pos,
+                format!("example {n} must be a map with `input` and `output`"),
+            );
+            continue;
+        };
+        let mut ok = true;
+        for key in map.keys() {
+            if !matches!(key.as_str(), "context" | "input" | "output") {
+                ctx.error(
+                    pos,
+                    format!("example {n}: unknown key `{key}` (expected context, input, output)"),
+                );
+                ok = false;
+            }
+        }
+        let input = match map.get("input") {
+            Some(Value::Object(input)) => input.clone(),
+            None | Some(Value::Null) => {
+                ctx.error(pos, format!("example {n}: missing required field `input`"));
+                ok = false;
+                Vars::new()
+            }
+            Some(other) => {
+                ctx.error(
+                    pos,
+                    format!(
+                        "example {n}: `input` must be a map of variables, got {}",
+                        json_type_name(other)
+                    ),
+                );
+                ok = false;
+                Vars::new()
+            }
+        };
+        let output = match map.get("output") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                ctx.error(
+                    pos,
+                    format!("example {n}: missing or empty required field `output`"),
+                );
+                ok = false;
+                String::new()
+            }
+            Some(other) => {
+                ctx.error(
+                    pos,
+                    format!(
+                        "example {n}: `output` must be a string, got {}",
+                        json_type_name(other)
+                    ),
+                );
+                ok = false;
+                String::new()
+            }
+        };
+        let context = match map.get("context") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                ctx.error(
+                    pos,
+                    format!(
+                        "example {n}: `context` must be a string, got {}",
+                        json_type_name(other)
+                    ),
+                );
+                ok = false;
+                None
+            }
+        };
+        if ok {
+            out.push((
+                Example {
+                    context,
+                    input,
+                    output,
+                },
+                pos,
+            ));
+        }
+    }
+    out
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn offset_pos(text: &str, offset: usize) -> Pos {
+    let offset = floor_char_boundary(text, offset);
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Pos {
+        line,
+        col: before[line_start..].chars().count() + 1,
+    }
+}
+
+/// The 1-based column of byte `offset` within its line.
+fn col_at(text: &str, offset: usize) -> usize {
+    offset_pos(text, offset).col
+}
+
+fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
+    offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// A region of a Jinja body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Region {
+    /// Plain text (also the inside of `{% raw %}`, with `raw` true).
+    Text { raw: bool },
+    /// `{{ ... }}` or `{% ... %}`.
+    Tag,
+    /// `{# ... #}`.
+    Comment,
+}
+
+/// Splits a body into text, tag and comment regions (byte ranges).
+fn regions(text: &str) -> Vec<(Region, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut text_start = 0;
+    while i + 1 < bytes.len() {
+        let close = match (bytes[i], bytes[i + 1]) {
+            (b'{', b'{') => "}}",
+            (b'{', b'%') => "%}",
+            (b'{', b'#') => "#}",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if text_start < i {
+            out.push((Region::Text { raw: false }, text_start..i));
+        }
+        let end = text[i + 2..]
+            .find(close)
+            .map_or(text.len(), |e| i + 2 + e + 2);
+        let region = if close == "#}" {
+            Region::Comment
+        } else {
+            Region::Tag
+        };
+        out.push((region, i..end));
+        i = end;
+        text_start = end;
+        if close == "%}" && is_raw_start(&text[out[out.len() - 1].1.clone()]) {
+            // Everything up to `{% endraw %}` is literal text.
+            let rest = &text[end..];
+            let mut search = 0;
+            let mut raw_end = text.len();
+            while let Some(open) = rest[search..].find("{%") {
+                let at = search + open;
+                let tag_end = rest[at + 2..]
+                    .find("%}")
+                    .map_or(rest.len(), |e| at + 2 + e + 2);
+                if tag_inner(&rest[at..tag_end]) == "endraw" {
+                    out.push((Region::Text { raw: true }, end..end + at));
+                    out.push((Region::Tag, end + at..end + tag_end));
+                    raw_end = end + tag_end;
+                    break;
+                }
+                search = at + 2;
+            }
+            if raw_end == text.len() {
+                out.push((Region::Text { raw: true }, end..text.len()));
+            }
+            i = raw_end;
+            text_start = raw_end;
+        }
+    }
+    if text_start < text.len() {
+        out.push((Region::Text { raw: false }, text_start..text.len()));
+    }
+    out
+}
+
+fn tag_inner(tag: &str) -> &str {
+    let inner = tag.get(2..tag.len().saturating_sub(2)).unwrap_or("");
+    inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace())
+}
+
+fn is_raw_start(tag: &str) -> bool {
+    tag_inner(tag) == "raw"
+}
+
+/// Byte offset of the first use of `name` as a whole word inside a tag.
+fn first_use(text: &str, name: &str) -> Option<usize> {
+    for (region, range) in regions(text) {
+        if region != Region::Tag {
+            continue;
+        }
+        let tag = &text[range.clone()];
+        let mut from = 0;
+        while let Some(found) = tag[from..].find(name) {
+            let at = from + found;
+            let before = tag[..at].chars().next_back();
+            let after = tag[at + name.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if !word(before) && !word(after) && before != Some('.') {
+                return Some(range.start + at);
+            }
+            from = at + name.len();
+        }
+    }
+    None
+}
+
+/// `{name}`-style placeholders in plain text (outside tags, comments and raw blocks):
+/// byte offset and name.
+fn brace_placeholders(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (region, range) in regions(text) {
+        if region != (Region::Text { raw: false }) {
+            continue;
+        }
+        let chunk = &text[range.clone()];
+        let bytes = chunk.as_bytes();
+        for (i, _) in chunk.match_indices('{') {
+            if i > 0 && bytes[i - 1] == b'{' {
+                continue;
+            }
+            let rest = &chunk[i + 1..];
+            let ident_len = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            let ident = &rest[..ident_len];
+            if !is_identifier(ident) {
+                continue;
+            }
+            let tail = &rest[ident_len..];
+            let closes = match tail.bytes().next() {
+                Some(b'}') => true,
+                Some(b'.' | b'[' | b':' | b'!') => tail
+                    .find('}')
+                    .is_some_and(|end| !tail[..end].contains(['{', '\n'])),
+                _ => false,
+            };
+            if closes {
+                out.push((range.start + i, ident.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Every name a body uses, for tests of the analysis.
+#[cfg(test)]
+pub(crate) fn used_names(body: &str) -> BTreeSet<String> {
+    let mut env = new_environment();
+    let globals: HashSet<String> = env.globals().map(|(n, _)| n.to_owned()).collect();
+    if env.add_template_owned("t", body.to_owned()).is_err() {
+        return BTreeSet::new();
+    }
+    env.get_template("t")
+        .map(|t| {
+            t.undeclared_variables(false)
+                .into_iter()
+                .filter(|n| !globals.contains(n))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analysis_ignores_loop_and_globals_and_locals() {
+        let names = used_names(
+            "{% for k, v in d.items() %}{{ loop.index }}{{ k }}{% endfor %}{% set x = 1 %}{{ x }}{{ range(3) | join(', ') }}{{ a.b }}",
+        );
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), vec!["a", "d"]);
+    }
+
+    #[test]
+    fn brace_placeholders_skip_tags_and_raw() {
+        let found =
+            brace_placeholders("{name} {{ a }} {% raw %}{b}{% endraw %} {c:>3} {{ {'k': 1} }} {d");
+        assert_eq!(found, vec![(0, "name".to_owned()), (40, "c".to_owned())]);
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(
+            split_file_name("write_chapter_v12.yaml"),
+            Some(("write_chapter", 12))
+        );
+        assert_eq!(split_file_name("a_v01.yaml"), None);
+        assert_eq!(split_file_name("a_v0.yaml"), None);
+        assert_eq!(split_file_name("a.yaml"), None);
+        assert_eq!(split_file_name("a_v1.yml"), None);
+        assert_eq!(split_file_name("_v1.yaml"), None);
+    }
+}
