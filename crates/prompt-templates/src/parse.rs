@@ -47,10 +47,10 @@ struct RawTemplate {
     system_prompt: Option<Spanned<Value>>,
     user_prompt_template: Option<Spanned<Value>>,
     variables: Option<Spanned<RawVariables>>,
-    validation: Option<Spanned<ValidationRules>>,
+    validation: Option<Spanned<Value>>,
     examples: Option<Spanned<Vec<Spanned<Value>>>>,
-    metadata: Option<Spanned<Metadata>>,
-    model: Option<Spanned<ModelDefaults>>,
+    metadata: Option<Spanned<Value>>,
+    model: Option<Spanned<Value>>,
 }
 
 /// `variables:` in file order, with the position of each name.
@@ -265,17 +265,18 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
         .as_ref()
         .map(|v| variables(ctx, v))
         .unwrap_or_default();
-    let validation = raw.validation.map(|v| {
-        if let (Some(min), Some(max)) = (v.value.min_length, v.value.max_length)
-            && min > max
-        {
-            ctx.error(
-                Pos::of(&v),
-                format!("validation: min_length {min} is greater than max_length {max}"),
-            );
-        }
-        v.value
-    });
+    let validation: Option<ValidationRules> = section(ctx, "validation", raw.validation.as_ref());
+    if let (Some(v), Some(spanned)) = (&validation, &raw.validation)
+        && let (Some(min), Some(max)) = (v.min_length, v.max_length)
+        && min > max
+    {
+        ctx.error(
+            Pos::of(spanned),
+            format!("validation: min_length {min} is greater than max_length {max}"),
+        );
+    }
+    let metadata: Option<Metadata> = section(ctx, "metadata", raw.metadata.as_ref());
+    let model: Option<ModelDefaults> = section(ctx, "model", raw.model.as_ref());
     let examples = raw
         .examples
         .as_ref()
@@ -286,6 +287,7 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
     let mut env = new_environment();
     let globals: HashSet<String> = env.globals().map(|(name, _)| name.to_owned()).collect();
     let mut used = HashSet::new();
+    let mut compiled_bodies = 0;
     for (part, body) in [(SYSTEM, &system), (USER, &user)] {
         let Some((text, origin)) = body else { continue };
         if let Err(err) = env.add_template_owned(part, text.clone()) {
@@ -302,6 +304,7 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
         let Ok(compiled) = env.get_template(part) else {
             continue;
         };
+        compiled_bodies += 1;
         let mut names: Vec<String> = compiled
             .undeclared_variables(false)
             .into_iter()
@@ -332,8 +335,7 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
             }
         }
     }
-    let bodies_ok = system.is_some() && user.is_some();
-    if bodies_ok {
+    if compiled_bodies == 2 {
         for (spec, pos) in &variables {
             if !used.contains(&spec.name) {
                 ctx.warning(
@@ -377,8 +379,8 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
         version,
         path: ctx.path.to_path_buf(),
         content_hash: sha256_hex(bytes),
-        metadata: raw.metadata.map(|m| m.value).unwrap_or_default(),
-        model: raw.model.map(|m| m.value),
+        metadata: metadata.unwrap_or_default(),
+        model,
         validation: validation.unwrap_or_default(),
         variables: specs,
         examples: example_specs,
@@ -406,12 +408,39 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
 /// Shortens serde-saphyr's message to its first line (the position is reported separately).
 fn yaml_message(err: &serde_saphyr::Error) -> String {
     let text = err.to_string();
-    let first = text
+    let mut first = text
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    if let Some(rest) = first.strip_prefix("line ")
+        && let Some((position, message)) = rest.split_once(": ")
+        && position.contains("column")
+    {
+        first = message;
+    }
     first.to_owned()
+}
+
+/// Reads an optional section (`validation`, `metadata`, `model`) into its type; an error
+/// names the section and points at it.
+fn section<T: serde::de::DeserializeOwned>(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    value: Option<&Spanned<Value>>,
+) -> Option<T> {
+    let value = value?;
+    if value.value.is_null() {
+        return serde_json::from_value(Value::Object(Vars::new())).ok();
+    }
+    match serde_json::from_value(value.value.clone()) {
+        Ok(parsed) => Some(parsed),
+        Err(err) => {
+            ctx.error(Pos::of(value), format!("invalid `{name}`: {err}"));
+            None
+        }
+    }
 }
 
 /// The engine's syntax message without its position suffix.
@@ -614,9 +643,14 @@ fn variables(ctx: &mut Ctx<'_>, raw: &Spanned<RawVariables>) -> Vec<(VariableSpe
             ctx.error(pos, format!("variable `{name}` is declared twice"));
             continue;
         }
-        if let Some(spec) = variable(ctx, &name, decl) {
-            out.push((spec, pos));
-        }
+        let spec = variable(ctx, &name, decl).unwrap_or(VariableSpec {
+            name,
+            ty: VarType::Any,
+            description: String::new(),
+            required: true,
+            default: None,
+        });
+        out.push((spec, pos));
     }
     out
 }

@@ -104,7 +104,7 @@ impl FromStr for VarType {
             "list" | "array" => Self::List,
             "object" | "dict" | "map" => Self::Object,
             "any" => Self::Any,
-            _ => return Err(UnknownVarType(s.to_owned())),
+            _ => return Err(UnknownVarType(s.trim().to_owned())),
         })
     }
 }
