@@ -1,0 +1,567 @@
+//! ResponseCache against real files in temporary directories.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use prompt_cache::{
+    CacheConfig, CacheError, CacheKey, CacheStore, CachedResponse, ManualClock, ResponseCache,
+};
+
+fn key(i: u64) -> CacheKey {
+    CacheKey::builder("test")
+        .model("m")
+        .message("user", &format!("prompt {i}"))
+        .finish()
+}
+
+fn entry(i: u64) -> CachedResponse {
+    CachedResponse::new(key(i), format!("response {i}"), "m")
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 20, 12, 0, 0)
+            .single()
+            .expect("valid date"),
+    ))
+}
+
+fn config(dir: &Path, clock: &Arc<ManualClock>) -> CacheConfig {
+    CacheConfig::new(dir).clock(clock.clone())
+}
+
+fn response_of(cache: &ResponseCache, i: u64) -> Option<String> {
+    cache
+        .get(&key(i))
+        .expect("get")
+        .map(|e| e.response.to_string())
+}
+
+fn entry_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn put_get_counts_hits_and_misses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+    assert_eq!(response_of(&cache, 1), None);
+    let mut e = entry(1);
+    e.tokens_prompt = Some(12);
+    e.tokens_completion = Some(34);
+    e.provider = Some("ollama".to_owned());
+    e.temperature = Some(0.8);
+    cache.put(e, None).expect("put");
+    let hit = cache.get(&key(1)).expect("get").expect("hit");
+    assert_eq!(&*hit.response, "response 1");
+    assert_eq!(hit.hit_count, 1);
+    assert_eq!(hit.tokens_prompt, Some(12));
+    assert_eq!(hit.tokens_completion, Some(34));
+    assert_eq!(hit.provider.as_deref(), Some("ollama"));
+    assert_eq!(hit.created_at, clock.now_for_test());
+    assert_eq!(
+        hit.expires_at,
+        Some(clock.now_for_test() + chrono::Duration::hours(24))
+    );
+    assert_eq!(cache.get(&key(1)).expect("get").expect("hit").hit_count, 2);
+    let stats = cache.stats().expect("stats");
+    assert_eq!((stats.hits, stats.misses, stats.size), (2, 1, 1));
+    assert_eq!(stats.total_hits, 2);
+    assert!((stats.hit_rate - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(stats.ttl_seconds, 24 * 3600);
+    assert_eq!(stats.max_size, 1000);
+    assert!((stats.utilization - 0.001).abs() < 1e-9);
+    assert!(stats.bytes > 0);
+    let json = serde_json::to_value(&stats).expect("serialize");
+    for field in [
+        "size",
+        "max_size",
+        "utilization",
+        "total_hits",
+        "avg_age_seconds",
+        "oldest_age_seconds",
+        "ttl_seconds",
+        "hits",
+        "misses",
+        "hit_rate",
+        "evictions",
+        "expired",
+        "bytes",
+        "corrupt",
+        "write_failures",
+    ] {
+        assert!(json.get(field).is_some(), "stats lacks {field}");
+    }
+}
+
+trait NowForTest {
+    fn now_for_test(&self) -> chrono::DateTime<Utc>;
+}
+
+impl NowForTest for Arc<ManualClock> {
+    fn now_for_test(&self) -> chrono::DateTime<Utc> {
+        prompt_cache::Clock::now(&**self)
+    }
+}
+
+#[test]
+fn ttl_expiry_default_and_per_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = ResponseCache::open(config(dir.path(), &clock).ttl(Duration::from_secs(100)))
+        .expect("open");
+    cache.put(entry(1), None).expect("put default ttl");
+    cache
+        .put(entry(2), Some(Duration::from_secs(10)))
+        .expect("put short ttl");
+    cache
+        .put(entry(3), Some(Duration::MAX))
+        .expect("put never expiring");
+    clock.advance(Duration::from_secs(9));
+    assert!(response_of(&cache, 2).is_some());
+    clock.advance(Duration::from_secs(1)); // exactly at expiry: not served
+    assert_eq!(response_of(&cache, 2), None);
+    assert!(response_of(&cache, 1).is_some());
+    clock.advance(Duration::from_secs(90));
+    assert_eq!(response_of(&cache, 1), None);
+    clock.advance(Duration::from_secs(10_000_000));
+    assert!(response_of(&cache, 3).is_some());
+    let stats = cache.stats().expect("stats");
+    assert_eq!(stats.expired, 2);
+    cache.flush().expect("flush");
+    // Expired entries' files are gone; the never-expiring one stays.
+    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(3))]);
+}
+
+#[test]
+fn prune_expired_sweeps_memory_and_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache =
+        ResponseCache::open(config(dir.path(), &clock).ttl(Duration::from_secs(60))).expect("open");
+    for i in 0..5 {
+        cache.put(entry(i), None).expect("put");
+    }
+    cache
+        .put(entry(5), Some(Duration::from_secs(3600)))
+        .expect("put");
+    cache.flush().expect("flush");
+    // A file from another process, not in this cache's memory, expiring soon too.
+    let mut foreign = entry(6);
+    foreign.expires_at = Some(prompt_cache::Clock::now(&*clock) + chrono::Duration::seconds(30));
+    fs::write(
+        dir.path().join(format!("{}.json", key(6))),
+        serde_json::to_vec(&foreign).expect("json"),
+    )
+    .expect("write foreign");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(cache.prune_expired().expect("prune"), 6);
+    cache.flush().expect("flush");
+    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(5))]);
+    assert_eq!(cache.stats().expect("stats").size, 1);
+}
+
+#[test]
+fn lru_order_evicts_least_recently_used_and_removes_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = ResponseCache::open(config(dir.path(), &clock).max_size(3)).expect("open");
+    for i in 0..3 {
+        cache.put(entry(i), None).expect("put");
+    }
+    assert!(response_of(&cache, 0).is_some()); // 0 is now most recent; 1 is least
+    cache.put(entry(3), None).expect("put");
+    cache.flush().expect("flush");
+    assert_eq!(cache.len(), 3);
+    assert!(!dir.path().join(format!("{}.json", key(1))).exists());
+    // Read-through cannot bring it back: its file was removed with it.
+    assert_eq!(response_of(&cache, 1), None);
+    for i in [0, 2, 3] {
+        assert!(response_of(&cache, i).is_some(), "entry {i}");
+    }
+    assert_eq!(cache.stats().expect("stats").evictions, 1);
+}
+
+#[test]
+fn byte_bound_evicts_and_oversized_entries_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let mut cfg = config(dir.path(), &clock).max_bytes(10_000);
+    cfg.max_entry_bytes = 5_000;
+    cfg.shards = 1; // one exact LRU over all 10 000 bytes
+    let cache = ResponseCache::open(cfg).expect("open");
+    let big = |i: u64| CachedResponse::new(key(i), "x".repeat(2_000), "m");
+    for i in 0..10 {
+        cache.put(big(i), None).expect("put");
+        let stats = cache.stats().expect("stats");
+        assert!(stats.bytes <= 10_000, "bytes {} over bound", stats.bytes);
+    }
+    let stats = cache.stats().expect("stats");
+    assert_eq!(stats.size, 4); // each ~2.2 KB
+    assert_eq!(stats.evictions, 6);
+    for i in 6..10 {
+        assert!(response_of(&cache, i).is_some(), "newest entry {i} kept");
+    }
+    let err = cache
+        .put(CachedResponse::new(key(99), "y".repeat(6_000), "m"), None)
+        .expect_err("too large");
+    assert!(
+        matches!(err, CacheError::EntryTooLarge { limit: 5_000, .. }),
+        "{err}"
+    );
+    assert!(err.is_refused_entry());
+    assert!(err.to_string().contains("max_entry_bytes"), "{err}");
+    assert_eq!(response_of(&cache, 99), None);
+}
+
+#[test]
+fn empty_response_is_not_cached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+    for text in ["", "  \n\t"] {
+        let err = cache
+            .put(CachedResponse::new(key(1), text, "m"), None)
+            .expect_err("empty");
+        assert!(matches!(err, CacheError::EmptyResponse { .. }), "{err}");
+        assert!(err.is_refused_entry());
+    }
+    cache.flush().expect("flush");
+    assert_eq!(cache.len(), 0);
+    assert!(entry_files(dir.path()).is_empty());
+}
+
+#[test]
+fn restart_round_trip_keeps_entries_and_hit_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    {
+        let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+        for i in 0..20 {
+            let mut e = entry(i);
+            e.tokens_prompt = Some(i);
+            e.finish_reason = Some("stop".to_owned());
+            e.latency_ms = Some(12.5);
+            cache.put(e, None).expect("put");
+            clock.advance(Duration::from_secs(1));
+        }
+        for _ in 0..3 {
+            assert!(response_of(&cache, 7).is_some());
+        }
+        // Dropped without an explicit flush: Drop flushes.
+    }
+    assert_eq!(entry_files(dir.path()).len(), 20);
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    assert_eq!(cache.len(), 20);
+    let e = cache.get(&key(7)).expect("get").expect("hit");
+    assert_eq!(e.hit_count, 4, "three hits before the restart, one after");
+    assert_eq!(e.tokens_prompt, Some(7));
+    assert_eq!(e.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(e.latency_ms, Some(12.5));
+    for i in 0..20 {
+        assert_eq!(response_of(&cache, i), Some(format!("response {i}")));
+    }
+}
+
+#[test]
+fn start_up_loads_at_most_max_size_newest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    {
+        let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+        for i in 0..10 {
+            cache.put(entry(i), None).expect("put");
+            cache.flush().expect("flush");
+            // Distinct modification times, oldest first.
+            let path = dir.path().join(format!("{}.json", key(i)));
+            let t = std::time::SystemTime::now() - Duration::from_secs(1000 - i * 10);
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(t))
+                .expect("set mtime");
+        }
+        // Leave files as they are (no hit-count rewrite on drop).
+    }
+    let mut cfg = config(dir.path(), &clock).max_size(4);
+    cfg.read_through = false;
+    let cache = ResponseCache::open(cfg).expect("reopen");
+    assert_eq!(cache.len(), 4);
+    for i in 6..10 {
+        assert!(response_of(&cache, i).is_some(), "newest entry {i} loaded");
+    }
+    assert_eq!(response_of(&cache, 0), None);
+    drop(cache);
+    // Entries not loaded are kept on disk, and read-through serves them.
+    assert_eq!(entry_files(dir.path()).len(), 10);
+    let cache = ResponseCache::open(config(dir.path(), &clock).max_size(4)).expect("reopen");
+    assert_eq!(response_of(&cache, 0), Some("response 0".to_owned()));
+}
+
+#[test]
+fn expired_files_are_removed_at_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    {
+        let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+        cache
+            .put(entry(1), Some(Duration::from_secs(10)))
+            .expect("put");
+        cache
+            .put(entry(2), Some(Duration::from_secs(1000)))
+            .expect("put");
+    }
+    clock.advance(Duration::from_secs(11));
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.stats().expect("stats").expired, 1);
+    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(2))]);
+}
+
+#[test]
+fn corrupt_truncated_and_garbage_files_are_quarantined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    {
+        let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+        for i in 0..3 {
+            cache.put(entry(i), None).expect("put");
+        }
+    }
+    let good = fs::read(dir.path().join(format!("{}.json", key(0)))).expect("read");
+    let bad: Vec<(u64, Vec<u8>)> = vec![
+        (10, good[..good.len() / 2].to_vec()),   // truncated
+        (11, b"\x00\xff garbage \x13".to_vec()), // garbage bytes
+        (12, Vec::new()),                        // empty file
+        (13, good.clone()),                      // another key's entry
+        (14, br#"{"key": "nope", "response": "x"}"#.to_vec()), // wrong shape
+        (
+            15,
+            String::from_utf8_lossy(&good)
+                .replace("response 0", "")
+                .into_bytes(),
+        ), // empty response
+    ];
+    for (i, bytes) in &bad {
+        fs::write(dir.path().join(format!("{}.json", key(*i))), bytes).expect("write bad");
+    }
+    // Not entry files at all: left alone.
+    fs::write(dir.path().join("notes.txt"), "hello").expect("write");
+    fs::write(dir.path().join("ABC.json"), "{}").expect("write");
+
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open despite corruption");
+    assert_eq!(cache.len(), 3);
+    assert_eq!(cache.stats().expect("stats").corrupt, bad.len() as u64);
+    for i in 0..3 {
+        assert_eq!(response_of(&cache, i), Some(format!("response {i}")));
+    }
+    // Quarantined, not deleted: the bytes are intact in corrupt/.
+    for (i, bytes) in &bad {
+        let moved = dir.path().join("corrupt").join(format!("{}.json", key(*i)));
+        assert_eq!(&fs::read(&moved).expect("quarantined file"), bytes);
+        assert!(!dir.path().join(format!("{}.json", key(*i))).exists());
+    }
+    assert!(dir.path().join("notes.txt").exists());
+    assert!(dir.path().join("ABC.json").exists());
+
+    // A corrupt file met by read-through is quarantined too, and is a miss.
+    fs::write(dir.path().join(format!("{}.json", key(20))), b"{\"key\":").expect("write");
+    assert_eq!(response_of(&cache, 20), None);
+    assert_eq!(cache.stats().expect("stats").corrupt, bad.len() as u64 + 1);
+    // A second quarantine of the same name does not overwrite the first.
+    fs::write(dir.path().join(format!("{}.json", key(20))), b"again").expect("write");
+    assert_eq!(response_of(&cache, 20), None);
+    let corrupt_dir = dir.path().join("corrupt");
+    assert!(corrupt_dir.join(format!("{}.json.1", key(20))).exists());
+}
+
+#[test]
+fn temporary_files_are_ignored_and_stale_ones_cleaned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let fresh = dir.path().join(format!(".{}.999999.0.tmp", key(1)));
+    let stale = dir.path().join(format!(".{}.999999.1.tmp", key(2)));
+    fs::write(&fresh, b"{\"half\":").expect("write");
+    fs::write(&stale, b"{\"half\":").expect("write");
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)))
+        .expect("age");
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+    assert_eq!(cache.len(), 0);
+    assert_eq!(cache.stats().expect("stats").corrupt, 0);
+    assert!(fresh.exists(), "another writer's temp file is left alone");
+    assert!(!stale.exists(), "a stale temp file is removed");
+    assert_eq!(response_of(&cache, 1), None);
+}
+
+#[test]
+fn remove_and_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+    for i in 0..5 {
+        cache.put(entry(i), None).expect("put");
+    }
+    assert!(cache.remove(&key(0)).expect("remove"));
+    assert!(!cache.remove(&key(0)).expect("remove again"));
+    assert_eq!(response_of(&cache, 0), None);
+    cache.flush().expect("flush");
+    assert_eq!(entry_files(dir.path()).len(), 4);
+    // A file this cache never loaded counts too.
+    let mut foreign = entry(9);
+    foreign.expires_at = None;
+    fs::write(
+        dir.path().join(format!("{}.json", key(9))),
+        serde_json::to_vec(&foreign).expect("json"),
+    )
+    .expect("write");
+    assert_eq!(cache.clear().expect("clear"), 5);
+    assert!(entry_files(dir.path()).is_empty());
+    assert_eq!(cache.len(), 0);
+    // Usable after clear, and puts after clear persist.
+    cache.put(entry(1), None).expect("put");
+    cache.flush().expect("flush");
+    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(1))]);
+}
+
+#[test]
+fn unwritable_cache_dir_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    fs::write(&file, "x").expect("write");
+    let bad = file.join("cache");
+    let err = ResponseCache::open(CacheConfig::new(&bad)).expect_err("unwritable");
+    assert!(matches!(err, CacheError::DirNotWritable { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&bad.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_config_is_an_error_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (cfg, field) in [
+        (CacheConfig::new(dir.path()).max_size(0), "max_size"),
+        (CacheConfig::new(dir.path()).max_bytes(0), "max_bytes"),
+        (
+            CacheConfig {
+                shards: 3,
+                ..CacheConfig::new(dir.path())
+            },
+            "shards",
+        ),
+    ] {
+        let err = ResponseCache::open(cfg).expect_err(field);
+        assert!(err.to_string().contains(field), "{err}");
+    }
+}
+
+#[test]
+fn failed_disk_writes_keep_entries_in_memory_and_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_dir = dir.path().join("cache");
+    let clock = clock();
+    let cache = ResponseCache::open(config(&cache_dir, &clock)).expect("open");
+    // The directory disappears and a file takes its place: every write now fails (as on a full
+    // or read-only disk), whatever the user's privileges.
+    fs::remove_dir_all(&cache_dir).expect("remove dir");
+    fs::write(&cache_dir, "not a directory").expect("write");
+    for i in 0..3 {
+        cache.put(entry(i), None).expect("put still succeeds");
+    }
+    cache.flush().expect("flush");
+    let stats = cache.stats().expect("stats");
+    assert_eq!(stats.write_failures, 3);
+    for i in 0..3 {
+        assert_eq!(response_of(&cache, i), Some(format!("response {i}")));
+    }
+}
+
+#[test]
+fn two_caches_on_one_directory_from_two_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let a = Arc::new(ResponseCache::open(config(dir.path(), &clock)).expect("open a"));
+    let b = Arc::new(ResponseCache::open(config(dir.path(), &clock)).expect("open b"));
+    let writers: Vec<_> = [(a.clone(), 0u64), (b.clone(), 1000u64)]
+        .into_iter()
+        .map(|(cache, base)| {
+            std::thread::spawn(move || {
+                for i in base..base + 200 {
+                    cache.put(entry(i), None).expect("put");
+                    // Shared keys, written by both with the same content.
+                    cache.put(entry(5000 + i % 50), None).expect("put shared");
+                    if i % 10 == 0 {
+                        cache.flush().expect("flush");
+                    }
+                    // Reads of the other's keys: absent or complete and correct, never wrong.
+                    let other = if base == 0 { 1000 + i } else { i - 1000 };
+                    if let Some(e) = cache.get(&key(other)).expect("get") {
+                        assert_eq!(&*e.response, format!("response {other}"));
+                    }
+                }
+                cache.flush().expect("flush");
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("thread");
+    }
+    // Each sees the other's entries through the shared directory.
+    for i in 0..200 {
+        assert_eq!(
+            response_of(&a, 1000 + i),
+            Some(format!("response {}", 1000 + i))
+        );
+        assert_eq!(response_of(&b, i), Some(format!("response {i}")));
+    }
+    assert_eq!(a.stats().expect("stats").corrupt, 0);
+    assert_eq!(b.stats().expect("stats").corrupt, 0);
+    drop((a, b));
+    let c = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    assert_eq!(c.len(), 450);
+    assert_eq!(c.stats().expect("stats").corrupt, 0);
+}
+
+#[test]
+fn concurrent_gets_and_puts_across_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache =
+        Arc::new(ResponseCache::open(config(dir.path(), &clock).max_size(512)).expect("open"));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    let k = t * 10_000 + i;
+                    cache.put(entry(k), None).expect("put");
+                    let got = cache.get(&key(k)).expect("get");
+                    if let Some(e) = got {
+                        assert_eq!(&*e.response, format!("response {k}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let stats = cache.stats().expect("stats");
+    assert!(stats.size <= 512, "size {} over max_size", stats.size);
+    assert_eq!(stats.size as u64 + stats.evictions, 2000);
+}
