@@ -1,3 +1,5 @@
 //! The `prompt` command: templates, render, generate, batch, cache, metrics, report.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    prompt_cli::main()
+}

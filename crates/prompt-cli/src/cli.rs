@@ -1,0 +1,328 @@
+//! The command line: every command, option and environment variable of `prompt`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+const ROOT_AFTER_HELP: &str = "\
+Settings come from, in order: a flag, its environment variable, the config file
+(--config FILE, or ./prompt.toml when present), the built-in default.
+
+Exit codes: 0 success, 1 failure, 2 usage error (bad arguments, no provider given), 130 interrupted.
+
+Examples:
+  prompt templates list
+  prompt render writer/write_chapter --vars examples/chapter1.yaml
+  prompt generate writer/write_chapter --vars examples/chapter1.yaml --provider echo
+  prompt batch examples/jobs.jsonl --out results.jsonl --provider ollama --model qwen3:30b
+  prompt metrics agent writer --days 7
+  prompt metrics report --out report.html";
+
+/// `prompt`: versioned prompt templates, cached generations and metrics from one command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "prompt",
+    version,
+    about = "Render, run and measure versioned LLM prompt templates",
+    long_about = "Render, run and measure versioned LLM prompt templates.\n\n\
+        Templates are YAML files under templates/<agent>/<task>_v<N>.yaml; every generation goes \
+        through a response cache and leaves a metrics record that `prompt metrics` aggregates.",
+    after_help = ROOT_AFTER_HELP,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Options every command accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Config file (TOML) [default: ./prompt.toml when present]
+    #[arg(long, global = true, env = "PROMPT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Template directory [default: ./templates]
+    #[arg(long, global = true, env = "PROMPT_TEMPLATES", value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Response cache directory [default: ./output/cache]
+    #[arg(long, global = true, env = "PROMPT_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Shared Redis cache instead of the directory, e.g. redis://127.0.0.1:6379/0
+    #[arg(long, global = true, env = "PROMPT_CACHE_URL", value_name = "URL")]
+    pub cache_url: Option<String>,
+    /// Metrics directory (daily metrics_YYYY-MM-DD.jsonl files) [default: ./output/metrics]
+    #[arg(long, global = true, env = "PROMPT_METRICS_DIR", value_name = "DIR")]
+    pub metrics_dir: Option<PathBuf>,
+    /// Machine-readable JSON on stdout (and nothing else on stdout)
+    #[arg(long, global = true, env = "PROMPT_JSON")]
+    pub json: bool,
+    /// Print only errors (logs go to stderr)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The commands of `prompt`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List and show templates
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+    /// Print the system and user prompts a template renders to
+    #[command(after_help = "\
+Examples:
+  prompt render writer/write_chapter --vars examples/chapter1.yaml
+  prompt render writer/write_chapter@1 --var chapter_number=2 --var chapter_title='The Storm'
+  prompt render editor/edit_chapter --vars vars.json --examples 1 --json")]
+    Render {
+        /// Template as AGENT/TASK or AGENT/TASK@VERSION (e.g. writer/write_chapter@2)
+        #[arg(value_name = "AGENT/TASK[@VERSION]")]
+        template: String,
+        /// Template variables.
+        #[command(flatten)]
+        vars: VarsArgs,
+    },
+    /// Lint the templates (same output as `cargo xtask validate-templates`)
+    #[command(after_help = "\
+Prints one line per problem (path:line:col: error|warning: message) and a summary; exits 1
+when any error was found.
+
+Examples:
+  prompt validate
+  prompt validate path/to/templates")]
+    Validate {
+        /// Template directory [default: the --templates directory]
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Run a template through the provider (cached, measured) and print the response
+    #[command(after_help = "\
+Examples:
+  prompt generate writer/write_chapter --vars examples/chapter1.yaml --provider echo
+  prompt generate writer/write_chapter --vars examples/chapter1.yaml --provider ollama \\
+      --model qwen3:30b
+  PROMPT_PROVIDER=openai OPENAI_API_KEY=... prompt generate editor/edit_chapter --vars v.yaml")]
+    Generate {
+        /// Template as AGENT/TASK or AGENT/TASK@VERSION
+        #[arg(value_name = "AGENT/TASK[@VERSION]")]
+        template: String,
+        /// Template variables.
+        #[command(flatten)]
+        vars: VarsArgs,
+        /// Provider settings.
+        #[command(flatten)]
+        provider: ProviderArgs,
+    },
+    /// Run many generations from a JSONL file of jobs, resumable
+    #[command(after_help = "\
+Each line of JOBS is one job: {\"template\": \"writer/write_chapter\", \"vars\": {...}}
+(blank lines and lines starting with # are skipped). Each result is one line of OUT:
+{\"line\": N, \"template\": ..., \"vars\": ..., \"ok\": true, \"response\": ..., \"model\": ...,
+ \"cache_hit\": ..., \"error\": null, ...}. Jobs that already have a line in OUT are skipped, so
+running the same command again resumes an interrupted batch. Ctrl-C stops taking new jobs and
+writes the lines of the jobs in flight before exiting (exit code 130).
+
+Examples:
+  prompt batch examples/jobs.jsonl --out results.jsonl --provider echo
+  prompt batch jobs.jsonl --out results.jsonl --provider ollama --concurrency 4")]
+    Batch {
+        /// JSONL file, one job per line
+        #[arg(value_name = "JOBS.jsonl")]
+        jobs: PathBuf,
+        /// JSONL file the results are appended to
+        #[arg(long, value_name = "RESULTS.jsonl")]
+        out: PathBuf,
+        /// Jobs run at the same time [default: 4]
+        #[arg(long, env = "PROMPT_CONCURRENCY", value_name = "N")]
+        concurrency: Option<usize>,
+        /// Run again the jobs whose line in OUT failed (a new line is appended; the last wins)
+        #[arg(long)]
+        retry_failed: bool,
+        /// Provider settings.
+        #[command(flatten)]
+        provider: ProviderArgs,
+    },
+    /// Inspect and clean the response cache
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Aggregate the metrics records: per agent, task, model, template version; HTML report
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+    /// Check the provider, the model, the directories and the templates
+    #[command(after_help = "\
+Prints one line per check, ✓ or ✗ with the fix; exits 1 when any check fails.
+
+Examples:
+  prompt doctor --provider ollama --model qwen3:30b
+  prompt doctor --provider echo")]
+    Doctor {
+        /// Provider settings.
+        #[command(flatten)]
+        provider: ProviderArgs,
+    },
+}
+
+/// `prompt templates …`
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// List the templates (every version)
+    #[command(after_help = "\
+Examples:
+  prompt templates list
+  prompt templates list --agent writer --json")]
+    List {
+        /// Only this agent's templates
+        #[arg(long, value_name = "AGENT")]
+        agent: Option<String>,
+    },
+    /// Show one template: metadata, model defaults, variables, prompts
+    #[command(after_help = "\
+Examples:
+  prompt templates show writer/write_chapter
+  prompt templates show writer/write_chapter@1 --json")]
+    Show {
+        /// Template as AGENT/TASK or AGENT/TASK@VERSION
+        #[arg(value_name = "AGENT/TASK[@VERSION]")]
+        template: String,
+    },
+}
+
+/// `prompt cache …`
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Entries, size, hits of the cache
+    #[command(after_help = "\
+Examples:
+  prompt cache stats
+  prompt cache stats --cache-url redis://127.0.0.1:6379/0 --json")]
+    Stats,
+    /// Remove every entry
+    #[command(after_help = "Example:\n  prompt cache clear")]
+    Clear,
+    /// Remove the expired entries
+    #[command(after_help = "Example:\n  prompt cache prune")]
+    Prune,
+}
+
+/// `prompt metrics …`
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Statistics of one agent
+    #[command(after_help = "\
+Examples:
+  prompt metrics agent writer
+  prompt metrics agent writer --days 30 --json")]
+    Agent {
+        /// Agent name (the template folder, e.g. writer)
+        agent: String,
+        /// How many days of metrics.
+        #[command(flatten)]
+        days: DaysArg,
+    },
+    /// Statistics of one agent's task
+    #[command(after_help = "Example:\n  prompt metrics task writer write_chapter --days 7")]
+    Task {
+        /// Agent name
+        agent: String,
+        /// Task name
+        task: String,
+        /// How many days of metrics.
+        #[command(flatten)]
+        days: DaysArg,
+    },
+    /// Compare the models
+    #[command(after_help = "Example:\n  prompt metrics models --days 30")]
+    Models {
+        /// How many days of metrics.
+        #[command(flatten)]
+        days: DaysArg,
+    },
+    /// Compare the template versions of one task
+    #[command(after_help = "Example:\n  prompt metrics versions writer write_chapter")]
+    Versions {
+        /// Agent name
+        agent: String,
+        /// Task name
+        task: String,
+        /// How many days of metrics.
+        #[command(flatten)]
+        days: DaysArg,
+    },
+    /// Delete the daily metrics files older than N days
+    #[command(after_help = "Example:\n  prompt metrics cleanup --keep 30")]
+    Cleanup {
+        /// Days of metrics files to keep
+        #[arg(long, value_name = "N")]
+        keep: u32,
+    },
+    /// Write one self-contained HTML report with charts and tables
+    #[command(after_help = "\
+The file needs no network to be viewed: CSS and SVG charts are inline.
+
+Examples:
+  prompt metrics report --out report.html
+  prompt metrics report --days 30 --out output/report.html")]
+    Report {
+        /// How many days of metrics.
+        #[command(flatten)]
+        days: DaysArg,
+        /// HTML file to write
+        #[arg(long, value_name = "FILE", default_value = "report.html")]
+        out: PathBuf,
+    },
+}
+
+/// `--days N`
+#[derive(Debug, Clone, Copy, Args)]
+pub struct DaysArg {
+    /// Days of metrics to read, today included
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: u32,
+}
+
+/// Template variables: `--var k=v`, `--vars FILE`, `--examples N`.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Variables")]
+pub struct VarsArgs {
+    /// A variable, KEY=VALUE (repeatable); parsed as the type the template declares
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub var: Vec<String>,
+    /// Variables from a JSON or YAML file holding one mapping; --var overrides it
+    #[arg(long = "vars", value_name = "FILE.json|.yaml")]
+    pub vars_file: Option<PathBuf>,
+    /// Few-shot examples from the template rendered ahead of the user prompt
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub examples: usize,
+}
+
+/// Where and how to generate.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Provider")]
+pub struct ProviderArgs {
+    /// Provider: ollama, openai (any OpenAI-compatible server) or echo (offline, deterministic)
+    #[arg(long, env = "PROMPT_PROVIDER", value_name = "NAME")]
+    pub provider: Option<String>,
+    /// Provider base URL [default: ollama http://127.0.0.1:11434, openai https://api.openai.com/v1]
+    #[arg(long, env = "PROMPT_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Model [default: the template's model, then the provider's]
+    #[arg(long, env = "PROMPT_MODEL", value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Sampling temperature [default: the template's]
+    #[arg(long, env = "PROMPT_TEMPERATURE", value_name = "T")]
+    pub temperature: Option<f64>,
+    /// Request timeout in seconds [default: 120]
+    #[arg(long, env = "PROMPT_TIMEOUT", value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Neither read nor write the response cache
+    #[arg(long, env = "PROMPT_NO_CACHE")]
+    pub no_cache: bool,
+}

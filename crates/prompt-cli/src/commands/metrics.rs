@@ -1,0 +1,263 @@
+//! `prompt metrics agent|task|models|versions|cleanup|report`.
+
+use std::path::Path;
+
+use prompt_metrics::{JsonlStore, MetricsError, PromptMetrics};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::cli::MetricsCommand;
+use crate::config::Settings;
+use crate::error::{CliError, CliResult};
+use crate::report::{ReportData, ReportRecord, render_html};
+use crate::ui::{self, Align, Paint, Table};
+
+pub(crate) fn metrics_error(e: MetricsError, dir: &Path) -> CliError {
+    CliError::failure(e.to_string()).hint(format!(
+        "check the metrics directory {} (--metrics-dir DIR or PROMPT_METRICS_DIR)",
+        dir.display()
+    ))
+}
+
+pub(crate) fn open_metrics(settings: &Settings) -> CliResult<JsonlStore> {
+    JsonlStore::open(&settings.metrics_dir).map_err(|e| metrics_error(e, &settings.metrics_dir))
+}
+
+fn to_map<T: Serialize>(value: &T) -> CliResult<Map<String, Value>> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Ok(Map::from_iter([("value".to_owned(), other)])),
+        Err(e) => Err(CliError::failure(format!("cannot encode statistics: {e}"))),
+    }
+}
+
+/// The statistics shown for one group, in this order, with how to show each.
+const STAT_ROWS: &[(&str, &str, Fmt)] = &[
+    ("total_calls", "calls", Fmt::Int),
+    ("successful_calls", "successful", Fmt::Int),
+    ("success_rate", "success rate", Fmt::Rate),
+    ("error_rate", "error rate", Fmt::Rate),
+    ("validation_pass_rate", "validation pass rate", Fmt::Rate),
+    ("cache_hit_rate", "cache hit rate", Fmt::Rate),
+    ("avg_latency_ms", "avg latency", Fmt::Ms),
+    ("p50_latency_ms", "p50 latency", Fmt::Ms),
+    ("p95_latency_ms", "p95 latency", Fmt::Ms),
+    ("p99_latency_ms", "p99 latency", Fmt::Ms),
+    ("avg_retries", "avg retries", Fmt::Float),
+    ("avg_response_length", "avg response length", Fmt::Float),
+    ("tokens_prompt", "prompt tokens", Fmt::Int),
+    ("tokens_completion", "completion tokens", Fmt::Int),
+    ("total_tokens_used", "total tokens", Fmt::Int),
+];
+
+#[derive(Clone, Copy)]
+enum Fmt {
+    Int,
+    Rate,
+    Ms,
+    Float,
+}
+
+fn fmt_stat(map: &Map<String, Value>, key: &str, fmt: Fmt) -> String {
+    let Some(v) = map.get(key) else {
+        return "-".to_owned();
+    };
+    let Some(f) = v.as_f64() else {
+        return ui::cell(Some(v));
+    };
+    match fmt {
+        Fmt::Int => format!("{f:.0}"),
+        Fmt::Rate => ui::percent(f),
+        Fmt::Ms => ui::millis(f),
+        Fmt::Float => format!("{f:.2}"),
+    }
+}
+
+fn skipped_note(map: &Map<String, Value>) {
+    let skipped = map
+        .get("skipped_lines")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if skipped > 0 {
+        ui::print_warning(&format!(
+            "{skipped} unreadable metrics line(s) were skipped"
+        ));
+    }
+}
+
+fn print_stats(title: &str, map: &Map<String, Value>) -> CliResult<()> {
+    let p = Paint::stdout();
+    if map.get("total_calls").and_then(Value::as_u64) == Some(0) {
+        ui::print_warning(&format!("no calls recorded for {title}"));
+    }
+    let mut table = Table::new(&[("metric", Align::Left), ("value", Align::Right)]);
+    for (key, label, fmt) in STAT_ROWS {
+        table.row(vec![(*label).to_owned(), fmt_stat(map, key, *fmt)]);
+    }
+    skipped_note(map);
+    ui::print_stdout(&format!("{}\n{}", p.bold(title), table.render(p)))
+}
+
+/// Columns of the comparison tables.
+const CMP_COLUMNS: &[(&str, &str, Fmt)] = &[
+    ("total_calls", "calls", Fmt::Int),
+    ("success_rate", "success", Fmt::Rate),
+    ("cache_hit_rate", "cache hits", Fmt::Rate),
+    ("avg_latency_ms", "avg", Fmt::Ms),
+    ("p50_latency_ms", "p50", Fmt::Ms),
+    ("p95_latency_ms", "p95", Fmt::Ms),
+    ("p99_latency_ms", "p99", Fmt::Ms),
+    ("avg_retries", "retries", Fmt::Float),
+    ("total_tokens_used", "tokens", Fmt::Int),
+];
+
+fn print_comparison(
+    title: &str,
+    first: &str,
+    rows: &[(String, Map<String, Value>)],
+) -> CliResult<()> {
+    let p = Paint::stdout();
+    let mut columns = vec![(first, Align::Left)];
+    columns.extend(
+        CMP_COLUMNS
+            .iter()
+            .map(|(_, label, _)| (*label, Align::Right)),
+    );
+    let mut table = Table::new(&columns);
+    for (name, map) in rows {
+        let mut cells = vec![name.clone()];
+        cells.extend(
+            CMP_COLUMNS
+                .iter()
+                .map(|(key, _, fmt)| fmt_stat(map, key, *fmt)),
+        );
+        table.row(cells);
+    }
+    if let Some((_, m)) = rows.first() {
+        skipped_note(m);
+    }
+    if table.is_empty() {
+        return ui::print_stdout(&format!("{}\nno calls in this period\n", p.bold(title)));
+    }
+    ui::print_stdout(&format!("{}\n{}", p.bold(title), table.render(p)))
+}
+
+pub(crate) fn metrics(cmd: MetricsCommand, settings: &Settings) -> CliResult<()> {
+    let dir = settings.metrics_dir.clone();
+    let store = open_metrics(settings)?;
+    let err = |e: MetricsError| metrics_error(e, &dir);
+    match cmd {
+        MetricsCommand::Agent { agent, days } => {
+            let stats = store.agent_stats(&agent, days.days).map_err(err)?;
+            if settings.json {
+                return ui::print_json(&stats);
+            }
+            print_stats(
+                &format!("agent {agent} — last {} day(s)", days.days),
+                &to_map(&stats)?,
+            )
+        }
+        MetricsCommand::Task { agent, task, days } => {
+            let stats = store.task_stats(&agent, &task, days.days).map_err(err)?;
+            if settings.json {
+                return ui::print_json(&stats);
+            }
+            print_stats(
+                &format!("task {agent}/{task} — last {} day(s)", days.days),
+                &to_map(&stats)?,
+            )
+        }
+        MetricsCommand::Models { days } => {
+            let models = store.model_comparison(days.days).map_err(err)?;
+            if settings.json {
+                return ui::print_json(&models);
+            }
+            let mut rows = Vec::new();
+            for m in &models {
+                rows.push((m.model.clone(), to_map(&m.stats)?));
+            }
+            print_comparison(
+                &format!("models — last {} day(s)", days.days),
+                "model",
+                &rows,
+            )
+        }
+        MetricsCommand::Versions { agent, task, days } => {
+            let versions = store
+                .version_comparison(&agent, &task, days.days)
+                .map_err(err)?;
+            if settings.json {
+                return ui::print_json(&versions);
+            }
+            let mut rows = Vec::new();
+            for v in &versions {
+                let name = v
+                    .template_version
+                    .map_or_else(|| "(none)".to_owned(), |n| format!("v{n}"));
+                rows.push((name, to_map(&v.stats)?));
+            }
+            print_comparison(
+                &format!("versions of {agent}/{task} — last {} day(s)", days.days),
+                "version",
+                &rows,
+            )
+        }
+        MetricsCommand::Cleanup { keep } => {
+            let removed = store.cleanup_old_logs(keep).map_err(err)?;
+            if settings.json {
+                return ui::print_json(&json!({"removed_files": removed, "kept_days": keep}));
+            }
+            ui::print_stdout(&format!(
+                "removed {removed} metrics file(s) older than {keep} day(s) from {}\n",
+                dir.display()
+            ))
+        }
+        MetricsCommand::Report { days, out } => report(&store, days.days, &out, settings.json),
+    }
+}
+
+/// Converts a metrics record for the report.
+pub(crate) fn report_record(m: &PromptMetrics) -> ReportRecord {
+    ReportRecord {
+        timestamp: m.timestamp,
+        agent: m.agent.clone(),
+        task: m.task.clone(),
+        model: m.model.clone(),
+        latency_ms: m.latency_ms,
+        ok: m.error.is_none(),
+        cache_hit: m.cache_hit,
+        template_version: m.template_version,
+        tokens: m.tokens_prompt.unwrap_or(0) + m.tokens_completion.unwrap_or(0),
+    }
+}
+
+fn report(store: &JsonlStore, days: u32, out: &Path, json: bool) -> CliResult<()> {
+    let mut records = Vec::new();
+    let summary = store
+        .scan(days, |m| records.push(report_record(m)))
+        .map_err(|e| metrics_error(e, store.dir()))?;
+    let calls = records.len();
+    let mut data = ReportData::new(records, days, store.now());
+    data.skipped_lines = summary.skipped_lines;
+    let html = render_html(&data);
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CliError::failure(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    std::fs::write(out, html).map_err(|e| {
+        CliError::failure(format!("cannot write report {}: {e}", out.display()))
+            .hint("check the --out path is writable")
+    })?;
+    if json {
+        return ui::print_json(&json!({
+            "out": out.display().to_string(),
+            "days": days,
+            "calls": calls,
+            "skipped_lines": summary.skipped_lines,
+        }));
+    }
+    ui::print_stdout(&format!(
+        "wrote {} ({calls} call(s), last {days} day(s))\n",
+        out.display()
+    ))
+}

@@ -1,0 +1,35 @@
+//! One module per command group.
+
+mod cache;
+mod doctor;
+mod metrics;
+mod provider;
+mod templates;
+
+use crate::cli::Command;
+use crate::config::Settings;
+use crate::error::{CliError, CliResult};
+
+/// The async runtime of the commands that talk to a provider.
+pub(crate) fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))
+}
+
+/// Runs one command.
+pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> CliResult<()> {
+    let _ = quiet;
+    match command {
+        Command::Templates(cmd) => templates::templates(cmd, settings),
+        Command::Render { template, vars } => templates::render(&template, &vars, settings),
+        Command::Validate { dir } => templates::validate(dir.as_deref(), settings),
+        Command::Cache(cmd) => cache::cache(cmd, settings),
+        Command::Metrics(cmd) => metrics::metrics(cmd, settings),
+        Command::Doctor { provider } => doctor::doctor(&provider, settings),
+        Command::Generate { .. } | Command::Batch { .. } => {
+            Err(CliError::failure("not available yet"))
+        }
+    }
+}

@@ -1,0 +1,804 @@
+//! `prompt metrics report`: one self-contained HTML file (inline CSS, inline SVG charts drawn
+//! here), with the tables behind every chart. No script, no network.
+//!
+//! Every chart is an `<svg>` with a stable id and `data-*` attributes carrying its numbers:
+//! `chart-calls-per-day`, `chart-latency-by-model`, `chart-p95-by-task`, `chart-success-by-task`,
+//! `chart-p95-by-version`, `chart-success-by-version`, `chart-cache-hit-rate`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+/// One metrics record, as the report needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRecord {
+    /// When the call was made.
+    pub timestamp: DateTime<Utc>,
+    /// Agent.
+    pub agent: String,
+    /// Task.
+    pub task: String,
+    /// Model.
+    pub model: String,
+    /// Latency in milliseconds.
+    pub latency_ms: f64,
+    /// No error.
+    pub ok: bool,
+    /// Served from the cache.
+    pub cache_hit: bool,
+    /// Template version.
+    pub template_version: Option<u32>,
+    /// Prompt plus completion tokens.
+    pub tokens: u64,
+}
+
+/// Aggregates of one group of records (a model, a task, a version).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Group {
+    /// The group's label.
+    pub key: String,
+    /// Calls.
+    pub calls: u64,
+    /// Calls without an error.
+    pub successes: u64,
+    /// Calls served from the cache.
+    pub cache_hits: u64,
+    /// Tokens used.
+    pub tokens: u64,
+    latencies: Vec<f64>,
+}
+
+impl Group {
+    fn new(key: String) -> Self {
+        Self {
+            key,
+            ..Self::default()
+        }
+    }
+
+    fn add(&mut self, r: &ReportRecord) {
+        self.calls += 1;
+        self.successes += u64::from(r.ok);
+        self.cache_hits += u64::from(r.cache_hit);
+        self.tokens += r.tokens;
+        if r.latency_ms.is_finite() {
+            self.latencies.push(r.latency_ms.max(0.0));
+        }
+    }
+
+    fn finish(&mut self) {
+        self.latencies.sort_by(f64::total_cmp);
+    }
+
+    /// Share of calls without an error (0 when there were no calls).
+    pub fn success_rate(&self) -> f64 {
+        ratio(self.successes, self.calls)
+    }
+
+    /// Share of calls served from the cache.
+    pub fn cache_hit_rate(&self) -> f64 {
+        ratio(self.cache_hits, self.calls)
+    }
+
+    /// Latency percentile (nearest rank), 0 when there are no latencies.
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+
+    /// Mean latency.
+    pub fn mean(&self) -> f64 {
+        if self.latencies.is_empty() {
+            0.0
+        } else {
+            self.latencies.iter().sum::<f64>() / self.latencies.len() as f64
+        }
+    }
+
+    /// Largest latency.
+    pub fn max(&self) -> f64 {
+        self.latencies.last().copied().unwrap_or(0.0)
+    }
+
+    /// Smallest latency.
+    pub fn min(&self) -> f64 {
+        self.latencies.first().copied().unwrap_or(0.0)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Calls of one UTC day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Day {
+    /// Calls.
+    pub calls: u64,
+    /// Calls with an error.
+    pub errors: u64,
+    /// Calls served from the cache.
+    pub cache_hits: u64,
+}
+
+/// Everything the report shows, computed from the records.
+#[derive(Debug, Clone)]
+pub struct ReportData {
+    /// Days covered, today included.
+    pub days: u32,
+    /// When the report was made.
+    pub generated_at: DateTime<Utc>,
+    /// All records together.
+    pub total: Group,
+    /// Calls per UTC day, every day of the window present.
+    pub per_day: BTreeMap<NaiveDate, Day>,
+    /// Per model.
+    pub models: Vec<Group>,
+    /// Per `agent/task`.
+    pub tasks: Vec<Group>,
+    /// Per `agent/task@vN`.
+    pub versions: Vec<Group>,
+    /// Metrics lines that could not be read.
+    pub skipped_lines: u64,
+}
+
+impl ReportData {
+    /// Aggregates `records` over the `days` ending at `now`.
+    pub fn new(
+        records: impl IntoIterator<Item = ReportRecord>,
+        days: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let today = now.date_naive();
+        let mut per_day = BTreeMap::new();
+        for back in 0..i64::from(days.max(1)) {
+            per_day.insert(today - Duration::days(back), Day::default());
+        }
+        let mut total = Group::new("all".to_owned());
+        let mut models: BTreeMap<String, Group> = BTreeMap::new();
+        let mut tasks: BTreeMap<String, Group> = BTreeMap::new();
+        let mut versions: BTreeMap<(String, u32), Group> = BTreeMap::new();
+        for r in records {
+            total.add(&r);
+            let day = per_day.entry(r.timestamp.date_naive()).or_default();
+            day.calls += 1;
+            day.errors += u64::from(!r.ok);
+            day.cache_hits += u64::from(r.cache_hit);
+            models
+                .entry(r.model.clone())
+                .or_insert_with(|| Group::new(r.model.clone()))
+                .add(&r);
+            let task = format!("{}/{}", r.agent, r.task);
+            tasks
+                .entry(task.clone())
+                .or_insert_with(|| Group::new(task.clone()))
+                .add(&r);
+            if let Some(v) = r.template_version {
+                versions
+                    .entry((task.clone(), v))
+                    .or_insert_with(|| Group::new(format!("{task}@v{v}")))
+                    .add(&r);
+            }
+        }
+        let finish = |groups: Vec<Group>| {
+            groups
+                .into_iter()
+                .map(|mut g| {
+                    g.finish();
+                    g
+                })
+                .collect::<Vec<_>>()
+        };
+        total.finish();
+        Self {
+            days,
+            generated_at: now,
+            total,
+            per_day,
+            models: finish(models.into_values().collect()),
+            tasks: finish(tasks.into_values().collect()),
+            versions: finish(versions.into_values().collect()),
+            skipped_lines: 0,
+        }
+    }
+}
+
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn ms(v: f64) -> String {
+    crate::ui::millis(v)
+}
+
+fn pct(v: f64) -> String {
+    crate::ui::percent(v)
+}
+
+/// A number for a `data-*` attribute: integers bare, others with 3 decimals at most.
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// A "nice" axis maximum at or above `v`.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let exp = v.log10().floor();
+    let base = 10f64.powf(exp);
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if v <= m * base {
+            return m * base;
+        }
+    }
+    10.0 * base
+}
+
+const W: f64 = 600.0;
+const BLUE: &str = "#3b6fd8";
+const RED: &str = "#d8453b";
+const GREEN: &str = "#2f9e64";
+const ORANGE: &str = "#e08a1e";
+const GRAY: &str = "#8a94a6";
+
+fn empty_note(out: &mut String, w: f64, h: f64) {
+    let _ = write!(
+        out,
+        r##"<text x="{}" y="{}" text-anchor="middle" class="empty">no calls in this period</text>"##,
+        w / 2.0,
+        h / 2.0
+    );
+}
+
+/// Calls per day: stacked bars of successes and errors.
+fn chart_calls_per_day(data: &ReportData) -> String {
+    let days: Vec<(&NaiveDate, &Day)> = data.per_day.iter().collect();
+    let h = 260.0;
+    let (left, right, top, bottom) = (44.0, 12.0, 14.0, 40.0);
+    let max = nice_max(days.iter().map(|(_, d)| d.calls).max().unwrap_or(0) as f64);
+    let plot_w = W - left - right;
+    let plot_h = h - top - bottom;
+    let slot = plot_w / days.len().max(1) as f64;
+    let bar_w = (slot * 0.7).min(48.0);
+    let mut s = format!(
+        r#"<svg id="chart-calls-per-day" class="chart" viewBox="0 0 {W} {h}" role="img" aria-label="Calls per day" data-days="{}" data-total-calls="{}" data-total-errors="{}">"#,
+        days.len(),
+        data.total.calls,
+        data.total.calls - data.total.successes
+    );
+    for i in 0..=4 {
+        let v = max * f64::from(i) / 4.0;
+        let y = top + plot_h - plot_h * f64::from(i) / 4.0;
+        let _ = write!(
+            s,
+            r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" class="grid"/><text x="{}" y="{:.1}" text-anchor="end" class="tick">{}</text>"#,
+            W - right,
+            left - 6.0,
+            y + 4.0,
+            num(v)
+        );
+    }
+    let label_every = (days.len() / 10).max(1);
+    for (i, (date, day)) in days.iter().enumerate() {
+        let x = left + slot * i as f64 + (slot - bar_w) / 2.0;
+        let ok_h = plot_h * (day.calls - day.errors) as f64 / max;
+        let err_h = plot_h * day.errors as f64 / max;
+        let base = top + plot_h;
+        let _ = write!(
+            s,
+            r#"<g class="bar" data-day="{date}" data-calls="{}" data-errors="{}" data-cache-hits="{}"><title>{date}: {} calls, {} errors, {} cache hits</title><rect x="{x:.1}" y="{:.1}" width="{bar_w:.1}" height="{ok_h:.1}" fill="{BLUE}"/><rect x="{x:.1}" y="{:.1}" width="{bar_w:.1}" height="{err_h:.1}" fill="{RED}"/>"#,
+            day.calls,
+            day.errors,
+            day.cache_hits,
+            day.calls,
+            day.errors,
+            day.cache_hits,
+            base - ok_h,
+            base - ok_h - err_h
+        );
+        if day.calls > 0 {
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="value">{}</text>"#,
+                x + bar_w / 2.0,
+                base - ok_h - err_h - 4.0,
+                day.calls
+            );
+        }
+        if i % label_every == 0 || i + 1 == days.len() {
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"#,
+                x + bar_w / 2.0,
+                base + 16.0,
+                date.format("%b %d")
+            );
+        }
+        s.push_str("</g>");
+    }
+    let _ = write!(
+        s,
+        r#"<g class="legend"><rect x="{left}" y="{}" width="10" height="10" fill="{BLUE}"/><text x="{}" y="{}" class="tick">succeeded</text><rect x="{}" y="{}" width="10" height="10" fill="{RED}"/><text x="{}" y="{}" class="tick">failed</text></g>"#,
+        h - 14.0,
+        left + 14.0,
+        h - 5.0,
+        left + 90.0,
+        h - 14.0,
+        left + 104.0,
+        h - 5.0
+    );
+    if data.total.calls == 0 {
+        empty_note(&mut s, W, h);
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Latency distribution per model: box (p25–p75), median, p95 tick, whiskers min–max.
+fn chart_latency_by_model(data: &ReportData) -> String {
+    let row_h = 34.0;
+    let (left, right, top, bottom) = (150.0, 20.0, 10.0, 34.0);
+    let h = top + bottom + row_h * data.models.len().max(1) as f64;
+    let max = nice_max(data.models.iter().map(Group::max).fold(0.0, f64::max));
+    let plot_w = W - left - right;
+    let xs = |v: f64| left + plot_w * v / max;
+    let mut s = format!(
+        r#"<svg id="chart-latency-by-model" class="chart" viewBox="0 0 {W} {h}" role="img" aria-label="Latency distribution per model" data-models="{}" data-max-ms="{}">"#,
+        data.models.len(),
+        num(max)
+    );
+    for i in 0..=4 {
+        let v = max * f64::from(i) / 4.0;
+        let x = xs(v);
+        let _ = write!(
+            s,
+            r#"<line x1="{x:.1}" x2="{x:.1}" y1="{top}" y2="{:.1}" class="grid"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"#,
+            h - bottom,
+            h - bottom + 16.0,
+            esc(&ms(v))
+        );
+    }
+    for (i, g) in data.models.iter().enumerate() {
+        let cy = top + row_h * i as f64 + row_h / 2.0;
+        let (p25, p50, p75, p95) = (
+            g.percentile(25.0),
+            g.percentile(50.0),
+            g.percentile(75.0),
+            g.percentile(95.0),
+        );
+        let _ = write!(
+            s,
+            r#"<g class="box" data-model="{}" data-calls="{}" data-min-ms="{}" data-p50-ms="{}" data-p95-ms="{}" data-max-ms="{}"><title>{}: {} calls, median {}, p95 {}, max {}</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><line x1="{:.1}" x2="{:.1}" y1="{cy:.1}" y2="{cy:.1}" stroke="{GRAY}" stroke-width="1.5"/><rect x="{:.1}" y="{:.1}" width="{:.1}" height="16" fill="{BLUE}" fill-opacity="0.35" stroke="{BLUE}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{BLUE}" stroke-width="3"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{ORANGE}" stroke-width="2.5"/></g>"#,
+            esc(&g.key),
+            g.calls,
+            num(g.min()),
+            num(p50),
+            num(p95),
+            num(g.max()),
+            esc(&g.key),
+            g.calls,
+            esc(&ms(p50)),
+            esc(&ms(p95)),
+            esc(&ms(g.max())),
+            left - 8.0,
+            cy + 4.0,
+            esc(&truncate(&g.key, 22)),
+            xs(g.min()),
+            xs(g.max()),
+            xs(p25),
+            cy - 8.0,
+            (xs(p75) - xs(p25)).max(1.5),
+            xs(p50),
+            xs(p50),
+            cy - 9.0,
+            cy + 9.0,
+            xs(p95),
+            xs(p95),
+            cy - 11.0,
+            cy + 11.0,
+        );
+    }
+    if data.models.is_empty() {
+        empty_note(&mut s, W, h);
+    }
+    let _ = write!(
+        s,
+        r#"<g class="legend"><rect x="{left}" y="{}" width="14" height="9" fill="{BLUE}" fill-opacity="0.35" stroke="{BLUE}"/><text x="{}" y="{}" class="tick">p25–p75, median</text><rect x="{}" y="{}" width="3" height="12" fill="{ORANGE}"/><text x="{}" y="{}" class="tick">p95</text><text x="{}" y="{}" class="tick">whiskers: min–max</text></g>"#,
+        h - 12.0,
+        left + 18.0,
+        h - 4.0,
+        left + 140.0,
+        h - 14.0,
+        left + 148.0,
+        h - 4.0,
+        left + 200.0,
+        h - 4.0
+    );
+    s.push_str("</svg>");
+    s
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut t: String = text.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// What a horizontal bar chart shows of each group.
+#[derive(Clone, Copy)]
+enum Measure {
+    P95,
+    SuccessRate,
+}
+
+fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> String {
+    let row_h = 28.0;
+    let (left, right, top, bottom) = (200.0, 70.0, 8.0, 10.0);
+    let h = top + bottom + row_h * groups.len().max(1) as f64;
+    let value = |g: &Group| match measure {
+        Measure::P95 => g.percentile(95.0),
+        Measure::SuccessRate => g.success_rate(),
+    };
+    let max = match measure {
+        Measure::P95 => nice_max(groups.iter().map(value).fold(0.0, f64::max)),
+        Measure::SuccessRate => 1.0,
+    };
+    let plot_w = W - left - right;
+    let mut s = format!(
+        r#"<svg id="{id}" class="chart" viewBox="0 0 {W} {h}" role="img" aria-label="{label}" data-groups="{}">"#,
+        groups.len()
+    );
+    for (i, g) in groups.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let v = value(g);
+        let w = plot_w * v / max;
+        let (text, color) = match measure {
+            Measure::P95 => (ms(v), BLUE),
+            Measure::SuccessRate => (
+                pct(v),
+                if v >= 0.95 {
+                    GREEN
+                } else if v >= 0.8 {
+                    ORANGE
+                } else {
+                    RED
+                },
+            ),
+        };
+        let _ = write!(
+            s,
+            r#"<g class="bar" data-key="{}" data-calls="{}" data-p95-ms="{}" data-success-rate="{}"><title>{}: {} ({} calls)</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{left}" y="{:.1}" width="{plot_w:.1}" height="18" class="track"/><rect x="{left}" y="{:.1}" width="{:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{:.1}" class="value">{}</text></g>"#,
+            esc(&g.key),
+            g.calls,
+            num(g.percentile(95.0)),
+            num(g.success_rate()),
+            esc(&g.key),
+            esc(&text),
+            g.calls,
+            left - 8.0,
+            y + 14.0,
+            esc(&truncate(&g.key, 28)),
+            y + 2.0,
+            y + 2.0,
+            w.max(if v > 0.0 { 2.0 } else { 0.0 }),
+            left + plot_w + 6.0,
+            y + 15.0,
+            esc(&text)
+        );
+    }
+    if groups.is_empty() {
+        empty_note(&mut s, W, h);
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Cache hit rate: a donut of the whole period plus bars per task.
+fn chart_cache(data: &ReportData) -> String {
+    let h = 200.0;
+    let rate = data.total.cache_hit_rate();
+    let (cx, cy, r) = (100.0, 100.0, 70.0);
+    let circumference = 2.0 * std::f64::consts::PI * r;
+    let mut s = format!(
+        r##"<svg id="chart-cache-hit-rate" class="chart" viewBox="0 0 {W} {h}" role="img" aria-label="Cache hit rate" data-hit-rate="{}" data-hits="{}" data-calls="{}"><circle cx="{cx}" cy="{cy}" r="{r}" fill="none" stroke="#e3e8f0" stroke-width="24"/><circle cx="{cx}" cy="{cy}" r="{r}" fill="none" stroke="{GREEN}" stroke-width="24" stroke-dasharray="{:.2} {:.2}" transform="rotate(-90 {cx} {cy})"/><text x="{cx}" y="{}" text-anchor="middle" class="big">{}</text><text x="{cx}" y="{}" text-anchor="middle" class="tick">{} of {} calls</text>"##,
+        num(rate),
+        data.total.cache_hits,
+        data.total.calls,
+        circumference * rate,
+        circumference,
+        cy + 6.0,
+        esc(&pct(rate)),
+        cy + 24.0,
+        data.total.cache_hits,
+        data.total.calls
+    );
+    let rows: Vec<&Group> = data.tasks.iter().take(6).collect();
+    let (left, plot_w) = (360.0, 170.0);
+    let _ = write!(
+        s,
+        r#"<text x="210" y="20" class="label">per agent/task</text>"#
+    );
+    for (i, g) in rows.iter().enumerate() {
+        let y = 34.0 + 26.0 * i as f64;
+        let v = g.cache_hit_rate();
+        let _ = write!(
+            s,
+            r#"<g class="bar" data-key="{}" data-hit-rate="{}" data-hits="{}" data-calls="{}"><text x="{}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{left}" y="{:.1}" width="{plot_w}" height="16" class="track"/><rect x="{left}" y="{:.1}" width="{:.1}" height="16" fill="{GREEN}"/><text x="{:.1}" y="{:.1}" class="value">{}</text></g>"#,
+            esc(&g.key),
+            num(v),
+            g.cache_hits,
+            g.calls,
+            left - 8.0,
+            y + 12.0,
+            esc(&truncate(&g.key, 20)),
+            y,
+            y,
+            plot_w * v,
+            left + plot_w + 6.0,
+            y + 12.0,
+            esc(&pct(v))
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
+    let mut s = format!(
+        r#"<table id="{id}"><caption>{}</caption><thead><tr><th>{}</th><th>calls</th><th>success</th><th>cache hits</th><th>avg</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>tokens</th></tr></thead><tbody>"#,
+        esc(title),
+        esc(title)
+    );
+    for g in groups {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&g.key),
+            g.calls,
+            pct(g.success_rate()),
+            pct(g.cache_hit_rate()),
+            esc(&ms(g.mean())),
+            esc(&ms(g.percentile(50.0))),
+            esc(&ms(g.percentile(95.0))),
+            esc(&ms(g.percentile(99.0))),
+            esc(&ms(g.max())),
+            g.tokens
+        );
+    }
+    if groups.is_empty() {
+        s.push_str(r#"<tr><td colspan="10" class="empty">no calls in this period</td></tr>"#);
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+fn day_table(data: &ReportData) -> String {
+    let mut s = String::from(
+        r#"<table id="table-calls-per-day"><caption>Calls per day (UTC)</caption><thead><tr><th>day</th><th>calls</th><th>errors</th><th>cache hits</th></tr></thead><tbody>"#,
+    );
+    for (date, d) in data.per_day.iter().rev() {
+        let _ = write!(
+            s,
+            "<tr><td>{date}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            d.calls, d.errors, d.cache_hits
+        );
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+const CSS: &str = r#"
+:root{--fg:#1d2433;--muted:#5b6476;--bg:#f5f7fb;--card:#fff;--line:#e3e8f0}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}
+header{padding:24px 32px 8px}
+h1{margin:0 0 4px;font-size:24px}
+h2{margin:0 0 10px;font-size:16px}
+.sub{color:var(--muted)}
+main{padding:8px 32px 32px}
+.cards{display:grid;grid-template-columns:repeat(5,1fr);gap:14px;margin-bottom:18px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px}
+.card .v{font-size:24px;font-weight:650}
+.card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px;margin-bottom:16px}
+section{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:16px 18px}
+svg.chart{width:100%;height:auto;display:block}
+svg .grid{stroke:var(--line);stroke-width:1}
+svg .tick{font-size:11px;fill:var(--muted)}
+svg .label{font-size:12px;fill:var(--fg)}
+svg .value{font-size:11px;fill:var(--fg);font-weight:600}
+svg .big{font-size:22px;font-weight:700;fill:var(--fg)}
+svg .empty{font-size:13px;fill:var(--muted)}
+svg .track{fill:#eef1f6}
+table{border-collapse:collapse;width:100%;margin:8px 0 18px;font-size:13px;background:var(--card)}
+caption{text-align:left;font-weight:650;padding:6px 0}
+th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+th{color:var(--muted);font-weight:600;font-size:12px}
+td.empty{text-align:center;color:var(--muted)}
+.tables{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:8px 18px}
+footer{color:var(--muted);font-size:12px;padding:0 32px 24px}
+"#;
+
+/// Renders the report as one HTML document.
+pub fn render_html(data: &ReportData) -> String {
+    let t = &data.total;
+    let mut s = String::with_capacity(32 * 1024);
+    let _ = write!(
+        s,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>promptkit report — last {days} day(s)</title><style>{CSS}</style></head>
+<body data-total-calls="{calls}" data-days="{days}">
+<header><h1>promptkit metrics report</h1><div class="sub">Last {days} day(s), up to {generated} UTC · {calls} calls{skipped}</div></header>
+<main>
+<div class="cards">
+<div class="card"><div class="k">calls</div><div class="v" id="total-calls">{calls}</div></div>
+<div class="card"><div class="k">success rate</div><div class="v">{success}</div></div>
+<div class="card"><div class="k">p95 latency</div><div class="v">{p95}</div></div>
+<div class="card"><div class="k">cache hit rate</div><div class="v">{hit}</div></div>
+<div class="card"><div class="k">tokens</div><div class="v">{tokens}</div></div>
+</div>
+"#,
+        days = data.days,
+        generated = data.generated_at.format("%Y-%m-%d %H:%M"),
+        calls = t.calls,
+        skipped = if data.skipped_lines > 0 {
+            format!(" · {} unreadable line(s) skipped", data.skipped_lines)
+        } else {
+            String::new()
+        },
+        success = pct(t.success_rate()),
+        p95 = esc(&ms(t.percentile(95.0))),
+        hit = pct(t.cache_hit_rate()),
+        tokens = t.tokens,
+    );
+    let _ = write!(
+        s,
+        r#"<div class="grid2"><section><h2>Calls per day</h2>{}</section><section><h2>Latency distribution per model</h2>{}</section></div>
+<div class="grid2"><section><h2>p95 latency per agent/task</h2>{}</section><section><h2>Success rate per agent/task</h2>{}</section></div>
+<div class="grid2"><section><h2>p95 latency per template version</h2>{}</section><section><h2>Success rate per template version</h2>{}</section></div>
+<div class="grid2"><section><h2>Cache hit rate</h2>{}</section><section><h2>Per day</h2>{}</section></div>
+<div class="tables">{}{}{}</div>
+</main>
+<footer>Generated by <code>prompt metrics report</code>. Latencies are per call; cache hits count as calls.</footer>
+</body></html>
+"#,
+        chart_calls_per_day(data),
+        chart_latency_by_model(data),
+        chart_bars(
+            "chart-p95-by-task",
+            "p95 latency per agent/task",
+            &data.tasks,
+            Measure::P95
+        ),
+        chart_bars(
+            "chart-success-by-task",
+            "Success rate per agent/task",
+            &data.tasks,
+            Measure::SuccessRate
+        ),
+        chart_bars(
+            "chart-p95-by-version",
+            "p95 latency per template version",
+            &data.versions,
+            Measure::P95
+        ),
+        chart_bars(
+            "chart-success-by-version",
+            "Success rate per template version",
+            &data.versions,
+            Measure::SuccessRate
+        ),
+        chart_cache(data),
+        day_table(data),
+        group_table("model", "table-models", &data.models),
+        group_table("agent/task", "table-tasks", &data.tasks),
+        group_table("template version", "table-versions", &data.versions),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(
+        day_offset: i64,
+        model: &str,
+        task: &str,
+        latency: f64,
+        ok: bool,
+        hit: bool,
+    ) -> ReportRecord {
+        ReportRecord {
+            timestamp: now() - Duration::days(day_offset),
+            agent: "writer".into(),
+            task: task.into(),
+            model: model.into(),
+            latency_ms: latency,
+            ok,
+            cache_hit: hit,
+            template_version: Some(1),
+            tokens: 10,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-20T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn aggregates_and_percentiles() {
+        let records = (1..=100).map(|i| rec(0, "m", "t", f64::from(i), i % 10 != 0, i % 4 == 0));
+        let data = ReportData::new(records, 3, now());
+        assert_eq!(data.per_day.len(), 3);
+        assert_eq!(data.total.calls, 100);
+        assert_eq!(data.total.percentile(95.0), 95.0);
+        assert_eq!(data.total.percentile(50.0), 50.0);
+        assert!((data.total.success_rate() - 0.9).abs() < 1e-9);
+        assert!((data.total.cache_hit_rate() - 0.25).abs() < 1e-9);
+        assert_eq!(data.versions[0].key, "writer/t@v1");
+    }
+
+    #[test]
+    fn html_has_every_chart_fed_with_the_data() {
+        let records = vec![
+            rec(0, "qwen3:30b", "write_chapter", 1200.0, true, false),
+            rec(0, "qwen3:30b", "write_chapter", 10.0, true, true),
+            rec(1, "dolphin<3>", "write_scene", 800.0, false, false),
+        ];
+        let html = render_html(&ReportData::new(records, 7, now()));
+        for id in [
+            "chart-calls-per-day",
+            "chart-latency-by-model",
+            "chart-p95-by-task",
+            "chart-success-by-task",
+            "chart-p95-by-version",
+            "chart-success-by-version",
+            "chart-cache-hit-rate",
+        ] {
+            assert!(html.contains(&format!(r#"<svg id="{id}""#)), "{id}");
+        }
+        assert!(html.contains(r#"data-total-calls="3""#));
+        assert!(html.contains(r#"data-day="2026-01-20" data-calls="2" data-errors="0""#));
+        assert!(html.contains(r#"data-model="dolphin&lt;3&gt;""#));
+        assert!(html.contains(r#"data-key="writer/write_scene" data-calls="1""#));
+        assert!(!html.contains("<script"));
+        assert!(!html.contains("http://") && !html.contains("https://"));
+    }
+
+    #[test]
+    fn empty_report_still_renders() {
+        let html = render_html(&ReportData::new(Vec::new(), 7, now()));
+        assert!(html.contains("no calls in this period"));
+        assert!(html.contains(r#"data-total-calls="0""#));
+    }
+}
