@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+#[cfg(test)]
 use serde::Deserialize;
 
 use crate::record::parse_timestamp;
@@ -28,11 +29,13 @@ pub(crate) struct Rec<'a> {
     pub(crate) template_version: Option<u32>,
 }
 
+#[cfg(test)]
 fn default_true() -> bool {
     true
 }
 
 /// The shape a line must have: the same as [`crate::PromptMetrics`], strings borrowed.
+#[cfg(test)]
 #[derive(Deserialize)]
 struct SerdeRec<'a> {
     #[serde(borrow)]
@@ -77,6 +80,8 @@ struct SerdeRec<'a> {
 }
 
 /// Reads one line (without its newline) with serde; `None` when the line is not a record.
+/// The reference the fast reader is tested against.
+#[cfg(test)]
 pub(crate) fn parse_line_serde(line: &[u8]) -> Option<Rec<'_>> {
     let r: SerdeRec<'_> = serde_json::from_slice(line).ok()?;
     let (secs, nanos) = parse_timestamp(r.timestamp.as_bytes())?;
@@ -99,12 +104,513 @@ pub(crate) fn parse_line_serde(line: &[u8]) -> Option<Rec<'_>> {
 }
 
 /// Reads one line (without its newline); `None` when the line is not a record.
+///
+/// Accepts exactly the lines that `serde_json` accepts as a [`crate::PromptMetrics`] (the
+/// tests hold the two to that), but reads them in one pass without building the record:
+/// strings without escapes are borrowed, unknown fields are skipped.
 pub(crate) fn parse_line(line: &[u8]) -> Option<Rec<'_>> {
-    parse_line_serde(line)
+    let text = std::str::from_utf8(line).ok()?;
+    Parser {
+        s: text,
+        b: line,
+        i: 0,
+    }
+    .record()
+}
+
+const F_PROMPT_HASH: u32 = 1 << 0;
+const F_AGENT: u32 = 1 << 1;
+const F_TASK: u32 = 1 << 2;
+const F_MODEL: u32 = 1 << 3;
+const F_TEMPERATURE: u32 = 1 << 4;
+const F_TIMESTAMP: u32 = 1 << 5;
+const F_LATENCY: u32 = 1 << 6;
+const REQUIRED: u32 =
+    F_PROMPT_HASH | F_AGENT | F_TASK | F_MODEL | F_TEMPERATURE | F_TIMESTAMP | F_LATENCY;
+/// Nesting allowed inside an unknown field's value.
+const MAX_DEPTH: usize = 100;
+
+struct Parser<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// The raw span of a string (quotes excluded) and whether it holds escapes.
+    fn string_span(&mut self) -> Option<(usize, usize, bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let c = *self.b.get(self.i)?;
+            match c {
+                b'"' => {
+                    let end = self.i;
+                    self.i += 1;
+                    return Some((start, end, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    match *self.b.get(self.i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 2..self.i + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// A string value, decoded when it holds escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let (start, end, escaped) = self.string_span()?;
+        if escaped {
+            serde_json::from_str::<String>(&self.s[start - 1..=end])
+                .ok()
+                .map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(&self.s[start..end]))
+        }
+    }
+
+    fn opt_string(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            Some(None)
+        } else {
+            self.string().map(Some)
+        }
+    }
+
+    /// A number token following JSON's grammar: its span and whether it is an integer.
+    fn number_span(&mut self) -> Option<(&'a str, bool)> {
+        let start = self.i;
+        let _ = self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                while let Some(b'0'..=b'9') = self.peek() {
+                    self.i += 1;
+                }
+            }
+            _ => return None,
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.i += 1;
+            let d = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == d {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            let d = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == d {
+                return None;
+            }
+        }
+        Some((&self.s[start..self.i], integer))
+    }
+
+    fn float(&mut self) -> Option<f64> {
+        let (span, _) = self.number_span()?;
+        let v: f64 = span.parse().ok()?;
+        v.is_finite().then_some(v)
+    }
+
+    /// An unsigned integer as serde reads one: no sign, fraction or exponent.
+    fn uint(&mut self) -> Option<u64> {
+        let (span, integer) = self.number_span()?;
+        if !integer {
+            return None;
+        }
+        // serde_json reads `-0` as a float, so no negative token is an unsigned integer.
+        if span.starts_with('-') {
+            return None;
+        }
+        span.parse().ok()
+    }
+
+    fn opt_uint(&mut self) -> Option<Option<u64>> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            Some(None)
+        } else {
+            self.uint().map(Some)
+        }
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string_span().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'[' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'{' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.string_span()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => self.number_span().map(|_| ()),
+        }
+    }
+
+    fn record(mut self) -> Option<Rec<'a>> {
+        let mut seen = 0u32;
+        let mut rec = Rec {
+            agent: Cow::Borrowed(""),
+            task: Cow::Borrowed(""),
+            model: Cow::Borrowed(""),
+            secs: 0,
+            nanos: 0,
+            latency_ms: 0.0,
+            tokens_prompt: None,
+            tokens_completion: None,
+            cache_hit: false,
+            validation_passed: true,
+            retry_count: 0,
+            has_error: false,
+            response_length: 0,
+            template_version: None,
+        };
+        let mut timestamp = Cow::Borrowed("");
+        self.ws();
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat(b'}').is_none() {
+            loop {
+                self.ws();
+                let key = self.string()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                let bit = match key.as_ref() {
+                    "prompt_hash" => {
+                        self.string()?;
+                        F_PROMPT_HASH
+                    }
+                    "agent" => {
+                        rec.agent = self.string()?;
+                        F_AGENT
+                    }
+                    "task" => {
+                        rec.task = self.string()?;
+                        F_TASK
+                    }
+                    "model" => {
+                        rec.model = self.string()?;
+                        F_MODEL
+                    }
+                    "temperature" => {
+                        self.float()?;
+                        F_TEMPERATURE
+                    }
+                    "timestamp" => {
+                        timestamp = self.string()?;
+                        F_TIMESTAMP
+                    }
+                    "latency_ms" => {
+                        rec.latency_ms = self.float()?;
+                        F_LATENCY
+                    }
+                    "tokens_prompt" => {
+                        rec.tokens_prompt = self.opt_uint()?;
+                        1 << 7
+                    }
+                    "tokens_completion" => {
+                        rec.tokens_completion = self.opt_uint()?;
+                        1 << 8
+                    }
+                    "cache_hit" => {
+                        rec.cache_hit = self.boolean()?;
+                        1 << 9
+                    }
+                    "validation_passed" => {
+                        rec.validation_passed = self.boolean()?;
+                        1 << 10
+                    }
+                    "retry_count" => {
+                        rec.retry_count = u32::try_from(self.uint()?).ok()?;
+                        1 << 11
+                    }
+                    "error" => {
+                        rec.has_error = self.opt_string()?.is_some();
+                        1 << 12
+                    }
+                    "response_length" => {
+                        rec.response_length = self.uint()?;
+                        1 << 13
+                    }
+                    "language_detected" => {
+                        self.opt_string()?;
+                        1 << 14
+                    }
+                    "template_version" => {
+                        rec.template_version = match self.opt_uint()? {
+                            Some(v) => Some(u32::try_from(v).ok()?),
+                            None => None,
+                        };
+                        1 << 15
+                    }
+                    "template_hash" => {
+                        self.opt_string()?;
+                        1 << 16
+                    }
+                    "provider" => {
+                        self.opt_string()?;
+                        1 << 17
+                    }
+                    _ => {
+                        self.skip_value(0)?;
+                        0
+                    }
+                };
+                if seen & bit != 0 {
+                    return None;
+                }
+                seen |= bit;
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.ws();
+        if self.i != self.b.len() || seen & REQUIRED != REQUIRED {
+            return None;
+        }
+        let (secs, nanos) = parse_timestamp(timestamp.as_bytes())?;
+        rec.secs = secs;
+        rec.nanos = nanos;
+        Some(rec)
+    }
 }
 
 /// Whether a line holds nothing but whitespace (such lines are neither records nor errors).
 pub(crate) fn is_blank(line: &[u8]) -> bool {
     line.iter()
         .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEED_LINE: &str = r#"{"prompt_hash": "ab12", "agent": "writer", "task": "write_chapter", "model": "qwen3:30b", "temperature": 0.8, "timestamp": "2026-01-20T14:03:22.123456", "latency_ms": 8523.25, "tokens_prompt": 1200, "tokens_completion": null, "cache_hit": false, "validation_passed": true, "retry_count": 0, "error": null, "response_length": 4200, "language_detected": "en"}"#;
+
+    /// The fast parser and serde agree on whether a line is a record, and on its fields.
+    fn check_same(line: &[u8]) {
+        let fast = parse_line(line);
+        let serde = parse_line_serde(line);
+        assert_eq!(fast, serde, "line {:?}", String::from_utf8_lossy(line));
+    }
+
+    #[test]
+    fn fast_parser_agrees_with_serde_on_edge_cases() {
+        let cases: Vec<String> = vec![
+            SEED_LINE.into(),
+            SEED_LINE.replace(", ", ",").replace(": ", ":"),
+            format!("  {SEED_LINE}\r"),
+            SEED_LINE.replace("\"agent\": \"writer\"", "\"agent\": \"wr\\u0069ter\""),
+            SEED_LINE.replace("\"agent\"", "\"\\u0061gent\""),
+            SEED_LINE.replace("\"agent\": \"writer\", ", ""),
+            SEED_LINE.replace("\"error\": null", "\"error\": \"caf\\u00e9 timed out\""),
+            SEED_LINE.replace("\"error\": null", "\"error\": 5"),
+            SEED_LINE.replace("\"error\": null", "\"error\": \"\\ud800\""),
+            SEED_LINE.replace("8523.25", "NaN"),
+            SEED_LINE.replace("8523.25", "Infinity"),
+            SEED_LINE.replace("8523.25", "1e400"),
+            SEED_LINE.replace("8523.25", "-1E-3"),
+            SEED_LINE.replace("8523.25", "8523"),
+            SEED_LINE.replace("8523.25", "08523"),
+            SEED_LINE.replace("8523.25", "8523."),
+            SEED_LINE.replace("8523.25", "123456789012345678901234567890"),
+            SEED_LINE.replace("1200", "-0"),
+            SEED_LINE.replace("1200", "-1"),
+            SEED_LINE.replace("1200", "1.0"),
+            SEED_LINE.replace("1200", "1e3"),
+            SEED_LINE.replace("1200", "18446744073709551616"),
+            SEED_LINE.replace("\"retry_count\": 0", "\"retry_count\": 4294967296"),
+            SEED_LINE.replace("\"retry_count\": 0", "\"retry_count\": 4294967295"),
+            SEED_LINE.replace("\"cache_hit\": false", "\"cache_hit\": null"),
+            SEED_LINE.replace(
+                "\"cache_hit\": false",
+                "\"cache_hit\": true, \"cache_hit\": true",
+            ),
+            SEED_LINE.replace(
+                "\"language_detected\": \"en\"",
+                "\"extra\": {\"a\": [1, 2.5, null, \"x\\n\"]}, \"z\": []",
+            ),
+            SEED_LINE.replace("\"language_detected\": \"en\"", "\"extra\": {\"a\": [1,]}"),
+            SEED_LINE.replace(
+                "\"language_detected\": \"en\"",
+                "\"template_version\": 3, \"template_hash\": \"ff\", \"provider\": \"ollama\"",
+            ),
+            SEED_LINE.replace(
+                "\"language_detected\": \"en\"",
+                "\"template_version\": null",
+            ),
+            SEED_LINE.replace(
+                "2026-01-20T14:03:22.123456",
+                "2026-01-20T14:03:22.123456+02:00",
+            ),
+            SEED_LINE.replace("2026-01-20T14:03:22.123456", "yesterday"),
+            SEED_LINE.replace("\"task\": \"write_chapter\"", "\"task\": \"a\tb\""),
+            format!("{SEED_LINE} x"),
+            format!("{SEED_LINE},"),
+            format!("[{SEED_LINE}]"),
+            SEED_LINE[..SEED_LINE.len() / 2].into(),
+            "{}".into(),
+            "".into(),
+            "null".into(),
+        ];
+        for line in &cases {
+            check_same(line.as_bytes());
+        }
+        assert!(parse_line(cases[0].as_bytes()).is_some());
+        assert!(parse_line(cases[1].as_bytes()).is_some());
+        assert_eq!(
+            parse_line(cases[3].as_bytes()).map(|r| r.agent.into_owned()),
+            Some("writer".to_string())
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Cutting, overwriting or inserting bytes anywhere in a good line never makes the two
+        /// readers disagree.
+        #[test]
+        fn mutated_lines_read_the_same(
+            cut in 0usize..400,
+            at in 0usize..400,
+            byte in prop::sample::select(b"{}[]\",:0123456789.-+eEnulltrfas \\\t\x01\xc3\xa9".to_vec()),
+            insert in any::<bool>(),
+            compact in any::<bool>(),
+        ) {
+            let base = if compact {
+                SEED_LINE.replace(", ", ",").replace(": ", ":")
+            } else {
+                SEED_LINE.to_string()
+            };
+            let mut line = base.into_bytes();
+            let at = at.min(line.len());
+            if insert {
+                line.insert(at, byte);
+            } else if at < line.len() {
+                line[at] = byte;
+            }
+            check_same(&line);
+            line.truncate(cut.min(line.len()));
+            check_same(&line);
+        }
+    }
 }

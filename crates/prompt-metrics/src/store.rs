@@ -30,7 +30,7 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// lines from many threads and processes never interleave. Dropping the store flushes.
 ///
 /// Reading: queries cover the records whose timestamp lies within the last `days * 24` hours
-/// (no upper bound), open only the files whose date can hold such records, stream them in
+/// (from `now - days * 24h` to `now`, both included), open only the files whose date can hold such records, stream them in
 /// large chunks on all cores and skip (and count) lines that are not records.
 pub struct JsonlStore {
     dir: PathBuf,
@@ -211,12 +211,14 @@ impl Drop for JsonlStore {
     }
 }
 
-/// The records a query covers: timestamp at or after `now - days * 24h`.
+/// The records a query covers: timestamp from `now - days * 24h` to `now`, both included.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
     pub(crate) cutoff_secs: i64,
     pub(crate) cutoff_nanos: u32,
     pub(crate) cutoff_day: NaiveDate,
+    pub(crate) now_secs: i64,
+    pub(crate) now_nanos: u32,
 }
 
 impl Window {
@@ -226,11 +228,14 @@ impl Window {
             cutoff_secs: cutoff.timestamp(),
             cutoff_nanos: cutoff.timestamp_subsec_nanos(),
             cutoff_day: cutoff.date_naive(),
+            now_secs: now.timestamp(),
+            now_nanos: now.timestamp_subsec_nanos(),
         }
     }
 
     pub(crate) fn contains(&self, secs: i64, nanos: u32) -> bool {
-        (secs, nanos) >= (self.cutoff_secs, self.cutoff_nanos)
+        let t = (secs, nanos);
+        t >= (self.cutoff_secs, self.cutoff_nanos) && t <= (self.now_secs, self.now_nanos)
     }
 }
 

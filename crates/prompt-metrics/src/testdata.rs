@@ -151,7 +151,7 @@ pub fn write_dataset_at(
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
         for i in 0..count {
             let offset_us = (i as f64 / count.max(1) as f64 * span_secs as f64 * 1e6) as i64;
-            let ts = start + Duration::microseconds(offset_us + rng.below(1000) as i64);
+            let ts = (start + Duration::microseconds(offset_us + rng.below(1000) as i64)).min(now);
             line.clear();
             seed_line(&mut line, &mut rng, ts);
             line.push('\n');
