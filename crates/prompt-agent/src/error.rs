@@ -186,3 +186,127 @@ impl ProviderError {
         }
     }
 }
+
+/// Why a generation (or building a [`PromptSystem`](crate::PromptSystem)) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// Loading or rendering the template failed (not found, invalid, missing variables).
+    #[error("{0}")]
+    Template(#[from] prompt_templates::TemplateError),
+    /// The provider failed, and retrying did not help or was pointless.
+    #[error("agent {agent}: {source} (after {attempts} attempt{})", plural(*.attempts))]
+    Provider {
+        /// The agent's name.
+        agent: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last provider error.
+        #[source]
+        source: ProviderError,
+    },
+    /// Every reply failed validation (too short or too long after removing `<think>` blocks).
+    #[error("agent {agent}: reply failed validation after {attempts} attempt{}: {reason}", plural(*.attempts))]
+    Validation {
+        /// The agent's name.
+        agent: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last reply was rejected.
+        reason: String,
+    },
+    /// Every reply failed to parse as the requested type.
+    #[error("agent {agent}: reply was not valid JSON for {type_name} after {attempts} attempt{}: {reason}", plural(*.attempts))]
+    Structured {
+        /// The agent's name.
+        agent: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The schema (type) name.
+        type_name: String,
+        /// The last parse error.
+        reason: String,
+    },
+    /// A configuration value is wrong.
+    #[error("config field `{field}`: {message}")]
+    Config {
+        /// The field, as written in `prompt.toml` (`provider.kind`, `cache.dir`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Opening the response cache failed.
+    #[error("cache: {0}")]
+    Cache(#[from] prompt_cache::CacheError),
+    /// Opening the metrics store failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prompt_metrics::MetricsError),
+    /// A call that waited on an identical in-flight call got that call's failure.
+    #[error("{0}")]
+    Shared(String),
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+impl AgentError {
+    /// Whether the user must fix something (template name or file, variables, configuration,
+    /// model name, API key, request options) rather than wait and retry. Useful for exit codes.
+    pub fn is_usage_error(&self) -> bool {
+        match self {
+            AgentError::Template(_) | AgentError::Config { .. } => true,
+            AgentError::Provider { source, .. } => source.is_usage_error(),
+            _ => false,
+        }
+    }
+
+    /// The provider error behind this one, if any.
+    pub fn provider_error(&self) -> Option<&ProviderError> {
+        match self {
+            AgentError::Provider { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// A short, stable name of the failure (`"template"`, `"validation"`, or the provider
+    /// error's kind such as `"timeout"`), for logs and span attributes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AgentError::Template(_) => "template",
+            AgentError::Provider { source, .. } => source.kind(),
+            AgentError::Validation { .. } => "validation",
+            AgentError::Structured { .. } => "structured",
+            AgentError::Config { .. } => "config",
+            AgentError::Cache(_) => "cache",
+            AgentError::Metrics(_) => "metrics",
+            AgentError::Shared(_) => "shared",
+        }
+    }
+
+    /// A copy for callers that shared one in-flight call (provider and validation failures are
+    /// copied exactly; anything else by its message).
+    pub(crate) fn duplicate(&self) -> AgentError {
+        match self {
+            AgentError::Provider {
+                agent,
+                attempts,
+                source,
+            } => AgentError::Provider {
+                agent: agent.clone(),
+                attempts: *attempts,
+                source: source.clone(),
+            },
+            AgentError::Validation {
+                agent,
+                attempts,
+                reason,
+            } => AgentError::Validation {
+                agent: agent.clone(),
+                attempts: *attempts,
+                reason: reason.clone(),
+            },
+            other => AgentError::Shared(other.to_string()),
+        }
+    }
+}

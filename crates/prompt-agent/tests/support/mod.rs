@@ -390,3 +390,113 @@ pub async fn refused_url() -> String {
     drop(listener);
     format!("http://{addr}")
 }
+
+/// An in-memory metrics sink.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    records: Mutex<Vec<prompt_metrics::PromptMetrics>>,
+}
+
+impl MemorySink {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn records(&self) -> Vec<prompt_metrics::PromptMetrics> {
+        self.records.lock().clone()
+    }
+
+    pub fn last(&self) -> prompt_metrics::PromptMetrics {
+        self.records
+            .lock()
+            .last()
+            .cloned()
+            .expect("a metrics record")
+    }
+}
+
+impl prompt_metrics::MetricsSink for MemorySink {
+    fn record(
+        &self,
+        metrics: prompt_metrics::PromptMetrics,
+    ) -> Result<(), prompt_metrics::MetricsError> {
+        self.records.lock().push(metrics);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), prompt_metrics::MetricsError> {
+        Ok(())
+    }
+}
+
+/// A cache whose every operation fails, to show a broken cache never fails a generation.
+#[derive(Debug, Default)]
+pub struct BrokenCache {
+    pub gets: AtomicUsize,
+    pub puts: AtomicUsize,
+}
+
+impl BrokenCache {
+    fn error() -> prompt_cache::CacheError {
+        prompt_cache::CacheError::Redis {
+            url: "redis://127.0.0.1:1".into(),
+            message: "connection refused".into(),
+        }
+    }
+}
+
+impl prompt_cache::CacheStore for BrokenCache {
+    fn get(
+        &self,
+        _key: &prompt_cache::CacheKey,
+    ) -> Result<Option<prompt_cache::CachedResponse>, prompt_cache::CacheError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        Err(Self::error())
+    }
+    fn put(
+        &self,
+        _entry: prompt_cache::CachedResponse,
+        _ttl: Option<Duration>,
+    ) -> Result<(), prompt_cache::CacheError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        Err(Self::error())
+    }
+    fn remove(&self, _key: &prompt_cache::CacheKey) -> Result<bool, prompt_cache::CacheError> {
+        Err(Self::error())
+    }
+    fn clear(&self) -> Result<usize, prompt_cache::CacheError> {
+        Err(Self::error())
+    }
+    fn prune_expired(&self) -> Result<usize, prompt_cache::CacheError> {
+        Err(Self::error())
+    }
+    fn stats(&self) -> Result<prompt_cache::CacheStats, prompt_cache::CacheError> {
+        Err(Self::error())
+    }
+    fn flush(&self) -> Result<(), prompt_cache::CacheError> {
+        Err(Self::error())
+    }
+}
+
+/// Writes `<dir>/<agent>/<task>_v<version>.yaml`.
+pub fn write_template(dir: &std::path::Path, agent: &str, task: &str, version: u32, body: &str) {
+    let folder = dir.join(agent);
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let text = format!("version: {version}\nagent: {agent}\ntask: {task}\n{body}");
+    std::fs::write(folder.join(format!("{task}_v{version}.yaml")), text).expect("write template");
+}
+
+/// A builder with test-friendly timings: tiny backoff, `Retry-After` capped at 20 ms.
+pub fn fast_builder(
+    provider: Arc<dyn prompt_agent::Provider>,
+    templates_dir: &std::path::Path,
+) -> prompt_agent::PromptSystemBuilder {
+    prompt_agent::PromptSystem::builder()
+        .templates_dir(templates_dir)
+        .provider(provider)
+        .model("llama3.2")
+        .max_attempts(3)
+        .request_timeout(Duration::from_secs(5))
+        .backoff_base(Duration::from_millis(2))
+        .retry_after_cap(Duration::from_millis(20))
+}

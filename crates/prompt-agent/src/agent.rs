@@ -1,0 +1,838 @@
+//! [`Agent`]: the seed's BaseAgent. Builds the messages, takes a permit from the shared
+//! concurrency limiter, calls the provider with a per-attempt timeout, validates the reply and
+//! retries with exponential backoff and jitter; writes one metrics record per call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prompt_metrics::{MetricsSink, PromptMetrics};
+use prompt_templates::VersionReq;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::error::{AgentError, ProviderError};
+use crate::provider::Provider;
+use crate::request::{ChatMessage, ChatRequest, ChatResponse, ResponseFormat, Role};
+
+/// The shortest acceptable reply, in characters, when neither the call nor the template sets
+/// one (the seed's rule).
+pub const DEFAULT_MIN_LENGTH: usize = 10;
+/// The default temperature of an agent.
+pub const DEFAULT_TEMPERATURE: f64 = 0.7;
+/// The default number of concurrent provider calls (the seed's semaphore).
+pub const DEFAULT_CONCURRENCY: usize = 2;
+/// The header of the optional context message.
+pub const CONTEXT_HEADER: &str = "CURRENT STORY CONTEXT:\n";
+/// The metrics task name of plain [`Agent::generate`] calls without `options.task`.
+pub const DEFAULT_TASK: &str = "generate";
+
+/// How an agent retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included (at least 1).
+    pub max_attempts: u32,
+    /// Timeout of one attempt.
+    pub request_timeout: Duration,
+    /// Backoff before the second attempt; doubles with each further attempt.
+    pub backoff_base: Duration,
+    /// Upper bound of the exponential backoff.
+    pub backoff_max: Duration,
+    /// Upper bound on how long a server's `Retry-After` is honoured.
+    pub retry_after_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            request_timeout: Duration::from_secs(300),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            retry_after_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based): exponential backoff
+    /// `base * 2^(attempt-1)` capped at `backoff_max`, with "equal jitter" (between half and
+    /// all of it), but never less than the server's `Retry-After` (itself capped at
+    /// `retry_after_cap`).
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .backoff_base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.backoff_max);
+        let half = exp / 2;
+        let jitter = if half.is_zero() {
+            Duration::ZERO
+        } else {
+            half.mul_f64(rand::random::<f64>())
+        };
+        let backoff = half + jitter;
+        match retry_after {
+            Some(after) => backoff.max(after.min(self.retry_after_cap)),
+            None => backoff,
+        }
+    }
+}
+
+/// A per-model adjustment, matched by model-name prefix (case-insensitive, ignoring an
+/// `org/` part such as `Qwen/Qwen3-8B`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelQuirk {
+    /// Applies to models whose name starts with this.
+    pub model_prefix: String,
+    /// Text appended to the last user message (once).
+    #[serde(default)]
+    pub append_to_user: String,
+}
+
+impl ModelQuirk {
+    /// Whether this quirk applies to `model`.
+    pub fn matches(&self, model: &str) -> bool {
+        let name = model.rsplit('/').next().unwrap_or(model);
+        let prefix = self.model_prefix.to_ascii_lowercase();
+        !prefix.is_empty() && name.to_ascii_lowercase().starts_with(&prefix)
+    }
+}
+
+/// The built-in quirks table: qwen models get ` /no_think` (as the seed does), so they answer
+/// without a long reasoning preamble.
+pub fn default_quirks() -> Vec<ModelQuirk> {
+    vec![ModelQuirk {
+        model_prefix: "qwen".to_owned(),
+        append_to_user: " /no_think".to_owned(),
+    }]
+}
+
+/// Applies every matching quirk to `request` (in table order).
+pub fn apply_quirks(quirks: &[ModelQuirk], request: &mut ChatRequest) {
+    for quirk in quirks.iter().filter(|q| q.matches(&request.model)) {
+        if quirk.append_to_user.is_empty() {
+            continue;
+        }
+        if let Some(user) = request
+            .messages
+            .iter_mut()
+            .rev()
+            .find(|m| m.role == Role::User)
+            && !user.content.ends_with(&quirk.append_to_user)
+        {
+            user.content.push_str(&quirk.append_to_user);
+        }
+    }
+}
+
+/// Removes `<think>…</think>` blocks, an unclosed `<think>` and everything after it, and a
+/// leading reasoning part closed by a `</think>` that was never opened; then trims.
+pub fn strip_think(text: &str) -> String {
+    const OPEN: &str = "<think>";
+    const CLOSE: &str = "</think>";
+    let mut rest = text;
+    if let Some(close) = rest.find(CLOSE)
+        && !rest[..close].contains(OPEN)
+    {
+        rest = &rest[close + CLOSE.len()..];
+    }
+    let mut out = String::with_capacity(rest.len());
+    while let Some(open) = rest.find(OPEN) {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + OPEN.len()..];
+        match after.find(CLOSE) {
+            Some(close) => rest = &after[close + CLOSE.len()..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim().to_owned()
+}
+
+/// Checks the length of a (think-stripped) reply in characters.
+pub fn check_length(content: &str, min: usize, max: Option<usize>) -> Result<(), String> {
+    let len = content.chars().count();
+    if len < min {
+        return Err(format!(
+            "reply has {len} characters after removing <think> blocks, fewer than min_length {min}"
+        ));
+    }
+    if let Some(max) = max
+        && len > max
+    {
+        return Err(format!(
+            "reply has {len} characters, more than max_length {max}"
+        ));
+    }
+    Ok(())
+}
+
+/// Per-call settings. Every field is optional; the defaults come from the agent (and, for a
+/// [`TemplateAgent`](crate::TemplateAgent), from the template).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerateOptions {
+    /// Template version ([`TemplateAgent`](crate::TemplateAgent) only).
+    pub version: VersionReq,
+    /// Skip the cache read but still store the reply ([`TemplateAgent`](crate::TemplateAgent)
+    /// only).
+    pub no_cache: bool,
+    /// Model override.
+    pub model: Option<String>,
+    /// Temperature override.
+    pub temperature: Option<f64>,
+    /// Render this many of the template's few-shot examples ahead of the user prompt
+    /// ([`TemplateAgent`](crate::TemplateAgent) only).
+    pub examples: usize,
+    /// Largest number of tokens to generate.
+    pub max_tokens: Option<u64>,
+    /// Sampling seed.
+    pub seed: Option<u64>,
+    /// Stop sequences (replace the template's when not empty).
+    pub stop: Vec<String>,
+    /// Context window size (Ollama `num_ctx`).
+    pub context_size: Option<u64>,
+    /// Required reply format.
+    pub format: Option<ResponseFormat>,
+    /// Other provider options (merged over the template's).
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// Shortest acceptable reply in characters (default: the template's, else
+    /// [`DEFAULT_MIN_LENGTH`]).
+    pub min_length: Option<usize>,
+    /// Longest acceptable reply in characters (default: the template's, else none).
+    pub max_length: Option<usize>,
+    /// Story context, sent as a second system message `CURRENT STORY CONTEXT:\n…`
+    /// ([`TemplateAgent`](crate::TemplateAgent); [`Agent::generate`] takes it as an argument).
+    pub context: Option<String>,
+    /// Task name for the metrics record of a plain [`Agent::generate`] call
+    /// (default [`DEFAULT_TASK`]).
+    pub task: Option<String>,
+}
+
+/// A successful reply of [`Agent::generate`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reply {
+    /// The reply with `<think>` blocks removed.
+    pub content: String,
+    /// The model that answered.
+    pub model: String,
+    /// Prompt tokens, when reported.
+    pub tokens_prompt: Option<u64>,
+    /// Generated tokens, when reported.
+    pub tokens_completion: Option<u64>,
+    /// Why generation stopped, when reported.
+    pub finish_reason: Option<String>,
+    /// Wall time of the whole call, retries and waits included, in milliseconds.
+    pub latency_ms: f64,
+    /// Attempts after the first.
+    pub retry_count: u32,
+}
+
+/// A parsed reply of [`Agent::generate_structured`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Structured<T> {
+    /// The parsed value.
+    pub value: T,
+    /// The reply it was parsed from.
+    pub reply: Reply,
+}
+
+/// The result of the retry loop.
+pub(crate) struct Attempted<V> {
+    pub(crate) value: V,
+    pub(crate) response: ChatResponse,
+    pub(crate) retry_count: u32,
+}
+
+/// A failed retry loop.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: AgentError,
+    pub(crate) retry_count: u32,
+}
+
+/// An LLM agent: a name, a role, a system prompt, a model and a temperature, over a shared
+/// provider, concurrency limiter and metrics sink. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    name: String,
+    role: String,
+    system_prompt: String,
+    model: String,
+    temperature: f64,
+    provider: Arc<dyn Provider>,
+    limiter: Arc<Semaphore>,
+    metrics: Option<Arc<dyn MetricsSink>>,
+    policy: RetryPolicy,
+    quirks: Arc<[ModelQuirk]>,
+}
+
+impl Agent {
+    /// A standalone agent over `provider`, with its own limiter of [`DEFAULT_CONCURRENCY`]
+    /// permits, the default retry policy and quirks, no metrics, model `model` and
+    /// [`DEFAULT_TEMPERATURE`]. Agents made by [`PromptSystem::agent`](crate::PromptSystem::agent)
+    /// share the system's parts instead.
+    pub fn new(
+        name: &str,
+        role: &str,
+        system_prompt: &str,
+        model: &str,
+        provider: Arc<dyn Provider>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            system_prompt: system_prompt.to_owned(),
+            model: model.to_owned(),
+            temperature: DEFAULT_TEMPERATURE,
+            provider,
+            limiter: Arc::new(Semaphore::new(DEFAULT_CONCURRENCY)),
+            metrics: None,
+            policy: RetryPolicy::default(),
+            quirks: default_quirks().into(),
+        }
+    }
+
+    /// Uses this model by default.
+    pub fn with_model(mut self, model: &str) -> Self {
+        model.clone_into(&mut self.model);
+        self
+    }
+
+    /// Uses this temperature by default.
+    pub fn with_temperature(mut self, temperature: f64) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    /// Shares this concurrency limiter (one per provider).
+    pub fn with_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// Writes a metrics record for every call to this sink.
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Retries as this policy says.
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Replaces the quirks table.
+    pub fn with_quirks(mut self, quirks: impl Into<Arc<[ModelQuirk]>>) -> Self {
+        self.quirks = quirks.into();
+        self
+    }
+
+    /// The agent's name (metrics `agent`, template folder).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The agent's role, a free description.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The system prompt of plain [`generate`](Self::generate) calls.
+    pub fn system_prompt(&self) -> &str {
+        &self.system_prompt
+    }
+
+    /// The default model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The default temperature.
+    pub fn temperature(&self) -> f64 {
+        self.temperature
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.provider
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Messages `[system, optional "CURRENT STORY CONTEXT:\n…" system message, user]`; an
+    /// empty system prompt or context is left out.
+    pub fn build_messages(system: &str, context: Option<&str>, user: &str) -> Vec<ChatMessage> {
+        let mut messages = Vec::with_capacity(3);
+        if !system.trim().is_empty() {
+            messages.push(ChatMessage::system(system));
+        }
+        if let Some(context) = context.filter(|c| !c.trim().is_empty()) {
+            messages.push(ChatMessage::system(format!("{CONTEXT_HEADER}{context}")));
+        }
+        messages.push(ChatMessage::user(user));
+        messages
+    }
+
+    /// The request a plain [`generate`](Self::generate) call sends (quirks applied).
+    pub fn build_request(
+        &self,
+        prompt: &str,
+        context: Option<&str>,
+        options: &GenerateOptions,
+    ) -> ChatRequest {
+        let mut request = ChatRequest {
+            model: options.model.clone().unwrap_or_else(|| self.model.clone()),
+            messages: Self::build_messages(&self.system_prompt, context, prompt),
+            temperature: Some(options.temperature.unwrap_or(self.temperature)),
+            max_tokens: options.max_tokens,
+            seed: options.seed,
+            stop: options.stop.clone(),
+            context_size: options.context_size,
+            format: options.format.clone(),
+            options: options.options.clone(),
+            min_length: Some(options.min_length.unwrap_or(DEFAULT_MIN_LENGTH)),
+            max_length: options.max_length,
+        };
+        self.apply_quirks(&mut request);
+        request
+    }
+
+    pub(crate) fn apply_quirks(&self, request: &mut ChatRequest) {
+        apply_quirks(&self.quirks, request);
+    }
+
+    /// Generates a reply to `prompt` (with optional story `context`): builds the messages,
+    /// calls the provider under the shared concurrency limit, strips `<think>` blocks,
+    /// validates the length and retries as the policy says. Writes one metrics record, failed
+    /// calls included.
+    pub async fn generate(
+        &self,
+        prompt: &str,
+        context: Option<&str>,
+        options: &GenerateOptions,
+    ) -> Result<Reply, AgentError> {
+        let started = Instant::now();
+        let request = self.build_request(prompt, context, options);
+        let task = options.task.as_deref().unwrap_or(DEFAULT_TASK);
+        let min = request.min_length.unwrap_or(DEFAULT_MIN_LENGTH);
+        let max = request.max_length;
+        let check = move |content: &str| check_length(content, min, max);
+        let result = self.execute(request.clone(), &check, false).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut record = PromptMetrics::new(
+            request_hash(&request),
+            &self.name,
+            task,
+            &request.model,
+            request.temperature.unwrap_or(self.temperature),
+            latency_ms,
+        );
+        record.provider = Some(self.provider.name().to_owned());
+        let out = match result {
+            Ok(done) => {
+                fill_success(&mut record, &done.response, done.retry_count);
+                Ok(reply_from(done.response, done.retry_count, latency_ms))
+            }
+            Err(failed) => {
+                fill_failure(&mut record, &failed);
+                Err(failed.error)
+            }
+        };
+        self.record(record);
+        out
+    }
+
+    /// Generates a reply that parses as `T`: sends `T`'s JSON Schema as the response format,
+    /// parses the reply (after removing `<think>` blocks and Markdown code fences) and, when it
+    /// does not parse, retries with the bad reply and the parse error fed back to the model,
+    /// up to the policy's `max_attempts`. Writes one metrics record.
+    pub async fn generate_structured<T: DeserializeOwned + JsonSchema>(
+        &self,
+        prompt: &str,
+        context: Option<&str>,
+        options: &GenerateOptions,
+    ) -> Result<Structured<T>, AgentError> {
+        let started = Instant::now();
+        let schema = schemars::schema_for!(T);
+        let name = schema_name(&T::schema_name());
+        let mut options = options.clone();
+        options.format = Some(ResponseFormat::JsonSchema {
+            name: name.clone(),
+            schema: schema.to_value(),
+        });
+        options.min_length = Some(options.min_length.unwrap_or(0));
+        let request = self.build_request(prompt, context, &options);
+        let check = |content: &str| parse_json::<T>(content);
+        let result = self.execute(request.clone(), &check, true).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut record = PromptMetrics::new(
+            request_hash(&request),
+            &self.name,
+            options.task.as_deref().unwrap_or(DEFAULT_TASK),
+            &request.model,
+            request.temperature.unwrap_or(self.temperature),
+            latency_ms,
+        );
+        record.provider = Some(self.provider.name().to_owned());
+        let out = match result {
+            Ok(done) => {
+                fill_success(&mut record, &done.response, done.retry_count);
+                Ok(Structured {
+                    value: done.value,
+                    reply: reply_from(done.response, done.retry_count, latency_ms),
+                })
+            }
+            Err(mut failed) => {
+                if let AgentError::Validation {
+                    agent,
+                    attempts,
+                    reason,
+                } = failed.error
+                {
+                    failed.error = AgentError::Structured {
+                        agent,
+                        attempts,
+                        type_name: name,
+                        reason,
+                    };
+                }
+                fill_failure(&mut record, &failed);
+                Err(failed.error)
+            }
+        };
+        self.record(record);
+        out
+    }
+
+    /// Writes a metrics record; a sink error is logged, never returned.
+    pub(crate) fn record(&self, record: PromptMetrics) {
+        if let Some(sink) = &self.metrics
+            && let Err(e) = sink.record(record)
+        {
+            tracing::warn!(agent = %self.name, error = %e, "could not record metrics");
+        }
+    }
+
+    /// The retry loop. `check` validates the think-stripped reply; with `feedback`, a rejected
+    /// reply and the reason are appended to the conversation before the next attempt.
+    pub(crate) async fn execute<V>(
+        &self,
+        mut request: ChatRequest,
+        check: &(dyn Fn(&str) -> Result<V, String> + Sync),
+        feedback: bool,
+    ) -> Result<Attempted<V>, Failed> {
+        let span = tracing::info_span!(
+            "chat",
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = %self.provider.name(),
+            gen_ai.agent.name = %self.name,
+            gen_ai.request.model = %request.model,
+            gen_ai.request.temperature = request.temperature,
+            gen_ai.request.max_tokens = request.max_tokens,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            retry_count = tracing::field::Empty,
+        );
+        let result = self
+            .execute_inner(&mut request, check, feedback)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(done) => {
+                span.record("gen_ai.response.model", done.response.model.as_str());
+                if let Some(reason) = &done.response.finish_reason {
+                    span.record("gen_ai.response.finish_reasons", reason.as_str());
+                }
+                if let Some(n) = done.response.tokens_prompt {
+                    span.record("gen_ai.usage.input_tokens", n);
+                }
+                if let Some(n) = done.response.tokens_completion {
+                    span.record("gen_ai.usage.output_tokens", n);
+                }
+                span.record("retry_count", done.retry_count);
+            }
+            Err(failed) => {
+                span.record("error.type", failed.error.kind());
+                span.record("retry_count", failed.retry_count);
+            }
+        }
+        result
+    }
+
+    async fn execute_inner<V>(
+        &self,
+        request: &mut ChatRequest,
+        check: &(dyn Fn(&str) -> Result<V, String> + Sync),
+        feedback: bool,
+    ) -> Result<Attempted<V>, Failed> {
+        let max_attempts = self.policy.max_attempts.max(1);
+        let mut last_rejection = String::new();
+        for attempt in 1..=max_attempts {
+            let outcome = {
+                let _permit = self.limiter.acquire().await;
+                tokio::time::timeout(self.policy.request_timeout, self.provider.chat(request)).await
+            };
+            let error = match outcome {
+                Err(_) => ProviderError::Timeout {
+                    provider: self.provider.name().to_owned(),
+                    url: self.provider.base_url().unwrap_or_default().to_owned(),
+                    after: self.policy.request_timeout,
+                },
+                Ok(Err(e)) => e,
+                Ok(Ok(mut response)) => {
+                    let cleaned = strip_think(&response.content);
+                    match check(&cleaned) {
+                        Ok(value) => {
+                            response.content = cleaned;
+                            return Ok(Attempted {
+                                value,
+                                response,
+                                retry_count: attempt - 1,
+                            });
+                        }
+                        Err(reason) => {
+                            tracing::warn!(attempt, max_attempts, %reason, "reply rejected");
+                            if feedback {
+                                request
+                                    .messages
+                                    .push(ChatMessage::assistant(response.content));
+                                request.messages.push(ChatMessage::user(format!(
+                                    "Your reply was not valid JSON for the schema: {reason}. Reply with JSON only."
+                                )));
+                            }
+                            last_rejection = reason;
+                            if attempt < max_attempts {
+                                tokio::time::sleep(self.policy.delay(attempt, None)).await;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            if !error.is_retryable() || attempt == max_attempts {
+                return Err(Failed {
+                    error: AgentError::Provider {
+                        agent: self.name.clone(),
+                        attempts: attempt,
+                        source: error,
+                    },
+                    retry_count: attempt - 1,
+                });
+            }
+            let delay = self.policy.delay(attempt, error.retry_after());
+            tracing::warn!(attempt, max_attempts, error = %error, delay_ms = delay.as_millis() as u64, "retrying");
+            tokio::time::sleep(delay).await;
+        }
+        Err(Failed {
+            error: AgentError::Validation {
+                agent: self.name.clone(),
+                attempts: max_attempts,
+                reason: last_rejection,
+            },
+            retry_count: max_attempts - 1,
+        })
+    }
+}
+
+pub(crate) fn fill_success(record: &mut PromptMetrics, response: &ChatResponse, retry_count: u32) {
+    record.tokens_prompt = response.tokens_prompt;
+    record.tokens_completion = response.tokens_completion;
+    record.retry_count = retry_count;
+    record.validation_passed = true;
+    record.response_length = response.content.chars().count() as u64;
+    response.model.clone_into(&mut record.model);
+}
+
+pub(crate) fn fill_failure(record: &mut PromptMetrics, failed: &Failed) {
+    record.retry_count = failed.retry_count;
+    record.validation_passed = false;
+    record.error = Some(failed.error.to_string());
+}
+
+fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Reply {
+    Reply {
+        content: response.content,
+        model: response.model,
+        tokens_prompt: response.tokens_prompt,
+        tokens_completion: response.tokens_completion,
+        finish_reason: response.finish_reason,
+        latency_ms,
+        retry_count,
+    }
+}
+
+/// First 16 hex chars of SHA-256 over the model and messages (the seed's short prompt hash).
+fn request_hash(request: &ChatRequest) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(request.model.as_bytes());
+    for m in &request.messages {
+        hasher.update([0]);
+        hasher.update(m.role.as_str().as_bytes());
+        hasher.update([0]);
+        hasher.update(m.content.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// A schema name OpenAI accepts: `[A-Za-z0-9_-]{1,64}`.
+fn schema_name(raw: &str) -> String {
+    let name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "response".to_owned()
+    } else {
+        name
+    }
+}
+
+/// Parses JSON, tolerating a Markdown code fence around it.
+pub(crate) fn parse_json<T: DeserializeOwned>(content: &str) -> Result<T, String> {
+    let mut text = content.trim();
+    if let Some(rest) = text.strip_prefix("```") {
+        let rest = rest.strip_prefix("json").unwrap_or(rest);
+        text = rest.trim_end().strip_suffix("```").unwrap_or(rest).trim();
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn think_blocks_are_stripped() {
+        let cases = [
+            ("<think>plan</think>Answer.", "Answer."),
+            ("  <think>\na\n</think>\n\nAnswer. ", "Answer."),
+            ("A<think>x</think>B<think>y</think>C", "ABC"),
+            ("<think>only thinking, never closed", ""),
+            ("<think>done</think>", ""),
+            ("reasoning without an opening tag</think>Answer", "Answer"),
+            ("Answer then <think>cut off", "Answer then"),
+            ("No tags at all.", "No tags at all."),
+        ];
+        for (input, want) in cases {
+            assert_eq!(strip_think(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn length_checks_count_characters() {
+        assert!(check_length("ünïcödé!!!", 10, None).is_ok());
+        assert!(
+            check_length("short", 10, None)
+                .unwrap_err()
+                .contains("fewer than min_length 10")
+        );
+        assert!(
+            check_length("0123456789AB", 0, Some(10))
+                .unwrap_err()
+                .contains("more than max_length 10")
+        );
+    }
+
+    #[test]
+    fn quirks_match_by_prefix_and_apply_once() {
+        let quirks = default_quirks();
+        for (model, applies) in [
+            ("qwen3:30b", true),
+            ("Qwen/Qwen3-8B", true),
+            ("QWEN2.5", true),
+            ("llama3.2", false),
+            ("dolphin3:8b", false),
+        ] {
+            let mut r = ChatRequest::new(model, Agent::build_messages("s", None, "hi"));
+            apply_quirks(&quirks, &mut r);
+            apply_quirks(&quirks, &mut r);
+            let want = if applies { "hi /no_think" } else { "hi" };
+            assert_eq!(
+                r.messages.last().map(|m| m.content.as_str()),
+                Some(want),
+                "{model}"
+            );
+            assert_eq!(r.messages[0].content, "s", "system untouched");
+        }
+    }
+
+    #[test]
+    fn messages_have_the_seed_shape() {
+        let m = Agent::build_messages("sys", Some("ctx"), "user");
+        assert_eq!(
+            m,
+            vec![
+                ChatMessage::system("sys"),
+                ChatMessage::system("CURRENT STORY CONTEXT:\nctx"),
+                ChatMessage::user("user")
+            ]
+        );
+        assert_eq!(
+            Agent::build_messages("", Some(" "), "u"),
+            vec![ChatMessage::user("u")]
+        );
+    }
+
+    #[test]
+    fn delays_grow_are_jittered_capped_and_honour_retry_after() {
+        let policy = RetryPolicy {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            retry_after_cap: Duration::from_secs(5),
+            ..RetryPolicy::default()
+        };
+        for _ in 0..200 {
+            let d1 = policy.delay(1, None);
+            assert!(
+                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+                "{d1:?}"
+            );
+            let d3 = policy.delay(3, None);
+            assert!(
+                d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+                "{d3:?}"
+            );
+            let d9 = policy.delay(9, None);
+            assert!(
+                d9 >= Duration::from_millis(500) && d9 <= Duration::from_millis(1000),
+                "{d9:?}"
+            );
+            assert!(policy.delay(40, None) <= Duration::from_millis(1000));
+            assert!(policy.delay(1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+            assert_eq!(
+                policy.delay(1, Some(Duration::from_secs(3600))),
+                Duration::from_secs(5)
+            );
+        }
+    }
+
+    #[test]
+    fn json_is_parsed_with_or_without_fences() {
+        let v: serde_json::Value = parse_json("```json\n{\"a\": 1}\n```").expect("fenced");
+        assert_eq!(v["a"], 1);
+        let v: serde_json::Value = parse_json(" {\"a\": 2} ").expect("bare");
+        assert_eq!(v["a"], 2);
+        assert!(parse_json::<serde_json::Value>("{\"a\": ").is_err());
+        assert_eq!(schema_name("Vec<Hero>"), "Vec_Hero_");
+    }
+}

@@ -1,0 +1,405 @@
+//! [`TemplateAgent`]: the seed's EnhancedBaseAgent. Template → cache → provider → metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prompt_cache::{CacheKey, CachedResponse};
+use prompt_metrics::PromptMetrics;
+use prompt_templates::{PromptTemplate, Vars};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::agent::{
+    Agent, DEFAULT_MIN_LENGTH, Failed, GenerateOptions, check_length, fill_failure, fill_success,
+};
+use crate::error::AgentError;
+use crate::request::{ChatRequest, ChatResponse};
+use crate::system::SystemInner;
+
+/// The result of [`TemplateAgent::generate_from_template`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    /// The reply, `<think>` blocks removed.
+    pub content: String,
+    /// The model that answered.
+    pub model: String,
+    /// Prompt tokens, when known (a cache hit reports the original call's).
+    pub tokens_prompt: Option<u64>,
+    /// Generated tokens, when known (a cache hit reports the original call's).
+    pub tokens_completion: Option<u64>,
+    /// Wall time of this call in milliseconds.
+    pub latency_ms: f64,
+    /// Whether the reply came without a provider call of this caller (from the cache, or
+    /// shared with an identical call in flight).
+    pub cache_hit: bool,
+    /// Provider attempts after the first.
+    pub retry_count: u32,
+    /// The template version used.
+    pub template_version: u32,
+    /// SHA-256 of the template file (64 hex chars).
+    pub template_hash: String,
+    /// The cache key of the whole request (64 hex chars).
+    pub cache_key: String,
+}
+
+/// A template rendered into a request, before any cache lookup or provider call.
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    /// The template used.
+    pub template: Arc<PromptTemplate>,
+    /// The request that would be sent (model defaults and quirks applied).
+    pub request: ChatRequest,
+    /// The cache key of the whole request.
+    pub cache_key: CacheKey,
+}
+
+/// What one provider call shared by identical concurrent requests produced.
+#[derive(Debug)]
+pub(crate) struct FlightOk {
+    response: ChatResponse,
+    retry_count: u32,
+}
+
+pub(crate) type FlightResult = Result<Arc<FlightOk>, Arc<Failed>>;
+pub(crate) type Flight = Arc<OnceCell<FlightResult>>;
+
+/// An agent whose prompts come from its templates (`templates/<name>/<task>_v<N>.yaml`), with
+/// the system's cache and metrics. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TemplateAgent {
+    agent: Agent,
+    system: Arc<SystemInner>,
+}
+
+impl TemplateAgent {
+    pub(crate) fn new(agent: Agent, system: Arc<SystemInner>) -> Self {
+        Self { agent, system }
+    }
+
+    /// The agent's name (the template folder).
+    pub fn name(&self) -> &str {
+        self.agent.name()
+    }
+
+    /// The underlying plain agent (same provider, limiter, metrics and retry policy).
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// Loads and renders the template for `task` and builds the request and its cache key,
+    /// without calling anything: for dry runs and `--show-key` style tools.
+    ///
+    /// Model settings: `options` first, then the template's `model:` defaults, then the
+    /// agent's. Validation: `options`, then the template's `validation:`, then
+    /// [`DEFAULT_MIN_LENGTH`].
+    pub fn prepare(
+        &self,
+        task: &str,
+        vars: &Vars,
+        options: &GenerateOptions,
+    ) -> Result<PreparedRequest, AgentError> {
+        let template = self
+            .system
+            .templates
+            .load(self.agent.name(), task, options.version)?;
+        let rendered = if options.examples > 0 {
+            template.render_with_examples(vars, options.examples)?
+        } else {
+            template.render(vars)?
+        };
+        let defaults = template.model();
+        let rules = template.validation();
+        let mut extra = serde_json::Map::new();
+        if let Some(d) = defaults {
+            if let Some(top_p) = d.top_p {
+                extra.insert("top_p".to_owned(), json!(top_p));
+            }
+            extra.extend(d.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        extra.extend(options.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let stop = if !options.stop.is_empty() {
+            options.stop.clone()
+        } else {
+            defaults.map(|d| d.stop.clone()).unwrap_or_default()
+        };
+        let mut request = ChatRequest {
+            model: options
+                .model
+                .clone()
+                .or_else(|| defaults.and_then(|d| d.name.clone()))
+                .unwrap_or_else(|| self.agent.model().to_owned()),
+            messages: Agent::build_messages(
+                &rendered.system,
+                options.context.as_deref(),
+                &rendered.user,
+            ),
+            temperature: Some(
+                options
+                    .temperature
+                    .or_else(|| defaults.and_then(|d| d.temperature))
+                    .unwrap_or(self.agent.temperature()),
+            ),
+            max_tokens: options
+                .max_tokens
+                .or_else(|| defaults.and_then(|d| d.max_tokens)),
+            seed: options.seed,
+            stop,
+            context_size: options.context_size,
+            format: options.format.clone(),
+            options: extra,
+            min_length: Some(
+                options
+                    .min_length
+                    .or(rules.min_length)
+                    .unwrap_or(DEFAULT_MIN_LENGTH),
+            ),
+            max_length: options.max_length.or(rules.max_length),
+        };
+        self.agent.apply_quirks(&mut request);
+        let cache_key = cache_key(
+            &self.system.namespace,
+            self.agent.provider().name(),
+            &request,
+        );
+        Ok(PreparedRequest {
+            template,
+            request,
+            cache_key,
+        })
+    }
+
+    /// Generates from the template for `task`: load, render, apply the template's model
+    /// defaults and validation rules, look the whole request up in the cache (unless
+    /// `options.no_cache`), call the provider on a miss (identical concurrent calls share one
+    /// provider call), store the validated reply, and write one metrics record — failed calls
+    /// included.
+    pub async fn generate_from_template(
+        &self,
+        task: &str,
+        vars: &Vars,
+        options: &GenerateOptions,
+    ) -> Result<Generation, AgentError> {
+        let started = Instant::now();
+        let prepared = match self.prepare(task, vars, options) {
+            Ok(p) => p,
+            Err(error) => {
+                let mut record = PromptMetrics::new(
+                    "",
+                    self.agent.name(),
+                    task,
+                    options.model.as_deref().unwrap_or(self.agent.model()),
+                    options.temperature.unwrap_or(self.agent.temperature()),
+                    elapsed_ms(started),
+                );
+                record.provider = Some(self.agent.provider().name().to_owned());
+                record.validation_passed = false;
+                record.error = Some(error.to_string());
+                self.agent.record(record);
+                return Err(error);
+            }
+        };
+        let key_hex = prepared.cache_key.to_hex();
+
+        if !options.no_cache
+            && let Some(hit) = self.cache_get(&prepared.cache_key)
+        {
+            let latency_ms = elapsed_ms(started);
+            let mut record = self.base_record(task, &prepared, &key_hex, latency_ms);
+            record.cache_hit = true;
+            hit.model.clone_into(&mut record.model);
+            record.response_length = hit.response.chars().count() as u64;
+            self.agent.record(record);
+            return Ok(Generation {
+                content: hit.response.to_string(),
+                model: hit.model,
+                tokens_prompt: hit.tokens_prompt,
+                tokens_completion: hit.tokens_completion,
+                latency_ms,
+                cache_hit: true,
+                retry_count: 0,
+                template_version: prepared.template.version(),
+                template_hash: prepared.template.content_hash().to_owned(),
+                cache_key: key_hex,
+            });
+        }
+
+        let (result, leader) = if options.no_cache {
+            (self.call_and_store(&prepared).await, true)
+        } else {
+            self.single_flight(&prepared).await
+        };
+
+        let latency_ms = elapsed_ms(started);
+        let mut record = self.base_record(task, &prepared, &key_hex, latency_ms);
+        let generation = |response: &ChatResponse, retry_count: u32, cache_hit: bool| Generation {
+            content: response.content.clone(),
+            model: response.model.clone(),
+            tokens_prompt: response.tokens_prompt,
+            tokens_completion: response.tokens_completion,
+            latency_ms,
+            cache_hit,
+            retry_count,
+            template_version: prepared.template.version(),
+            template_hash: prepared.template.content_hash().to_owned(),
+            cache_key: key_hex.clone(),
+        };
+        let out = match (&result, leader) {
+            (Ok(ok), true) => {
+                fill_success(&mut record, &ok.response, ok.retry_count);
+                Ok(generation(&ok.response, ok.retry_count, false))
+            }
+            (Ok(ok), false) => {
+                // Served by an identical call in flight: no tokens spent by this call.
+                record.cache_hit = true;
+                ok.response.model.clone_into(&mut record.model);
+                record.response_length = ok.response.content.chars().count() as u64;
+                Ok(generation(&ok.response, 0, true))
+            }
+            (Err(failed), true) => {
+                fill_failure(&mut record, failed);
+                Err(failed.error.duplicate())
+            }
+            (Err(failed), false) => {
+                record.validation_passed = false;
+                record.error = Some(failed.error.to_string());
+                Err(failed.error.duplicate())
+            }
+        };
+        self.agent.record(record);
+        out
+    }
+
+    fn base_record(
+        &self,
+        task: &str,
+        prepared: &PreparedRequest,
+        key_hex: &str,
+        latency_ms: f64,
+    ) -> PromptMetrics {
+        let request = &prepared.request;
+        let mut record = PromptMetrics::new(
+            &key_hex[..16],
+            self.agent.name(),
+            task,
+            &request.model,
+            request.temperature.unwrap_or(self.agent.temperature()),
+            latency_ms,
+        );
+        record.template_version = Some(prepared.template.version());
+        record.template_hash = Some(prepared.template.content_hash().to_owned());
+        record.provider = Some(self.agent.provider().name().to_owned());
+        record
+    }
+
+    fn cache_get(&self, key: &CacheKey) -> Option<CachedResponse> {
+        let cache = self.system.cache.as_ref()?;
+        match cache.get(key) {
+            Ok(hit) => hit,
+            Err(e) => {
+                tracing::warn!(agent = %self.agent.name(), key = %key, error = %e, "cache read failed; calling the provider");
+                None
+            }
+        }
+    }
+
+    /// Joins the in-flight call for this key, or starts it. Returns the result and whether
+    /// this caller made the provider call.
+    async fn single_flight(&self, prepared: &PreparedRequest) -> (FlightResult, bool) {
+        let flight: Flight = self
+            .system
+            .inflight
+            .lock()
+            .entry(prepared.cache_key)
+            .or_default()
+            .clone();
+        let mut leader = false;
+        let result = flight
+            .get_or_init(|| {
+                leader = true;
+                self.call_and_store(prepared)
+            })
+            .await
+            .clone();
+        let mut inflight = self.system.inflight.lock();
+        if inflight
+            .get(&prepared.cache_key)
+            .is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            inflight.remove(&prepared.cache_key);
+        }
+        (result, leader)
+    }
+
+    /// Calls the provider through the agent's retry loop; stores a validated, non-empty reply.
+    async fn call_and_store(&self, prepared: &PreparedRequest) -> FlightResult {
+        let request = &prepared.request;
+        let min = request.min_length.unwrap_or(DEFAULT_MIN_LENGTH);
+        let max = request.max_length;
+        let check = move |content: &str| check_length(content, min, max);
+        match self.agent.execute(request.clone(), &check, false).await {
+            Ok(done) => {
+                if let Some(cache) = &self.system.cache
+                    && !done.response.content.trim().is_empty()
+                {
+                    let response = &done.response;
+                    let mut entry = CachedResponse::new(
+                        prepared.cache_key,
+                        response.content.as_str(),
+                        &response.model,
+                    );
+                    entry.provider = Some(self.agent.provider().name().to_owned());
+                    entry.temperature = request.temperature;
+                    entry.tokens_prompt = response.tokens_prompt;
+                    entry.tokens_completion = response.tokens_completion;
+                    entry.finish_reason = response.finish_reason.clone();
+                    entry.latency_ms = Some(response.latency.as_secs_f64() * 1000.0);
+                    if let Err(e) = cache.put(entry, self.system.cache_ttl) {
+                        tracing::warn!(agent = %self.agent.name(), key = %prepared.cache_key, error = %e, "cache write failed");
+                    }
+                }
+                Ok(Arc::new(FlightOk {
+                    response: done.response,
+                    retry_count: done.retry_count,
+                }))
+            }
+            Err(failed) => Err(Arc::new(failed)),
+        }
+    }
+}
+
+/// The cache key of a whole request: namespace, provider, model, every message, and every
+/// option that can change the reply (validation bounds included, so a reply accepted under
+/// looser rules is never served under stricter ones).
+pub(crate) fn cache_key(namespace: &str, provider: &str, request: &ChatRequest) -> CacheKey {
+    let mut builder = CacheKey::builder(namespace)
+        .provider(provider)
+        .model(&request.model);
+    for m in &request.messages {
+        builder = builder.message(m.role.as_str(), &m.content);
+    }
+    let format = request.format.as_ref().map(|f| f.to_key_value());
+    builder = builder
+        .temperature(request.temperature)
+        .max_tokens(request.max_tokens)
+        .seed(request.seed)
+        .stop(&request.stop)
+        .response_format(format.as_ref());
+    if let Some(n) = request.context_size {
+        builder = builder.option("promptkit.context_size", &json!(n));
+    }
+    if let Some(n) = request.min_length {
+        builder = builder.option("promptkit.min_length", &json!(n));
+    }
+    if let Some(n) = request.max_length {
+        builder = builder.option("promptkit.max_length", &json!(n));
+    }
+    for (k, v) in &request.options {
+        builder = builder.option(k, v);
+    }
+    builder.finish()
+}
+
+fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
