@@ -322,7 +322,11 @@ pub struct ProviderArgs {
     /// Request timeout in seconds [default: 120]
     #[arg(long, env = "PROMPT_TIMEOUT", value_name = "SECS")]
     pub timeout: Option<f64>,
-    /// Neither read nor write the response cache
+    /// Retries after a failed attempt (connection errors, timeouts, 5xx, too-short replies)
+    /// [default: 2]
+    #[arg(long, env = "PROMPT_RETRIES", value_name = "N")]
+    pub retries: Option<u32>,
+    /// Do not read the response cache (the new reply is still stored)
     #[arg(long, env = "PROMPT_NO_CACHE")]
     pub no_cache: bool,
 }

@@ -44,6 +44,8 @@ pub struct ConfigFile {
     pub timeout: Option<f64>,
     /// Jobs run at the same time by `prompt batch`.
     pub concurrency: Option<usize>,
+    /// Retries after a failed attempt.
+    pub retries: Option<u32>,
     /// Name of the environment variable holding the API key (OpenAI-compatible providers).
     pub api_key_env: Option<String>,
     /// Time to live of new cache entries, in seconds.
@@ -68,7 +70,7 @@ impl ConfigFile {
             ))
             .hint(
                 "keys: templates, cache_dir, cache_url, metrics_dir, provider, base_url, model, \
-                 temperature, timeout, concurrency, api_key_env, cache_ttl",
+                 temperature, timeout, retries, concurrency, api_key_env, cache_ttl",
             )
         })
     }
@@ -217,6 +219,7 @@ impl Settings {
                 .filter(|p| !p.is_empty()),
             temperature: args.temperature.or(c.temperature),
             timeout: args.timeout.or(c.timeout).unwrap_or(120.0),
+            retries: args.retries.or(c.retries).unwrap_or(2),
             no_cache: args.no_cache,
             api_key_env: c.api_key_env.clone(),
         }
@@ -236,6 +239,8 @@ pub struct ProviderSettings {
     pub temperature: Option<f64>,
     /// Request timeout in seconds.
     pub timeout: f64,
+    /// Retries after a failed attempt.
+    pub retries: u32,
     /// Bypass the cache.
     pub no_cache: bool,
     /// Environment variable holding the API key.

@@ -1,7 +1,9 @@
 //! One module per command group.
 
+mod batch;
 mod cache;
 mod doctor;
+mod generate;
 mod metrics;
 mod provider;
 mod templates;
@@ -20,7 +22,6 @@ pub(crate) fn runtime() -> CliResult<tokio::runtime::Runtime> {
 
 /// Runs one command.
 pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> CliResult<()> {
-    let _ = quiet;
     match command {
         Command::Templates(cmd) => templates::templates(cmd, settings),
         Command::Render { template, vars } => templates::render(&template, &vars, settings),
@@ -28,8 +29,27 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
         Command::Cache(cmd) => cache::cache(cmd, settings),
         Command::Metrics(cmd) => metrics::metrics(cmd, settings),
         Command::Doctor { provider } => doctor::doctor(&provider, settings),
-        Command::Generate { .. } | Command::Batch { .. } => {
-            Err(CliError::failure("not available yet"))
-        }
+        Command::Generate {
+            template,
+            vars,
+            provider,
+        } => generate::generate(&template, &vars, &provider, settings, quiet),
+        Command::Batch {
+            jobs,
+            out,
+            concurrency,
+            retry_failed,
+            provider,
+        } => batch::batch(
+            &batch::BatchArgs {
+                jobs: &jobs,
+                out: &out,
+                concurrency,
+                retry_failed,
+                provider: &provider,
+            },
+            settings,
+            quiet,
+        ),
     }
 }
