@@ -108,7 +108,9 @@ impl PromptMetrics {
 }
 
 fn serialize_timestamp<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_timestamp(ts))
+    let buf = timestamp_bytes(ts);
+    // The buffer holds ASCII digits and separators only.
+    s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
 }
 
 fn deserialize_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -123,18 +125,29 @@ fn deserialize_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc
 }
 
 /// Formats a timestamp the way [`PromptMetrics`] writes it: microseconds and an explicit
-/// `+00:00` offset, which every version of Python's `datetime.fromisoformat` reads.
-pub(crate) fn format_timestamp(ts: &DateTime<Utc>) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
-        ts.year(),
-        ts.month(),
-        ts.day(),
-        ts.hour(),
-        ts.minute(),
-        ts.second(),
-        ts.nanosecond().min(999_999_999) / 1_000
-    )
+/// `+00:00` offset, which every version of Python's `datetime.fromisoformat` reads
+/// (years outside `0..=9999` are rejected before a record is written).
+pub(crate) fn timestamp_bytes(ts: &DateTime<Utc>) -> [u8; 32] {
+    let mut out = *b"0000-00-00T00:00:00.000000+00:00";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for k in (at..at + width).rev() {
+            out[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, ts.year().clamp(0, 9999) as u32);
+    put(5, 2, ts.month());
+    put(8, 2, ts.day());
+    put(11, 2, ts.hour());
+    put(14, 2, ts.minute());
+    put(17, 2, ts.second());
+    put(20, 6, ts.nanosecond().min(999_999_999) / 1_000);
+    out
+}
+
+#[cfg(test)]
+fn format_timestamp(ts: &DateTime<Utc>) -> String {
+    String::from_utf8_lossy(&timestamp_bytes(ts)).into_owned()
 }
 
 fn digits(s: &[u8], at: usize, n: usize) -> Option<u32> {

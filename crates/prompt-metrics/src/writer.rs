@@ -3,8 +3,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use chrono::{Datelike, NaiveDate};
@@ -13,23 +13,106 @@ use crate::{MetricsError, PromptMetrics};
 
 /// Records waiting for the writer thread at most; `record` waits when the queue is full.
 pub(crate) const QUEUE_CAPACITY: usize = 4096;
-/// Messages the writer takes from the queue before it writes.
-const MAX_BATCH: usize = 1024;
 /// Bytes of whole lines gathered before one `write`.
 const MAX_WRITE: usize = 256 * 1024;
 
 // Records travel by value: boxing them would cost an allocation on the caller's thread.
 #[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
 pub(crate) enum Msg {
     Record(PromptMetrics),
     Flush(SyncSender<Result<(), MetricsError>>),
     Shutdown,
 }
 
+/// The queue between callers and the writer thread: callers push under a short lock; the
+/// writer takes everything queued at once, so a full queue wakes waiting callers once per batch
+/// rather than once per record.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    not_empty: Condvar,
+    not_full: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    msgs: Vec<Msg>,
+    /// Records among `msgs` (control messages do not count against the capacity).
+    records: usize,
+    /// The writer thread has stopped; nothing will take messages any more.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a message, waiting for room if it is a record and the queue is full.
+    /// Returns false (dropping the message) when the writer has stopped.
+    fn push(&self, msg: Msg) -> bool {
+        let is_record = matches!(msg, Msg::Record(_));
+        let mut state = self.lock();
+        while is_record && state.records >= QUEUE_CAPACITY && !state.closed {
+            state = self
+                .not_full
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.closed {
+            return false;
+        }
+        let was_empty = state.msgs.is_empty();
+        state.msgs.push(msg);
+        state.records += usize::from(is_record);
+        drop(state);
+        if was_empty {
+            self.not_empty.notify_one();
+        }
+        true
+    }
+
+    /// Swaps everything queued into `batch` (which must be empty), waiting while there is
+    /// nothing.
+    fn take_all(&self, batch: &mut Vec<Msg>) {
+        let mut state = self.lock();
+        while state.msgs.is_empty() {
+            state = self
+                .not_empty
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        std::mem::swap(&mut state.msgs, batch);
+        let was_full = state.records >= QUEUE_CAPACITY;
+        state.records = 0;
+        drop(state);
+        if was_full {
+            self.not_full.notify_all();
+        }
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        drop(state);
+        self.not_full.notify_all();
+    }
+}
+
+/// Marks the queue closed when the writer thread ends, however it ends.
+struct CloseOnExit(Arc<Queue>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Handle to the writer thread.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    tx: SyncSender<Msg>,
+    queue: Arc<Queue>,
     handle: Mutex<Option<JoinHandle<()>>>,
     dir: PathBuf,
 }
@@ -46,14 +129,18 @@ pub(crate) fn file_name(day: NaiveDate) -> String {
 
 impl Writer {
     pub(crate) fn spawn(dir: &Path) -> Result<Writer, MetricsError> {
-        let (tx, rx) = sync_channel(QUEUE_CAPACITY);
+        let queue = Arc::new(Queue::default());
+        let thread_queue = Arc::clone(&queue);
         let thread_dir = dir.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("prompt-metrics-writer".into())
-            .spawn(move || run(&thread_dir, &rx))
+            .spawn(move || {
+                let _close = CloseOnExit(Arc::clone(&thread_queue));
+                run(&thread_dir, &thread_queue);
+            })
             .map_err(|e| MetricsError::io("cannot start the writer thread for", dir, e))?;
         Ok(Writer {
-            tx,
+            queue,
             handle: Mutex::new(Some(handle)),
             dir: dir.to_path_buf(),
         })
@@ -66,27 +153,30 @@ impl Writer {
     }
 
     pub(crate) fn send(&self, metrics: PromptMetrics) -> Result<(), MetricsError> {
-        match self.tx.try_send(Msg::Record(metrics)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(msg)) => self.tx.send(msg).map_err(|_| self.stopped()),
-            Err(TrySendError::Disconnected(_)) => Err(self.stopped()),
+        if self.queue.push(Msg::Record(metrics)) {
+            Ok(())
+        } else {
+            Err(self.stopped())
         }
     }
 
     pub(crate) fn flush(&self) -> Result<(), MetricsError> {
         let (tx, rx) = sync_channel(1);
-        self.tx.send(Msg::Flush(tx)).map_err(|_| self.stopped())?;
+        if !self.queue.push(Msg::Flush(tx)) {
+            return Err(self.stopped());
+        }
         rx.recv().map_err(|_| self.stopped())?
     }
 
     /// Writes everything queued and stops the thread.
     pub(crate) fn shutdown(&self) {
-        let handle = match self.handle.lock() {
-            Ok(mut h) => h.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let handle = self
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(handle) = handle {
-            let _ = self.tx.send(Msg::Shutdown);
+            let _ = self.queue.push(Msg::Shutdown);
             let _ = handle.join();
         }
     }
@@ -176,25 +266,16 @@ fn append(dir: &Path, path: &Path, buf: &mut Vec<u8>) -> Result<(), MetricsError
         .map_err(|e| MetricsError::io("cannot append to", path, e))
 }
 
-fn run(dir: &Path, rx: &Receiver<Msg>) {
+fn run(dir: &Path, queue: &Queue) {
     let mut state = State {
         dir,
         day: None,
         buf: Vec::with_capacity(MAX_WRITE + 4096),
         error: None,
     };
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Vec::new();
     loop {
-        match rx.recv() {
-            Ok(msg) => batch.push(msg),
-            Err(_) => break,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(msg) => batch.push(msg),
-                Err(_) => break,
-            }
-        }
+        queue.take_all(&mut batch);
         for msg in batch.drain(..) {
             match msg {
                 Msg::Record(m) => state.add(&m),
@@ -210,5 +291,4 @@ fn run(dir: &Path, rx: &Receiver<Msg>) {
         }
         state.write_out();
     }
-    state.write_out();
 }
