@@ -1,2 +1,66 @@
-//! Benchmarks (filled in below).
-fn main() {}
+//! Template benchmarks: cold load (open + read + parse + compile), warm load (from memory),
+//! and rendering `writer/write_chapter` with the variables of `examples/chapter1.yaml`.
+
+#![allow(missing_docs)] // `criterion_group!` generates an undocumented public function
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use prompt_templates::{TemplateStore, Vars, VersionReq};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chapter_vars() -> Vars {
+    let path = root().join("examples/chapter1.yaml");
+    let text = std::fs::read_to_string(&path).expect("examples/chapter1.yaml is readable");
+    serde_saphyr::from_str(&text).expect("examples/chapter1.yaml is a map of variables")
+}
+
+fn templates(c: &mut Criterion) {
+    let dir = root().join("templates");
+    let mut group = c.benchmark_group("templates");
+
+    group.bench_function("cold_load", |b| {
+        b.iter(|| {
+            let store = TemplateStore::open(&dir).expect("templates/ opens");
+            black_box(
+                store
+                    .load("writer", "write_chapter", VersionReq::Exact(1))
+                    .expect("write_chapter loads"),
+            )
+        });
+    });
+
+    let store = TemplateStore::open(&dir).expect("templates/ opens");
+    store
+        .load("writer", "write_chapter", VersionReq::Latest)
+        .expect("write_chapter loads");
+    group.bench_function("warm_load", |b| {
+        b.iter(|| {
+            black_box(
+                store
+                    .load(
+                        black_box("writer"),
+                        black_box("write_chapter"),
+                        VersionReq::Latest,
+                    )
+                    .expect("write_chapter is cached"),
+            )
+        });
+    });
+
+    let template = store
+        .load("writer", "write_chapter", VersionReq::Latest)
+        .expect("write_chapter loads");
+    let vars = chapter_vars();
+    group.bench_function("render_write_chapter", |b| {
+        b.iter(|| black_box(template.render(black_box(&vars)).expect("renders")));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, templates);
+criterion_main!(benches);

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::TemplateError;
-use crate::parse::parse_file;
+use crate::parse::{Checks, parse_file};
 
 /// How serious a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -134,7 +134,7 @@ pub fn lint(dir: impl AsRef<Path>) -> Result<LintReport, TemplateError> {
                 continue;
             }
         };
-        let parsed = parse_file(&path, &bytes);
+        let parsed = parse_file(&path, &bytes, Checks::Lint);
         report.diagnostics.extend(parsed.diagnostics);
         if let Some(claim) = parsed.claim {
             let key = (claim.agent.clone(), claim.task.clone(), claim.version);

@@ -41,16 +41,31 @@ pub(crate) struct Claim {
 
 #[derive(Deserialize)]
 struct RawTemplate {
-    version: Option<Spanned<Value>>,
-    agent: Option<Spanned<Value>>,
-    task: Option<Spanned<Value>>,
-    system_prompt: Option<Spanned<Value>>,
-    user_prompt_template: Option<Spanned<Value>>,
+    #[serde(default)]
+    version: Field,
+    #[serde(default)]
+    agent: Field,
+    #[serde(default)]
+    task: Field,
+    #[serde(default)]
+    system_prompt: Field,
+    #[serde(default)]
+    user_prompt_template: Field,
     variables: Option<Spanned<RawVariables>>,
     validation: Option<Spanned<Value>>,
     examples: Option<Spanned<Vec<Spanned<Value>>>>,
     metadata: Option<Spanned<Value>>,
     model: Option<Spanned<Value>>,
+}
+
+/// A required field: `None` when the key is absent, `Some(null)` when present but empty.
+#[derive(Default)]
+struct Field(Option<Spanned<Value>>);
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Spanned::<Value>::deserialize(deserializer).map(|v| Field(Some(v)))
+    }
 }
 
 /// `variables:` in file order, with the position of each name.
@@ -171,8 +186,17 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// How thoroughly [`parse_file`] checks a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// What loading needs: YAML, fields, declarations, file name, Jinja syntax.
+    Load,
+    /// Everything: also variables used but not declared, example inputs, and warnings.
+    Lint,
+}
+
 /// Reads one template file. `path` is used for messages and to check the folder and file name.
-pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
+pub(crate) fn parse_file(path: &Path, bytes: &[u8], checks: Checks) -> Parsed {
     let mut parsed = Parsed {
         template: None,
         diagnostics: Vec::new(),
@@ -199,7 +223,7 @@ pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
         source,
         diagnostics: Vec::new(),
     };
-    let (template, claim) = check(&mut ctx, bytes);
+    let (template, claim) = check(&mut ctx, bytes, checks);
     ctx.diagnostics.sort();
     parsed.template = if ctx.has_errors() { None } else { template };
     parsed.claim = claim;
@@ -207,7 +231,11 @@ pub(crate) fn parse_file(path: &Path, bytes: &[u8]) -> Parsed {
     parsed
 }
 
-fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Claim>) {
+fn check(
+    ctx: &mut Ctx<'_>,
+    bytes: &[u8],
+    checks: Checks,
+) -> (Option<PromptTemplate>, Option<Claim>) {
     let raw: RawTemplate = match serde_saphyr::from_str(ctx.source) {
         Ok(raw) => raw,
         Err(err) => {
@@ -228,7 +256,7 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
     };
 
     // Identity: version, agent, task, and the file name and folder they must agree with.
-    let version = raw.version.as_ref().and_then(|v| {
+    let version = raw.version.0.as_ref().and_then(|v| {
         let pos = Pos::of(v);
         match v.value.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) if n >= 1 => Some((n, pos)),
@@ -248,16 +276,16 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
             }
         }
     });
-    if raw.version.is_none() {
+    if raw.version.0.is_none() {
         ctx.error(Pos::START, "missing required field `version`");
     }
-    let agent = name_field(ctx, "agent", raw.agent.as_ref());
-    let task = name_field(ctx, "task", raw.task.as_ref());
+    let agent = name_field(ctx, "agent", raw.agent.0.as_ref());
+    let task = name_field(ctx, "task", raw.task.0.as_ref());
     check_location(ctx, agent.as_ref(), task.as_ref(), version);
 
     // Bodies.
-    let system = body_field(ctx, SYSTEM, raw.system_prompt.as_ref());
-    let user = body_field(ctx, USER, raw.user_prompt_template.as_ref());
+    let system = body_field(ctx, SYSTEM, raw.system_prompt.0.as_ref());
+    let user = body_field(ctx, USER, raw.user_prompt_template.0.as_ref());
 
     // Declarations.
     let variables = raw
@@ -285,7 +313,11 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
 
     // Compile both bodies and compare the variables they use with the declared ones.
     let mut env = new_environment();
-    let globals: HashSet<String> = env.globals().map(|(name, _)| name.to_owned()).collect();
+    let globals: HashSet<String> = if checks == Checks::Lint {
+        env.globals().map(|(name, _)| name.to_owned()).collect()
+    } else {
+        HashSet::new()
+    };
     let mut used = HashSet::new();
     let mut compiled_bodies = 0;
     for (part, body) in [(SYSTEM, &system), (USER, &user)] {
@@ -305,6 +337,9 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
             continue;
         };
         compiled_bodies += 1;
+        if checks == Checks::Load {
+            continue;
+        }
         let mut names: Vec<String> = compiled
             .undeclared_variables(false)
             .into_iter()
@@ -335,7 +370,7 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
             }
         }
     }
-    if compiled_bodies == 2 {
+    if compiled_bodies == 2 && checks == Checks::Lint {
         for (spec, pos) in &variables {
             if !used.contains(&spec.name) {
                 ctx.warning(
@@ -390,6 +425,11 @@ fn check(ctx: &mut Ctx<'_>, bytes: &[u8]) -> (Option<PromptTemplate>, Option<Cla
         env,
     };
     // Every example's input must render the user prompt.
+    let example_pos = if checks == Checks::Lint {
+        example_pos
+    } else {
+        Vec::new()
+    };
     for (i, (example, pos)) in template.examples.iter().zip(&example_pos).enumerate() {
         if let Err(err) = template.render_example_input(example) {
             let message = err.to_string();

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use parking_lot::RwLock;
 
 use crate::error::TemplateError;
 use crate::lint::Severity;
-use crate::parse::{is_plain_name, parse_file, parse_version_number, split_file_name};
+use crate::parse::{Checks, is_plain_name, parse_file, parse_version_number, split_file_name};
 use crate::template::PromptTemplate;
 
 /// Which version of a template to load.
@@ -65,6 +66,30 @@ pub struct TemplateInfo {
     pub path: PathBuf,
 }
 
+/// FNV-1a: agent and task names are short, so a lookup hashes in a few nanoseconds.
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type FastMap<V> = HashMap<String, V, BuildHasherDefault<Fnv>>;
+
 #[derive(Debug, Default)]
 struct Slot {
     latest: Option<Arc<PromptTemplate>>,
@@ -88,7 +113,7 @@ impl Slot {
 /// the disk again.
 pub struct TemplateStore {
     dir: PathBuf,
-    cache: RwLock<HashMap<String, HashMap<String, Slot>>>,
+    cache: RwLock<FastMap<FastMap<Slot>>>,
 }
 
 impl fmt::Debug for TemplateStore {
@@ -97,7 +122,7 @@ impl fmt::Debug for TemplateStore {
             .cache
             .read()
             .values()
-            .flat_map(HashMap::values)
+            .flat_map(|tasks| tasks.values())
             .map(|s| s.versions.len())
             .sum();
         f.debug_struct("TemplateStore")
@@ -141,7 +166,7 @@ impl TemplateStore {
         }
         Ok(Self {
             dir,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(FastMap::default()),
         })
     }
 
@@ -152,8 +177,10 @@ impl TemplateStore {
 
     /// The template, from memory when it was loaded before, else read, parsed and compiled.
     ///
-    /// Fails when a name is not a plain identifier, the file does not exist, or it has errors
-    /// (everything [`lint`](crate::lint) calls an error).
+    /// Fails when a name is not a plain identifier, the file does not exist, or it has an
+    /// error in its YAML, fields, declarations, file name or Jinja syntax. The slower analysis
+    /// (variables used but not declared, example inputs, warnings) is left to
+    /// [`lint`](crate::lint); a variable used but not declared still fails at render time.
     pub fn load(
         &self,
         agent: &str,
@@ -331,7 +358,7 @@ impl TemplateStore {
             }
             Err(source) => return Err(TemplateError::Io { path, source }),
         };
-        let parsed = parse_file(&path, &bytes);
+        let parsed = parse_file(&path, &bytes, Checks::Load);
         match parsed.template {
             Some(template) => Ok(template),
             None => Err(TemplateError::Invalid {

@@ -283,8 +283,11 @@ impl PromptTemplate {
     fn context(&self, vars: &Vars) -> Result<JinjaValue, TemplateError> {
         let mut problems = Vec::new();
         let mut values = Vec::with_capacity(self.variables.len());
+        let mut given = 0;
         for (spec, fallback) in self.variables.iter().zip(&self.fallbacks) {
-            match vars.get(&spec.name) {
+            let value = vars.get(&spec.name);
+            given += usize::from(value.is_some());
+            match value {
                 Some(Value::Null) if !spec.required || spec.ty == VarType::Any => {
                     values.push(fallback.clone().unwrap_or_else(|| JinjaValue::from(())));
                 }
@@ -303,7 +306,7 @@ impl PromptTemplate {
                 },
             }
         }
-        if vars.len() > values.len() || !problems.is_empty() {
+        if vars.len() > given {
             for name in vars.keys() {
                 if self.variable(name).is_none() {
                     problems.push(VarProblem::Unknown { name: name.clone() });
