@@ -1,1 +1,12 @@
-//! End-to-end tests of the `prompt` binary.
+//! End-to-end tests of the `prompt` binary: real processes, real files, a fake Ollama server on
+//! loopback.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod batch;
+mod errors;
+mod generate;
+mod report;
+mod templates;

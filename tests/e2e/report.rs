@@ -1,0 +1,216 @@
+//! `prompt metrics report`: one self-contained HTML file whose charts carry the run's data.
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::support::{FakeOllama, Sandbox, closed_url};
+
+/// The value of `attr="…"` in the first element that has `marker` in it.
+fn attr_after<'a>(html: &'a str, marker: &str, attr: &str) -> &'a str {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in the report"));
+    let rest = &html[start..];
+    let end = rest.find('>').unwrap();
+    let tag = &rest[..end];
+    let key = format!("{attr}=\"");
+    let i = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {attr} in {tag}"));
+    let v = &tag[i + key.len()..];
+    &v[..v.find('"').unwrap()]
+}
+
+/// The `<svg id="…">…</svg>` element of a chart.
+fn chart<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("<svg id=\"{id}\""))
+        .unwrap_or_else(|| panic!("chart {id} missing"));
+    let end = html[start..].find("</svg>").unwrap();
+    &html[start..start + end]
+}
+
+#[test]
+fn report_has_every_chart_fed_with_the_run() {
+    let server = FakeOllama::start();
+    let sb = Sandbox::new();
+    // 3 write_scene jobs on ollama/qwen3:30b, 2 more on llama3 of which one is repeated
+    // (a cache hit), 1 failing call against a closed port.
+    let mut jobs = String::new();
+    for i in 0..3 {
+        jobs.push_str(&json!({"template": "writer/write_scene", "vars": {"story_title": "T", "setting": format!("s{i}"), "pov_character": "M", "goal": "g", "conflict": "c"}}).to_string());
+        jobs.push('\n');
+    }
+    for i in [0, 0] {
+        jobs.push_str(&json!({"template": "architect/create_characters", "model": "llama3", "vars": {"story_title": "T", "genre": "g", "premise": format!("p{i}")}}).to_string());
+        jobs.push('\n');
+    }
+    sb.write("jobs.jsonl", &jobs);
+    let out = sb.run(&[
+        "batch",
+        "jobs.jsonl",
+        "--out",
+        "results.jsonl",
+        "--provider",
+        "ollama",
+        "--base-url",
+        &server.url,
+        "--concurrency",
+        "1",
+    ]);
+    out.ok();
+    let failed = sb.run(&[
+        "generate",
+        "writer/write_scene",
+        "--provider",
+        "ollama",
+        "--base-url",
+        &closed_url(),
+        "--retries",
+        "0",
+        "--var",
+        "story_title=T",
+        "--var",
+        "setting=x",
+        "--var",
+        "pov_character=M",
+        "--var",
+        "goal=g",
+        "--var",
+        "conflict=c",
+    ]);
+    assert_eq!(failed.code, 1);
+
+    let out = sb.run(&[
+        "metrics",
+        "report",
+        "--days",
+        "7",
+        "--out",
+        "reports/report.html",
+    ]);
+    assert!(out.ok().contains("reports/report.html"));
+    let html = sb.read("reports/report.html");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(!html.contains("<script"), "no script");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "no network"
+    );
+    assert!(html.contains("<style>"), "inline CSS");
+    assert_eq!(attr_after(&html, "<body", "data-total-calls"), "6");
+
+    let today = Utc::now().date_naive().to_string();
+    let calls = chart(&html, "chart-calls-per-day");
+    assert_eq!(attr_after(calls, "<svg", "data-days"), "7");
+    assert_eq!(attr_after(calls, "<svg", "data-total-calls"), "6");
+    assert_eq!(attr_after(calls, "<svg", "data-total-errors"), "1");
+    let day = format!("data-day=\"{today}\"");
+    assert_eq!(attr_after(calls, &day, "data-calls"), "6");
+    assert_eq!(attr_after(calls, &day, "data-errors"), "1");
+    assert_eq!(attr_after(calls, &day, "data-cache-hits"), "1");
+
+    let latency = chart(&html, "chart-latency-by-model");
+    assert_eq!(
+        attr_after(latency, "data-model=\"qwen3:30b\"", "data-calls"),
+        "4"
+    );
+    assert_eq!(
+        attr_after(latency, "data-model=\"llama3\"", "data-calls"),
+        "2"
+    );
+    let p95: f64 = attr_after(latency, "data-model=\"qwen3:30b\"", "data-p95-ms")
+        .parse()
+        .unwrap();
+    assert!(p95 >= 0.0);
+
+    let p95_task = chart(&html, "chart-p95-by-task");
+    assert_eq!(
+        attr_after(p95_task, "data-key=\"writer/write_scene\"", "data-calls"),
+        "4"
+    );
+    assert_eq!(
+        attr_after(
+            p95_task,
+            "data-key=\"architect/create_characters\"",
+            "data-calls"
+        ),
+        "2"
+    );
+    let success = chart(&html, "chart-success-by-task");
+    assert_eq!(
+        attr_after(
+            success,
+            "data-key=\"writer/write_scene\"",
+            "data-success-rate"
+        ),
+        "0.75"
+    );
+    assert_eq!(
+        attr_after(
+            success,
+            "data-key=\"architect/create_characters\"",
+            "data-success-rate"
+        ),
+        "1"
+    );
+
+    let versions = chart(&html, "chart-p95-by-version");
+    assert_eq!(
+        attr_after(versions, "data-key=\"writer/write_scene@v1\"", "data-calls"),
+        "4"
+    );
+    let v_success = chart(&html, "chart-success-by-version");
+    assert_eq!(
+        attr_after(
+            v_success,
+            "data-key=\"architect/create_characters@v1\"",
+            "data-success-rate"
+        ),
+        "1"
+    );
+
+    let cache = chart(&html, "chart-cache-hit-rate");
+    assert_eq!(attr_after(cache, "<svg", "data-hits"), "1");
+    assert_eq!(attr_after(cache, "<svg", "data-calls"), "6");
+    assert_eq!(
+        attr_after(
+            cache,
+            "data-key=\"architect/create_characters\"",
+            "data-hit-rate"
+        ),
+        "0.5"
+    );
+
+    // The tables behind the charts.
+    for table in [
+        "table-calls-per-day",
+        "table-models",
+        "table-tasks",
+        "table-versions",
+    ] {
+        assert!(html.contains(&format!("<table id=\"{table}\"")), "{table}");
+    }
+}
+
+#[test]
+fn report_of_an_empty_period_still_renders() {
+    let sb = Sandbox::new();
+    let out = sb
+        .run(&["metrics", "report", "--out", "r.html", "--json"])
+        .json();
+    assert_eq!(out["calls"], 0);
+    let html = sb.read("r.html");
+    for id in [
+        "chart-calls-per-day",
+        "chart-latency-by-model",
+        "chart-p95-by-task",
+        "chart-success-by-task",
+        "chart-p95-by-version",
+        "chart-success-by-version",
+        "chart-cache-hit-rate",
+    ] {
+        assert!(html.contains(&format!("<svg id=\"{id}\"")), "{id}");
+    }
+    assert!(html.contains("no calls in this period"));
+}

@@ -1,0 +1,274 @@
+//! Helpers: run the built `prompt` binary in a temporary directory, and a fake Ollama server
+//! on loopback that counts the chat requests it answers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// The workspace root.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shipped templates.
+pub(crate) fn templates() -> PathBuf {
+    root().join("templates")
+}
+
+/// A scratch directory to run `prompt` in.
+pub(crate) struct Sandbox {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+/// The result of one run.
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub(crate) fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Sandbox {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `prompt` command in the sandbox, with no PROMPT_* variables from the environment
+    /// and the shipped templates.
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prompt"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PROMPT_") || key == "OLLAMA_HOST" || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.current_dir(self.path())
+            .env("PROMPT_TEMPLATES", templates())
+            .env("NO_COLOR", "1")
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `prompt` with `args` to the end.
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().unwrap())
+    }
+
+    /// Runs `prompt` with extra environment variables.
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.cmd(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().unwrap())
+    }
+
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub(crate) fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(name)).unwrap()
+    }
+}
+
+/// The lines of a results file, parsed.
+pub(crate) fn result_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad result line {l:?}: {e}")))
+        .collect()
+}
+
+#[derive(Default)]
+struct FakeState {
+    chats: AtomicUsize,
+    delay_ms: AtomicU64,
+    models: Mutex<Vec<String>>,
+    last_body: Mutex<Option<Value>>,
+}
+
+/// A fake Ollama server: `POST /api/chat` and `GET /api/tags`.
+pub(crate) struct FakeOllama {
+    pub(crate) url: String,
+    state: Arc<FakeState>,
+}
+
+impl FakeOllama {
+    /// Starts the server on a free loopback port, serving `qwen3:30b` and `llama3:latest`.
+    pub(crate) fn start() -> Self {
+        let state = Arc::new(FakeState::default());
+        *state.models.lock().unwrap() = vec!["qwen3:30b".to_owned(), "llama3:latest".to_owned()];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/api/chat", post(chat))
+            .route("/api/tags", get(tags))
+            .with_state(state.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Self { url, state }
+    }
+
+    /// Chat requests answered so far.
+    pub(crate) fn chats(&self) -> usize {
+        self.state.chats.load(Ordering::SeqCst)
+    }
+
+    /// Delays every chat answer.
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The body of the last chat request.
+    pub(crate) fn last_body(&self) -> Option<Value> {
+        self.state.last_body.lock().unwrap().clone()
+    }
+}
+
+async fn chat(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> Json<Value> {
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let model = body["model"].as_str().unwrap_or("unknown").to_owned();
+    let user = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .chars()
+        .take(80)
+        .collect::<String>();
+    *state.last_body.lock().unwrap() = Some(body);
+    state.chats.fetch_add(1, Ordering::SeqCst);
+    let content = format!(
+        "FAKE OLLAMA REPLY for {user:?}. {}",
+        "The tide went out and the tower rose from the marsh. ".repeat(60)
+    );
+    Json(json!({
+        "model": model,
+        "created_at": "2026-01-20T12:00:00Z",
+        "message": {"role": "assistant", "content": content},
+        "done": true,
+        "done_reason": "stop",
+        "prompt_eval_count": 120,
+        "eval_count": 640,
+    }))
+}
+
+async fn tags(State(state): State<Arc<FakeState>>) -> Json<Value> {
+    let models: Vec<Value> = state
+        .models
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| json!({"name": m, "model": m}))
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// A loopback address nothing listens on.
+pub(crate) fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// Asserts the one-line error contract: exit code, one `error:` line naming `needle`, at most
+/// one `hint:` line, nothing on stdout, no panic.
+#[track_caller]
+pub(crate) fn assert_error(run: &Run, code: i32, needle: &str) {
+    assert_eq!(
+        run.code, code,
+        "exit code for {needle:?}\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{}", run.stderr);
+    assert!(
+        errors[0].contains(needle),
+        "error line {:?} does not mention {needle:?}",
+        errors[0]
+    );
+    assert!(
+        lines.iter().filter(|l| l.starts_with("hint: ")).count() <= 1,
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(!run.stderr.contains("RUST_BACKTRACE"), "{}", run.stderr);
+    assert!(
+        run.stdout.is_empty(),
+        "stdout should be empty:\n{}",
+        run.stdout
+    );
+}

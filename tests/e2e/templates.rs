@@ -1,0 +1,343 @@
+//! `prompt --help`, `templates`, `render`, `validate`.
+
+use serde_json::Value;
+
+use crate::support::{Sandbox, root, templates};
+
+/// Each shipped template with variables that render it, and text the user prompt must hold.
+const RENDER_CASES: &[(&str, &[&str], &[&str])] = &[
+    (
+        "writer/write_chapter",
+        &["--vars", "@examples/chapter1.yaml"],
+        &["The Awakening", "The Glass Tower", "Mira"],
+    ),
+    (
+        "writer/write_scene",
+        &[
+            "--var",
+            "story_title=The Glass Tower",
+            "--var",
+            "setting=The archive at midnight",
+            "--var",
+            "pov_character=Mira",
+            "--var",
+            "goal=Find the ledger",
+            "--var",
+            "conflict=The archivist is watching",
+            "--var",
+            "target_words=600",
+        ],
+        &["The archive at midnight", "Mira", "Find the ledger", "600"],
+    ),
+    (
+        "architect/create_characters",
+        &[
+            "--var",
+            "story_title=The Glass Tower",
+            "--var",
+            "genre=fantasy",
+            "--var",
+            "premise=A cartographer without a memory",
+            "--var",
+            "num_characters=3",
+            "--var",
+            r#"themes=["memory", "duty"]"#,
+        ],
+        &[
+            "The Glass Tower",
+            "A cartographer without a memory",
+            "memory",
+        ],
+    ),
+    (
+        "editor/edit_chapter@1",
+        &[
+            "--var",
+            "chapter_number=4",
+            "--var",
+            "story_title=The Glass Tower",
+            "--var",
+            "draft=Mira woke up in the tower.",
+        ],
+        &["Mira woke up in the tower.", "The Glass Tower"],
+    ),
+];
+
+fn args_with_root<'a>(args: &'a [&'a str]) -> Vec<String> {
+    args.iter()
+        .map(|a| match a.strip_prefix('@') {
+            Some(rel) => root().join(rel).display().to_string(),
+            None => (*a).to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn help_lists_every_command_with_examples() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["--help"]);
+    let text = out.ok();
+    for cmd in [
+        "templates",
+        "render",
+        "validate",
+        "generate",
+        "batch",
+        "cache",
+        "metrics",
+        "doctor",
+    ] {
+        assert!(text.contains(cmd), "--help lacks {cmd}");
+    }
+    assert!(text.contains("Examples:"));
+    for sub in [
+        vec!["render"],
+        vec!["validate"],
+        vec!["generate"],
+        vec!["batch"],
+        vec!["doctor"],
+        vec!["templates", "list"],
+        vec!["templates", "show"],
+        vec!["cache", "stats"],
+        vec!["metrics", "agent"],
+        vec!["metrics", "report"],
+        vec!["metrics", "models"],
+    ] {
+        let mut args = sub.clone();
+        args.push("--help");
+        let out = sb.run(&args);
+        assert!(
+            out.ok().contains("Example"),
+            "{sub:?} --help has no example"
+        );
+    }
+    let version = sb.run(&["--version"]);
+    assert!(version.ok().starts_with("prompt "));
+}
+
+#[test]
+fn render_each_shipped_template() {
+    let sb = Sandbox::new();
+    for (template, vars, expected) in RENDER_CASES {
+        let mut args = vec!["render".to_owned(), (*template).to_owned()];
+        args.extend(args_with_root(vars));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sb.run(&argv);
+        let text = out.ok();
+        assert!(
+            text.contains("── system ──") && text.contains("── user ──"),
+            "{text}"
+        );
+        for e in *expected {
+            assert!(
+                text.contains(e),
+                "{template}: rendered text lacks {e:?}:\n{text}"
+            );
+        }
+        // --json: exactly the documented keys, and the same user prompt.
+        let mut json_args = argv.clone();
+        json_args.push("--json");
+        let out = sb.run(&json_args);
+        let v = out.json();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [
+                "agent",
+                "system",
+                "task",
+                "template_hash",
+                "user",
+                "version"
+            ]
+        );
+        let (agent, task) = template.split('@').next().unwrap().split_once('/').unwrap();
+        assert_eq!(v["agent"], agent);
+        assert_eq!(v["task"], task);
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["template_hash"].as_str().unwrap().len(), 64);
+        for e in *expected {
+            let both = format!(
+                "{}{}",
+                v["system"].as_str().unwrap(),
+                v["user"].as_str().unwrap()
+            );
+            assert!(both.contains(e), "{template} --json lacks {e:?}");
+        }
+    }
+}
+
+#[test]
+fn render_with_examples_adds_the_few_shot_block() {
+    let sb = Sandbox::new();
+    let vars = root().join("examples/chapter1.yaml");
+    let vars = vars.to_str().unwrap();
+    let plain = sb
+        .run(&["render", "writer/write_chapter", "--vars", vars, "--json"])
+        .json();
+    let with = sb
+        .run(&[
+            "render",
+            "writer/write_chapter",
+            "--vars",
+            vars,
+            "--examples",
+            "1",
+            "--json",
+        ])
+        .json();
+    let (plain_user, with_user) = (
+        plain["user"].as_str().unwrap(),
+        with["user"].as_str().unwrap(),
+    );
+    assert!(with_user.len() > plain_user.len());
+    assert!(with_user.contains(plain_user.trim()));
+}
+
+#[test]
+fn var_overrides_vars_file_and_is_typed() {
+    let sb = Sandbox::new();
+    let vars = root().join("examples/chapter1.yaml");
+    let out = sb
+        .run(&[
+            "render",
+            "writer/write_chapter",
+            "--vars",
+            vars.to_str().unwrap(),
+            "--var",
+            "chapter_title=The Flood",
+            "--var",
+            "chapter_number=12",
+            "--json",
+        ])
+        .json();
+    let user = out["user"].as_str().unwrap();
+    assert!(
+        user.contains("The Flood") && !user.contains("The Awakening"),
+        "{user}"
+    );
+    assert!(user.contains("12"), "{user}");
+}
+
+#[test]
+fn templates_list_and_show() {
+    let sb = Sandbox::new();
+    let list = sb.run(&["templates", "list", "--json"]).json();
+    let items = list.as_array().unwrap();
+    let names: Vec<String> = items
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["agent"].as_str().unwrap(),
+                i["task"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "architect/create_characters",
+        "editor/edit_chapter",
+        "writer/write_chapter",
+        "writer/write_scene",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+    assert!(
+        items
+            .iter()
+            .all(|i| i["version"].as_u64() == Some(1) && i["path"].is_string())
+    );
+
+    let writer = sb
+        .run(&["templates", "list", "--agent", "writer", "--json"])
+        .json();
+    assert_eq!(writer.as_array().unwrap().len(), 2);
+
+    let table = sb.run(&["templates", "list"]);
+    let first = table.ok().lines().next().unwrap();
+    assert!(
+        first.starts_with("template") && first.contains("version"),
+        "{first}"
+    );
+
+    let show = sb
+        .run(&["templates", "show", "writer/write_chapter@1", "--json"])
+        .json();
+    assert_eq!(show["version"], 1);
+    let vars: Vec<&str> = show["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        vars.contains(&"chapter_number") && vars.contains(&"outline"),
+        "{vars:?}"
+    );
+    assert!(
+        show["user_prompt_template"]
+            .as_str()
+            .unwrap()
+            .contains("{{")
+    );
+    let text = sb.run(&["templates", "show", "writer/write_chapter"]);
+    assert!(text.ok().contains("chapter_number") && text.stdout.contains("integer"));
+}
+
+#[test]
+fn validate_prints_the_xtask_format() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["validate"]);
+    let last = out.ok().lines().last().unwrap().to_owned();
+    assert_eq!(
+        last,
+        format!(
+            "checked 4 template file(s) in {}: 0 error(s), 0 warning(s)",
+            templates().display()
+        )
+    );
+
+    // A broken template: diagnostics as path:line:col: error: message, exit 1.
+    let bad = sb.write(
+        "bad/writer/oops_v1.yaml",
+        "version: 2\nagent: writer\ntask: oops\nsystem_prompt: hi\nuser_prompt_template: \"{{ x \"\nvariables:\n  x: \"string - x\"\n",
+    );
+    let dir = bad.parent().unwrap().parent().unwrap();
+    let out = sb.run(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.len() >= 2, "{}", out.stdout);
+    for line in &lines[..lines.len() - 1] {
+        let mut parts = line.splitn(4, ':');
+        let (path, l, c) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        assert!(path.ends_with("oops_v1.yaml"), "{line}");
+        assert!(
+            l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(),
+            "{line}"
+        );
+        let rest = parts.next().unwrap();
+        assert!(
+            rest.starts_with(" error: ") || rest.starts_with(" warning: "),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("checked 1 template file(s) in ")
+    );
+    assert!(!lines.last().unwrap().contains(" 0 error(s)"));
+
+    let json = sb.run(&["validate", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(json.code, 1);
+    let v: Value = json.json();
+    assert!(v["errors"].as_u64().unwrap() >= 1);
+    assert_eq!(v["files_checked"], 1);
+}
