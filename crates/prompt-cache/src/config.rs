@@ -20,8 +20,9 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Largest single entry accepted by `put` (default 8 MiB).
     pub max_entry_bytes: u64,
-    /// Number of memory shards, a power of two; 0 chooses (16 when `max_size >= 256`, else 1).
-    /// Each shard is an exact LRU over its share of `max_size` and `max_bytes`.
+    /// Number of memory shards (locks), a power of two up to 256; 0 chooses (16 when
+    /// `max_size >= 256`, else 1). One shard gives an exact LRU; several give threads separate
+    /// locks and evict the least recently used entry of the inserting shard.
     pub shards: usize,
     /// Whether a lookup that misses memory reads `<key>.json` from disk, so that entries written
     /// by another process (or not loaded at start-up) are served (default true).

@@ -2,9 +2,13 @@
 //!
 //! # Behaviour
 //!
-//! - **Memory.** Keys are spread over `shards` LRU lists by their first byte. Each shard holds an
-//!   exact LRU bounded by its share of `max_size` and `max_bytes`; adding an entry evicts from the
-//!   shard's least recently used end in O(1). The total never exceeds `max_size` entries.
+//! - **Memory.** Keys are spread over `shards` LRU lists by their first byte, so threads rarely
+//!   wait on one lock. The bounds (`max_size` entries, `max_bytes` bytes) are global: a `put` that
+//!   goes over them evicts from the least recently used end of its own shard in O(1) (falling
+//!   back to the fullest other shard when its own holds nothing else). With one shard this is an
+//!   exact LRU; with several, the victim is the least recently used entry of a random 1/n of the
+//!   cache, a close approximation. Concurrent puts may overshoot a bound by at most one entry
+//!   each, for the moment between their insert and their eviction.
 //! - **Disk.** `put`, `remove`, eviction and expiry queue a disk operation for the background
 //!   writer and return; operations on one key are coalesced (the newest wins). Files are written
 //!   to `.<key>.<pid>.<n>.tmp` and renamed to `<key>.json`, so a reader (in this or another
@@ -28,7 +32,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -84,41 +88,68 @@ struct Slot {
     dirty: bool,
 }
 
+/// Entries and bytes held across all shards, against the global bounds.
+#[derive(Debug)]
+struct Totals {
+    len: AtomicUsize,
+    bytes: AtomicU64,
+    max_len: usize,
+    max_bytes: u64,
+}
+
+impl Totals {
+    fn over(&self) -> bool {
+        self.len.load(Ordering::Relaxed) > self.max_len
+            || self.bytes.load(Ordering::Relaxed) > self.max_bytes
+    }
+
+    fn removed(&self, size: u64) {
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(size, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Shard {
     lru: LruCache<CacheKey, Slot, KeyHasherBuilder>,
     bytes: u64,
-    cap: usize,
-    byte_cap: u64,
 }
 
 impl Shard {
-    /// Inserts (or replaces) `slot`, then evicts from the LRU end until within bounds; the
-    /// evicted keys are appended to `evicted`.
-    fn insert(&mut self, key: CacheKey, slot: Slot, evicted: &mut Vec<CacheKey>) {
+    /// Inserts (or replaces) `slot`, then, while the cache is over a bound, evicts from this
+    /// shard's LRU end (never the entry just inserted); the evicted keys go to `evicted`.
+    fn insert(&mut self, key: CacheKey, slot: Slot, totals: &Totals, evicted: &mut Vec<CacheKey>) {
         let size = slot.size;
-        if let Some((_, old)) = self.lru.push(key, slot) {
-            self.bytes -= old.size;
+        match self.lru.push(key, slot) {
+            Some((_, old)) => {
+                self.bytes -= old.size;
+                totals.bytes.fetch_sub(old.size, Ordering::Relaxed);
+            }
+            None => {
+                totals.len.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.bytes += size;
-        while self.lru.len() > self.cap || self.bytes > self.byte_cap {
-            // The newest entry is never popped: it fits the byte cap alone and cap >= 1.
-            if self.lru.len() <= 1 {
-                break;
-            }
-            match self.lru.pop_lru() {
-                Some((k, s)) => {
-                    self.bytes -= s.size;
-                    evicted.push(k);
-                }
+        totals.bytes.fetch_add(size, Ordering::Relaxed);
+        while totals.over() && self.lru.len() > 1 {
+            match self.pop_lru(totals) {
+                Some(k) => evicted.push(k),
                 None => break,
             }
         }
     }
 
-    fn pop(&mut self, key: &CacheKey) -> Option<Slot> {
+    fn pop_lru(&mut self, totals: &Totals) -> Option<CacheKey> {
+        let (k, s) = self.lru.pop_lru()?;
+        self.bytes -= s.size;
+        totals.removed(s.size);
+        Some(k)
+    }
+
+    fn pop(&mut self, key: &CacheKey, totals: &Totals) -> Option<Slot> {
         let slot = self.lru.pop(key)?;
         self.bytes -= slot.size;
+        totals.removed(slot.size);
         Some(slot)
     }
 }
@@ -130,6 +161,7 @@ impl Shard {
 pub struct ResponseCache {
     shards: Box<[Mutex<Shard>]>,
     shard_mask: usize,
+    totals: Totals,
     config: CacheConfig,
     counters: Arc<Counters>,
     writer: Writer,
@@ -155,32 +187,30 @@ impl ResponseCache {
         let shard_count = match config.shards {
             0 if config.max_size >= 256 => 16,
             0 => 1,
-            n if n.is_power_of_two() && n <= 256 && n <= config.max_size => n,
+            n if n.is_power_of_two() && n <= 256 => n,
             n => {
                 return Err(CacheError::InvalidConfig {
                     field: "shards",
-                    message: format!(
-                        "{n} is not a power of two between 1 and min(256, max_size={})",
-                        config.max_size
-                    ),
+                    message: format!("{n} is not a power of two between 1 and 256"),
                 });
             }
         };
         disk::ensure_writable(&config.cache_dir)?;
 
-        let base = config.max_size / shard_count;
-        let extra = config.max_size % shard_count;
-        let byte_cap = (config.max_bytes / shard_count as u64).max(1);
         let shards: Box<[Mutex<Shard>]> = (0..shard_count)
-            .map(|i| {
+            .map(|_| {
                 Mutex::new(Shard {
                     lru: LruCache::unbounded_with_hasher(KeyHasherBuilder),
                     bytes: 0,
-                    cap: base + usize::from(i < extra),
-                    byte_cap,
                 })
             })
             .collect();
+        let totals = Totals {
+            len: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            max_len: config.max_size,
+            max_bytes: config.max_bytes,
+        };
 
         let counters = Arc::new(Counters::default());
         let now = config.clock.now();
@@ -197,12 +227,13 @@ impl ResponseCache {
         let cache = Self {
             shards,
             shard_mask: shard_count - 1,
+            totals,
             config,
             counters,
             writer,
         };
-        // Oldest first, so the newest end up most recently used. Entries that do not fit a
-        // shard's bounds stay on disk (they are not evicted, and their files are kept).
+        // Oldest first, so the newest end up most recently used. Entries that do not fit the
+        // byte bound stay on disk (they are not evicted, and their files are kept).
         let limit = cache.max_entry_size();
         for entry in loaded.entries {
             let size = entry.approx_size();
@@ -210,7 +241,10 @@ impl ResponseCache {
                 continue;
             }
             let mut shard = cache.shard(&entry.key);
-            if shard.lru.len() >= shard.cap || shard.bytes + size > shard.byte_cap {
+            let totals = &cache.totals;
+            if totals.len.load(Ordering::Relaxed) >= totals.max_len
+                || totals.bytes.load(Ordering::Relaxed) + size > totals.max_bytes
+            {
                 continue;
             }
             let key = entry.key;
@@ -222,6 +256,7 @@ impl ResponseCache {
                     size,
                     dirty: false,
                 },
+                &cache.totals,
                 &mut none,
             );
         }
@@ -247,10 +282,30 @@ impl ResponseCache {
         self.shards[usize::from(key.as_bytes()[0]) & self.shard_mask].lock()
     }
 
-    /// The largest entry accepted: `max_entry_bytes`, or a shard's byte share if smaller.
+    /// The largest entry accepted: `max_entry_bytes`, or `max_bytes` if smaller.
     fn max_entry_size(&self) -> u64 {
-        let byte_cap = (self.config.max_bytes / self.shards.len() as u64).max(1);
-        self.config.max_entry_bytes.min(byte_cap)
+        self.config.max_entry_bytes.min(self.config.max_bytes)
+    }
+
+    /// Evicts from the fullest shards while the cache is over a bound (after a put whose own
+    /// shard had nothing else to give).
+    fn rebalance(&self) -> Result<(), CacheError> {
+        while self.totals.over() {
+            let fullest = (0..self.shards.len()).max_by_key(|&i| self.shards[i].lock().lru.len());
+            let Some(i) = fullest else { return Ok(()) };
+            let mut shard = self.shards[i].lock();
+            // Keep at least one entry: the bounds admit any single accepted entry.
+            if shard.lru.len() <= 1 && self.totals.len.load(Ordering::Relaxed) <= 1 {
+                return Ok(());
+            }
+            let Some(key) = shard.pop_lru(&self.totals) else {
+                continue;
+            };
+            Counters::add(&self.counters.evictions, 1);
+            // Under the shard lock, so the removal reaches the disk in memory order.
+            self.writer.submit(key, DiskOp::Remove)?;
+        }
+        Ok(())
     }
 
     fn submit_evicted(&self, evicted: Vec<CacheKey>) -> Result<(), CacheError> {
@@ -302,6 +357,7 @@ impl ResponseCache {
                     size,
                     dirty: true,
                 },
+                &self.totals,
                 &mut evicted,
             );
             self.submit_evicted(evicted)?;
@@ -327,7 +383,7 @@ impl CacheStore for ResponseCache {
                 Counters::add(&self.counters.hits, 1);
                 return Ok(Some(out));
             }
-            shard.pop(key);
+            shard.pop(key, &self.totals);
             Counters::add(&self.counters.expired, 1);
             let submitted = self.writer.submit(*key, DiskOp::Remove);
             drop(shard);
@@ -341,6 +397,9 @@ impl CacheStore for ResponseCache {
             None
         };
         drop(shard);
+        if found.is_some() && self.totals.over() {
+            self.rebalance()?;
+        }
         let counter = if found.is_some() {
             &self.counters.hits
         } else {
@@ -376,17 +435,23 @@ impl CacheStore for ResponseCache {
                 size,
                 dirty: false,
             },
+            &self.totals,
             &mut evicted,
         );
         // Queued under the shard lock so the disk sees this key's operations in memory order.
         self.writer.submit(key, DiskOp::Write(Box::new(entry)))?;
-        self.submit_evicted(evicted)
+        self.submit_evicted(evicted)?;
+        drop(shard);
+        if self.totals.over() {
+            self.rebalance()?;
+        }
+        Ok(())
     }
 
     fn remove(&self, key: &CacheKey) -> Result<bool, CacheError> {
         let now = self.config.clock.now();
         let mut shard = self.shard(key);
-        let live = match shard.pop(key) {
+        let live = match shard.pop(key, &self.totals) {
             Some(slot) => !slot.entry.is_expired_at(now),
             None if self.config.read_through && !self.writer.is_busy(key) => {
                 match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
@@ -409,6 +474,8 @@ impl CacheStore for ResponseCache {
             shard.lru.clear();
             shard.bytes = 0;
         }
+        self.totals.len.store(0, Ordering::Relaxed);
+        self.totals.bytes.store(0, Ordering::Relaxed);
         let seq = self.writer.request_clear()?;
         drop(guards);
         let removed = self.writer.wait_clear(seq)?;
@@ -429,7 +496,7 @@ impl CacheStore for ResponseCache {
                 .map(|(k, _)| *k)
                 .collect();
             for key in expired {
-                shard.pop(&key);
+                shard.pop(&key, &self.totals);
                 self.writer.submit(key, DiskOp::Remove)?;
                 pruned.insert(key);
             }

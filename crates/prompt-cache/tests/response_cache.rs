@@ -565,3 +565,39 @@ fn concurrent_gets_and_puts_across_shards() {
     assert!(stats.size <= 512, "size {} over max_size", stats.size);
     assert_eq!(stats.size as u64 + stats.evictions, 2000);
 }
+
+#[test]
+fn sharded_cache_fills_to_exactly_max_size_and_max_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let cache = ResponseCache::open(config(dir.path(), &clock).max_size(300)).expect("open");
+    for i in 0..1000 {
+        cache.put(entry(i), None).expect("put");
+    }
+    let stats = cache.stats().expect("stats");
+    assert_eq!(stats.size, 300, "all shards together hold max_size");
+    assert_eq!(stats.evictions, 700);
+    // The most recent entries survive (eviction is per shard, so only approximately LRU for
+    // older ones, but the last put of every shard is kept).
+    assert!(response_of(&cache, 999).is_some());
+    cache.flush().expect("flush");
+    assert_eq!(
+        entry_files(dir.path()).len(),
+        300,
+        "evicted entries' files are removed"
+    );
+
+    // The byte bound is global too: 16 shards, 20 000 bytes, entries of ~2.2 KB each.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), &clock).max_size(1000).max_bytes(20_000);
+    let cache = ResponseCache::open(cfg).expect("open");
+    for i in 0..100 {
+        cache
+            .put(CachedResponse::new(key(i), "z".repeat(2_000), "m"), None)
+            .expect("an entry far larger than 20 000 / 16 bytes is accepted");
+        assert!(cache.stats().expect("stats").bytes <= 20_000);
+    }
+    let stats = cache.stats().expect("stats");
+    assert_eq!(stats.size, 9);
+    assert_eq!(stats.evictions, 91);
+}
