@@ -287,9 +287,10 @@ fn chart_calls_per_day(data: &ReportData) -> String {
         data.total.calls,
         data.total.calls - data.total.successes
     );
-    for i in 0..=4 {
-        let v = max * f64::from(i) / 4.0;
-        let y = top + plot_h - plot_h * f64::from(i) / 4.0;
+    let ticks = if (max / 5.0).fract() == 0.0 { 5 } else { 4 };
+    for i in 0..=ticks {
+        let v = max * f64::from(i) / f64::from(ticks);
+        let y = top + plot_h - plot_h * f64::from(i) / f64::from(ticks);
         let _ = write!(
             s,
             r#"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" class="grid"/><text x="{}" y="{:.1}" text-anchor="end" class="tick">{}</text>"#,
@@ -357,8 +358,8 @@ fn chart_calls_per_day(data: &ReportData) -> String {
 
 /// Latency distribution per model: box (p25–p75), median, p95 tick, whiskers min–max.
 fn chart_latency_by_model(data: &ReportData) -> String {
-    let row_h = 34.0;
-    let (left, right, top, bottom) = (150.0, 20.0, 10.0, 34.0);
+    let row_h = 44.0;
+    let (left, right, top, bottom) = (150.0, 24.0, 10.0, 34.0);
     let h = top + bottom + row_h * data.models.len().max(1) as f64;
     let max = nice_max(data.models.iter().map(Group::max).fold(0.0, f64::max));
     let plot_w = W - left - right;
@@ -389,7 +390,7 @@ fn chart_latency_by_model(data: &ReportData) -> String {
         );
         let _ = write!(
             s,
-            r#"<g class="box" data-model="{}" data-calls="{}" data-min-ms="{}" data-p50-ms="{}" data-p95-ms="{}" data-max-ms="{}"><title>{}: {} calls, median {}, p95 {}, max {}</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><line x1="{:.1}" x2="{:.1}" y1="{cy:.1}" y2="{cy:.1}" stroke="{GRAY}" stroke-width="1.5"/><rect x="{:.1}" y="{:.1}" width="{:.1}" height="16" fill="{BLUE}" fill-opacity="0.35" stroke="{BLUE}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{BLUE}" stroke-width="3"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{ORANGE}" stroke-width="2.5"/></g>"#,
+            r#"<g class="box" data-model="{}" data-calls="{}" data-min-ms="{}" data-p50-ms="{}" data-p95-ms="{}" data-max-ms="{}"><title>{}: {} calls, median {}, p95 {}, max {}</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><line x1="{:.1}" x2="{:.1}" y1="{cy:.1}" y2="{cy:.1}" stroke="{GRAY}" stroke-width="1.5"/><rect x="{:.1}" y="{:.1}" width="{:.1}" height="22" rx="2" fill="{BLUE}" fill-opacity="0.35" stroke="{BLUE}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{BLUE}" stroke-width="3"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{ORANGE}" stroke-width="2.5"/></g>"#,
             esc(&g.key),
             g.calls,
             num(g.min()),
@@ -407,16 +408,16 @@ fn chart_latency_by_model(data: &ReportData) -> String {
             xs(g.min()),
             xs(g.max()),
             xs(p25),
-            cy - 8.0,
+            cy - 11.0,
             (xs(p75) - xs(p25)).max(1.5),
             xs(p50),
             xs(p50),
-            cy - 9.0,
-            cy + 9.0,
+            cy - 12.0,
+            cy + 12.0,
             xs(p95),
             xs(p95),
-            cy - 11.0,
-            cy + 11.0,
+            cy - 15.0,
+            cy + 15.0,
         );
     }
     if data.models.is_empty() {
@@ -458,7 +459,7 @@ enum Measure {
 
 fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> String {
     let row_h = 28.0;
-    let (left, right, top, bottom) = (200.0, 70.0, 8.0, 10.0);
+    let (left, right, top, bottom) = (230.0, 64.0, 8.0, 10.0);
     let h = top + bottom + row_h * groups.len().max(1) as f64;
     let value = |g: &Group| match measure {
         Measure::P95 => g.percentile(95.0),
@@ -502,7 +503,7 @@ fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> Stri
             g.calls,
             left - 8.0,
             y + 14.0,
-            esc(&truncate(&g.key, 28)),
+            esc(&truncate(&g.key, 34)),
             y + 2.0,
             y + 2.0,
             w.max(if v > 0.0 { 2.0 } else { 0.0 }),
@@ -538,7 +539,7 @@ fn chart_cache(data: &ReportData) -> String {
         data.total.calls
     );
     let rows: Vec<&Group> = data.tasks.iter().take(6).collect();
-    let (left, plot_w) = (360.0, 170.0);
+    let (left, plot_w) = (400.0, 140.0);
     let _ = write!(
         s,
         r#"<text x="210" y="20" class="label">per agent/task</text>"#
@@ -555,7 +556,7 @@ fn chart_cache(data: &ReportData) -> String {
             g.calls,
             left - 8.0,
             y + 12.0,
-            esc(&truncate(&g.key, 20)),
+            esc(&truncate(&g.key, 30)),
             y,
             y,
             plot_w * v,
