@@ -8,5 +8,6 @@ mod support;
 mod batch;
 mod errors;
 mod generate;
+mod redis;
 mod report;
 mod templates;
