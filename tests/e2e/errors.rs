@@ -225,3 +225,38 @@ fn arbitrary_arguments_never_panic() {
         );
     }
 }
+
+#[test]
+fn vars_from_stdin_and_out_equal_to_jobs() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    let mut child = sb
+        .cmd(&["render", "writer/write_scene", "--vars", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"story_title: T\nsetting: The ferry\npov_character: Oren\ngoal: g\nconflict: c\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["user"].as_str().unwrap().contains("The ferry"));
+
+    sb.write("jobs.jsonl", "");
+    let same = sb.run(&[
+        "batch",
+        "jobs.jsonl",
+        "--out",
+        "./jobs.jsonl",
+        "--provider",
+        "echo",
+    ]);
+    assert_error(&same, 2, "is the jobs file itself");
+}

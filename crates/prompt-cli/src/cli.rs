@@ -295,7 +295,7 @@ pub struct VarsArgs {
     /// A variable, KEY=VALUE (repeatable); parsed as the type the template declares
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub var: Vec<String>,
-    /// Variables from a JSON or YAML file holding one mapping; --var overrides it
+    /// Variables from a JSON or YAML file holding one mapping (- reads stdin); --var overrides it
     #[arg(long = "vars", value_name = "FILE.json|.yaml")]
     pub vars_file: Option<PathBuf>,
     /// Few-shot examples from the template rendered ahead of the user prompt

@@ -307,4 +307,31 @@ mod tests {
         assert_eq!(done.unreadable, 1);
         assert!(done.is_done(&jobs[2], false));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_jobs_files_never_panic(lines in proptest::collection::vec(".{0,80}", 0..8)) {
+            let text = lines.join("\n");
+            if let Ok(jobs) = parse_jobs(&text, Path::new("j.jsonl")) {
+                for job in jobs {
+                    proptest::prop_assert!(job.line >= 1 && job.line <= lines.len());
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_results_files_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r.jsonl");
+            std::fs::write(&path, &bytes).unwrap();
+            let done = read_done(&path).unwrap();
+            proptest::prop_assert!(done.lines.len() + done.unreadable <= bytes.len() + 1);
+            // appending after arbitrary bytes always starts a new line
+            let mut w = ResultsWriter::open(&path).unwrap();
+            let job = &parse_jobs("{\"template\": \"a/b\"}", Path::new("j")).unwrap()[0];
+            w.append(&ResultLine::failed(job, "x")).unwrap();
+            let after = read_done(&path).unwrap();
+            proptest::prop_assert!(after.lines.contains_key(&1));
+        }
+    }
 }

@@ -20,12 +20,21 @@ pub fn split_var(raw: &str) -> CliResult<(&str, &str)> {
     }
 }
 
-/// Reads a JSON (`.json`) or YAML (any other extension) file holding one mapping of variables.
+/// Reads a JSON (`.json`) or YAML (any other extension) file holding one mapping of variables;
+/// `-` reads standard input (JSON or YAML).
 pub fn read_vars_file(path: &Path) -> CliResult<VarMap> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::failure(format!("cannot read vars file {}: {e}", path.display()))
-            .hint("check the --vars path; it takes a .json or .yaml file with one mapping")
-    })?;
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+            CliError::failure(format!("cannot read variables from standard input: {e}"))
+        })?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(|e| {
+            CliError::failure(format!("cannot read vars file {}: {e}", path.display()))
+                .hint("check the --vars path; it takes a .json or .yaml file with one mapping")
+        })?
+    };
     let is_json = path
         .extension()
         .and_then(|e| e.to_str())

@@ -171,6 +171,17 @@ pub(crate) fn batch(args: &BatchArgs<'_>, settings: &Settings, quiet: bool) -> C
             CliError::usage("--concurrency must be at least 1").hint("e.g. --concurrency 4")
         );
     }
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(args.jobs, args.out) {
+        return Err(CliError::usage(format!(
+            "--out {} is the jobs file itself",
+            args.out.display()
+        ))
+        .hint("write the results to another file, e.g. --out results.jsonl"));
+    }
     let text = std::fs::read_to_string(args.jobs).map_err(|e| {
         CliError::failure(format!(
             "cannot read jobs file {}: {e}",
