@@ -115,9 +115,41 @@ fn help_lists_every_command_with_examples() {
     assert!(version.ok().starts_with("prompt "));
 }
 
+/// The shipped templates as `agent/task@vN`, from the files.
+fn shipped() -> Vec<String> {
+    let mut out = Vec::new();
+    for agent in std::fs::read_dir(templates()).unwrap() {
+        let agent = agent.unwrap().path();
+        if !agent.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&agent).unwrap() {
+            let name = file.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".yaml")
+                && let Some((task, version)) = stem.rsplit_once("_v")
+            {
+                let agent = agent.file_name().unwrap().to_string_lossy();
+                out.push(format!("{agent}/{task}@v{version}"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[test]
 fn render_each_shipped_template() {
     let sb = Sandbox::new();
+    // Every shipped template has a case below.
+    for t in shipped() {
+        let (name, _) = t.split_once('@').unwrap();
+        assert!(
+            RENDER_CASES
+                .iter()
+                .any(|(c, _, _)| c.split('@').next() == Some(name)),
+            "no render case for the shipped template {t}"
+        );
+    }
     for (template, vars, expected) in RENDER_CASES {
         let mut args = vec!["render".to_owned(), (*template).to_owned()];
         args.extend(args_with_root(vars));
@@ -294,7 +326,8 @@ fn validate_prints_the_xtask_format() {
     assert_eq!(
         last,
         format!(
-            "checked 4 template file(s) in {}: 0 error(s), 0 warning(s)",
+            "checked {} template file(s) in {}: 0 error(s), 0 warning(s)",
+            shipped().len(),
             templates().display()
         )
     );
