@@ -1,8 +1,427 @@
-//! `cargo xtask bench`: criterion benches of every crate and a peer comparison.
+//! `cargo xtask bench [--quick]`: criterion benches of every crate and a peer comparison on
+//! the same inputs in the same run.
+//!
+//! 1. writes the shared inputs once into `target/bench-data/` (fixed seeds and sizes);
+//! 2. sets up a private venv `target/bench-venv` with `jinja2`, `diskcache` and `duckdb`;
+//! 3. runs `cargo bench -p <crate> --bench <name>` for every crate and reads criterion's means;
+//! 4. runs the Python peers (`xtask/peers/*.py`) on the same inputs;
+//! 5. prints one table and writes `target/bench-summary.json` (with the change since the last one).
+//!
+//! A missing bench, a failing bench or a peer pip cannot install makes its rows "n/a" with the
+//! reason; only an error of the command itself fails it.
 
-use std::path::Path;
+mod criterion;
+mod data;
+mod peers;
+mod report;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use self::criterion::{CRATE_BENCHES, Outcome, Settings};
+use self::data::{BenchData, METRICS_1M, METRICS_100K};
+use self::report::{Figure, ROWS, Row};
+
+const USAGE: &str = "usage: cargo xtask bench [--quick]
+
+  --quick   short criterion runs (1 s warm-up, 2 s measurement, 10 samples), the 100k-record
+            data set only, few Python repetitions: a sanity check in under 3 minutes
+  (none)    criterion defaults, 100k and 1M records (PROMPTKIT_BENCH_1M=1)
+";
 
 /// Runs the benches; `args` are the words after `bench` (e.g. `--quick`).
-pub(crate) fn run(_root: &Path, _args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("cargo xtask bench is not available yet")
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let mut quick = false;
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    let clock = Instant::now();
+    let target_dir = target_dir(root);
+    let data_dir = target_dir.join("bench-data");
+    let log_dir = target_dir.join("bench-logs");
+    let mode = if quick { "quick" } else { "full" };
+    eprintln!(
+        "cargo xtask bench ({mode}): inputs in {}",
+        data_dir.display()
+    );
+
+    // 1. shared inputs
+    let sets = if quick {
+        vec![METRICS_100K]
+    } else {
+        vec![METRICS_100K, METRICS_1M]
+    };
+    eprintln!("[1/5] shared inputs");
+    let data = data::prepare(root, &data_dir, &sets)?;
+
+    // 2. peers' venv
+    eprintln!("[2/5] Python peers' venv");
+    let venv = peers::ensure_venv(&target_dir.join("bench-venv"), &log_dir);
+
+    // 3. criterion
+    eprintln!("[3/5] criterion benches");
+    let settings = Settings {
+        quick,
+        data_dir: data_dir.clone(),
+        target_dir: target_dir.clone(),
+        log_dir: log_dir.clone(),
+    };
+    let outcomes: BTreeMap<&str, Outcome> = CRATE_BENCHES
+        .iter()
+        .map(|b| (b.package, criterion::run_crate(root, *b, &settings)))
+        .collect();
+
+    // 4. peers
+    eprintln!("[4/5] Python peers");
+    let peer_docs = run_peers(root, &venv, &data, quick, &target_dir);
+
+    // 5. report
+    eprintln!(
+        "[5/5] report ({:.0} s so far)",
+        clock.elapsed().as_secs_f64()
+    );
+    let rows: Vec<Row> = ROWS
+        .iter()
+        .map(|spec| {
+            let skipped = quick && spec.full_only;
+            let ours = if skipped {
+                Err("not measured in --quick runs".to_owned())
+            } else {
+                our_figure(spec.ours, outcomes.get(spec.package))
+            };
+            let peer = spec.peer.map(|p| {
+                if skipped {
+                    return Err("not measured in --quick runs".to_owned());
+                }
+                peer_figure(&peer_docs, p.script, p.result)
+            });
+            Row::new(*spec, ours, peer, skipped)
+        })
+        .collect();
+
+    println!();
+    println!(
+        "promptkit bench ({mode}) — mean time per operation; ratio = peer ÷ promptkit (> 1: we are faster)"
+    );
+    println!();
+    print!("{}", report::table(&rows));
+    let notes: Vec<(String, Vec<String>)> = rows
+        .iter()
+        .filter(|r| r.status != report::Status::Skipped)
+        .map(|r| (r.spec.workload.to_owned(), r.notes()))
+        .filter(|(_, n)| !n.is_empty())
+        .collect();
+    if !notes.is_empty() {
+        println!();
+        println!("n/a:");
+        for (workload, ns) in &notes {
+            for n in ns {
+                println!("  {workload}: {n}");
+            }
+        }
+    }
+    let checks = cross_checks(&data, &peer_docs);
+    println!();
+    println!("peers: {}", peer_versions(&venv));
+    for line in PEER_NOTES {
+        println!("  {line}");
+    }
+    if !checks.is_empty() {
+        println!("checks:");
+        for c in &checks {
+            println!("  {c}");
+        }
+    }
+
+    let summary_path = target_dir.join("bench-summary.json");
+    let previous = data::read_json(&summary_path);
+    if let Some(previous) = &previous {
+        let lines = report::compare(previous, &rows);
+        if !lines.is_empty() {
+            println!();
+            println!(
+                "change vs previous run ({}, {}, {}):",
+                previous["machine"]["date"].as_str().unwrap_or("?"),
+                previous["mode"].as_str().unwrap_or("?"),
+                previous["machine"]["git_commit"].as_str().unwrap_or("?"),
+            );
+            for l in lines {
+                println!("{l}");
+            }
+        }
+    }
+    let summary = json!({
+        "mode": mode,
+        "machine": machine_info(root),
+        "peers": venv.packages.iter().map(|(k, v)| (k.to_string(), json!(v.as_ref().ok()))).collect::<serde_json::Map<_, _>>(),
+        "data_dir": data_dir,
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "checks": checks,
+        "elapsed_s": clock.elapsed().as_secs_f64(),
+    });
+    data::write_json(&summary_path, &summary)?;
+    println!();
+    println!(
+        "summary written to {} ({:.0} s in all; logs in {})",
+        summary_path.display(),
+        clock.elapsed().as_secs_f64(),
+        log_dir.display()
+    );
+    Ok(())
+}
+
+/// What each peer figure is, printed under the table.
+const PEER_NOTES: &[&str] = &[
+    "Jinja2 compile: Environment(undefined=StrictUndefined) + from_string of both bodies (ours also reads the file and parses the YAML)",
+    "Jinja2: render of both bodies (system and user) with the same variables",
+    "hashlib: SHA-256 hex digest of the same request text; diskcache: Cache(dir) with the same 64-hex keys and 4 KB value",
+    "diskcache incl. key derivation: sha256 + get, against our key_derivation + get_hit",
+    "diskcache open: Cache(dir) over 10,000 entries + one get (diskcache reads lazily from SQLite)",
+    "DuckDB: read_json_auto over the same 7 JSONL files, equivalent SQL (count, rates, avg, quantile_disc p50/p95/p99, tokens), end to end per query",
+];
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// Sum of the criterion means named in `ids` (each `a|b` takes whichever exists).
+fn our_figure(ids: &[&str], outcome: Option<&Outcome>) -> Figure {
+    let (means, failure) = match outcome {
+        Some(Outcome::Measured(means, failure)) => (means, failure),
+        Some(Outcome::Unavailable(why)) => return Err(why.clone()),
+        None => return Err("no bench for this crate".to_owned()),
+    };
+    let mut total = 0.0;
+    for id in ids {
+        let found = id.split('|').find_map(|alt| means.get(alt));
+        match found {
+            Some(mean) => total += mean,
+            None => {
+                if let Some(failure) = failure {
+                    return Err(format!("bench stopped before `{id}`: {failure}"));
+                }
+                let have: Vec<&str> = means.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "no criterion result `{id}` (measured: {})",
+                    have.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn peer_figure(docs: &BTreeMap<&str, Result<Value, String>>, script: &str, result: &str) -> Figure {
+    let doc = match docs.get(script) {
+        Some(Ok(doc)) => doc,
+        Some(Err(why)) => return Err(why.clone()),
+        None => return Err(format!("{script} was not run")),
+    };
+    let entry = &doc["results"][result];
+    if let Some(mean) = entry["mean_ns"].as_f64() {
+        Ok(mean)
+    } else if let Some(err) = entry["error"].as_str() {
+        Err(format!("{script}: {err}"))
+    } else {
+        Err(format!("{script} reported no `{result}`"))
+    }
+}
+
+fn run_peers<'a>(
+    root: &Path,
+    venv: &peers::Venv,
+    data: &BenchData,
+    quick: bool,
+    target_dir: &Path,
+) -> BTreeMap<&'a str, Result<Value, String>> {
+    let mut docs = BTreeMap::new();
+    let work = target_dir.join("bench-work");
+    let sets: Vec<&str> = data.metrics_sets.iter().map(|s| s.name).collect();
+    let plan: [(&str, &str, Option<String>, Vec<String>); 3] = [
+        (
+            "templates_peer.py",
+            "jinja2",
+            data.template_problem.clone(),
+            Vec::new(),
+        ),
+        (
+            "cache_peer.py",
+            "diskcache",
+            None,
+            vec![
+                "--work".to_owned(),
+                work.join("diskcache").to_string_lossy().into_owned(),
+            ],
+        ),
+        (
+            "metrics_peer.py",
+            "duckdb",
+            data.metrics_sets
+                .iter()
+                .find_map(|s| data::check_metrics_dir(&data.dir.join("metrics").join(s.name)).err())
+                .map(|e| format!("{e:#}")),
+            vec!["--sets".to_owned(), sets.join(",")],
+        ),
+    ];
+    for (script, package, input_problem, extra) in plan {
+        let result = (|| {
+            if let Some(problem) = input_problem {
+                return Err(format!("input missing: {problem}"));
+            }
+            if let Some(why) = venv.missing(package) {
+                return Err(why);
+            }
+            let python = venv.python.as_deref().ok_or("no venv")?;
+            let path = peers::script(root, script).map_err(|e| format!("{e:#}"))?;
+            let _ = fs::create_dir_all(&work);
+            let out = work.join(script.replace(".py", ".json"));
+            peers::run_script(python, &path, &data.dir, &out, quick, &extra)
+        })();
+        if let Err(why) = &result {
+            eprintln!("  {script:<17} n/a: {why}");
+        }
+        docs.insert(script, result);
+    }
+    docs
+}
+
+/// Checks that both sides did the same work: the peer's counts against the generator's.
+fn cross_checks(data: &BenchData, docs: &BTreeMap<&str, Result<Value, String>>) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(Ok(doc)) = docs.get("templates_peer.py") {
+        lines.push(
+            match render_matches(&data.dir, &doc["checks"]["rendered"]) {
+                Ok(()) => {
+                    "Jinja2 and promptkit render writer/write_chapter byte for byte alike: ok"
+                        .to_owned()
+                }
+                Err(why) => format!("Jinja2 and promptkit renders differ: {why}"),
+            },
+        );
+    }
+    let manifest = data::read_json(&data.dir.join("manifest.json")).unwrap_or(Value::Null);
+    if let Some(Ok(doc)) = docs.get("metrics_peer.py") {
+        for set in &data.metrics_sets {
+            let expected = &manifest["metrics"][set.name]["stats_agent_calls"];
+            let got = &doc["checks"][format!("agent_calls_{}", set.name)];
+            let verdict = if expected == got && !got.is_null() {
+                "ok"
+            } else {
+                "MISMATCH"
+            };
+            lines.push(format!(
+                "DuckDB counted {got} `{}` records in the {} set, the generator wrote {expected}: {verdict}",
+                data::STATS_AGENT,
+                set.name
+            ));
+        }
+        if let Some(threads) = doc["checks"]["threads"].as_i64() {
+            lines.push(format!("DuckDB used {threads} thread(s)"));
+        }
+    }
+    if let Some(Ok(doc)) = docs.get("cache_peer.py") {
+        let ok = doc["checks"]["hit_value_matches"].as_bool() == Some(true);
+        lines.push(format!(
+            "diskcache returned the stored 4 KB value on a hit: {}",
+            if ok { "ok" } else { "MISMATCH" }
+        ));
+    }
+    lines
+}
+
+/// Renders the shared template with prompt-templates and compares it with Jinja2's output.
+fn render_matches(data_dir: &Path, jinja: &Value) -> Result<(), String> {
+    let dir = data_dir.join("templates");
+    let vars: prompt_templates::Vars = data::read_json(&dir.join("vars.json"))
+        .and_then(|v| v.as_object().cloned())
+        .ok_or("vars.json unreadable")?;
+    let store = prompt_templates::TemplateStore::open(&dir).map_err(|e| e.to_string())?;
+    let template = store
+        .load(
+            "writer",
+            "write_chapter",
+            prompt_templates::VersionReq::Latest,
+        )
+        .map_err(|e| e.to_string())?;
+    let ours = template.render(&vars).map_err(|e| e.to_string())?;
+    for (part, ours, theirs) in [
+        ("system", &ours.system, &jinja["system"]),
+        ("user", &ours.user, &jinja["user"]),
+    ] {
+        let theirs = theirs.as_str().ok_or("Jinja2 output missing")?;
+        if ours != theirs {
+            let at = ours
+                .bytes()
+                .zip(theirs.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            return Err(format!(
+                "{part} differs at byte {at} (ours {} bytes, Jinja2 {} bytes)",
+                ours.len(),
+                theirs.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn peer_versions(venv: &peers::Venv) -> String {
+    venv.packages
+        .iter()
+        .map(|(p, v)| match v {
+            Ok(version) => format!("{p} {version}"),
+            Err(_) => format!("{p} n/a"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn machine_info(root: &Path) -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned());
+    let nproc = std::thread::available_parallelism().map(usize::from).ok();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    json!({
+        "nproc": nproc,
+        "cpu": cpu,
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "git_commit": git(&["rev-parse", "HEAD"]),
+        "git_dirty": git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        "rustc": rustc,
+        "os": std::env::consts::OS,
+    })
 }
