@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 
+use crate::response_cache::KeyHasherBuilder;
 use crate::{CacheError, CacheKey, CachedResponse};
 
 /// Temporary files older than this are left over from a killed writer and are removed by `open`.
@@ -242,9 +243,9 @@ pub(crate) enum DiskOp {
 #[derive(Debug, Default)]
 struct WriterState {
     /// Operations not yet taken by the writer.
-    pending: HashMap<CacheKey, DiskOp>,
+    pending: HashMap<CacheKey, DiskOp, KeyHasherBuilder>,
     /// Keys of the batch the writer is working on.
-    inflight: HashSet<CacheKey>,
+    inflight: HashSet<CacheKey, KeyHasherBuilder>,
     /// Sequence number of the last operation submitted.
     submitted: u64,
     /// Every operation with a sequence number up to this one is done.
@@ -423,7 +424,7 @@ fn run(shared: &Shared) {
         if !st.pending.is_empty() {
             let batch = std::mem::take(&mut st.pending);
             let batch_seq = st.submitted;
-            st.inflight = batch.keys().copied().collect();
+            st.inflight.extend(batch.keys().copied());
             drop(st);
             shared.progress.notify_all();
             for (key, op) in batch {

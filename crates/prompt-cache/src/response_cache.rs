@@ -45,10 +45,10 @@ use crate::{CacheConfig, CacheError, CacheKey, CacheStats, CacheStore, CachedRes
 
 /// Hashes a `CacheKey` by eight of its (already uniformly random) bytes.
 #[derive(Debug, Clone, Copy, Default)]
-struct KeyHasherBuilder;
+pub(crate) struct KeyHasherBuilder;
 
 #[derive(Debug, Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
