@@ -1,34 +1,4 @@
 //! `ResponseCache`: a sharded in-memory LRU over one atomic JSON file per entry.
-//!
-//! # Behaviour
-//!
-//! - **Memory.** Keys are spread over `shards` LRU lists by their first byte, so threads rarely
-//!   wait on one lock. The bounds (`max_size` entries, `max_bytes` bytes) are global: a `put` that
-//!   goes over them evicts from the least recently used end of its own shard in O(1) (falling
-//!   back to the fullest other shard when its own holds nothing else). With one shard this is an
-//!   exact LRU; with several, the victim is the least recently used entry of a random 1/n of the
-//!   cache, a close approximation. Concurrent puts may overshoot a bound by at most one entry
-//!   each, for the moment between their insert and their eviction.
-//! - **Disk.** `put`, `remove`, eviction and expiry queue a disk operation for the background
-//!   writer and return; operations on one key are coalesced (the newest wins). Files are written
-//!   to `.<key>.<pid>.<n>.tmp` and renamed to `<key>.json`, so a reader (in this or another
-//!   process) sees a complete entry or none. `flush` returns once everything queued before it
-//!   is on disk; dropping the cache flushes and joins the writer. When the queue holds
-//!   `write_queue` distinct keys, `put` waits for the writer rather than dropping work.
-//! - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) rewrites the
-//!   files of entries whose count changed since their last write.
-//! - **Misses** read `<key>.json` from disk when `read_through` is on (the default), so an entry
-//!   written by another process, or one not loaded at start-up, is served. A key with a disk
-//!   operation still queued in this cache is not read from disk (memory is the truth for it).
-//! - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
-//!   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
-//! - **Start-up** (`open`) loads at most `max_size` live entries, newest first, deletes expired
-//!   files, moves unreadable or corrupt files to `cache_dir/corrupt/` (counted in
-//!   [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
-//!   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
-//! - **Failures.** An empty response or one over `max_entry_bytes` is refused with an error
-//!   ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
-//!   in memory and counts [`CacheStats::write_failures`].
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -156,7 +126,37 @@ impl Shard {
 
 /// The embedded response cache: a sharded memory LRU (entries and bytes bounded, TTL, hit
 /// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files written by a background
-/// thread. See the [module documentation](self) for the exact behaviour.
+/// thread.
+///
+/// # Behaviour
+///
+/// - **Memory.** Keys are spread over `shards` LRU lists by their first byte, so threads rarely
+///   wait on one lock. The bounds (`max_size` entries, `max_bytes` bytes) are global: a `put` that
+///   goes over them evicts from the least recently used end of its own shard in O(1) (falling
+///   back to the fullest other shard when its own holds nothing else). With one shard this is an
+///   exact LRU; with several, the victim is the least recently used entry of a random 1/n of the
+///   cache, a close approximation. Concurrent puts may overshoot a bound by at most one entry
+///   each, for the moment between their insert and their eviction.
+/// - **Disk.** `put`, `remove`, eviction and expiry queue a disk operation for the background
+///   writer and return; operations on one key are coalesced (the newest wins). Files are written
+///   to `.<key>.<pid>.<n>.tmp` and renamed to `<key>.json`, so a reader (in this or another
+///   process) sees a complete entry or none. `flush` returns once everything queued before it
+///   is on disk; dropping the cache flushes and joins the writer. When the queue holds
+///   `write_queue` distinct keys, `put` waits for the writer rather than dropping work.
+/// - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) rewrites the
+///   files of entries whose count changed since their last write.
+/// - **Misses** read `<key>.json` from disk when `read_through` is on (the default), so an entry
+///   written by another process, or one not loaded at start-up, is served. A key with a disk
+///   operation still queued in this cache is not read from disk (memory is the truth for it).
+/// - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
+///   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
+/// - **Start-up** (`open`) loads at most `max_size` live entries, newest first, deletes expired
+///   files, moves unreadable or corrupt files to `cache_dir/corrupt/` (counted in
+///   [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
+///   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
+/// - **Failures.** An empty response or one over `max_entry_bytes` is refused with an error
+///   ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
+///   in memory and counts [`CacheStats::write_failures`].
 #[derive(Debug)]
 pub struct ResponseCache {
     shards: Box<[Mutex<Shard>]>,
