@@ -35,7 +35,8 @@ def main():
     def derive():
         # The whole request, unambiguously: length-prefixed fields, then SHA-256 as 64 hex chars.
         parts = [request["namespace"], request["provider"], request["model"], "system", system,
-                 "user", prompt, repr(request["temperature"]), str(request["max_tokens"])]
+                 "user", prompt, repr(request["temperature"]), str(request["max_tokens"]),
+                 "top_p", repr(request["top_p"]), "num_ctx", str(request["num_ctx"])]
         encoded = "".join(f"{len(p)}:{p}" for p in parts).encode()
         return hashlib.sha256(encoded).hexdigest()
 

@@ -12,6 +12,11 @@ from _harness import Results, args, measure_runs
 DAYS = 7
 AGENT = "writer"
 
+COLUMNS = ("{'agent': 'VARCHAR', 'model': 'VARCHAR', 'timestamp': 'TIMESTAMP', 'latency_ms': 'DOUBLE', "
+           "'tokens_prompt': 'BIGINT', 'tokens_completion': 'BIGINT', 'cache_hit': 'BOOLEAN', "
+           "'validation_passed': 'BOOLEAN', 'retry_count': 'INTEGER', 'error': 'VARCHAR', "
+           "'response_length': 'BIGINT'}")
+
 AGGREGATES = """
     count(*) AS total_calls,
     count(*) FILTER (WHERE validation_passed AND error IS NULL) AS successful_calls,
@@ -41,8 +46,10 @@ def main():
     cutoff = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=DAYS)).replace(tzinfo=None)
     for name in a.sets.split(","):
         files = os.path.join(a.data, "metrics", name, "metrics_*.jsonl")
-        source = f"read_json_auto('{files}', format = 'newline_delimited')"
-        where = f"CAST(timestamp AS TIMESTAMP) >= TIMESTAMP '{cutoff.isoformat(sep=' ')}'"
+        # DuckDB's fastest form: the columns the queries need, typed up front (read_json_auto's
+        # schema sniffing and full-record parsing took about 5x longer on these files).
+        source = f"read_ndjson('{files}', columns = {COLUMNS}, timestampformat = '%Y-%m-%dT%H:%M:%S.%f')"
+        where = f"timestamp >= TIMESTAMP '{cutoff.isoformat(sep=' ')}'"
         agent_sql = f"SELECT {AGGREGATES} FROM {source} WHERE agent = '{AGENT}' AND {where}"
         model_sql = (f"SELECT model, {AGGREGATES} FROM {source} WHERE {where} "
                      "GROUP BY model ORDER BY total_calls DESC")

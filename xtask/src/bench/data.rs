@@ -8,7 +8,7 @@
 //! templates/writer/write_chapter_v1.yaml   copy of the project's template
 //! templates/vars.json                the variables (example file + declared defaults)
 //! templates/peer.json                { system, user, vars } for Jinja2
-//! cache/system.txt  cache/prompt.txt cache/response.txt   1.5 KB, 2 KB, 4 KB
+//! cache/system.txt  cache/prompt.txt cache/response.txt   1.5 KB, 2 KB, 2 KB (prompt-cache's bench texts)
 //! cache/request.json                 namespace, provider, model, temperature, max_tokens
 //! cache/keys.txt                     10,000 keys (64 hex chars), one a line
 //! metrics/100k/metrics_YYYY-MM-DD.jsonl   7 daily files, the seed's record shape
@@ -26,13 +26,16 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 /// Bumped whenever the generated content changes, so stale data sets are rewritten.
-const FORMAT: u64 = 2;
+const FORMAT: u64 = 4;
 /// The seed of every generator here.
 pub(crate) const SEED: u64 = 0x5EED_2026_0001;
+/// The seed of the metrics data sets: the one prompt-metrics' bench uses, so that its data
+/// set is the same with or without `PROMPTKIT_BENCH_DATA`.
+pub(crate) const METRICS_SEED: u64 = 42;
 /// Size of the cached prompt, the system prompt and the cached response, in bytes.
 pub(crate) const PROMPT_BYTES: usize = 2048;
 pub(crate) const SYSTEM_BYTES: usize = 1536;
-pub(crate) const RESPONSE_BYTES: usize = 4096;
+pub(crate) const RESPONSE_BYTES: usize = 2052;
 /// Keys written to `cache/keys.txt`.
 pub(crate) const CACHE_KEYS: usize = 10_000;
 /// Number of daily metrics files per data set.
@@ -226,11 +229,6 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `[lo, hi)`.
-    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo).max(1)
-    }
-
     pub(crate) fn hex(&mut self, chars: usize) -> String {
         let mut s = String::with_capacity(chars + 16);
         while s.len() < chars {
@@ -241,82 +239,31 @@ impl Rng {
     }
 }
 
-const WORDS: &[&str] = &[
-    "the",
-    "river",
-    "lantern",
-    "quietly",
-    "ancient",
-    "village",
-    "storm",
-    "whispered",
-    "and",
-    "her",
-    "captain",
-    "beneath",
-    "silver",
-    "forest",
-    "chapter",
-    "memory",
-    "of",
-    "a",
-    "door",
-    "opened",
-    "into",
-    "light",
-    "shadow",
-    "promise",
-    "kingdom",
-    "letter",
-    "before",
-    "dawn",
-    "they",
-    "remembered",
-    "glass",
-    "mountain",
-    "tide",
-    "crossed",
-    "with",
-    "careful",
-    "hands",
-];
-
-/// Prose-like ASCII text of exactly `bytes` bytes.
-pub(crate) fn text(rng: &mut Rng, bytes: usize) -> String {
-    let mut s = String::with_capacity(bytes + 16);
-    let mut sentence_start = true;
-    while s.len() < bytes {
-        let word = WORDS[rng.range(0, WORDS.len() as u64) as usize];
-        if sentence_start {
-            let mut chars = word.chars();
-            if let Some(first) = chars.next() {
-                s.push(first.to_ascii_uppercase());
-                s.push_str(chars.as_str());
-            }
-            sentence_start = false;
-        } else {
-            s.push_str(word);
-        }
-        if rng.range(0, 10) == 0 {
-            s.push_str(". ");
-            sentence_start = true;
-        } else {
-            s.push(' ');
-        }
-    }
-    s.truncate(bytes);
-    s
-}
-
 // ---------------------------------------------------------------------------------------------
 // cache
+
+/// The texts prompt-cache's bench caches (`benches/cache.rs`), so both sides store the same
+/// values: a 1.5 KB system prompt, a 2 KB user prompt and a 2 KB response.
+pub(crate) fn cache_texts() -> (String, String, String) {
+    let system = "You are the Writer, a novelist who writes vivid, coherent chapters. ".repeat(23)
+        [..SYSTEM_BYTES]
+        .to_owned();
+    let mut prompt = "Write chapter 1. ".to_owned();
+    while prompt.len() < PROMPT_BYTES {
+        prompt.push_str("The heroine crosses the river at dawn and meets the ferryman. ");
+    }
+    prompt.truncate(PROMPT_BYTES);
+    let response = "The morning sun rose over the valley. ".repeat(54);
+    (system, prompt, response)
+}
 
 fn write_cache_inputs(out: &Path) -> Result<()> {
     fs::create_dir_all(out)?;
     let mut rng = Rng::new(SEED ^ 0xCAC4E);
-    fs::write(out.join("system.txt"), text(&mut rng, SYSTEM_BYTES))?;
-    fs::write(out.join("prompt.txt"), text(&mut rng, PROMPT_BYTES))?;
-    fs::write(out.join("response.txt"), text(&mut rng, RESPONSE_BYTES))?;
+    let (system, prompt, response) = cache_texts();
+    fs::write(out.join("system.txt"), system)?;
+    fs::write(out.join("prompt.txt"), prompt)?;
+    fs::write(out.join("response.txt"), response)?;
     let mut keys = String::with_capacity(CACHE_KEYS * 65);
     for _ in 0..CACHE_KEYS {
         keys.push_str(&rng.hex(64));
@@ -326,8 +273,8 @@ fn write_cache_inputs(out: &Path) -> Result<()> {
     write_json(
         &out.join("request.json"),
         &json!({
-            "namespace": "bench", "provider": "ollama", "model": "qwen3:30b",
-            "temperature": 0.8, "max_tokens": 4096,
+            "namespace": "writer", "provider": "ollama", "model": "qwen3:30b",
+            "temperature": 0.8, "max_tokens": 4096, "top_p": 0.9, "num_ctx": 8192,
         }),
     )
 }
@@ -342,9 +289,14 @@ fn write_metrics_set(out: &Path, records: usize, now: DateTime<Utc>) -> Result<V
     if out.exists() {
         fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
-    let files =
-        prompt_metrics::testdata::write_dataset_at(out, records as u64, METRICS_DAYS, SEED, now)
-            .with_context(|| format!("cannot write the metrics data set in {}", out.display()))?;
+    let files = prompt_metrics::testdata::write_dataset_at(
+        out,
+        records as u64,
+        METRICS_DAYS,
+        METRICS_SEED,
+        now,
+    )
+    .with_context(|| format!("cannot write the metrics data set in {}", out.display()))?;
     let needle = format!("\"agent\": \"{STATS_AGENT}\"");
     let mut per_model: BTreeMap<String, u64> = BTreeMap::new();
     let (mut agent_calls, mut bytes, mut lines) = (0u64, 0u64, 0u64);
@@ -397,8 +349,12 @@ mod tests {
     fn generator_is_deterministic_and_text_has_exact_size() {
         let mut a = Rng::new(7);
         let mut b = Rng::new(7);
-        assert_eq!(text(&mut a, 2048), text(&mut b, 2048));
-        assert_eq!(text(&mut a, 1536).len(), 1536);
+        assert_eq!(a.hex(64), b.hex(64));
+        let (system, prompt, response) = cache_texts();
+        assert_eq!(
+            (system.len(), prompt.len(), response.len()),
+            (SYSTEM_BYTES, PROMPT_BYTES, RESPONSE_BYTES)
+        );
         assert_eq!(a.hex(64).len(), 64);
     }
 
