@@ -119,15 +119,44 @@ pub(crate) fn parse_line(line: &[u8]) -> Option<Rec<'_>> {
     .record()
 }
 
-const F_PROMPT_HASH: u32 = 1 << 0;
-const F_AGENT: u32 = 1 << 1;
-const F_TASK: u32 = 1 << 2;
-const F_MODEL: u32 = 1 << 3;
-const F_TEMPERATURE: u32 = 1 << 4;
-const F_TIMESTAMP: u32 = 1 << 5;
-const F_LATENCY: u32 = 1 << 6;
-const REQUIRED: u32 =
-    F_PROMPT_HASH | F_AGENT | F_TASK | F_MODEL | F_TEMPERATURE | F_TIMESTAMP | F_LATENCY;
+/// The seven fields without a default (bits by index in [`FIELDS`]): `prompt_hash` to
+/// `latency_ms`.
+const REQUIRED: u32 = 0b111_1111;
+/// Bytes that end a run of plain string content: quote, backslash and control characters.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// The fields of a record, in the order the seed and our writer put them.
+const FIELDS: [&str; 18] = [
+    "prompt_hash",
+    "agent",
+    "task",
+    "model",
+    "temperature",
+    "timestamp",
+    "latency_ms",
+    "tokens_prompt",
+    "tokens_completion",
+    "cache_hit",
+    "validation_passed",
+    "retry_count",
+    "error",
+    "response_length",
+    "language_detected",
+    "template_version",
+    "template_hash",
+    "provider",
+];
+
 /// Nesting allowed inside an unknown field's value.
 const MAX_DEPTH: usize = 100;
 
@@ -172,29 +201,28 @@ impl<'a> Parser<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let c = *self.b.get(self.i)?;
-            match c {
-                b'"' => {
-                    let end = self.i;
-                    self.i += 1;
-                    return Some((start, end, escaped));
-                }
-                b'\\' => {
-                    escaped = true;
-                    match *self.b.get(self.i + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
-                        b'u' => {
-                            let hex = self.b.get(self.i + 2..self.i + 6)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            self.i += 6;
-                        }
-                        _ => return None,
+            let rest = self.b.get(self.i..)?;
+            let stop = self.i + rest.iter().position(|&c| SPECIAL[usize::from(c)])?;
+            if self.b[stop] < 0x20 {
+                // Raw control characters are not allowed inside a JSON string.
+                return None;
+            }
+            self.i = stop;
+            if self.b[stop] == b'"' {
+                self.i += 1;
+                return Some((start, stop, escaped));
+            }
+            escaped = true;
+            match *self.b.get(self.i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                b'u' => {
+                    let hex = self.b.get(self.i + 2..self.i + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
                     }
+                    self.i += 6;
                 }
-                0..=0x1f => return None,
-                _ => self.i += 1,
+                _ => return None,
             }
         }
     }
@@ -360,6 +388,7 @@ impl<'a> Parser<'a> {
 
     fn record(mut self) -> Option<Rec<'a>> {
         let mut seen = 0u32;
+        let mut next = 0usize;
         let mut rec = Rec {
             agent: Cow::Borrowed(""),
             task: Cow::Borrowed(""),
@@ -387,79 +416,86 @@ impl<'a> Parser<'a> {
                 self.ws();
                 self.eat(b':')?;
                 self.ws();
-                let bit = match key.as_ref() {
-                    "prompt_hash" => {
+                // Lines nearly always hold the fields in the usual order: try the next one first.
+                let field = if FIELDS.get(next).is_some_and(|f| *f == key.as_ref()) {
+                    Some(next)
+                } else {
+                    FIELDS.iter().position(|f| *f == key.as_ref())
+                };
+                next = field.map_or(next, |f| f + 1);
+                let bit = match field {
+                    Some(0) => {
                         self.string()?;
-                        F_PROMPT_HASH
+                        1 << 0
                     }
-                    "agent" => {
+                    Some(1) => {
                         rec.agent = self.string()?;
-                        F_AGENT
+                        1 << 1
                     }
-                    "task" => {
+                    Some(2) => {
                         rec.task = self.string()?;
-                        F_TASK
+                        1 << 2
                     }
-                    "model" => {
+                    Some(3) => {
                         rec.model = self.string()?;
-                        F_MODEL
+                        1 << 3
                     }
-                    "temperature" => {
+                    Some(4) => {
                         self.float()?;
-                        F_TEMPERATURE
+                        1 << 4
                     }
-                    "timestamp" => {
+                    Some(5) => {
                         timestamp = self.string()?;
-                        F_TIMESTAMP
+                        1 << 5
                     }
-                    "latency_ms" => {
+                    Some(6) => {
                         rec.latency_ms = self.float()?;
-                        F_LATENCY
+                        1 << 6
                     }
-                    "tokens_prompt" => {
+                    Some(7) => {
                         rec.tokens_prompt = self.opt_uint()?;
                         1 << 7
                     }
-                    "tokens_completion" => {
+                    Some(8) => {
                         rec.tokens_completion = self.opt_uint()?;
                         1 << 8
                     }
-                    "cache_hit" => {
+                    Some(9) => {
                         rec.cache_hit = self.boolean()?;
                         1 << 9
                     }
-                    "validation_passed" => {
+                    Some(10) => {
                         rec.validation_passed = self.boolean()?;
                         1 << 10
                     }
-                    "retry_count" => {
+                    Some(11) => {
                         rec.retry_count = u32::try_from(self.uint()?).ok()?;
                         1 << 11
                     }
-                    "error" => {
+                    Some(12) => {
                         rec.has_error = self.opt_string()?.is_some();
                         1 << 12
                     }
-                    "response_length" => {
+                    Some(13) => {
                         rec.response_length = self.uint()?;
                         1 << 13
                     }
-                    "language_detected" => {
+                    Some(14) => {
                         self.opt_string()?;
                         1 << 14
                     }
-                    "template_version" => {
+                    Some(15) => {
                         rec.template_version = match self.opt_uint()? {
                             Some(v) => Some(u32::try_from(v).ok()?),
                             None => None,
                         };
                         1 << 15
                     }
-                    "template_hash" => {
+                    Some(16) => {
                         self.opt_string()?;
                         1 << 16
                     }
-                    "provider" => {
+                    Some(17) => {
                         self.opt_string()?;
                         1 << 17
                     }

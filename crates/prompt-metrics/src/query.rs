@@ -246,8 +246,14 @@ fn plan(files: &[PathBuf], out: &mut Outcome) -> Vec<Task> {
     tasks
 }
 
-/// Calls `line` for every line that starts within the task's range (without its newline).
-fn for_each_line(path: &PathBuf, task: &Task, mut line: impl FnMut(&[u8])) -> std::io::Result<()> {
+/// Calls `line` for every line that starts within the task's range (without its newline), or
+/// only for those that pass `filter`.
+fn for_each_line(
+    path: &PathBuf,
+    task: &Task,
+    filter: Option<&Prefilter>,
+    mut line: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
     let mut file = File::open(path)?;
     let from = task.start.saturating_sub(1);
     file.seek(SeekFrom::Start(from))?;
@@ -285,17 +291,77 @@ fn for_each_line(path: &PathBuf, task: &Task, mut line: impl FnMut(&[u8])) -> st
             }
         }
     }
+    let Some(filter) = filter else {
+        while pos < buf.len() {
+            let end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i);
+            line(&buf[pos..end]);
+            pos = end + 1;
+        }
+        return Ok(());
+    };
+    // Only the lines holding the needle or an escape (which might hide it) are handed on; the
+    // next hit of each is remembered so the buffer is searched once.
+    let find_needle = |from: usize| {
+        filter
+            .finder
+            .find(&buf[from..])
+            .map_or(usize::MAX, |i| from + i)
+    };
+    let find_escape =
+        |from: usize| memchr::memchr(b'\\', &buf[from..]).map_or(usize::MAX, |i| from + i);
+    let mut next_needle = find_needle(pos);
+    let mut next_escape = find_escape(pos);
     while pos < buf.len() {
-        let end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i);
-        line(&buf[pos..end]);
+        if next_needle < pos {
+            next_needle = find_needle(pos);
+        }
+        if next_escape < pos {
+            next_escape = find_escape(pos);
+        }
+        let hit = next_needle.min(next_escape);
+        if hit == usize::MAX {
+            break;
+        }
+        let start = memchr::memrchr(b'\n', &buf[pos..hit]).map_or(pos, |i| pos + i + 1);
+        let end = memchr::memchr(b'\n', &buf[hit..]).map_or(buf.len(), |i| hit + i);
+        line(&buf[start..end]);
         pos = end + 1;
     }
     Ok(())
 }
 
-fn run_task(files: &[PathBuf], task: &Task, window: &Window, select: &Select<'_>) -> Outcome {
+/// Lines that cannot hold the queried agent are passed over without being read in full: a line
+/// whose `agent` is `writer` holds `"writer"` literally, or an escape.
+#[derive(Debug)]
+pub(crate) struct Prefilter {
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Prefilter {
+    fn for_select(select: &Select<'_>) -> Option<Prefilter> {
+        let agent = match *select {
+            Select::Agent(a) | Select::Task(a, _) | Select::Versions(a, _) => a,
+            Select::Models => return None,
+        };
+        let plain = !agent.is_empty()
+            && agent
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        plain.then(|| Prefilter {
+            finder: memchr::memmem::Finder::new(format!("\"{agent}\"").as_bytes()).into_owned(),
+        })
+    }
+}
+
+fn run_task(
+    files: &[PathBuf],
+    task: &Task,
+    window: &Window,
+    select: &Select<'_>,
+    filter: Option<&Prefilter>,
+) -> Outcome {
     let mut out = Outcome::default();
-    let res = for_each_line(&files[task.file], task, |line| {
+    let res = for_each_line(&files[task.file], task, filter, |line| {
         if is_blank(line) {
             return;
         }
@@ -319,10 +385,11 @@ fn run_task(files: &[PathBuf], task: &Task, window: &Window, select: &Select<'_>
 pub(crate) fn aggregate(files: &[PathBuf], window: &Window, select: &Select<'_>) -> Outcome {
     let mut total = Outcome::default();
     let tasks = plan(files, &mut total);
+    let filter = Prefilter::for_select(select);
     let parts: Vec<Outcome> = tasks
         .par_iter()
         .with_max_len(1)
-        .map(|t| run_task(files, t, window, select))
+        .map(|t| run_task(files, t, window, select, filter.as_ref()))
         .collect();
     for part in parts {
         total.merge(part);
@@ -343,7 +410,7 @@ pub(crate) fn scan(
     let mut seen_files = Vec::new();
     for task in &tasks {
         seen_files.push(task.file);
-        let res = for_each_line(&files[task.file], task, |line| {
+        let res = for_each_line(&files[task.file], task, None, |line| {
             if is_blank(line) {
                 return;
             }

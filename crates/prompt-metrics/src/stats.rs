@@ -39,8 +39,11 @@ pub struct AggregateStats {
     pub tokens_prompt: u64,
     /// Sum of completion tokens.
     pub tokens_completion: u64,
-    /// Malformed, truncated or unknown-shaped lines skipped in the files the query read
-    /// (whatever group they might have belonged to).
+    /// Malformed, truncated or unknown-shaped lines skipped in the files the query read,
+    /// whatever group they might have belonged to. Agent, task and version queries read in
+    /// full only the lines that can hold the agent (those holding `"<agent>"` literally, or an
+    /// escape), so they count the bad lines among those; model comparison and scan count every
+    /// bad line.
     pub skipped_lines: u64,
     /// Files in the window that could not be opened or read to the end (the query went on
     /// without them).

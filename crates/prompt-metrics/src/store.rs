@@ -30,8 +30,11 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// lines from many threads and processes never interleave. Dropping the store flushes.
 ///
 /// Reading: queries cover the records whose timestamp lies within the last `days * 24` hours
-/// (from `now - days * 24h` to `now`, both included), open only the files whose date can hold such records, stream them in
-/// large chunks on all cores and skip (and count) lines that are not records.
+/// (from `now - days * 24h` to `now`, both included) and open only the files whose date can
+/// hold such records. They stream the files in large chunks on all cores, read only the fields
+/// they need (agent queries pass over lines that cannot name the agent without reading them in
+/// full), and skip and count lines that are not records (see
+/// [`AggregateStats::skipped_lines`]).
 pub struct JsonlStore {
     dir: PathBuf,
     clock: Clock,

@@ -193,8 +193,9 @@ fn window_is_the_last_n_times_24_hours() {
     // Local-time files: a record with an offset can sit in another day's file.
     write_file(dir.path(), "2026-01-21", &[at("2026-01-21T01:30:00+14:00")]); // 2026-01-20T11:30Z
     // Older files are not opened at all: their bad lines would otherwise be counted.
-    fs::write(dir.path().join("metrics_2026-01-16.jsonl"), "garbage\n").expect("write");
-    fs::write(dir.path().join("metrics_2026-01-10.jsonl"), "garbage\n").expect("write");
+    let garbage = "{\"agent\": \"writer\", garbage\n";
+    fs::write(dir.path().join("metrics_2026-01-16.jsonl"), garbage).expect("write");
+    fs::write(dir.path().join("metrics_2026-01-10.jsonl"), garbage).expect("write");
     let store = store_at(dir.path(), now());
 
     // (days, records, skipped lines): records after `now` never count.
@@ -252,7 +253,9 @@ fn bad_lines_are_skipped_and_counted_without_hiding_good_ones() {
     let store = store_at(dir.path(), now());
     let s = store.agent_stats("writer", 1).expect("stats");
     assert_eq!(s.total_calls, 2);
-    assert_eq!(s.skipped_lines, 8);
+    // Agent queries read in full only the lines that mention the agent: the bad lines that
+    // do not ("not json at all", the one without an agent, "[1, 2, 3]") are passed over.
+    assert_eq!(s.skipped_lines, 5);
     let models = store.model_comparison(1).expect("models");
     assert_eq!(models.len(), 1);
     assert_eq!(models[0].stats.total_calls, 3);
@@ -269,7 +272,13 @@ fn bad_lines_are_skipped_and_counted_without_hiding_good_ones() {
         .expect("record");
     store.flush().expect("flush");
     let s = store.agent_stats("writer", 1).expect("stats");
-    assert_eq!((s.total_calls, s.skipped_lines), (3, 8));
+    assert_eq!((s.total_calls, s.skipped_lines), (3, 5));
+    assert_eq!(
+        store.model_comparison(1).expect("models")[0]
+            .stats
+            .skipped_lines,
+        8
+    );
 }
 
 #[test]
@@ -494,4 +503,46 @@ fn many_threads_append_whole_lines() {
         .expect("scan");
     assert_eq!((s.records, s.skipped_lines), (16_000, 0));
     assert_eq!(hashes.len(), 16_000);
+}
+
+#[test]
+fn queries_over_many_chunks_agree_with_a_plain_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // About 12 MB over 2 files: several read chunks per file, split in the middle of lines.
+    prompt_metrics::testdata::write_dataset_at(dir.path(), 30_000, 2, 7, now()).expect("data");
+    let store = store_at(dir.path(), now());
+
+    let mut writer_latencies = Vec::new();
+    let mut per_model = std::collections::BTreeMap::<String, u64>::new();
+    let mut writer_ok = 0u64;
+    let summary = store
+        .scan(2, |m| {
+            *per_model.entry(m.model.clone()).or_default() += 1;
+            if m.agent == "writer" {
+                writer_latencies.push(m.latency_ms);
+                writer_ok += u64::from(m.is_success());
+            }
+        })
+        .expect("scan");
+    assert_eq!(
+        (summary.records, summary.skipped_lines, summary.files),
+        (30_000, 0, 2)
+    );
+
+    let s = store.agent_stats("writer", 2).expect("stats");
+    assert_eq!(s.total_calls, writer_latencies.len() as u64);
+    assert_eq!(s.successful_calls, writer_ok);
+    writer_latencies.sort_by(f64::total_cmp);
+    let n = writer_latencies.len();
+    let p95 = writer_latencies[((n as f64 * 0.95).floor() as usize).min(n - 1)];
+    assert_eq!(s.p95_latency_ms, p95);
+    let mean = writer_latencies.iter().sum::<f64>() / n as f64;
+    assert!((s.avg_latency_ms - mean).abs() < 1e-6 * mean);
+
+    let rows = store.model_comparison(2).expect("models");
+    let got: std::collections::BTreeMap<String, u64> = rows
+        .iter()
+        .map(|r| (r.model.clone(), r.stats.total_calls))
+        .collect();
+    assert_eq!(got, per_model);
 }
