@@ -157,6 +157,28 @@ const FIELDS: [&str; 18] = [
     "provider",
 ];
 
+/// [`FIELDS`] as they appear quoted in a line.
+const QUOTED_FIELDS: [&[u8]; 18] = [
+    b"\"prompt_hash\"",
+    b"\"agent\"",
+    b"\"task\"",
+    b"\"model\"",
+    b"\"temperature\"",
+    b"\"timestamp\"",
+    b"\"latency_ms\"",
+    b"\"tokens_prompt\"",
+    b"\"tokens_completion\"",
+    b"\"cache_hit\"",
+    b"\"validation_passed\"",
+    b"\"retry_count\"",
+    b"\"error\"",
+    b"\"response_length\"",
+    b"\"language_detected\"",
+    b"\"template_version\"",
+    b"\"template_hash\"",
+    b"\"provider\"",
+];
+
 /// Nesting allowed inside an unknown field's value.
 const MAX_DEPTH: usize = 100;
 
@@ -412,16 +434,24 @@ impl<'a> Parser<'a> {
         if self.eat(b'}').is_none() {
             loop {
                 self.ws();
-                let key = self.string()?;
+                // Lines nearly always hold the fields in the usual order: try the next one
+                // first, straight on the bytes.
+                let expected = QUOTED_FIELDS
+                    .get(next)
+                    .filter(|q| self.b[self.i..].starts_with(q));
+                let field = match expected {
+                    Some(q) => {
+                        self.i += q.len();
+                        Some(next)
+                    }
+                    None => {
+                        let key = self.string()?;
+                        FIELDS.iter().position(|f| *f == key.as_ref())
+                    }
+                };
                 self.ws();
                 self.eat(b':')?;
                 self.ws();
-                // Lines nearly always hold the fields in the usual order: try the next one first.
-                let field = if FIELDS.get(next).is_some_and(|f| *f == key.as_ref()) {
-                    Some(next)
-                } else {
-                    FIELDS.iter().position(|f| *f == key.as_ref())
-                };
                 next = field.map_or(next, |f| f + 1);
                 let bit = match field {
                     Some(0) => {

@@ -546,3 +546,19 @@ fn queries_over_many_chunks_agree_with_a_plain_scan() {
         .collect();
     assert_eq!(got, per_model);
 }
+
+#[test]
+fn write_errors_surface_on_flush_with_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocker = dir.path().join("blocker");
+    fs::write(&blocker, "a file where the metrics directory should be").expect("write");
+    let metrics_dir = blocker.join("metrics");
+    let store = store_at(&metrics_dir, now());
+    let sink: Arc<dyn MetricsSink> = Arc::new(store);
+    sink.record(rec("a", "t", "m", 1.0, now()))
+        .expect("record is queued");
+    let err = sink.flush().expect_err("the directory cannot be created");
+    assert!(err.to_string().contains("blocker"), "{err}");
+    // The error is reported once; the sink keeps working for later flushes.
+    sink.flush().expect("nothing new to write");
+}
