@@ -1,14 +1,63 @@
-//! LLM providers (Ollama, OpenAI-compatible), the base agent and the template agent.
+//! LLM providers (Ollama, OpenAI-compatible, offline echo), the base agent and the template
+//! agent, bundled in one cloneable [`PromptSystem`].
+//!
+//! - [`Provider`] is the only seam that knows an LLM wire format: [`OllamaProvider`]
+//!   (`POST /api/chat`), [`OpenAiProvider`] (`POST /v1/chat/completions`) and the offline
+//!   [`EchoProvider`] for dry runs. Errors are [`ProviderError`]s that tell transient failures
+//!   ([`is_retryable`](ProviderError::is_retryable)) from the caller's mistakes.
+//! - [`Agent`] (the seed's BaseAgent) builds `[system, optional "CURRENT STORY CONTEXT:\n…",
+//!   user]`, takes a permit from the concurrency limiter its provider's agents share, calls the
+//!   provider with a per-attempt timeout, strips `<think>` blocks, validates the length and
+//!   retries with exponential backoff and jitter, honouring `Retry-After`. Every call, failed
+//!   or not, leaves a metrics record. [`Agent::generate_structured`] parses the reply into a
+//!   type, feeding parse errors back to the model.
+//! - [`TemplateAgent`] (the seed's EnhancedBaseAgent) loads and renders the agent's template,
+//!   applies its model defaults and validation rules, looks the whole request up in the cache,
+//!   shares one provider call among identical concurrent requests, stores validated replies and
+//!   records metrics with the template version and hash.
+//! - [`PromptSystem`] is built from a [`SystemConfig`] (what `prompt.toml` holds) or from
+//!   explicit parts with [`PromptSystem::builder`].
 //!
 //! ```
-//! use prompt_agent::{ChatMessage, ChatRequest, EchoProvider, Provider};
+//! use std::sync::Arc;
+//! use prompt_agent::{EchoProvider, GenerateOptions, PromptSystem, Vars};
+//! use serde_json::json;
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let mut request = ChatRequest::new("qwen3:8b", vec![ChatMessage::user("Write a haiku.")]);
-//! request.min_length = Some(40);
-//! let reply = EchoProvider::new().chat(&request).await.unwrap();
-//! assert!(reply.content.starts_with("[echo] model=qwen3:8b"));
-//! assert!(reply.content.chars().count() >= 40);
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::create_dir(dir.path().join("writer")).unwrap();
+//! std::fs::write(dir.path().join("writer/write_scene_v1.yaml"), r#"
+//! version: 1
+//! agent: writer
+//! task: write_scene
+//! system_prompt: You are the Writer.
+//! user_prompt_template: Write a scene set in {{ setting }}.
+//! variables:
+//!   setting: "string - Where the scene happens"
+//! validation: { min_length: 200 }
+//! "#).unwrap();
+//!
+//! let system = PromptSystem::builder()
+//!     .templates_dir(dir.path())
+//!     .provider(Arc::new(EchoProvider::new()))
+//!     .build()
+//!     .unwrap();
+//! let writer = system.template_agent("writer");
+//! let mut vars = Vars::new();
+//! vars.insert("setting".into(), json!("a lighthouse"));
+//! let generation = writer
+//!     .generate_from_template("write_scene", &vars, &GenerateOptions::default())
+//!     .await
+//!     .unwrap();
+//! assert!(generation.content.contains("Write a scene set in a lighthouse."));
+//! assert!(generation.content.chars().count() >= 200); // the template's min_length
+//! assert_eq!(generation.template_version, 1);
+//! assert_eq!(generation.retry_count, 0);
+//!
+//! // Plain agents keep working without templates.
+//! let editor = system.agent("editor", "Editor", "You edit prose.");
+//! let reply = editor.generate("Tighten this sentence.", None, &GenerateOptions::default()).await.unwrap();
+//! assert!(reply.content.starts_with("[echo] model="));
 //! # });
 //! ```
 

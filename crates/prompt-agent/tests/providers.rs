@@ -465,3 +465,49 @@ fn ollama_base_url_from_config_wins() {
         "https://gpu.example"
     );
 }
+
+/// Runs in a child process (started by `ollama_host_is_read_from_the_environment`) whose
+/// environment the parent set.
+#[test]
+fn child_reports_resolved_ollama_base_url() {
+    if std::env::var_os("PROMPTKIT_EXPECT_BASE").is_none() {
+        return; // only meaningful in the child
+    }
+    let want = std::env::var("PROMPTKIT_EXPECT_BASE").expect("expected value");
+    assert_eq!(OllamaProvider::resolve_base_url(None), want);
+}
+
+#[test]
+fn ollama_host_is_read_from_the_environment() {
+    let cases = [
+        (Some("127.0.0.1:11500"), "http://127.0.0.1:11500"),
+        (Some("http://gpu-box:11434/"), "http://gpu-box:11434"),
+        (Some("gpu-box"), "http://gpu-box:11434"),
+        (Some(""), "http://localhost:11434"),
+        (None, "http://localhost:11434"),
+    ];
+    for (host, want) in cases {
+        let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+        cmd.args([
+            "--exact",
+            "child_reports_resolved_ollama_base_url",
+            "--test-threads=1",
+        ])
+        .env("PROMPTKIT_EXPECT_BASE", want);
+        match host {
+            Some(h) => cmd.env("OLLAMA_HOST", h),
+            None => cmd.env_remove("OLLAMA_HOST"),
+        };
+        let out = cmd.output().expect("run child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "OLLAMA_HOST={host:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran the check: {stdout}"
+        );
+    }
+}
