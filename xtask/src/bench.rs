@@ -158,6 +158,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                 previous["mode"].as_str().unwrap_or("?"),
                 previous["machine"]["git_commit"].as_str().unwrap_or("?"),
             );
+            if previous["mode"].as_str() != Some(mode) {
+                println!(
+                    "  (the previous run was {}: its figures are not directly comparable)",
+                    previous["mode"].as_str().unwrap_or("?")
+                );
+            }
             for l in lines {
                 println!("{l}");
             }
@@ -168,7 +174,16 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "machine": machine_info(root),
         "peers": venv.packages.iter().map(|(k, v)| (k.to_string(), json!(v.as_ref().ok()))).collect::<serde_json::Map<_, _>>(),
         "data_dir": data_dir,
-        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "rows": rows.iter().map(|row| {
+            // Keep the peer's spread (median, min, samples) beside its mean.
+            let mut json = row.to_json();
+            if let Some(p) = row.spec.peer
+                && let Some(Ok(doc)) = peer_docs.get(p.script)
+            {
+                json["peer_detail"] = doc["results"][p.result].clone();
+            }
+            json
+        }).collect::<Vec<_>>(),
         "checks": checks,
         "elapsed_s": clock.elapsed().as_secs_f64(),
     });
@@ -332,6 +347,37 @@ fn cross_checks(data: &BenchData, docs: &BTreeMap<&str, Result<Value, String>>) 
                 set.name
             ));
         }
+        for set in &data.metrics_sets {
+            let expected: Vec<(String, u64)> = manifest["metrics"][set.name]["models"]
+                .as_array()
+                .map(|models| {
+                    models
+                        .iter()
+                        .filter_map(|m| {
+                            Some((m["model"].as_str()?.to_owned(), m["total_calls"].as_u64()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let got: Vec<(String, u64)> = doc["checks"][format!("models_{}", set.name)]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter_map(|r| Some((r[0].as_str()?.to_owned(), r[1].as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let verdict = if !got.is_empty() && got == expected {
+                "ok"
+            } else {
+                "MISMATCH"
+            };
+            lines.push(format!(
+                "DuckDB's model comparison of the {} set ({} models, by calls) matches the generator's counts: {verdict}",
+                set.name,
+                got.len()
+            ));
+        }
         if let Some(threads) = doc["checks"]["threads"].as_i64() {
             lines.push(format!("DuckDB used {threads} thread(s)"));
         }
@@ -424,4 +470,85 @@ fn machine_info(root: &Path) -> Value {
         "rustc": rustc,
         "os": std::env::consts::OS,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_figure_sums_components_and_takes_either_alternative() {
+        let means: BTreeMap<String, f64> = [
+            ("cache/key_derivation", 2000.0),
+            ("cache/get_hit", 100.0),
+            ("metrics/agent_stats/100k", 5.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let measured = Outcome::Measured(means.clone(), None);
+        assert_eq!(
+            our_figure(&["cache/key_derivation", "cache/get_hit"], Some(&measured)),
+            Ok(2100.0)
+        );
+        assert_eq!(
+            our_figure(
+                &["metrics/agent_stats_100k|metrics/agent_stats/100k"],
+                Some(&measured)
+            ),
+            Ok(5.0)
+        );
+        let missing = our_figure(&["cache/put"], Some(&measured)).unwrap_err();
+        assert!(
+            missing.contains("no criterion result `cache/put`"),
+            "{missing}"
+        );
+        let stopped = Outcome::Measured(means, Some("cargo bench failed (exit 101): boom".into()));
+        let why = our_figure(&["cache/put"], Some(&stopped)).unwrap_err();
+        assert!(
+            why.contains("bench stopped before `cache/put`") && why.contains("boom"),
+            "{why}"
+        );
+        let unavailable =
+            Outcome::Unavailable("prompt-agent/benches/agent.rs not written yet".into());
+        assert_eq!(
+            our_figure(&["agent/template_hit"], Some(&unavailable)),
+            Err("prompt-agent/benches/agent.rs not written yet".to_owned())
+        );
+    }
+
+    #[test]
+    fn peer_figure_reports_the_mean_or_the_peer_error() {
+        let mut docs: BTreeMap<&str, Result<Value, String>> = BTreeMap::new();
+        docs.insert(
+            "cache_peer.py",
+            Ok(json!({ "results": { "diskcache_set": { "mean_ns": 2.5e5 }, "sha256": { "error": "ValueError: x" } } })),
+        );
+        docs.insert(
+            "metrics_peer.py",
+            Err("pip could not install duckdb".to_owned()),
+        );
+        assert_eq!(
+            peer_figure(&docs, "cache_peer.py", "diskcache_set"),
+            Ok(2.5e5)
+        );
+        assert_eq!(
+            peer_figure(&docs, "cache_peer.py", "sha256"),
+            Err("cache_peer.py: ValueError: x".to_owned())
+        );
+        assert_eq!(
+            peer_figure(&docs, "metrics_peer.py", "duckdb_agent_stats_100k"),
+            Err("pip could not install duckdb".to_owned())
+        );
+        assert!(peer_figure(&docs, "templates_peer.py", "jinja2_render").is_err());
+    }
+
+    #[test]
+    fn unknown_arguments_are_refused() {
+        let err = run(Path::new("/nonexistent"), &["--fast".to_owned()]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown argument `--fast`"),
+            "{err}"
+        );
+    }
 }

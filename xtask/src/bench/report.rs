@@ -275,7 +275,7 @@ pub(crate) const ROWS: &[RowSpec] = &[
     },
     RowSpec {
         id: "agent.concurrent_2_threads",
-        workload: "template agent, 2 threads (per iteration)",
+        workload: "template agent hits, 2 threads (wall time per call)",
         package: "prompt-agent",
         ours: &["agent/concurrent_2_threads"],
         peer: None,
