@@ -86,14 +86,13 @@ impl Acc {
             return s;
         }
         let n = self.total as f64;
-        self.latencies.sort_unstable_by(f64::total_cmp);
         s.total_calls = self.total;
         s.successful_calls = self.successful;
         s.success_rate = self.successful as f64 / n;
         s.avg_latency_ms = self.latency_sum / n;
-        s.p50_latency_ms = percentile(&self.latencies, 0.50);
-        s.p95_latency_ms = percentile(&self.latencies, 0.95);
-        s.p99_latency_ms = percentile(&self.latencies, 0.99);
+        s.p50_latency_ms = percentile(&mut self.latencies, 0.50);
+        s.p95_latency_ms = percentile(&mut self.latencies, 0.95);
+        s.p99_latency_ms = percentile(&mut self.latencies, 0.99);
         s.validation_pass_rate = self.validation_passed as f64 / n;
         s.avg_retries = self.retries as f64 / n;
         s.error_rate = self.errors as f64 / n;
@@ -106,13 +105,15 @@ impl Acc {
     }
 }
 
-/// The seed's percentile rule over sorted values: the element at `min(floor(n * p), n - 1)`.
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
+/// The seed's percentile rule: the element at index `min(floor(n * p), n - 1)` of the values
+/// sorted. Selection finds the same element as a full sort in linear time (it reorders
+/// `values`).
+pub(crate) fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
         return 0.0;
     }
-    let idx = ((sorted.len() as f64 * p).floor() as usize).min(sorted.len() - 1);
-    sorted[idx]
+    let idx = ((values.len() as f64 * p).floor() as usize).min(values.len() - 1);
+    *values.select_nth_unstable_by(idx, f64::total_cmp).1
 }
 
 /// What one chunk (or the whole query) gathered.
@@ -444,4 +445,31 @@ pub(crate) fn scan(
         .filter(|i| !unreadable.contains(i))
         .count() as u64;
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentile_selection_matches_sorting() {
+        let mut state = 12_345u64;
+        for n in [1usize, 2, 3, 10, 19, 20, 21, 100, 1_001] {
+            let values: Vec<f64> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    ((state >> 33) % 1_000) as f64 / 4.0
+                })
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            for p in [0.0, 0.5, 0.95, 0.99, 1.0] {
+                let idx = ((n as f64 * p).floor() as usize).min(n - 1);
+                let mut work = values.clone();
+                assert_eq!(percentile(&mut work, p), sorted[idx], "n {n} p {p}");
+            }
+        }
+    }
 }
