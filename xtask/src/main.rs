@@ -32,9 +32,15 @@ fn run(args: &[String]) -> Result<ExitCode> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root).map(|()| ExitCode::SUCCESS),
         Some("validate-templates") => {
-            let dir = args.get(1).map_or_else(|| root.join("templates"), PathBuf::from);
+            let dir = args
+                .get(1)
+                .map_or_else(|| root.join("templates"), PathBuf::from);
             let clean = validate_templates(&dir)?;
-            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Some("bench") => bench::run(&root, &args[1..]).map(|()| ExitCode::SUCCESS),
         Some("-h" | "--help" | "help") => {
@@ -102,7 +108,17 @@ fn has_nextest() -> bool {
 
 fn ci(root: &Path) -> Result<()> {
     cargo(root, &["fmt", "--all", "--", "--check"])?;
-    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     if !validate_templates(&root.join("templates"))? {
         bail!("templates/ has errors");
     }
@@ -111,7 +127,10 @@ fn ci(root: &Path) -> Result<()> {
         cargo(root, &["nextest", "run", "--workspace", "--no-fail-fast"])?;
     } else {
         eprintln!("cargo-nextest not found: running the tests with cargo test");
-        cargo(root, &["test", "--workspace", "--all-targets", "--no-fail-fast"])?;
+        cargo(
+            root,
+            &["test", "--workspace", "--all-targets", "--no-fail-fast"],
+        )?;
     }
     eprintln!("xtask ci: all checks passed");
     Ok(())
