@@ -118,19 +118,22 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     );
     println!();
     print!("{}", report::table(&rows));
-    let notes: Vec<(String, Vec<String>)> = rows
-        .iter()
-        .filter(|r| r.status != report::Status::Skipped)
-        .map(|r| (r.spec.workload.to_owned(), r.notes()))
-        .filter(|(_, n)| !n.is_empty())
-        .collect();
+    // Why figures are missing, each reason once with the rows it affects.
+    let mut notes: Vec<(String, Vec<&str>)> = Vec::new();
+    for row in rows.iter().filter(|r| r.status != report::Status::Skipped) {
+        for note in row.notes() {
+            match notes.iter_mut().find(|(n, _)| *n == note) {
+                Some((_, workloads)) => workloads.push(row.spec.workload),
+                None => notes.push((note, vec![row.spec.workload])),
+            }
+        }
+    }
     if !notes.is_empty() {
         println!();
         println!("n/a:");
-        for (workload, ns) in &notes {
-            for n in ns {
-                println!("  {workload}: {n}");
-            }
+        for (note, workloads) in &notes {
+            println!("  {note}");
+            println!("    ({})", workloads.join("; "));
         }
     }
     let checks = cross_checks(&data, &peer_docs);

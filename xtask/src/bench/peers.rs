@@ -110,7 +110,17 @@ fn pip_install(python: &Path, packages: &[&str], log_path: &Path) -> bool {
         return false;
     };
     Command::new(python)
-        .args(["-m", "pip", "install", "--quiet"])
+        // Short timeouts: an unreachable index must cost seconds, not the whole run.
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--timeout",
+            "30",
+            "--retries",
+            "1",
+        ])
         .args(packages)
         .stdin(Stdio::null())
         .stdout(log)
