@@ -182,6 +182,8 @@ pub(crate) fn run_script(
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     eprint!("  {name:<17} … ");
     let clock = Instant::now();
+    // No __pycache__ inside xtask/peers/.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
     let output = cmd
         .stdin(Stdio::null())
         .output()
@@ -213,4 +215,55 @@ pub(crate) fn script(root: &Path, name: &str) -> Result<PathBuf> {
     let path = root.join("xtask").join("peers").join(name);
     fs::metadata(&path).with_context(|| format!("peer script {} missing", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The peer scripts are valid Python (parsed, not run: the peers' packages live in the venv).
+    #[test]
+    fn peer_scripts_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+        let scripts: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "py"))
+            .collect();
+        assert_eq!(scripts.len(), 4, "{scripts:?}");
+        let parse = Command::new("python3")
+            .args([
+                "-c",
+                "import ast, sys\nfor f in sys.argv[1:]:\n    ast.parse(open(f).read(), f)",
+            ])
+            .args(&scripts)
+            .output();
+        match parse {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("python3 not available, peer scripts not checked: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_package_names_its_reason() {
+        let venv = Venv {
+            python: None,
+            packages: [
+                ("jinja2", Ok("3.1.6".to_owned())),
+                ("duckdb", Err("pip could not install duckdb".to_owned())),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(venv.missing("jinja2"), None);
+        assert_eq!(
+            venv.missing("duckdb").as_deref(),
+            Some("pip could not install duckdb")
+        );
+        assert!(venv.missing("numpy").is_some());
+    }
 }
