@@ -117,7 +117,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "promptkit bench ({mode}) — mean time per operation; ratio = peer ÷ promptkit (> 1: we are faster)"
     );
     println!();
-    print!("{}", report::table(&rows));
+    let table = report::table(&rows);
+    print!("{table}");
     // Why figures are missing, each reason once with the rows it affects.
     let mut notes: Vec<(String, Vec<&str>)> = Vec::new();
     for row in rows.iter().filter(|r| r.status != report::Status::Skipped) {
@@ -188,6 +189,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             json
         }).collect::<Vec<_>>(),
         "checks": checks,
+        "table": table,
         "elapsed_s": clock.elapsed().as_secs_f64(),
     });
     data::write_json(&summary_path, &summary)?;
