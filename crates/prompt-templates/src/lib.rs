@@ -60,6 +60,7 @@
 //! ```
 
 mod error;
+mod fast_yaml;
 mod lint;
 mod parse;
 mod spec;

@@ -97,17 +97,16 @@ impl<'de> Deserialize<'de> for RawVariables {
 
 /// A 1-based position in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pos {
-    line: usize,
-    col: usize,
+pub(crate) struct Pos {
+    pub(crate) line: usize,
+    pub(crate) col: usize,
 }
 
 impl Pos {
-    const START: Pos = Pos { line: 1, col: 1 };
+    pub(crate) const START: Pos = Pos { line: 1, col: 1 };
 
-    fn of<T>(spanned: &Spanned<T>) -> Pos {
-        let line = usize::try_from(spanned.referenced.line()).unwrap_or(0);
-        let col = usize::try_from(spanned.referenced.column()).unwrap_or(0);
+    /// A position from a 1-based line and column; line 0 (unknown) is the start of the file.
+    pub(crate) fn new(line: usize, col: usize) -> Pos {
         if line == 0 {
             Pos::START
         } else {
@@ -117,6 +116,96 @@ impl Pos {
             }
         }
     }
+
+    fn of<T>(spanned: &Sp<T>) -> Pos {
+        spanned.pos
+    }
+
+    fn of_saphyr<T>(spanned: &Spanned<T>) -> Pos {
+        let line = usize::try_from(spanned.referenced.line()).unwrap_or(0);
+        let col = usize::try_from(spanned.referenced.column()).unwrap_or(0);
+        Pos::new(line, col)
+    }
+}
+
+/// `variables:` in file order: each name and its declaration, with their positions.
+pub(crate) type Declarations = Vec<(Sp<String>, Sp<Value>)>;
+
+/// A value with the position of its YAML node.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sp<T> {
+    pub(crate) value: T,
+    pub(crate) pos: Pos,
+}
+
+impl<T> Sp<T> {
+    fn from_saphyr(spanned: Spanned<T>) -> Self {
+        Sp {
+            pos: Pos::of_saphyr(&spanned),
+            value: spanned.value,
+        }
+    }
+}
+
+/// The top-level fields of a template file, each with its position. A required field is
+/// `None` when its key is absent and `Some(null)` when present but empty.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Doc {
+    pub(crate) version: Option<Sp<Value>>,
+    pub(crate) agent: Option<Sp<Value>>,
+    pub(crate) task: Option<Sp<Value>>,
+    pub(crate) system_prompt: Option<Sp<Value>>,
+    pub(crate) user_prompt_template: Option<Sp<Value>>,
+    /// `variables:` in file order, with the position of each name.
+    pub(crate) variables: Option<Sp<Declarations>>,
+    pub(crate) validation: Option<Sp<Value>>,
+    pub(crate) examples: Option<Sp<Vec<Sp<Value>>>>,
+    pub(crate) metadata: Option<Sp<Value>>,
+    pub(crate) model: Option<Sp<Value>>,
+}
+
+impl From<RawTemplate> for Doc {
+    fn from(raw: RawTemplate) -> Self {
+        let value = |v: Option<Spanned<Value>>| v.map(Sp::from_saphyr);
+        Doc {
+            version: value(raw.version.0),
+            agent: value(raw.agent.0),
+            task: value(raw.task.0),
+            system_prompt: value(raw.system_prompt.0),
+            user_prompt_template: value(raw.user_prompt_template.0),
+            variables: raw.variables.map(|v| Sp {
+                pos: Pos::of_saphyr(&v),
+                value: v
+                    .value
+                    .0
+                    .into_iter()
+                    .map(|(name, decl)| (Sp::from_saphyr(name), Sp::from_saphyr(decl)))
+                    .collect(),
+            }),
+            validation: value(raw.validation),
+            examples: raw.examples.map(|e| Sp {
+                pos: Pos::of_saphyr(&e),
+                value: e.value.into_iter().map(Sp::from_saphyr).collect(),
+            }),
+            metadata: value(raw.metadata),
+            model: value(raw.model),
+        }
+    }
+}
+
+/// Reads the YAML of a template file: the fast reader for the usual shape of a file, and
+/// serde-saphyr for everything else (anchors, tags, unusual scalars, errors), so both give
+/// the same result and every error comes from serde-saphyr with its position.
+pub(crate) fn read_doc(source: &str) -> Result<Doc, serde_saphyr::Error> {
+    if let Some(doc) = crate::fast_yaml::read(source) {
+        return Ok(doc);
+    }
+    read_doc_saphyr(source)
+}
+
+/// Reads the YAML of a template file with serde-saphyr alone.
+pub(crate) fn read_doc_saphyr(source: &str) -> Result<Doc, serde_saphyr::Error> {
+    serde_saphyr::from_str::<RawTemplate>(source).map(Doc::from)
 }
 
 struct Ctx<'a> {
@@ -236,7 +325,7 @@ fn check(
     bytes: &[u8],
     checks: Checks,
 ) -> (Option<PromptTemplate>, Option<Claim>) {
-    let raw: RawTemplate = match serde_saphyr::from_str(ctx.source) {
+    let raw = match read_doc(ctx.source) {
         Ok(raw) => raw,
         Err(err) => {
             let pos = err
@@ -256,7 +345,7 @@ fn check(
     };
 
     // Identity: version, agent, task, and the file name and folder they must agree with.
-    let version = raw.version.0.as_ref().and_then(|v| {
+    let version = raw.version.as_ref().and_then(|v| {
         let pos = Pos::of(v);
         match v.value.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) if n >= 1 => Some((n, pos)),
@@ -276,16 +365,16 @@ fn check(
             }
         }
     });
-    if raw.version.0.is_none() {
+    if raw.version.is_none() {
         ctx.error(Pos::START, "missing required field `version`");
     }
-    let agent = name_field(ctx, "agent", raw.agent.0.as_ref());
-    let task = name_field(ctx, "task", raw.task.0.as_ref());
+    let agent = name_field(ctx, "agent", raw.agent.as_ref());
+    let task = name_field(ctx, "task", raw.task.as_ref());
     check_location(ctx, agent.as_ref(), task.as_ref(), version);
 
     // Bodies.
-    let system = body_field(ctx, SYSTEM, raw.system_prompt.0.as_ref());
-    let user = body_field(ctx, USER, raw.user_prompt_template.0.as_ref());
+    let system = body_field(ctx, SYSTEM, raw.system_prompt.as_ref());
+    let user = body_field(ctx, USER, raw.user_prompt_template.as_ref());
 
     // Declarations.
     let variables = raw
@@ -468,7 +557,7 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
 fn section<T: serde::de::DeserializeOwned>(
     ctx: &mut Ctx<'_>,
     name: &str,
-    value: Option<&Spanned<Value>>,
+    value: Option<&Sp<Value>>,
 ) -> Option<T> {
     let value = value?;
     if value.value.is_null() {
@@ -499,11 +588,7 @@ fn short(value: &Value) -> String {
     }
 }
 
-fn name_field(
-    ctx: &mut Ctx<'_>,
-    field: &str,
-    value: Option<&Spanned<Value>>,
-) -> Option<(String, Pos)> {
+fn name_field(ctx: &mut Ctx<'_>, field: &str, value: Option<&Sp<Value>>) -> Option<(String, Pos)> {
     let Some(value) = value else {
         ctx.error(Pos::START, format!("missing required field `{field}`"));
         return None;
@@ -645,7 +730,7 @@ fn leading_ws(line: &str) -> usize {
 fn body_field(
     ctx: &mut Ctx<'_>,
     field: &str,
-    value: Option<&Spanned<Value>>,
+    value: Option<&Sp<Value>>,
 ) -> Option<(String, BodyOrigin)> {
     let Some(value) = value else {
         ctx.error(Pos::START, format!("missing required field `{field}`"));
@@ -670,9 +755,9 @@ fn body_field(
     }
 }
 
-fn variables(ctx: &mut Ctx<'_>, raw: &Spanned<RawVariables>) -> Vec<(VariableSpec, Pos)> {
+fn variables(ctx: &mut Ctx<'_>, raw: &Sp<Declarations>) -> Vec<(VariableSpec, Pos)> {
     let mut out: Vec<(VariableSpec, Pos)> = Vec::new();
-    for (name, decl) in &raw.value.0 {
+    for (name, decl) in &raw.value {
         let pos = Pos::of(name);
         let name = name.value.clone();
         if !is_identifier(&name) {
@@ -695,7 +780,7 @@ fn variables(ctx: &mut Ctx<'_>, raw: &Spanned<RawVariables>) -> Vec<(VariableSpe
     out
 }
 
-fn variable(ctx: &mut Ctx<'_>, name: &str, decl: &Spanned<Value>) -> Option<VariableSpec> {
+fn variable(ctx: &mut Ctx<'_>, name: &str, decl: &Sp<Value>) -> Option<VariableSpec> {
     let pos = Pos::of(decl);
     match &decl.value {
         Value::String(short_form) => {
@@ -831,7 +916,7 @@ fn variable(ctx: &mut Ctx<'_>, name: &str, decl: &Spanned<Value>) -> Option<Vari
     }
 }
 
-fn examples(ctx: &mut Ctx<'_>, raw: &Spanned<Vec<Spanned<Value>>>) -> Vec<(Example, Pos)> {
+fn examples(ctx: &mut Ctx<'_>, raw: &Sp<Vec<Sp<Value>>>) -> Vec<(Example, Pos)> {
     let mut out = Vec::new();
     for (i, item) in raw.value.iter().enumerate() {
         let n = i + 1;
