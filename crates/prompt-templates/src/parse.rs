@@ -18,7 +18,7 @@ use crate::lint::{Diagnostic, Severity};
 use crate::spec::{
     Example, Metadata, ModelDefaults, ValidationRules, VarType, VariableSpec, json_type_name,
 };
-use crate::template::{PromptTemplate, SYSTEM, USER, new_environment, to_jinja};
+use crate::template::{PromptTemplate, SYSTEM, USER, name_order, new_environment, to_jinja};
 
 /// The outcome of reading one file: the template when it has no error, and every diagnostic.
 #[derive(Debug)]
@@ -494,6 +494,11 @@ fn check(
     let (specs, _): (Vec<VariableSpec>, Vec<Pos>) = variables.into_iter().unzip();
     let template = PromptTemplate {
         names: specs.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+        by_name: {
+            let mut order: Vec<usize> = (0..specs.len()).collect();
+            order.sort_by(|a, b| name_order(&specs[*a].name, &specs[*b].name));
+            order
+        },
         fallbacks: specs
             .iter()
             .map(|s| (!s.required).then(|| to_jinja(&s.fallback_value())))

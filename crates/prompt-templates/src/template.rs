@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, Value as JinjaValue};
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior, escape_formatter};
 use serde_json::Value;
 
 use crate::Vars;
@@ -50,6 +50,9 @@ pub struct PromptTemplate {
     pub(crate) names: Arc<[Arc<str>]>,
     /// For each declared variable, its value when not given (`None` when required).
     pub(crate) fallbacks: Vec<Option<JinjaValue>>,
+    /// Indices into `variables` in [`name_order`], to find a given variable's declaration
+    /// by binary search.
+    pub(crate) by_name: Vec<usize>,
     /// Owns both compiled bodies.
     pub(crate) env: Environment<'static>,
 }
@@ -75,7 +78,22 @@ pub(crate) fn new_environment() -> Environment<'static> {
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_keep_trailing_newline(false);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_formatter(format_value);
     env
+}
+
+/// Writes a printed value: a string as it is when nothing is escaped (what the default
+/// formatter does too, minus its trip through `fmt::Display`), anything else as the
+/// default formatter writes it.
+fn format_value(
+    out: &mut Output,
+    state: &State,
+    value: &JinjaValue,
+) -> Result<(), minijinja::Error> {
+    match value.as_str() {
+        Some(s) if state.auto_escape() == AutoEscape::None => Ok(out.write_str(s)?),
+        _ => escape_formatter(out, state, value),
+    }
 }
 
 impl PromptTemplate {
@@ -280,13 +298,34 @@ impl PromptTemplate {
     }
 
     /// Checks `vars` against the declarations and builds the render context.
+    ///
+    /// Each given name is found among the declared ones by binary search over `by_name`.
+    /// Problems are listed in declaration order, then the unknown variables as `vars` gives
+    /// them.
     fn context(&self, vars: &Vars) -> Result<JinjaValue, TemplateError> {
+        let count = self.variables.len();
+        let mut on_stack = [None; 16];
+        let mut on_heap;
+        let given: &mut [Option<&Value>] = if count <= on_stack.len() {
+            &mut on_stack[..count]
+        } else {
+            on_heap = vec![None; count];
+            &mut on_heap
+        };
+        let mut unknown = Vec::new();
+        for (name, value) in vars {
+            match self
+                .by_name
+                .binary_search_by(|&i| name_order(&self.variables[i].name, name))
+            {
+                Ok(at) => given[self.by_name[at]] = Some(value),
+                Err(_) => unknown.push(VarProblem::Unknown { name: name.clone() }),
+            }
+        }
         let mut problems = Vec::new();
         let mut values = Vec::with_capacity(self.variables.len());
-        let mut given = 0;
-        for (spec, fallback) in self.variables.iter().zip(&self.fallbacks) {
-            let value = vars.get(&spec.name);
-            given += usize::from(value.is_some());
+        for ((spec, fallback), value) in self.variables.iter().zip(&self.fallbacks).zip(given) {
+            let value = *value;
             match value {
                 Some(Value::Null) if !spec.required || spec.ty == VarType::Any => {
                     values.push(fallback.clone().unwrap_or_else(|| JinjaValue::from(())));
@@ -306,13 +345,7 @@ impl PromptTemplate {
                 },
             }
         }
-        if vars.len() > given {
-            for name in vars.keys() {
-                if self.variable(name).is_none() {
-                    problems.push(VarProblem::Unknown { name: name.clone() });
-                }
-            }
-        }
+        problems.extend(unknown);
         if !problems.is_empty() {
             return Err(TemplateError::Variables {
                 template: self.display_name.clone(),
@@ -336,6 +369,14 @@ impl PromptTemplate {
             .and_then(|t| t.render(ctx))
             .map_err(render_error)
     }
+}
+
+/// The order of `by_name`: by length, then by bytes, so most comparisons while searching
+/// are one integer comparison.
+pub(crate) fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 /// The engine's message with the line inside the body, without its debug dump.
@@ -387,7 +428,12 @@ struct RenderContext {
 
 impl Object for RenderContext {
     fn get_value(self: &Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
-        let key = key.as_str()?;
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    /// The engine looks variables up by name; without this it would wrap each name in a
+    /// temporary (allocated) value first.
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<JinjaValue> {
         let index = self.names.iter().position(|n| &**n == key)?;
         self.values.get(index).cloned()
     }
@@ -399,5 +445,33 @@ impl Object for RenderContext {
                 .map(|n| JinjaValue::from(Arc::clone(n)))
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The string shortcut of `format_value` prints exactly what the default formatter
+    /// prints, for every kind of value and inside `{% autoescape %}` blocks.
+    #[test]
+    fn formatter_matches_the_default() {
+        let body = "{{ s }}|{{ i }}|{{ f }}|{{ b }}|{{ l }}|{{ m }}|{{ n }}|{{ e }}|{{ u }}|{{ s ~ i }}|\
+                    {% autoescape true %}{{ s }}|{{ l }}{% endautoescape %}|{{ s | safe }}|\
+                    {% set c %}{{ s }}!{% endset %}{{ c }}|{% filter upper %}{{ s }}{% endfilter %}";
+        let ctx = minijinja::context! {
+            s => "<a href='x'>{{ not code }}</a> & ünï",
+            i => 42, f => 2.5, b => true, l => vec!["x", "<y>"],
+            m => minijinja::context! { k => "v" }, n => (), e => "",
+            u => "a much longer string that does not fit in a small inline value at all",
+        };
+        let render = |env: &Environment<'static>| env.render_str(body, ctx.clone()).unwrap();
+        let ours = new_environment();
+        let mut default = new_environment();
+        default.set_formatter(escape_formatter);
+        assert_eq!(render(&ours), render(&default));
+        assert!(render(&ours).contains("&lt;a href=&#x27;x&#x27;&gt;"));
     }
 }
