@@ -8,7 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::response_cache::KeyHasherBuilder;
 use crate::{CacheError, CacheKey, CachedResponse};
@@ -47,6 +49,25 @@ pub(crate) fn entry_path(dir: &Path, key: &CacheKey) -> PathBuf {
     dir.join(format!("{key}.json"))
 }
 
+/// `<64 hex>.json` without allocating: the name of an entry file inside the cache directory.
+#[derive(Clone, Copy)]
+pub(crate) struct EntryName([u8; 69]);
+
+impl EntryName {
+    pub(crate) fn new(key: &CacheKey) -> Self {
+        let mut name = [0u8; 69];
+        // The output slice is exactly twice the key's length, so this cannot fail.
+        let _ = hex::encode_to_slice(key.as_bytes(), &mut name[..64]);
+        name[64..].copy_from_slice(b".json");
+        Self(name)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits and ".json" are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// The key of an entry file name (`<64 lowercase hex>.json`), if it is one.
 pub(crate) fn key_of_file_name(name: &str) -> Option<CacheKey> {
     name.strip_suffix(".json")?.parse().ok()
@@ -74,26 +95,66 @@ fn next_seq() -> u64 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Reusable state of the writer thread: the serialisation buffer and the temporary file path.
+#[derive(Debug)]
+pub(crate) struct WriteBuffers {
+    pid: u32,
+    json: Vec<u8>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl WriteBuffers {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            pid: std::process::id(),
+            json: Vec::with_capacity(8 * 1024),
+            tmp: dir.to_path_buf(),
+            path: dir.to_path_buf(),
+        }
+    }
+}
+
+/// Sets `path` to `<dir>/<name>`, reusing its allocation.
+fn set_path(path: &mut PathBuf, dir: &Path, name: std::fmt::Arguments<'_>) {
+    use std::fmt::Write as _;
+    path.as_mut_os_string().clear();
+    path.push(dir);
+    let text = path.as_mut_os_string();
+    text.push(std::path::MAIN_SEPARATOR_STR);
+    // Formatting into an `OsString` cannot fail.
+    let _ = text.write_fmt(name);
+}
+
 /// Writes `entry` to `<dir>/<hex>.json` through a temporary file and a rename.
-pub(crate) fn write_entry(dir: &Path, entry: &CachedResponse, fsync: bool) -> io::Result<()> {
-    let bytes = serde_json::to_vec(entry).map_err(io::Error::other)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        entry.key,
-        std::process::id(),
-        next_seq()
-    ));
+pub(crate) fn write_entry(
+    dir: &Path,
+    entry: &CachedResponse,
+    fsync: bool,
+    bufs: &mut WriteBuffers,
+) -> io::Result<()> {
+    bufs.json.clear();
+    serde_json::to_writer(&mut bufs.json, entry).map_err(io::Error::other)?;
+    let name = EntryName::new(&entry.key);
+    set_path(&mut bufs.path, dir, format_args!("{}", name.as_str()));
+    let (hex, pid) = (&name.as_str()[..64], bufs.pid);
+    set_path(
+        &mut bufs.tmp,
+        dir,
+        format_args!(".{hex}.{pid}.{}.tmp", next_seq()),
+    );
+    let tmp = &bufs.tmp;
     let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        let mut file = File::create(tmp)?;
+        file.write_all(&bufs.json)?;
         if fsync {
             file.sync_all()?;
         }
         drop(file);
-        fs::rename(&tmp, entry_path(dir, &entry.key))
+        fs::rename(tmp, &bufs.path)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
     }
     result
 }
@@ -125,11 +186,104 @@ pub(crate) fn read_entry(path: &Path, key: &CacheKey) -> FileRead {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileRead::Missing,
         Err(_) => return FileRead::Corrupt,
     };
-    match serde_json::from_slice::<CachedResponse>(&bytes) {
-        Ok(entry) if entry.key == *key && !entry.response.trim().is_empty() => {
-            FileRead::Entry(Box::new(entry))
+    match parse_entry(&bytes, key) {
+        Some(entry) => FileRead::Entry(Box::new(entry)),
+        None => FileRead::Corrupt,
+    }
+}
+
+/// `bytes` as a complete entry for `key` with a non-empty response, if they are one.
+fn parse_entry(bytes: &[u8], key: &CacheKey) -> Option<CachedResponse> {
+    // The fast reader handles the files this crate writes; serde_json has the last word on
+    // anything else.
+    let entry = crate::fast_json::parse(bytes).or_else(|| serde_json::from_slice(bytes).ok())?;
+    (entry.key == *key && !entry.response.trim().is_empty()).then_some(entry)
+}
+
+/// Size of the read buffer each start-up worker starts with (entries are a few KiB).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Reads the rest of `file` into `buf` from the start, growing it as needed; the length read.
+///
+/// `buf`'s length is its usable size (it is zero-filled once and reused). A read that does not
+/// fill the buffer is taken as the end of the file, which saves the extra `read` that would
+/// confirm it; a caller that finds the bytes incomplete reads the file again in full.
+fn read_file(file: &mut File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.is_empty() {
+        buf.resize(READ_BUFFER, 0);
+    }
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
         }
-        _ => FileRead::Corrupt,
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(filled),
+            Ok(n) => {
+                filled += n;
+                if filled < buf.len() {
+                    return Ok(filled);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What start-up made of one entry file.
+enum Loading {
+    Live(Arc<CachedResponse>),
+    /// Expired; its file was removed.
+    Expired,
+    Missing,
+    Corrupt,
+}
+
+/// One start-up worker: opens entry files relative to the directory (no path walk per file)
+/// and reads each with one `read` into a reused buffer.
+struct DirReader<'a> {
+    dir: &'a Path,
+    dirfd: BorrowedFd<'a>,
+    buf: Vec<u8>,
+}
+
+impl<'a> DirReader<'a> {
+    fn new(dir: &'a Path, dirfd: BorrowedFd<'a>) -> Self {
+        Self {
+            dir,
+            dirfd,
+            buf: Vec::new(),
+        }
+    }
+
+    fn load(&mut self, key: &CacheKey, now: DateTime<Utc>) -> Loading {
+        let name = EntryName::new(key);
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let mut file = match rustix::fs::openat(self.dirfd, name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Loading::Missing,
+            Err(_) => return Loading::Corrupt,
+        };
+        let entry = match read_file(&mut file, &mut self.buf) {
+            Ok(len) => parse_entry(&self.buf[..len], key),
+            Err(_) => None,
+        };
+        drop(file);
+        let entry = match entry {
+            Some(entry) => entry,
+            // Not an entry as read: read it again, in full, before calling it corrupt.
+            None => match read_entry(&self.dir.join(name.as_str()), key) {
+                FileRead::Entry(entry) => *entry,
+                FileRead::Missing => return Loading::Missing,
+                FileRead::Corrupt => return Loading::Corrupt,
+            },
+        };
+        if entry.is_expired_at(now) {
+            let _ = rustix::fs::unlinkat(self.dirfd, name.as_str(), AtFlags::empty());
+            return Loading::Expired;
+        }
+        Loading::Live(Arc::new(entry))
     }
 }
 
@@ -155,25 +309,39 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> io::Result<PathBuf> {
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
     /// Live entries, oldest first.
-    pub(crate) entries: Vec<CachedResponse>,
+    pub(crate) entries: Vec<Arc<CachedResponse>>,
     pub(crate) expired: u64,
     pub(crate) corrupt: u64,
 }
 
+/// The modification time of `key`'s file as (seconds, nanoseconds); the earliest possible when
+/// it cannot be read.
+// `Stat`'s field types differ between platforms.
+#[allow(clippy::useless_conversion)]
+fn mtime_at(dirfd: BorrowedFd<'_>, key: &CacheKey) -> (i64, u64) {
+    rustix::fs::statat(dirfd, EntryName::new(key).as_str(), AtFlags::empty())
+        .map(|st| (i64::from(st.st_mtime), u64::from(st.st_mtime_nsec)))
+        .unwrap_or((i64::MIN, 0))
+}
+
 /// Loads at most `max` live entries from `dir`, newest first (by file modification time when
 /// there are more files than `max`, else all), deleting expired files and quarantining bad ones.
+///
+/// Files are read on the rayon pool in large runs; each is opened relative to the directory and
+/// read with a single `read`, so a file costs `openat`, `read` and `close` (no `stat` unless
+/// there are more files than `max`).
 pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loaded, CacheError> {
     let io_err = |source| CacheError::Io {
         path: dir.to_path_buf(),
         source,
     };
-    let mut candidates: Vec<(CacheKey, PathBuf)> = Vec::new();
+    let mut candidates: Vec<CacheKey> = Vec::new();
     for item in fs::read_dir(dir).map_err(io_err)? {
         let Ok(item) = item else { continue };
         let name = item.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(key) = key_of_file_name(name) {
-            candidates.push((key, item.path()));
+            candidates.push(key);
         } else if is_temp_name(name) {
             let stale = item
                 .metadata()
@@ -188,55 +356,63 @@ pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loa
     }
 
     let mut loaded = Loaded::default();
-    if max == 0 {
+    if max == 0 || candidates.is_empty() {
         return Ok(loaded);
     }
+    let dirfd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(e.into()))?;
     if candidates.len() > max {
-        let mut dated: Vec<(SystemTime, CacheKey, PathBuf)> = candidates
+        let mut dated: Vec<((i64, u64), CacheKey)> = candidates
             .into_par_iter()
-            .map(|(k, p)| {
-                let t = fs::metadata(&p)
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                (t, k, p)
-            })
+            .with_min_len(256)
+            .map(|k| (mtime_at(dirfd.as_fd(), &k), k))
             .collect();
-        dated.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
-        candidates = dated.into_iter().map(|(_, k, p)| (k, p)).collect();
+        dated.par_sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        candidates = dated.into_iter().map(|(_, k)| k).collect();
     }
 
-    // Parse in chunks, in parallel, until `max` live entries are found.
+    // Parse in large runs, in parallel, until `max` live entries are found.
     let mut rest = candidates.as_slice();
     while loaded.entries.len() < max && !rest.is_empty() {
         let want = max - loaded.entries.len();
         let take = want.min(rest.len());
         let (chunk, tail) = rest.split_at(take);
         rest = tail;
-        let reads: Vec<FileRead> = chunk.par_iter().map(|(k, p)| read_entry(p, k)).collect();
-        for ((_, path), read) in chunk.iter().zip(reads) {
+        let reads: Vec<Loading> = chunk
+            .par_iter()
+            .with_min_len(64)
+            .map_init(
+                || DirReader::new(dir, dirfd.as_fd()),
+                |reader, key| reader.load(key, now),
+            )
+            .collect();
+        for (key, read) in chunk.iter().zip(reads) {
             match read {
-                FileRead::Entry(entry) if entry.is_expired_at(now) => {
-                    let _ = fs::remove_file(path);
-                    loaded.expired += 1;
-                }
-                FileRead::Entry(entry) => loaded.entries.push(*entry),
-                FileRead::Missing => {}
-                FileRead::Corrupt => {
-                    if quarantine(dir, path).is_ok() {
+                Loading::Live(entry) => loaded.entries.push(entry),
+                Loading::Expired => loaded.expired += 1,
+                Loading::Missing => {}
+                Loading::Corrupt => {
+                    if quarantine(dir, &dir.join(EntryName::new(key).as_str())).is_ok() {
                         loaded.corrupt += 1;
                     }
                 }
             }
         }
     }
-    loaded.entries.sort_by_key(|e| e.created_at);
+    loaded
+        .entries
+        .par_sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
     Ok(loaded)
 }
 
 /// One queued disk operation for a key; a newer operation on the same key replaces it.
 #[derive(Debug)]
 pub(crate) enum DiskOp {
-    Write(Box<CachedResponse>),
+    Write(Arc<CachedResponse>),
     Remove,
 }
 
@@ -406,6 +582,10 @@ impl Drop for AliveGuard<'_> {
 
 fn run(shared: &Shared) {
     let _guard = AliveGuard(shared);
+    let mut bufs = WriteBuffers::new(&shared.dir);
+    // The map the next batch is swapped into (kept with its capacity, so that `submit` on the
+    // callers' threads does not grow a fresh map batch after batch).
+    let mut spare: HashMap<CacheKey, DiskOp, KeyHasherBuilder> = HashMap::default();
     let mut st = shared.state.lock();
     loop {
         if let Some(&last) = st.clears.last() {
@@ -422,20 +602,23 @@ fn run(shared: &Shared) {
             continue;
         }
         if !st.pending.is_empty() {
-            let batch = std::mem::take(&mut st.pending);
+            let mut batch = std::mem::replace(&mut st.pending, std::mem::take(&mut spare));
             let batch_seq = st.submitted;
             st.inflight.extend(batch.keys().copied());
             drop(st);
             shared.progress.notify_all();
-            for (key, op) in batch {
+            for (key, op) in batch.drain() {
                 let ok = match op {
-                    DiskOp::Write(entry) => write_entry(&shared.dir, &entry, shared.fsync).is_ok(),
+                    DiskOp::Write(entry) => {
+                        write_entry(&shared.dir, &entry, shared.fsync, &mut bufs).is_ok()
+                    }
                     DiskOp::Remove => remove_entry(&shared.dir, &key).is_ok(),
                 };
                 if !ok {
                     Counters::add(&shared.counters.write_failures, 1);
                 }
             }
+            spare = batch;
             st = shared.state.lock();
             st.inflight.clear();
             st.done = st.done.max(batch_seq);

@@ -74,6 +74,22 @@ pub struct ParseKeyError {
     pub input: String,
 }
 
+/// The value of each lowercase hex digit; 0xff for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 impl FromStr for CacheKey {
     type Err = ParseKeyError;
 
@@ -81,11 +97,23 @@ impl FromStr for CacheKey {
         let err = || ParseKeyError {
             input: s.chars().take(80).collect(),
         };
-        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        let digits = s.as_bytes();
+        if digits.len() != 64 {
             return Err(err());
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| err())?;
+        let mut bad = 0u8;
+        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+            let (hi, lo) = (
+                HEX_VALUE[usize::from(pair[0])],
+                HEX_VALUE[usize::from(pair[1])],
+            );
+            bad |= (hi | lo) & 0xf0;
+            *byte = (hi << 4) | (lo & 0x0f);
+        }
+        if bad != 0 {
+            return Err(err());
+        }
         Ok(Self(out))
     }
 }
@@ -98,8 +126,18 @@ impl Serialize for CacheKey {
 
 impl<'de> Deserialize<'de> for CacheKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Parsed from the borrowed text: no `String` per key.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CacheKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 lowercase hex characters")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CacheKey, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(V)
     }
 }
 

@@ -43,6 +43,7 @@ mod config;
 mod disk;
 mod entry;
 mod error;
+mod fast_json;
 mod key;
 #[cfg(feature = "redis")]
 mod redis_cache;

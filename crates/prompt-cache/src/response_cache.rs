@@ -8,10 +8,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
+use rayon::prelude::*;
 
 use crate::disk::{self, Counters, DiskOp, FileRead, Writer};
 use crate::store::add_duration;
 use crate::{CacheConfig, CacheError, CacheKey, CacheStats, CacheStore, CachedResponse};
+
+/// Entry counts from which start-up filling and the final freeing of the shards run in
+/// parallel.
+const PARALLEL_MIN: usize = 4096;
 
 /// Hashes a `CacheKey` by eight of its (already uniformly random) bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,7 +57,11 @@ impl BuildHasher for KeyHasherBuilder {
 
 #[derive(Debug)]
 struct Slot {
-    entry: CachedResponse,
+    /// The entry as stored (shared with a queued disk write, so `put` copies nothing); its
+    /// `hit_count` is the one last written, the live count is `hits`.
+    entry: Arc<CachedResponse>,
+    /// The entry's hit count.
+    hits: u64,
     size: u64,
     /// The hit count changed since the entry was last queued for the disk.
     dirty: bool,
@@ -224,7 +233,7 @@ impl ResponseCache {
             config.write_queue,
             Arc::clone(&counters),
         )?;
-        let cache = Self {
+        let mut cache = Self {
             shards,
             shard_mask: shard_count - 1,
             totals,
@@ -232,35 +241,59 @@ impl ResponseCache {
             counters,
             writer,
         };
-        // Oldest first, so the newest end up most recently used. Entries that do not fit the
-        // byte bound stay on disk (they are not evicted, and their files are kept).
-        let limit = cache.max_entry_size();
-        for entry in loaded.entries {
+        cache.insert_loaded(loaded.entries);
+        Ok(cache)
+    }
+
+    /// Puts the entries found at start-up (oldest first) into memory: admitted newest first
+    /// within the bounds (entries that do not fit stay on disk, their files kept), inserted oldest
+    /// first so the newest are the most recently used; the shards are filled in parallel.
+    fn insert_loaded(&mut self, entries: Vec<Arc<CachedResponse>>) {
+        let limit = self.max_entry_size();
+        let mut admitted = vec![false; entries.len()];
+        let (mut len, mut bytes) = (0usize, 0u64);
+        for (i, entry) in entries.iter().enumerate().rev() {
+            if len >= self.totals.max_len {
+                break;
+            }
             let size = entry.approx_size();
-            if size > limit {
+            if size > limit || bytes + size > self.totals.max_bytes {
                 continue;
             }
-            let mut shard = cache.shard(&entry.key);
-            let totals = &cache.totals;
-            if totals.len.load(Ordering::Relaxed) >= totals.max_len
-                || totals.bytes.load(Ordering::Relaxed) + size > totals.max_bytes
-            {
-                continue;
-            }
-            let key = entry.key;
-            let mut none = Vec::new();
-            shard.insert(
-                key,
-                Slot {
+            admitted[i] = true;
+            len += 1;
+            bytes += size;
+        }
+        let mut per_shard: Vec<Vec<Arc<CachedResponse>>> = vec![Vec::new(); self.shards.len()];
+        for (entry, _) in entries.into_iter().zip(admitted).filter(|(_, a)| *a) {
+            per_shard[self.shard_index(&entry.key)].push(entry);
+        }
+        let fill = |shard: &mut Mutex<Shard>, entries: Vec<Arc<CachedResponse>>| {
+            let shard = shard.get_mut();
+            for entry in entries {
+                let size = entry.approx_size();
+                shard.bytes += size;
+                let slot = Slot {
+                    hits: entry.hit_count,
                     entry,
                     size,
                     dirty: false,
-                },
-                &cache.totals,
-                &mut none,
-            );
+                };
+                shard.lru.push(slot.entry.key, slot);
+            }
+        };
+        if len >= PARALLEL_MIN {
+            self.shards
+                .par_iter_mut()
+                .zip(per_shard)
+                .for_each(|(shard, entries)| fill(shard, entries));
+        } else {
+            for (shard, entries) in self.shards.iter_mut().zip(per_shard) {
+                fill(shard, entries);
+            }
         }
-        Ok(cache)
+        self.totals.len.store(len, Ordering::Relaxed);
+        self.totals.bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The configuration the cache was opened with.
@@ -278,8 +311,12 @@ impl ResponseCache {
         self.len() == 0
     }
 
+    fn shard_index(&self, key: &CacheKey) -> usize {
+        usize::from(key.as_bytes()[0]) & self.shard_mask
+    }
+
     fn shard(&self, key: &CacheKey) -> MutexGuard<'_, Shard> {
-        self.shards[usize::from(key.as_bytes()[0]) & self.shard_mask].lock()
+        self.shards[self.shard_index(key)].lock()
     }
 
     /// The largest entry accepted: `max_entry_bytes`, or `max_bytes` if smaller.
@@ -353,7 +390,8 @@ impl ResponseCache {
             shard.insert(
                 *key,
                 Slot {
-                    entry,
+                    hits: entry.hit_count,
+                    entry: Arc::new(entry),
                     size,
                     dirty: true,
                 },
@@ -376,9 +414,10 @@ impl CacheStore for ResponseCache {
         let mut shard = self.shard(key);
         if let Some(slot) = shard.lru.get_mut(key) {
             if !slot.entry.is_expired_at(now) {
-                slot.entry.hit_count += 1;
+                slot.hits += 1;
                 slot.dirty = true;
-                let out = slot.entry.clone();
+                let mut out = CachedResponse::clone(&slot.entry);
+                out.hit_count = slot.hits;
                 drop(shard);
                 Counters::add(&self.counters.hits, 1);
                 return Ok(Some(out));
@@ -426,12 +465,16 @@ impl CacheStore for ResponseCache {
         entry.created_at = now;
         entry.expires_at = self.expires_at(now, ttl.unwrap_or(self.config.ttl));
         let key = entry.key;
+        let hits = entry.hit_count;
+        // One allocation shared by memory and the disk writer.
+        let entry = Arc::new(entry);
         let mut evicted = Vec::new();
         let mut shard = self.shard(&key);
         shard.insert(
             key,
             Slot {
-                entry: entry.clone(),
+                entry: Arc::clone(&entry),
+                hits,
                 size,
                 dirty: false,
             },
@@ -439,7 +482,7 @@ impl CacheStore for ResponseCache {
             &mut evicted,
         );
         // Queued under the shard lock so the disk sees this key's operations in memory order.
-        self.writer.submit(key, DiskOp::Write(Box::new(entry)))?;
+        self.writer.submit(key, DiskOp::Write(entry))?;
         self.submit_evicted(evicted)?;
         drop(shard);
         if self.totals.over() {
@@ -544,7 +587,7 @@ impl CacheStore for ResponseCache {
             size += shard.lru.len();
             bytes += shard.bytes;
             for (_, slot) in shard.lru.iter() {
-                total_hits += slot.entry.hit_count;
+                total_hits += slot.hits;
                 let age = (now - slot.entry.created_at).num_milliseconds().max(0) as f64 / 1000.0;
                 age_sum += age;
                 oldest = oldest.max(age);
@@ -588,11 +631,13 @@ impl CacheStore for ResponseCache {
             for (key, slot) in shard.lru.iter_mut() {
                 if slot.dirty {
                     slot.dirty = false;
-                    dirty.push((*key, slot.entry.clone()));
+                    // Copies the entry only if a queued write still holds the old one.
+                    Arc::make_mut(&mut slot.entry).hit_count = slot.hits;
+                    dirty.push((*key, Arc::clone(&slot.entry)));
                 }
             }
             for (key, entry) in dirty {
-                self.writer.submit(key, DiskOp::Write(Box::new(entry)))?;
+                self.writer.submit(key, DiskOp::Write(entry))?;
             }
         }
         self.writer.flush()
@@ -603,5 +648,11 @@ impl Drop for ResponseCache {
     fn drop(&mut self) {
         // Errors cannot be returned from drop; the writer's own Drop joins the thread.
         let _ = CacheStore::flush(self);
+        // Free a large cache's entries on both cores rather than one.
+        if self.totals.len.load(Ordering::Relaxed) >= PARALLEL_MIN {
+            self.shards
+                .par_iter_mut()
+                .for_each(|shard| shard.get_mut().lru.clear());
+        }
     }
 }
