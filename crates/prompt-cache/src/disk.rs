@@ -327,79 +327,130 @@ fn mtime_at(dirfd: BorrowedFd<'_>, key: &CacheKey) -> (i64, u64) {
 /// Loads at most `max` live entries from `dir`, newest first (by file modification time when
 /// there are more files than `max`, else all), deleting expired files and quarantining bad ones.
 ///
-/// Files are read on the rayon pool in large runs; each is opened relative to the directory and
-/// read with a single `read`, so a file costs `openat`, `read` and `close` (no `stat` unless
-/// there are more files than `max`).
+/// Files are read on the rayon pool while the directory is still being listed: every
+/// [`LOAD_BATCH`] names become one task, as long as no more than `max` names have been seen. Each
+/// file is opened relative to the directory and read with a single `read`, so a file costs
+/// `openat`, `read` and `close` (no `stat` unless there are more files than `max`).
 pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loaded, CacheError> {
     let io_err = |source| CacheError::Io {
         path: dir.to_path_buf(),
         source,
     };
-    let mut candidates: Vec<CacheKey> = Vec::new();
-    for item in fs::read_dir(dir).map_err(io_err)? {
-        let Ok(item) = item else { continue };
-        let name = item.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(key) = key_of_file_name(name) {
-            candidates.push(key);
-        } else if is_temp_name(name) {
-            let stale = item
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > STALE_TEMP_AGE);
-            if stale {
-                let _ = fs::remove_file(item.path());
-            }
-        }
-    }
-
-    let mut loaded = Loaded::default();
-    if max == 0 || candidates.is_empty() {
-        return Ok(loaded);
-    }
+    let listing = fs::read_dir(dir).map_err(io_err)?;
     let dirfd = rustix::fs::open(
         dir,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| io_err(e.into()))?;
-    if candidates.len() > max {
-        let mut dated: Vec<((i64, u64), CacheKey)> = candidates
-            .into_par_iter()
+
+    // Names that look like entries (`<64 chars>.json`), in listing order; the first `max` are
+    // read as they are found.
+    let mut names: Vec<[u8; 64]> = Vec::new();
+    let found: parking_lot::Mutex<Vec<LoadedBatch>> = Default::default();
+    let load_batch = |first: usize, batch: Vec<[u8; 64]>| {
+        let mut reader = DirReader::new(dir, dirfd.as_fd());
+        let reads = batch
+            .iter()
+            .filter_map(key_of_hex)
+            .map(|key| (key, reader.load(&key, now)))
+            .collect();
+        found.lock().push((first, reads));
+    };
+    rayon::in_place_scope(|scope| {
+        let mut queued = 0;
+        for item in listing {
+            let Ok(item) = item else { continue };
+            let name = item.file_name();
+            let bytes = name.as_encoded_bytes();
+            if let Some(hex) = bytes.strip_suffix(b".json")
+                && let Ok(hex) = <[u8; 64]>::try_from(hex)
+            {
+                names.push(hex);
+                let end = names.len().min(max);
+                if end - queued >= LOAD_BATCH {
+                    let batch = names[queued..end].to_vec();
+                    let load_batch = &load_batch;
+                    scope.spawn(move |_| load_batch(queued, batch));
+                    queued = end;
+                }
+            } else if name.to_str().is_some_and(is_temp_name) {
+                let stale = item
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age > STALE_TEMP_AGE);
+                if stale {
+                    let _ = fs::remove_file(item.path());
+                }
+            }
+        }
+        let end = names.len().min(max);
+        if end > queued {
+            let batch = names[queued..end].to_vec();
+            let load_batch = &load_batch;
+            scope.spawn(move |_| load_batch(queued, batch));
+        }
+    });
+    let mut found = found.into_inner();
+    found.sort_unstable_by_key(|(first, _)| *first);
+
+    let mut loaded = Loaded::default();
+    let record = |loaded: &mut Loaded, key: &CacheKey, read: Loading| match read {
+        Loading::Live(entry) => loaded.entries.push(entry),
+        Loading::Expired => loaded.expired += 1,
+        Loading::Missing => {}
+        Loading::Corrupt => {
+            if quarantine(dir, &dir.join(EntryName::new(key).as_str())).is_ok() {
+                loaded.corrupt += 1;
+            }
+        }
+    };
+    if names.len() <= max || max == 0 {
+        // Every entry was read: that is the whole answer.
+        for (key, read) in found.into_iter().flat_map(|(_, reads)| reads) {
+            record(&mut loaded, &key, read);
+        }
+    } else {
+        // More files than `max`: the newest by modification time win. The files already read
+        // are not read again (expired and corrupt ones among them are dealt with either way).
+        let mut known = HashMap::with_hasher(KeyHasherBuilder);
+        for (key, read) in found.into_iter().flat_map(|(_, reads)| reads) {
+            match read {
+                Loading::Live(entry) => {
+                    known.insert(key, entry);
+                }
+                other => record(&mut loaded, &key, other),
+            }
+        }
+        let mut dated: Vec<((i64, u64), CacheKey)> = names
+            .par_iter()
             .with_min_len(256)
+            .filter_map(key_of_hex)
             .map(|k| (mtime_at(dirfd.as_fd(), &k), k))
             .collect();
         dated.par_sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        candidates = dated.into_iter().map(|(_, k)| k).collect();
-    }
-
-    // Parse in large runs, in parallel, until `max` live entries are found.
-    let mut rest = candidates.as_slice();
-    while loaded.entries.len() < max && !rest.is_empty() {
-        let want = max - loaded.entries.len();
-        let take = want.min(rest.len());
-        let (chunk, tail) = rest.split_at(take);
-        rest = tail;
-        let reads: Vec<Loading> = chunk
-            .par_iter()
-            .with_min_len(64)
-            .map_init(
-                || DirReader::new(dir, dirfd.as_fd()),
-                |reader, key| reader.load(key, now),
-            )
-            .collect();
-        for (key, read) in chunk.iter().zip(reads) {
-            match read {
-                Loading::Live(entry) => loaded.entries.push(entry),
-                Loading::Expired => loaded.expired += 1,
-                Loading::Missing => {}
-                Loading::Corrupt => {
-                    if quarantine(dir, &dir.join(EntryName::new(key).as_str())).is_ok() {
-                        loaded.corrupt += 1;
-                    }
-                }
+        let candidates: Vec<CacheKey> = dated.into_iter().map(|(_, k)| k).collect();
+        // Parse in large runs, in parallel, until `max` live entries are found.
+        let mut rest = candidates.as_slice();
+        while loaded.entries.len() < max && !rest.is_empty() {
+            let take = (max - loaded.entries.len()).min(rest.len());
+            let (chunk, tail) = rest.split_at(take);
+            rest = tail;
+            let reads: Vec<Loading> = chunk
+                .par_iter()
+                .with_min_len(64)
+                .map_init(
+                    || DirReader::new(dir, dirfd.as_fd()),
+                    |reader, key| match known.get(key) {
+                        Some(entry) => Loading::Live(Arc::clone(entry)),
+                        None => reader.load(key, now),
+                    },
+                )
+                .collect();
+            for (key, read) in chunk.iter().zip(reads) {
+                record(&mut loaded, key, read);
             }
         }
     }
@@ -407,6 +458,17 @@ pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loa
         .entries
         .par_sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
     Ok(loaded)
+}
+
+/// What one start-up task read: the index of its first name, and the key and outcome of each file.
+type LoadedBatch = (usize, Vec<(CacheKey, Loading)>);
+
+/// Files per start-up reading task.
+const LOAD_BATCH: usize = 512;
+
+/// The key spelled by the 64 characters of an entry file name, if they are lowercase hex.
+fn key_of_hex(hex: &[u8; 64]) -> Option<CacheKey> {
+    std::str::from_utf8(hex).ok()?.parse().ok()
 }
 
 /// One queued disk operation for a key; a newer operation on the same key replaces it.

@@ -14,8 +14,7 @@ use crate::disk::{self, Counters, DiskOp, FileRead, Writer};
 use crate::store::add_duration;
 use crate::{CacheConfig, CacheError, CacheKey, CacheStats, CacheStore, CachedResponse};
 
-/// Entry counts from which start-up filling and the final freeing of the shards run in
-/// parallel.
+/// Entry counts from which start-up fills the shards in parallel.
 const PARALLEL_MIN: usize = 4096;
 
 /// Hashes a `CacheKey` by eight of its (already uniformly random) bytes.
@@ -648,11 +647,5 @@ impl Drop for ResponseCache {
     fn drop(&mut self) {
         // Errors cannot be returned from drop; the writer's own Drop joins the thread.
         let _ = CacheStore::flush(self);
-        // Free a large cache's entries on both cores rather than one.
-        if self.totals.len.load(Ordering::Relaxed) >= PARALLEL_MIN {
-            self.shards
-                .par_iter_mut()
-                .for_each(|shard| shard.get_mut().lru.clear());
-        }
     }
 }

@@ -601,3 +601,139 @@ fn sharded_cache_fills_to_exactly_max_size_and_max_bytes() {
     assert_eq!(stats.size, 9);
     assert_eq!(stats.evictions, 91);
 }
+
+#[test]
+fn start_up_reads_large_entries_and_files_written_by_other_tools() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    // Larger than one read buffer, with escapes and non-ASCII text throughout.
+    let big: String = (0..40_000)
+        .map(|i| format!("line {i}: \"quoted\" \\ é ✓\t\n"))
+        .collect();
+    let mut large = CachedResponse::new(key(1), big.as_str(), "m");
+    large.created_at = clock.now_for_test();
+    // Pretty-printed, with `\u` escapes and trailing whitespace: valid JSON the cache did not
+    // write itself.
+    let mut other = CachedResponse::new(key(2), "tab\there\u{1}", "m");
+    other.created_at = clock.now_for_test();
+    other.provider = Some("ollama".to_owned());
+    for (entry, bytes) in [
+        (&large, serde_json::to_vec(&large).expect("json")),
+        (&other, {
+            let mut b = serde_json::to_vec_pretty(&other).expect("json");
+            b.extend_from_slice(b"\n\n");
+            b
+        }),
+    ] {
+        fs::write(dir.path().join(format!("{}.json", entry.key)), bytes).expect("write");
+    }
+    let mut cfg = config(dir.path(), &clock);
+    cfg.read_through = false;
+    let cache = ResponseCache::open(cfg).expect("open");
+    assert_eq!(cache.len(), 2);
+    assert_eq!(cache.stats().expect("stats").corrupt, 0);
+    let got = cache
+        .get(&key(1))
+        .expect("get")
+        .expect("large entry loaded");
+    assert_eq!(&*got.response, big.as_str());
+    let got = cache
+        .get(&key(2))
+        .expect("get")
+        .expect("pretty entry loaded");
+    assert_eq!(&*got.response, "tab\there\u{1}");
+    assert_eq!(got.provider.as_deref(), Some("ollama"));
+}
+
+#[test]
+fn start_up_with_more_files_than_max_size_keeps_the_newest_and_cleans_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let n = 1500u64;
+    {
+        let cache = ResponseCache::open(config(dir.path(), &clock).max_size(2000)).expect("open");
+        for i in 0..n {
+            // Every tenth entry expires before the restart.
+            let ttl = if i % 10 == 3 { 10 } else { 1000 };
+            cache
+                .put(entry(i), Some(Duration::from_secs(ttl)))
+                .expect("put");
+        }
+    }
+    // Modification times: entry i is i seconds newer than entry 0.
+    let base = std::time::SystemTime::now() - Duration::from_secs(10_000);
+    for i in 0..n {
+        let path = dir.path().join(format!("{}.json", key(i)));
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(base + Duration::from_secs(i)))
+            .expect("set mtime");
+    }
+    // Some corrupt files, old and new.
+    for i in [5u64, 700, 1490] {
+        fs::write(dir.path().join(format!("{}.json", key(i))), b"{\"key\":").expect("write");
+    }
+    clock.advance(Duration::from_secs(11));
+    let max = 1000usize;
+    let mut cfg = config(dir.path(), &clock).max_size(max);
+    cfg.read_through = false;
+    let cache = ResponseCache::open(cfg).expect("reopen");
+    assert_eq!(cache.len(), max);
+    // The `max` newest live entries, by modification time.
+    let live = |i: u64| i % 10 != 3 && ![5, 700, 1490].contains(&i);
+    let newest: Vec<u64> = (0..n).rev().filter(|&i| live(i)).take(max).collect();
+    for &i in &newest {
+        assert_eq!(response_of(&cache, i), Some(format!("response {i}")), "{i}");
+    }
+    let oldest_loaded = *newest.last().expect("some");
+    for i in (0..oldest_loaded).filter(|&i| live(i)) {
+        assert_eq!(response_of(&cache, i), None, "older entry {i} not loaded");
+    }
+    // Corrupt files among the newest are quarantined, never served; expired files that were
+    // examined are removed, and none is served.
+    let corrupt_dir = dir.path().join("corrupt");
+    assert!(corrupt_dir.join(format!("{}.json", key(1490))).exists());
+    assert!(corrupt_dir.join(format!("{}.json", key(700))).exists());
+    let stats = cache.stats().expect("stats");
+    assert!(stats.corrupt >= 2, "{stats:?}");
+    assert!(stats.expired >= 1, "{stats:?}");
+    for i in (0..n).filter(|i| i % 10 == 3) {
+        assert!(
+            cache.get(&key(i)).expect("get").is_none(),
+            "expired {i} never served"
+        );
+    }
+    drop(cache);
+    // Nothing live was deleted: every live file is still on disk.
+    let files = entry_files(dir.path());
+    for i in (0..n).filter(|&i| live(i)) {
+        assert!(files.contains(&format!("{}.json", key(i))), "{i} kept");
+    }
+}
+
+#[test]
+fn start_up_under_the_byte_bound_keeps_the_newest_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let size = entry(0).approx_size();
+    {
+        let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+        for i in 0..10 {
+            cache.put(entry(i), None).expect("put");
+            clock.advance(Duration::from_secs(1));
+        }
+    }
+    let mut cfg = config(dir.path(), &clock).max_bytes(4 * size);
+    cfg.read_through = false;
+    let cache = ResponseCache::open(cfg).expect("reopen");
+    assert_eq!(cache.len(), 4);
+    assert_eq!(cache.stats().expect("stats").bytes, 4 * size);
+    for i in 6..10 {
+        assert_eq!(response_of(&cache, i), Some(format!("response {i}")), "{i}");
+    }
+    assert_eq!(response_of(&cache, 5), None);
+    drop(cache);
+    // The entries that did not fit stay on disk.
+    assert_eq!(entry_files(dir.path()).len(), 10);
+}
