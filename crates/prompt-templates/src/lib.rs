@@ -63,6 +63,7 @@ mod error;
 mod fast_yaml;
 mod lint;
 mod parse;
+mod simple;
 mod spec;
 mod store;
 mod template;

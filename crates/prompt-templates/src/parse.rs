@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Vars;
 use crate::lint::{Diagnostic, Severity};
+use crate::simple::PlainBody;
 use crate::spec::{
     Example, Metadata, ModelDefaults, ValidationRules, VarType, VariableSpec, json_type_name,
 };
@@ -492,8 +493,11 @@ fn check(
     let display_name = format!("{agent}/{task} v{version} ({})", ctx.path.display());
     let (example_specs, example_pos): (Vec<Example>, Vec<Pos>) = examples.into_iter().unzip();
     let (specs, _): (Vec<VariableSpec>, Vec<Pos>) = variables.into_iter().unzip();
+    let names: Arc<[Arc<str>]> = specs.iter().map(|s| Arc::from(s.name.as_str())).collect();
     let template = PromptTemplate {
-        names: specs.iter().map(|s| Arc::from(s.name.as_str())).collect(),
+        plain_system: PlainBody::parse(&system, &names),
+        plain_user: PlainBody::parse(&user, &names),
+        names,
         by_name: {
             let mut order: Vec<usize> = (0..specs.len()).collect();
             order.sort_by(|a, b| name_order(&specs[*a].name, &specs[*b].name));

@@ -4,12 +4,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minijinja::value::{Enumerator, Object, Value as JinjaValue};
+use minijinja::value::{DynObject, Enumerator, Object, Value as JinjaValue};
 use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior, escape_formatter};
 use serde_json::Value;
 
 use crate::Vars;
 use crate::error::{TemplateError, VarProblem};
+use crate::simple::PlainBody;
 use crate::spec::{
     Example, Metadata, ModelDefaults, ValidationRules, VarType, VariableSpec, json_type_name,
 };
@@ -55,6 +56,10 @@ pub struct PromptTemplate {
     pub(crate) by_name: Vec<usize>,
     /// Owns both compiled bodies.
     pub(crate) env: Environment<'static>,
+    /// The system body, when it is only text and variables (rendered without the engine).
+    pub(crate) plain_system: Option<PlainBody>,
+    /// The user body, when it is only text and variables (rendered without the engine).
+    pub(crate) plain_user: Option<PlainBody>,
 }
 
 impl fmt::Debug for PromptTemplate {
@@ -173,10 +178,11 @@ impl PromptTemplate {
     /// mistyped variable at once. Optional variables not given take their default, or `""`,
     /// `[]`, `{}` or `none` by type. Values are emitted verbatim, never re-read as Jinja.
     pub fn render(&self, vars: &Vars) -> Result<RenderedPrompt, TemplateError> {
-        let ctx = self.context(vars)?;
+        let ctx = Arc::new(self.context(vars)?);
+        let mut engine_ctx = None;
         Ok(RenderedPrompt {
-            system: self.render_part(SYSTEM, &ctx)?,
-            user: self.render_part(USER, &ctx)?,
+            system: self.render_body(SYSTEM, &ctx, &mut engine_ctx)?,
+            user: self.render_body(USER, &ctx, &mut engine_ctx)?,
         })
     }
 
@@ -230,8 +236,32 @@ impl PromptTemplate {
 
     /// Renders the user prompt with an example's input.
     pub(crate) fn render_example_input(&self, example: &Example) -> Result<String, TemplateError> {
-        let ctx = self.context(&example.input)?;
-        self.render_part(USER, &ctx)
+        let ctx = Arc::new(self.context(&example.input)?);
+        self.render_body(USER, &ctx, &mut None)
+    }
+
+    /// Renders one body: a plain one directly, any other with the engine (the engine's
+    /// context value is made once per render, when first needed).
+    fn render_body(
+        &self,
+        part: &'static str,
+        ctx: &Arc<RenderContext>,
+        engine_ctx: &mut Option<JinjaValue>,
+    ) -> Result<String, TemplateError> {
+        let plain = if part == SYSTEM {
+            &self.plain_system
+        } else {
+            &self.plain_user
+        };
+        match plain {
+            Some(plain) => Ok(plain.render(&ctx.values)),
+            None => {
+                let value = engine_ctx.get_or_insert_with(|| {
+                    JinjaValue::from_dyn_object(DynObject::new(Arc::clone(ctx)))
+                });
+                self.render_part(part, value)
+            }
+        }
     }
 
     /// Turns a command-line string into the variable's declared type: integers, numbers and
@@ -302,7 +332,7 @@ impl PromptTemplate {
     /// Each given name is found among the declared ones by binary search over `by_name`.
     /// Problems are listed in declaration order, then the unknown variables as `vars` gives
     /// them.
-    fn context(&self, vars: &Vars) -> Result<JinjaValue, TemplateError> {
+    fn context(&self, vars: &Vars) -> Result<RenderContext, TemplateError> {
         let count = self.variables.len();
         let mut on_stack = [None; 16];
         let mut on_heap;
@@ -352,10 +382,10 @@ impl PromptTemplate {
                 problems,
             });
         }
-        Ok(JinjaValue::from_object(RenderContext {
+        Ok(RenderContext {
             names: Arc::clone(&self.names),
             values,
-        }))
+        })
     }
 
     fn render_part(&self, part: &'static str, ctx: &JinjaValue) -> Result<String, TemplateError> {
