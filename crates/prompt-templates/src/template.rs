@@ -482,6 +482,7 @@ impl Object for RenderContext {
     /// The engine looks variables up by name; without this it would wrap each name in a
     /// temporary (allocated) value first.
     fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<JinjaValue> {
+        // A linear scan (lengths first) beats a binary search over a dozen names.
         let index = self.names.iter().position(|n| &**n == key)?;
         self.values.get(index).cloned()
     }
