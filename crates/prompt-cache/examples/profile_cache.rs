@@ -7,6 +7,7 @@
 //! target/release/examples/profile_cache fill   <dir> 10000   # write 10,000 entries
 //! target/release/examples/profile_cache reload <dir> 10000   # open the directory 5 times
 //! target/release/examples/profile_cache put    <dir> 10000   # time 10,000 puts (flush every 1000)
+//! target/release/examples/profile_cache get    <dir> 100000  # time 100,000 hits
 //! ```
 
 use std::path::Path;
@@ -104,7 +105,25 @@ fn run(mode: &str, dir: &Path, n: usize) -> Result<(), Box<dyn std::error::Error
             }
             println!("put: {n} puts in {took:?} ({:?} each)", took / n as u32);
         }
-        other => return Err(format!("unknown mode {other:?}: fill, reload or put").into()),
+        "get" => {
+            // Hits on a cache of 1000 entries, the key given, as `cache/get_hit` does.
+            let keys = keys(1000);
+            let cache = ResponseCache::open(CacheConfig::new(dir).max_size(1000))?;
+            for k in &keys {
+                cache.put(entry(*k, &response), None)?;
+            }
+            cache.flush()?;
+            let start = Instant::now();
+            for i in 0..n {
+                let hit = cache.get(&keys[i % 7 + 500])?;
+                assert!(hit.is_some(), "key {i} is cached");
+            }
+            let took = start.elapsed();
+            println!("get: {n} hits in {took:?} ({:?} each)", took / n as u32);
+        }
+        other => {
+            return Err(format!("unknown mode {other:?}: fill, reload, put or get").into());
+        }
     }
     Ok(())
 }
@@ -112,7 +131,7 @@ fn run(mode: &str, dir: &Path, n: usize) -> Result<(), Box<dyn std::error::Error
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 4 {
-        eprintln!("usage: profile_cache fill|reload|put <dir> <n>");
+        eprintln!("usage: profile_cache fill|reload|put|get <dir> <n>");
         return ExitCode::FAILURE;
     }
     let n = match args[3].parse::<usize>() {

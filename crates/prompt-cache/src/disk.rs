@@ -66,6 +66,11 @@ impl EntryName {
         // Hex digits and ".json" are ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    /// The key's 64 hex digits.
+    pub(crate) fn key_hex(&self) -> &str {
+        &self.as_str()[..64]
+    }
 }
 
 /// The key of an entry file name (`<64 lowercase hex>.json`), if it is one.
@@ -137,7 +142,7 @@ pub(crate) fn write_entry(
     serde_json::to_writer(&mut bufs.json, entry).map_err(io::Error::other)?;
     let name = EntryName::new(&entry.key);
     set_path(&mut bufs.path, dir, format_args!("{}", name.as_str()));
-    let (hex, pid) = (&name.as_str()[..64], bufs.pid);
+    let (hex, pid) = (name.key_hex(), bufs.pid);
     set_path(
         &mut bufs.tmp,
         dir,
@@ -186,17 +191,19 @@ pub(crate) fn read_entry(path: &Path, key: &CacheKey) -> FileRead {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileRead::Missing,
         Err(_) => return FileRead::Corrupt,
     };
-    match parse_entry(&bytes, key) {
+    match parse_entry(&bytes, key, &EntryName::new(key)) {
         Some(entry) => FileRead::Entry(Box::new(entry)),
         None => FileRead::Corrupt,
     }
 }
 
-/// `bytes` as a complete entry for `key` with a non-empty response, if they are one.
-fn parse_entry(bytes: &[u8], key: &CacheKey) -> Option<CachedResponse> {
+/// `bytes` as a complete entry for `key` (whose file is `name`) with a non-empty response, if
+/// they are one.
+fn parse_entry(bytes: &[u8], key: &CacheKey, name: &EntryName) -> Option<CachedResponse> {
     // The fast reader handles the files this crate writes; serde_json has the last word on
     // anything else.
-    let entry = crate::fast_json::parse(bytes).or_else(|| serde_json::from_slice(bytes).ok())?;
+    let entry = crate::fast_json::parse(bytes, key, name.key_hex())
+        .or_else(|| serde_json::from_slice(bytes).ok())?;
     (entry.key == *key && !entry.response.trim().is_empty()).then_some(entry)
 }
 
@@ -266,7 +273,7 @@ impl<'a> DirReader<'a> {
             Err(_) => return Loading::Corrupt,
         };
         let entry = match read_file(&mut file, &mut self.buf) {
-            Ok(len) => parse_entry(&self.buf[..len], key),
+            Ok(len) => parse_entry(&self.buf[..len], key, &name),
             Err(_) => None,
         };
         drop(file);
@@ -563,9 +570,11 @@ impl Writer {
             return Err(self.stopped());
         }
         st.submitted += 1;
-        st.pending.insert(key, op);
+        let replaced = st.pending.insert(key, op);
         drop(st);
         self.shared.work.notify_one();
+        // A coalesced write may hold the last reference to an entry: free it outside the lock.
+        drop(replaced);
         Ok(())
     }
 

@@ -17,9 +17,14 @@ use std::sync::Arc;
 use crate::entry::parse_utc;
 use crate::{CacheKey, CachedResponse};
 
-/// Reads `bytes` as one compact entry object; `None` when they are not in the shape this reader
-/// knows (the caller then asks `serde_json`).
-pub(crate) fn parse(bytes: &[u8]) -> Option<CachedResponse> {
+/// Reads `bytes` as one compact entry object for `expected` (whose 64 hex digits are
+/// `expected_hex`); `None` when they are not in the shape this reader knows, or name another key
+/// (the caller then asks `serde_json`).
+pub(crate) fn parse(
+    bytes: &[u8],
+    expected: &CacheKey,
+    expected_hex: &str,
+) -> Option<CachedResponse> {
     let mut c = Cursor { b: bytes, i: 0 };
     let mut scratch = String::new();
     let mut seen = 0u16;
@@ -41,7 +46,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<CachedResponse> {
         let name = c.name()?;
         let bit = match name {
             b"key" => {
-                key = Some(c.string(&mut scratch)?.parse().ok()?);
+                // Compared as text: the file name already spelled the key.
+                if c.string(&mut scratch)? != expected_hex {
+                    return None;
+                }
+                key = Some(*expected);
                 1
             }
             b"response" => {
@@ -272,6 +281,11 @@ mod tests {
         serde_json::from_slice(bytes).ok()
     }
 
+    /// The fast reader, expecting `key`.
+    fn parse(bytes: &[u8], key: &CacheKey) -> Option<CachedResponse> {
+        super::parse(bytes, key, &key.to_hex())
+    }
+
     /// Bit-for-bit equality (NaN-free floats compare by bits too, so -0.0 and 0.0 differ).
     fn same(a: &CachedResponse, b: &CachedResponse) -> bool {
         a == b
@@ -296,7 +310,9 @@ mod tests {
     fn reads_what_serde_json_writes() {
         let e = sample();
         let bytes = serde_json::to_vec(&e).expect("json");
-        let fast = parse(&bytes).expect("fast path");
+        let fast = parse(&bytes, &e.key).expect("fast path");
+        let other = CacheKey::builder("other").finish();
+        assert!(parse(&bytes, &other).is_none(), "another key's file");
         assert!(same(&fast, &e));
     }
 
@@ -337,7 +353,7 @@ mod tests {
         ];
         for case in cases {
             let bytes = case.as_bytes();
-            match (parse(bytes), serde(bytes)) {
+            match (parse(bytes, &e.key), serde(bytes)) {
                 (Some(fast), Some(slow)) => assert!(same(&fast, &slow), "{case}"),
                 (Some(fast), None) => {
                     panic!("fast path accepted what serde_json refuses: {case} -> {fast:?}")
@@ -349,7 +365,7 @@ mod tests {
         let mut bytes = text.into_bytes();
         let at = bytes.iter().position(|&b| b == 0xc3).expect("é");
         bytes[at + 1] = b'(';
-        assert!(parse(&bytes).is_none() && serde(&bytes).is_none());
+        assert!(parse(&bytes, &e.key).is_none() && serde(&bytes).is_none());
     }
 
     fn arb_text() -> impl Strategy<Value = String> {
@@ -422,7 +438,7 @@ mod tests {
         fn round_trips_like_serde_json(e in arb_entry()) {
             let bytes = serde_json::to_vec(&e).expect("json");
             let slow = serde(&bytes).expect("serde reads its own output");
-            match parse(&bytes) {
+            match parse(&bytes, &e.key) {
                 Some(fast) => prop_assert!(same(&fast, &slow), "{fast:?} vs {slow:?}"),
                 None => {
                     // Only `\u` escapes (control characters) make it decline its own output.
@@ -445,7 +461,7 @@ mod tests {
             bytes[i] = byte;
             let cut = cut.index(bytes.len() + 1);
             for candidate in [&bytes[..], &bytes[..cut]] {
-                match (parse(candidate), serde(candidate)) {
+                match (parse(candidate, &e.key), serde(candidate)) {
                     (Some(fast), Some(slow)) => prop_assert!(same(&fast, &slow)),
                     (Some(fast), None) => prop_assert!(false, "accepted {fast:?}"),
                     (None, _) => {}
