@@ -1,5 +1,8 @@
 //! Template benchmarks: cold load (open + read + parse + compile), warm load (from memory),
 //! and rendering `writer/write_chapter` with the variables of `examples/chapter1.yaml`.
+//!
+//! Wall-clock figures move with the machine's load; for instruction counts run the same
+//! workloads from `examples/profile_loop.rs` under `valgrind --tool=callgrind`.
 
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented public function
 
