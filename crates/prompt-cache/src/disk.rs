@@ -139,7 +139,7 @@ pub(crate) fn write_entry(
     bufs: &mut WriteBuffers,
 ) -> io::Result<()> {
     bufs.json.clear();
-    serde_json::to_writer(&mut bufs.json, entry).map_err(io::Error::other)?;
+    crate::fast_json::write(entry, &mut bufs.json).map_err(io::Error::other)?;
     let name = EntryName::new(&entry.key);
     set_path(&mut bufs.path, dir, format_args!("{}", name.as_str()));
     let (hex, pid) = (name.key_hex(), bufs.pid);
@@ -364,24 +364,20 @@ pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loa
             .collect();
         found.lock().push((first, reads));
     };
-    rayon::in_place_scope(|scope| {
-        let mut queued = 0;
-        for item in listing {
+    // The next entry-like name into `names` (cleaning stale temporary files on the way);
+    // false once the listing is done.
+    let mut listing = listing;
+    let mut next_name = |names: &mut Vec<[u8; 64]>| -> bool {
+        for item in listing.by_ref() {
             let Ok(item) = item else { continue };
             let name = item.file_name();
-            let bytes = name.as_encoded_bytes();
-            if let Some(hex) = bytes.strip_suffix(b".json")
+            if let Some(hex) = name.as_encoded_bytes().strip_suffix(b".json")
                 && let Ok(hex) = <[u8; 64]>::try_from(hex)
             {
                 names.push(hex);
-                let end = names.len().min(max);
-                if end - queued >= LOAD_BATCH {
-                    let batch = names[queued..end].to_vec();
-                    let load_batch = &load_batch;
-                    scope.spawn(move |_| load_batch(queued, batch));
-                    queued = end;
-                }
-            } else if name.to_str().is_some_and(is_temp_name) {
+                return true;
+            }
+            if name.to_str().is_some_and(is_temp_name) {
                 let stale = item
                     .metadata()
                     .and_then(|m| m.modified())
@@ -393,13 +389,36 @@ pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loa
                 }
             }
         }
+        false
+    };
+    let mut more = true;
+    while more && names.len() < LOAD_BATCH {
+        more = next_name(&mut names);
+    }
+    if !more {
+        // A small directory: read on this thread, without waking the thread pool.
         let end = names.len().min(max);
-        if end > queued {
-            let batch = names[queued..end].to_vec();
-            let load_batch = &load_batch;
-            scope.spawn(move |_| load_batch(queued, batch));
+        if end > 0 {
+            load_batch(0, names[..end].to_vec());
         }
-    });
+    } else {
+        rayon::in_place_scope(|scope| {
+            let mut queued = 0;
+            loop {
+                let end = names.len().min(max);
+                if end - queued >= LOAD_BATCH || (!more && end > queued) {
+                    let batch = names[queued..end].to_vec();
+                    let load_batch = &load_batch;
+                    scope.spawn(move |_| load_batch(queued, batch));
+                    queued = end;
+                }
+                if !more {
+                    break;
+                }
+                more = next_name(&mut names);
+            }
+        });
+    }
     let mut found = found.into_inner();
     found.sort_unstable_by_key(|(first, _)| *first);
 

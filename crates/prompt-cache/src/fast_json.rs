@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
 use crate::entry::parse_utc;
 use crate::{CacheKey, CachedResponse};
 
@@ -129,6 +131,120 @@ pub(crate) fn parse(
         finish_reason,
         latency_ms,
     })
+}
+
+/// Writes `e` to `out` exactly as `serde_json::to_writer` does (same bytes), with fast paths for
+/// strings that need no escaping and for UTC timestamps; anything else goes through `serde_json`.
+pub(crate) fn write(e: &CachedResponse, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let mut hex = [0u8; 64];
+    // The output is exactly twice the key's length, so this cannot fail.
+    let _ = hex::encode_to_slice(e.key.as_bytes(), &mut hex);
+    out.extend_from_slice(b"{\"key\":\"");
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\",\"response\":");
+    write_str(out, &e.response)?;
+    out.extend_from_slice(b",\"model\":");
+    write_str(out, &e.model)?;
+    out.extend_from_slice(b",\"provider\":");
+    write_opt(out, e.provider.as_deref(), write_str)?;
+    out.extend_from_slice(b",\"temperature\":");
+    write_opt(out, e.temperature.as_ref(), write_serde)?;
+    out.extend_from_slice(b",\"created_at\":");
+    write_time(out, &e.created_at)?;
+    out.extend_from_slice(b",\"expires_at\":");
+    write_opt(out, e.expires_at.as_ref(), write_time)?;
+    out.extend_from_slice(b",\"hit_count\":");
+    write_serde(out, &e.hit_count)?;
+    out.extend_from_slice(b",\"tokens_prompt\":");
+    write_opt(out, e.tokens_prompt.as_ref(), write_serde)?;
+    out.extend_from_slice(b",\"tokens_completion\":");
+    write_opt(out, e.tokens_completion.as_ref(), write_serde)?;
+    out.extend_from_slice(b",\"finish_reason\":");
+    write_opt(out, e.finish_reason.as_deref(), write_str)?;
+    out.extend_from_slice(b",\"latency_ms\":");
+    write_opt(out, e.latency_ms.as_ref(), write_serde)?;
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_opt<T: ?Sized>(
+    out: &mut Vec<u8>,
+    value: Option<&T>,
+    write: impl FnOnce(&mut Vec<u8>, &T) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    match value {
+        Some(v) => write(out, v),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+fn write_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> serde_json::Result<()> {
+    serde_json::to_writer(out, v)
+}
+
+/// A JSON string: copied as is when nothing in it needs escaping (`"`, `\\` or a control
+/// character; `serde_json` escapes nothing else), else written by `serde_json`.
+fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    let bytes = s.as_bytes();
+    // One vectorisable pass.
+    let special = bytes.iter().fold(0u8, |m, &c| {
+        m | u8::from(c < 0x20) | u8::from(c == b'"') | u8::from(c == b'\\')
+    });
+    if special != 0 {
+        return serde_json::to_writer(out, s);
+    }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+    Ok(())
+}
+
+/// A UTC timestamp as chrono writes it (RFC 3339, `Z`, sub-second digits in groups of three
+/// only as far as they are non-zero); years outside 0..=9999 and leap seconds go through chrono.
+fn write_time(out: &mut Vec<u8>, t: &DateTime<Utc>) -> serde_json::Result<()> {
+    let year = t.year();
+    let nanos = t.nanosecond();
+    let Ok(year) = u32::try_from(year) else {
+        return serde_json::to_writer(out, t);
+    };
+    if year > 9999 || nanos >= 1_000_000_000 {
+        return serde_json::to_writer(out, t);
+    }
+    out.push(b'"');
+    digits(out, year, 4);
+    out.push(b'-');
+    digits(out, t.month(), 2);
+    out.push(b'-');
+    digits(out, t.day(), 2);
+    out.push(b'T');
+    digits(out, t.hour(), 2);
+    out.push(b':');
+    digits(out, t.minute(), 2);
+    out.push(b':');
+    digits(out, t.second(), 2);
+    if nanos != 0 {
+        out.push(b'.');
+        if nanos.is_multiple_of(1_000_000) {
+            digits(out, nanos / 1_000_000, 3);
+        } else if nanos.is_multiple_of(1_000) {
+            digits(out, nanos / 1_000, 6);
+        } else {
+            digits(out, nanos, 9);
+        }
+    }
+    out.extend_from_slice(b"Z\"");
+    Ok(())
+}
+
+/// `n`'s last `width` decimal digits, zero-padded.
+fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
+    for i in (0..width).rev() {
+        out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
+    }
 }
 
 struct Cursor<'a> {
@@ -317,6 +433,33 @@ mod tests {
     }
 
     #[test]
+    fn writes_timestamps_and_escapes_as_serde_json_does() {
+        let mut e = sample();
+        for nanos in [
+            0,
+            5,
+            1_000,
+            1_000_000,
+            120_000_000,
+            123_456_000,
+            999_999_999,
+        ] {
+            let t = Utc
+                .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+                .single()
+                .expect("valid");
+            e.created_at = t + chrono::Duration::nanoseconds(nanos);
+            e.expires_at = (nanos % 2 == 0).then_some(e.created_at);
+            // A control character (escaped as `\uXXXX` or `\n`...), a quote, a backslash.
+            let control = char::from(1 + (nanos % 31) as u8);
+            e.model = format!("m{control}\"\\é");
+            let mut fast = Vec::new();
+            write(&e, &mut fast).expect("write");
+            assert_eq!(fast, serde_json::to_vec(&e).expect("json"), "{nanos}");
+        }
+    }
+
+    #[test]
     fn declines_what_it_does_not_know_and_never_disagrees() {
         let e = sample();
         let text = serde_json::to_string(&e).expect("json");
@@ -445,6 +588,22 @@ mod tests {
                     prop_assert!(bytes.windows(2).any(|w| w == b"\\u"));
                 }
             }
+        }
+
+        /// The fast writer's bytes are serde_json's bytes.
+        #[test]
+        fn writes_what_serde_json_writes(e in arb_entry(), wide in any::<bool>(), at in -62_000_000_000_000i64..300_000_000_000) {
+            let mut e = e;
+            if wide {
+                // Years outside 0..=9999 (chrono's own path), and non-finite floats.
+                e.created_at = Utc.timestamp_opt(at, 0).single().unwrap_or_default();
+                e.temperature = Some(f64::NAN);
+                e.latency_ms = Some(f64::INFINITY);
+            }
+            let mut fast = Vec::new();
+            write(&e, &mut fast).expect("write");
+            let slow = serde_json::to_vec(&e).expect("json");
+            prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&slow));
         }
 
         /// On damaged bytes it either declines or agrees with serde_json; it never accepts
