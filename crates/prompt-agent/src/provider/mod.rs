@@ -154,17 +154,58 @@ pub(crate) fn snippet(body: &str) -> String {
     }
 }
 
-/// Reads the whole body of a response, mapping transport failures.
-pub(crate) async fn read_body(
+/// A finished HTTP exchange: the status, the headers and the whole body.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: String,
+}
+
+impl Exchange {
+    /// Whether the status is 2xx.
+    pub(crate) fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Sends `request` and reads the whole body, mapping transport failures (refused, reset,
+/// timed out, dropped mid-body) to [`ProviderError`]s that name `url`.
+pub(crate) async fn exchange(
     provider: &str,
     url: &str,
     timeout: Duration,
-    response: reqwest::Response,
-) -> Result<String, ProviderError> {
-    response
+    request: reqwest::RequestBuilder,
+) -> Result<Exchange, ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_error(provider, url, timeout, &e))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
         .text()
         .await
-        .map_err(|e| transport_error(provider, url, timeout, &e))
+        .map_err(|e| transport_error(provider, url, timeout, &e))?;
+    Ok(Exchange {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Parses a JSON response body; an [`ProviderError::InvalidResponse`] naming the call
+/// (`method url`) and quoting the start of the body otherwise.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
+    provider: &str,
+    method: &str,
+    url: &str,
+    body: &str,
+) -> Result<T, ProviderError> {
+    serde_json::from_str(body).map_err(|e| ProviderError::InvalidResponse {
+        provider: provider.to_owned(),
+        message: format!("{method} {url}: {e}: {}", snippet(body)),
+    })
 }
 
 /// `Retry-After` (or `retry-after-ms`) from response headers.

@@ -7,8 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, http_client, normalize_base_url, read_body, retry_after_header, snippet,
-    transport_error,
+    Provider, exchange, http_client, normalize_base_url, parse_body, retry_after_header, snippet,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
@@ -111,23 +110,16 @@ impl OllamaProvider {
             name: String,
         }
         let url = format!("{}/api/tags", self.base_url);
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_body(NAME, &url, self.timeout, response).await?;
-        if !status.is_success() {
-            return Err(error_for_status(status.as_u16(), &headers, &body, ""));
+        let reply = exchange(NAME, &url, self.timeout, self.client.get(&url)).await?;
+        if !reply.is_success() {
+            return Err(error_for_status(
+                reply.status,
+                &reply.headers,
+                &reply.body,
+                "",
+            ));
         }
-        let tags: Tags =
-            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
-                provider: NAME.to_owned(),
-                message: format!("GET {url}: {e}: {}", snippet(&body)),
-            })?;
+        let tags: Tags = parse_body(NAME, "GET", &url, &reply.body)?;
         Ok(tags.models.into_iter().map(|t| t.name).collect())
     }
 }
@@ -203,29 +195,18 @@ impl Provider for OllamaProvider {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let url = format!("{}/api/chat", self.base_url);
         let started = Instant::now();
-        let response = self
-            .client
-            .post(&url)
-            .json(&Self::request_body(request))
-            .send()
-            .await
-            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_body(NAME, &url, self.timeout, response).await?;
-        if !status.is_success() {
+        let send = self.client.post(&url).json(&Self::request_body(request));
+        let reply = exchange(NAME, &url, self.timeout, send).await?;
+        let (status, body) = (reply.status, &reply.body);
+        if !reply.is_success() {
             return Err(error_for_status(
-                status.as_u16(),
-                &headers,
-                &body,
+                status,
+                &reply.headers,
+                body,
                 &request.model,
             ));
         }
-        let parsed: ChatBody =
-            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
-                provider: NAME.to_owned(),
-                message: format!("POST {url}: {e}: {}", snippet(&body)),
-            })?;
+        let parsed: ChatBody = parse_body(NAME, "POST", &url, body)?;
         if let Some(message) = parsed.error {
             let lower = message.to_ascii_lowercase();
             return Err(if lower.contains("not found") {
@@ -237,7 +218,7 @@ impl Provider for OllamaProvider {
             } else {
                 ProviderError::Server {
                     provider: NAME.to_owned(),
-                    status: status.as_u16(),
+                    status,
                     message,
                 }
             });
@@ -245,7 +226,7 @@ impl Provider for OllamaProvider {
         let content = parsed.message.and_then(|m| m.content).ok_or_else(|| {
             ProviderError::InvalidResponse {
                 provider: NAME.to_owned(),
-                message: format!("POST {url}: no message.content in {}", snippet(&body)),
+                message: format!("POST {url}: no message.content in {}", snippet(body)),
             }
         })?;
         Ok(ChatResponse {

@@ -8,8 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, http_client, normalize_base_url, read_body, retry_after_header, snippet,
-    transport_error,
+    Provider, exchange, http_client, normalize_base_url, parse_body, retry_after_header, snippet,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
@@ -250,17 +249,12 @@ impl Provider for OpenAiProvider {
         let url = format!("{}/v1/chat/completions", self.base_url);
         let builder = self.authorize(self.client.post(&url))?;
         let started = Instant::now();
-        let response = builder
-            .json(&Self::request_body(request))
-            .send()
-            .await
-            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_body(NAME, &url, self.timeout, response).await?;
-        if !status.is_success() {
+        let send = builder.json(&Self::request_body(request));
+        let reply = exchange(NAME, &url, self.timeout, send).await?;
+        let body = &reply.body;
+        if !reply.is_success() {
             return Err(
-                match error_for_status(status.as_u16(), &headers, &body, &request.model) {
+                match error_for_status(reply.status, &reply.headers, body, &request.model) {
                     ProviderError::Timeout { provider, .. } => ProviderError::Timeout {
                         provider,
                         url,
@@ -270,15 +264,11 @@ impl Provider for OpenAiProvider {
                 },
             );
         }
-        let parsed: CompletionBody =
-            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
-                provider: NAME.to_owned(),
-                message: format!("POST {url}: {e}: {}", snippet(&body)),
-            })?;
+        let parsed: CompletionBody = parse_body(NAME, "POST", &url, body)?;
         let Some(choice) = parsed.choices.into_iter().next() else {
             return Err(ProviderError::InvalidResponse {
                 provider: NAME.to_owned(),
-                message: format!("POST {url}: no choices in {}", snippet(&body)),
+                message: format!("POST {url}: no choices in {}", snippet(body)),
             });
         };
         let usage = parsed.usage;
@@ -302,22 +292,17 @@ impl Provider for OpenAiProvider {
             id: String,
         }
         let url = format!("{}/v1/models", self.base_url);
-        let response = self
-            .authorize(self.client.get(&url))?
-            .send()
-            .await
-            .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_body(NAME, &url, self.timeout, response).await?;
-        if !status.is_success() {
-            return Err(error_for_status(status.as_u16(), &headers, &body, ""));
+        let send = self.authorize(self.client.get(&url))?;
+        let reply = exchange(NAME, &url, self.timeout, send).await?;
+        if !reply.is_success() {
+            return Err(error_for_status(
+                reply.status,
+                &reply.headers,
+                &reply.body,
+                "",
+            ));
         }
-        let models: Models =
-            serde_json::from_str(&body).map_err(|e| ProviderError::InvalidResponse {
-                provider: NAME.to_owned(),
-                message: format!("GET {url}: {e}: {}", snippet(&body)),
-            })?;
+        let models: Models = parse_body(NAME, "GET", &url, &reply.body)?;
         Ok(models.data.into_iter().map(|m| m.id).collect())
     }
 
