@@ -62,8 +62,19 @@ fn bench_record(c: &mut Criterion) {
 
 fn bench_queries(c: &mut Criterion, label: &str, n_records: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_dataset(dir.path(), n_records, 7, 42).expect("data set");
-    let store = JsonlStore::open(dir.path()).expect("open");
+    // `cargo xtask bench` writes this data set once (same generator, seed and size) into
+    // `$PROMPTKIT_BENCH_DATA/metrics/<label>` and times DuckDB on the very same files.
+    let shared = std::env::var_os("PROMPTKIT_BENCH_DATA")
+        .map(|d| std::path::PathBuf::from(d).join("metrics").join(label))
+        .filter(|d| d.is_dir());
+    let data_dir = match shared {
+        Some(shared) => shared,
+        None => {
+            write_dataset(dir.path(), n_records, 7, 42).expect("data set");
+            dir.path().to_path_buf()
+        }
+    };
+    let store = JsonlStore::open(&data_dir).expect("open");
     let mut group = c.benchmark_group("metrics");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(if n_records > 100_000 {

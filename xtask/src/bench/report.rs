@@ -566,7 +566,7 @@ pub(crate) fn compare(previous: &Value, rows: &[Row]) -> Vec<String> {
             "same"
         };
         lines.push(format!(
-            "  {:<42} {:>10} → {:>10}  {change:+6.1}%  {word}",
+            "  {:<52} {:>10} → {:>10}  {change:+6.1}%  {word}",
             row.spec.workload,
             format_auto(old),
             format_auto(new)
