@@ -310,7 +310,7 @@ pub struct ProviderArgs {
     /// Provider: ollama, openai (any OpenAI-compatible server) or echo (offline, deterministic)
     #[arg(long, env = "PROMPT_PROVIDER", value_name = "NAME")]
     pub provider: Option<String>,
-    /// Provider base URL [default: ollama http://127.0.0.1:11434, openai https://api.openai.com/v1]
+    /// Provider base URL [default: ollama $OLLAMA_HOST, else http://localhost:11434; openai https://api.openai.com/v1]
     #[arg(long, env = "PROMPT_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
     /// Model [default: the template's model, then the provider's]
