@@ -376,6 +376,10 @@ async fn transport_faults_are_classified() {
         .expect_err("refused");
     assert_eq!(refused.kind(), "connection", "{refused}");
     assert!(refused.is_retryable());
+    // The message names the URL once and the cause, not the HTTP client's wrappers.
+    let message = refused.to_string();
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(!message.contains("error sending request"), "{message}");
 
     let dropper = RawServer::start(vec![], RawReply::Drop).await;
     let dropped = ollama(&dropper.base_url)

@@ -111,19 +111,30 @@ pub(crate) fn transport_error(
     }
 }
 
-/// The error and its sources joined with `": "` (reqwest's own message alone is vague).
+/// The error and its sources joined with `": "`, without reqwest's generic wrappers
+/// ("error sending request for url (…)", "client error (Connect)"), which repeat the URL the
+/// caller already names and hide the cause: `tcp connect error: Connection refused (os error
+/// 111)` is what a user needs to read.
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
         }
-        source = s.source();
+        next = e.source();
     }
-    out
+    let is_wrapper = |p: &String| {
+        p.starts_with("error sending request for url") || p.starts_with("client error (")
+    };
+    let useful: Vec<&String> = parts.iter().filter(|p| !is_wrapper(p)).collect();
+    if useful.is_empty() {
+        parts.join(": ")
+    } else {
+        let useful: Vec<&str> = useful.into_iter().map(String::as_str).collect();
+        useful.join(": ")
+    }
 }
 
 /// Builds the shared reqwest client for a provider.
