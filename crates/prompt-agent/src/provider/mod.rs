@@ -219,6 +219,40 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The mapping of an HTTP error status every provider shares, after its own special cases:
+/// 401/403 authentication, 429 rate limited (with `Retry-After`), 5xx server error, any other
+/// status a bad request.
+pub(crate) fn status_error(
+    provider: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    message: String,
+) -> ProviderError {
+    let provider = provider.to_owned();
+    match status {
+        401 | 403 => ProviderError::Auth {
+            provider,
+            status,
+            message,
+        },
+        429 => ProviderError::RateLimited {
+            provider,
+            retry_after: retry_after_header(headers),
+            message,
+        },
+        500..=599 => ProviderError::Server {
+            provider,
+            status,
+            message,
+        },
+        _ => ProviderError::BadRequest {
+            provider,
+            status,
+            message,
+        },
+    }
+}
+
 /// `Retry-After` (or `retry-after-ms`) from response headers.
 pub(crate) fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers

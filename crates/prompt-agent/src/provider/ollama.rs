@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, exchange, http_client, normalize_base_url, parse_body, retry_after_header, snippet,
+    Provider, exchange, http_client, normalize_base_url, parse_body, snippet, status_error,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
@@ -138,37 +138,15 @@ fn error_for_status(
     model: &str,
 ) -> ProviderError {
     let message = error_message(body);
-    let provider = NAME.to_owned();
     let lower = message.to_ascii_lowercase();
-    match status {
-        404 if lower.contains("not found") || lower.contains("model") => {
-            ProviderError::ModelNotFound {
-                provider,
-                model: model.to_owned(),
-                message,
-            }
-        }
-        429 => ProviderError::RateLimited {
-            provider,
-            retry_after: retry_after_header(headers),
+    if status == 404 && (lower.contains("not found") || lower.contains("model")) {
+        return ProviderError::ModelNotFound {
+            provider: NAME.to_owned(),
+            model: model.to_owned(),
             message,
-        },
-        401 | 403 => ProviderError::Auth {
-            provider,
-            status,
-            message,
-        },
-        500..=599 => ProviderError::Server {
-            provider,
-            status,
-            message,
-        },
-        _ => ProviderError::BadRequest {
-            provider,
-            status,
-            message,
-        },
+        };
     }
+    status_error(NAME, status, headers, message)
 }
 
 #[derive(Deserialize)]

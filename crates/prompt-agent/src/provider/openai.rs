@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, exchange, http_client, normalize_base_url, parse_body, retry_after_header, snippet,
+    Provider, exchange, http_client, normalize_base_url, parse_body, snippet, status_error,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
@@ -179,11 +179,6 @@ fn error_for_status(
         .unwrap_or_else(|| snippet(body));
     let provider = NAME.to_owned();
     match status {
-        401 | 403 => ProviderError::Auth {
-            provider,
-            status,
-            message,
-        },
         404 => ProviderError::ModelNotFound {
             provider,
             model: model.to_owned(),
@@ -192,26 +187,12 @@ fn error_for_status(
         429 if code == "insufficient_quota" || kind == "insufficient_quota" => {
             ProviderError::QuotaExhausted { provider, message }
         }
-        429 => ProviderError::RateLimited {
-            provider,
-            retry_after: retry_after_header(headers),
-            message,
-        },
         408 => ProviderError::Timeout {
             provider,
             url: String::new(),
             after: Duration::ZERO,
         },
-        500..=599 => ProviderError::Server {
-            provider,
-            status,
-            message,
-        },
-        _ => ProviderError::BadRequest {
-            provider,
-            status,
-            message,
-        },
+        _ => status_error(NAME, status, headers, message),
     }
 }
 
