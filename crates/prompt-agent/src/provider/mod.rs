@@ -137,6 +137,15 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// The conversation as both wire formats send it: `[{"role": …, "content": …}, …]`.
+pub(crate) fn messages_json(request: &ChatRequest) -> serde_json::Value {
+    request
+        .messages
+        .iter()
+        .map(|m| serde_json::json!({ "role": m.role.as_str(), "content": m.content }))
+        .collect()
+}
+
 /// Builds the shared reqwest client for a provider.
 pub(crate) fn http_client(
     provider: &str,

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, exchange, http_client, normalize_base_url, parse_body, snippet, status_error,
+    Provider, exchange, http_client, messages_json, normalize_base_url, parse_body, snippet,
+    status_error,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
@@ -75,14 +76,9 @@ impl OllamaProvider {
         for (k, v) in &request.options {
             options.insert(k.clone(), v.clone());
         }
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
-            .collect();
         let mut body = Map::new();
         body.insert("model".into(), json!(request.model));
-        body.insert("messages".into(), Value::Array(messages));
+        body.insert("messages".into(), messages_json(request));
         body.insert("stream".into(), Value::Bool(false));
         if !options.is_empty() {
             body.insert("options".into(), Value::Object(options));

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, exchange, http_client, normalize_base_url, parse_body, snippet, status_error,
+    Provider, exchange, http_client, messages_json, normalize_base_url, parse_body, snippet,
+    status_error,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
@@ -87,14 +88,9 @@ impl OpenAiProvider {
     /// `max_tokens` is sent as `max_tokens`, which every compatible server understands;
     /// `context_size` has no counterpart and is not sent.
     pub fn request_body(request: &ChatRequest) -> Value {
-        let messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
-            .collect();
         let mut body = Map::new();
         body.insert("model".into(), json!(request.model));
-        body.insert("messages".into(), Value::Array(messages));
+        body.insert("messages".into(), messages_json(request));
         if let Some(t) = request.temperature {
             body.insert("temperature".into(), json!(t));
         }
