@@ -58,7 +58,7 @@ impl Provider for InstantProvider {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         Ok(ChatResponse {
             content: "The lighthouse keeper climbed the stairs for the last time. ".repeat(20),
-            model: request.model.clone(),
+            model: request.model().to_owned(),
             tokens_prompt: Some(120),
             tokens_completion: Some(300),
             finish_reason: Some("stop".to_owned()),

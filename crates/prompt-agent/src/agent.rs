@@ -16,15 +16,16 @@ use tracing::Instrument;
 
 use crate::error::{AgentError, ProviderError};
 use crate::provider::Provider;
-use crate::request::{ChatMessage, ChatRequest, ChatResponse, ResponseFormat, Role};
+use crate::request::{
+    ChatMessage, ChatRequest, ChatResponse, RequestOptions, ResponseFormat, Role,
+};
+use crate::settings::{DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
 /// The shortest acceptable reply, in characters, when neither the call nor the template sets
 /// one (the seed's rule).
 pub const DEFAULT_MIN_LENGTH: usize = 10;
 /// The default temperature of an agent.
 pub const DEFAULT_TEMPERATURE: f64 = 0.7;
-/// The default number of concurrent provider calls (the seed's semaphore).
-pub const DEFAULT_CONCURRENCY: usize = 2;
 /// The header of the optional context message.
 pub const CONTEXT_HEADER: &str = "CURRENT STORY CONTEXT:\n";
 /// The metrics task name of plain [`Agent::generate`] calls without `options.task`.
@@ -48,8 +49,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
-            request_timeout: Duration::from_secs(300),
+            max_attempts: DEFAULT_RETRIES + 1,
+            request_timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             retry_after_cap: Duration::from_secs(60),
@@ -112,7 +113,8 @@ pub fn default_quirks() -> Vec<ModelQuirk> {
 
 /// Applies every matching quirk to `request` (in table order).
 pub fn apply_quirks(quirks: &[ModelQuirk], request: &mut ChatRequest) {
-    for quirk in quirks.iter().filter(|q| q.matches(&request.model)) {
+    let model = request.model().to_owned();
+    for quirk in quirks.iter().filter(|q| q.matches(&model)) {
         if quirk.append_to_user.is_empty() {
             continue;
         }
@@ -155,6 +157,16 @@ pub fn strip_think(text: &str) -> String {
     out.trim().to_owned()
 }
 
+/// The length check of a request: its `min_length` (else [`DEFAULT_MIN_LENGTH`]) and
+/// `max_length`.
+pub(crate) fn length_check(
+    request: &ChatRequest,
+) -> impl Fn(&str) -> Result<(), String> + Sync + use<> {
+    let min = request.options.min_length.unwrap_or(DEFAULT_MIN_LENGTH);
+    let max = request.options.max_length;
+    move |content: &str| check_length(content, min, max)
+}
+
 /// Checks the length of a (think-stripped) reply in characters.
 pub fn check_length(content: &str, min: usize, max: Option<usize>) -> Result<(), String> {
     let len = content.chars().count();
@@ -173,8 +185,9 @@ pub fn check_length(content: &str, min: usize, max: Option<usize>) -> Result<(),
     Ok(())
 }
 
-/// Per-call settings. Every field is optional; the defaults come from the agent (and, for a
-/// [`TemplateAgent`](crate::TemplateAgent), from the template).
+/// Per-call settings. Every field is optional; the request options come from the call, then
+/// the template (for a [`TemplateAgent`](crate::TemplateAgent)), then the agent, then the
+/// defaults ([`RequestOptions::layered`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenerateOptions {
     /// Template version ([`TemplateAgent`](crate::TemplateAgent) only).
@@ -182,36 +195,27 @@ pub struct GenerateOptions {
     /// Skip the cache read but still store the reply ([`TemplateAgent`](crate::TemplateAgent)
     /// only).
     pub no_cache: bool,
-    /// Model override.
-    pub model: Option<String>,
-    /// Temperature override.
-    pub temperature: Option<f64>,
     /// Render this many of the template's few-shot examples ahead of the user prompt
     /// ([`TemplateAgent`](crate::TemplateAgent) only).
     pub examples: usize,
-    /// Largest number of tokens to generate.
-    pub max_tokens: Option<u64>,
-    /// Sampling seed.
-    pub seed: Option<u64>,
-    /// Stop sequences (replace the template's when not empty).
-    pub stop: Vec<String>,
-    /// Context window size (Ollama `num_ctx`).
-    pub context_size: Option<u64>,
-    /// Required reply format.
-    pub format: Option<ResponseFormat>,
-    /// Other provider options (merged over the template's).
-    pub options: serde_json::Map<String, serde_json::Value>,
-    /// Shortest acceptable reply in characters (default: the template's, else
-    /// [`DEFAULT_MIN_LENGTH`]).
-    pub min_length: Option<usize>,
-    /// Longest acceptable reply in characters (default: the template's, else none).
-    pub max_length: Option<usize>,
     /// Story context, sent as a second system message `CURRENT STORY CONTEXT:\n…`
     /// ([`TemplateAgent`](crate::TemplateAgent); [`Agent::generate`] takes it as an argument).
     pub context: Option<String>,
     /// Task name for the metrics record of a plain [`Agent::generate`] call
     /// (default [`DEFAULT_TASK`]).
     pub task: Option<String>,
+    /// The call's request options: model, temperature, max tokens, length bounds…
+    pub request: RequestOptions,
+}
+
+impl GenerateOptions {
+    /// Options with these request options and every other field at its default.
+    pub fn with_request(request: RequestOptions) -> Self {
+        Self {
+            request,
+            ..Self::default()
+        }
+    }
 }
 
 /// A successful reply of [`Agent::generate`].
@@ -390,18 +394,29 @@ impl Agent {
         context: Option<&str>,
         options: &GenerateOptions,
     ) -> ChatRequest {
+        self.request_for(
+            Self::build_messages(&self.system_prompt, context, prompt),
+            &options.request,
+            None,
+        )
+    }
+
+    /// The agent layer of the request options: its model and temperature.
+    pub fn options_layer(&self) -> RequestOptions {
+        RequestOptions::agent(&self.model, self.temperature)
+    }
+
+    /// A request of `messages` with the call's options over the template's (if any) over
+    /// this agent's over the defaults, quirks applied.
+    pub(crate) fn request_for(
+        &self,
+        messages: Vec<ChatMessage>,
+        call: &RequestOptions,
+        template: Option<&RequestOptions>,
+    ) -> ChatRequest {
         let mut request = ChatRequest {
-            model: options.model.clone().unwrap_or_else(|| self.model.clone()),
-            messages: Self::build_messages(&self.system_prompt, context, prompt),
-            temperature: Some(options.temperature.unwrap_or(self.temperature)),
-            max_tokens: options.max_tokens,
-            seed: options.seed,
-            stop: options.stop.clone(),
-            context_size: options.context_size,
-            format: options.format.clone(),
-            options: options.options.clone(),
-            min_length: Some(options.min_length.unwrap_or(DEFAULT_MIN_LENGTH)),
-            max_length: options.max_length,
+            messages,
+            options: RequestOptions::layered(call, template, &self.options_layer()),
         };
         self.apply_quirks(&mut request);
         request
@@ -423,21 +438,10 @@ impl Agent {
     ) -> Result<Reply, AgentError> {
         let started = Instant::now();
         let request = self.build_request(prompt, context, options);
-        let task = options.task.as_deref().unwrap_or(DEFAULT_TASK);
-        let min = request.min_length.unwrap_or(DEFAULT_MIN_LENGTH);
-        let max = request.max_length;
-        let check = move |content: &str| check_length(content, min, max);
+        let check = length_check(&request);
         let result = self.execute(request.clone(), &check, false).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut record = PromptMetrics::new(
-            request_hash(&request),
-            &self.name,
-            task,
-            &request.model,
-            request.temperature.unwrap_or(self.temperature),
-            latency_ms,
-        );
-        record.provider = Some(self.provider.name().to_owned());
+        let mut record = self.plain_record(&request, options, latency_ms);
         let out = match result {
             Ok(done) => {
                 fill_success(&mut record, &done.response, done.retry_count);
@@ -466,24 +470,16 @@ impl Agent {
         let schema = schemars::schema_for!(T);
         let name = schema_name(&T::schema_name());
         let mut options = options.clone();
-        options.format = Some(ResponseFormat::JsonSchema {
+        options.request.format = Some(ResponseFormat::JsonSchema {
             name: name.clone(),
             schema: schema.to_value(),
         });
-        options.min_length = Some(options.min_length.unwrap_or(0));
+        options.request.min_length = Some(options.request.min_length.unwrap_or(0));
         let request = self.build_request(prompt, context, &options);
         let check = |content: &str| parse_json::<T>(content);
         let result = self.execute(request.clone(), &check, true).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut record = PromptMetrics::new(
-            request_hash(&request),
-            &self.name,
-            options.task.as_deref().unwrap_or(DEFAULT_TASK),
-            &request.model,
-            request.temperature.unwrap_or(self.temperature),
-            latency_ms,
-        );
-        record.provider = Some(self.provider.name().to_owned());
+        let mut record = self.plain_record(&request, &options, latency_ms);
         let out = match result {
             Ok(done) => {
                 fill_success(&mut record, &done.response, done.retry_count);
@@ -514,6 +510,25 @@ impl Agent {
         out
     }
 
+    /// The metrics record of a plain (template-less) call, before its outcome is filled in.
+    fn plain_record(
+        &self,
+        request: &ChatRequest,
+        options: &GenerateOptions,
+        latency_ms: f64,
+    ) -> PromptMetrics {
+        let mut record = PromptMetrics::new(
+            request_hash(request),
+            &self.name,
+            options.task.as_deref().unwrap_or(DEFAULT_TASK),
+            request.model(),
+            request.options.temperature.unwrap_or(self.temperature),
+            latency_ms,
+        );
+        record.provider = Some(self.provider.name().to_owned());
+        record
+    }
+
     /// Writes a metrics record; a sink error is logged, never returned.
     pub(crate) fn record(&self, record: PromptMetrics) {
         if let Some(sink) = &self.metrics
@@ -536,9 +551,9 @@ impl Agent {
             gen_ai.operation.name = "chat",
             gen_ai.provider.name = %self.provider.name(),
             gen_ai.agent.name = %self.name,
-            gen_ai.request.model = %request.model,
-            gen_ai.request.temperature = request.temperature,
-            gen_ai.request.max_tokens = request.max_tokens,
+            gen_ai.request.model = %request.model(),
+            gen_ai.request.temperature = request.options.temperature,
+            gen_ai.request.max_tokens = request.options.max_tokens,
             gen_ai.response.model = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,
             gen_ai.usage.input_tokens = tracing::field::Empty,
@@ -677,7 +692,7 @@ fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Repl
 /// First 16 hex chars of SHA-256 over the model and messages (the seed's short prompt hash).
 fn request_hash(request: &ChatRequest) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(request.model.as_bytes());
+    hasher.update(request.model().as_bytes());
     for m in &request.messages {
         hasher.update([0]);
         hasher.update(m.role.as_str().as_bytes());

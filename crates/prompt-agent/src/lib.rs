@@ -65,25 +65,30 @@ mod agent;
 mod error;
 mod provider;
 mod request;
+mod settings;
 mod system;
 mod template_agent;
 
 pub use agent::{
-    Agent, CONTEXT_HEADER, DEFAULT_CONCURRENCY, DEFAULT_MIN_LENGTH, DEFAULT_TASK,
-    DEFAULT_TEMPERATURE, GenerateOptions, ModelQuirk, Reply, RetryPolicy, Structured, apply_quirks,
-    check_length, default_quirks, strip_think,
+    Agent, CONTEXT_HEADER, DEFAULT_MIN_LENGTH, DEFAULT_TASK, DEFAULT_TEMPERATURE, GenerateOptions,
+    ModelQuirk, Reply, RetryPolicy, Structured, apply_quirks, check_length, default_quirks,
+    strip_think,
 };
 pub use error::{AgentError, ProviderError};
-pub use system::{
-    CacheSetting, DEFAULT_MODEL, DEFAULT_NAMESPACE, PromptSystem, PromptSystemBuilder,
-    ProviderConfig, ProviderKind, SystemConfig, UnknownProviderKind,
+pub use settings::{
+    DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_SIZE, DEFAULT_CACHE_TTL_SECS, DEFAULT_CONCURRENCY,
+    DEFAULT_METRICS_DIR, DEFAULT_MODEL, DEFAULT_NAMESPACE, DEFAULT_REDIS_PREFIX, DEFAULT_RETRIES,
+    DEFAULT_TEMPLATES_DIR, DEFAULT_TIMEOUT_SECS, ProviderKind, Settings, UnknownProviderKind,
 };
+pub use system::{PromptSystem, PromptSystemBuilder};
 pub use template_agent::{Generation, PreparedRequest, TemplateAgent};
 
 /// Re-exported from `prompt-templates`: template variables and version requests.
 pub use prompt_templates::{Vars, VersionReq};
 pub use provider::echo::EchoProvider;
 pub use provider::ollama::{OLLAMA_DEFAULT_URL, OllamaProvider};
-pub use provider::openai::{ApiKey, OPENAI_DEFAULT_URL, OpenAiProvider};
+pub use provider::openai::{ApiKey, OPENAI_DEFAULT_URL, OPENAI_KEY_ENV, OpenAiProvider};
 pub use provider::{Provider, normalize_base_url, parse_retry_after};
-pub use request::{ChatMessage, ChatRequest, ChatResponse, ResponseFormat, Role, UnknownRole};
+pub use request::{
+    ChatMessage, ChatRequest, ChatResponse, RequestOptions, ResponseFormat, Role, UnknownRole,
+};

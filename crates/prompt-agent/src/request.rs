@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use prompt_cache::CacheKey;
 use serde::{Deserialize, Serialize};
 
 /// Who wrote a chat message.
@@ -117,50 +118,238 @@ impl ResponseFormat {
     }
 }
 
-/// A provider-neutral chat request.
+/// Every option of a request that can change the reply, each one optional: `None` means "not
+/// set at this layer", so a lower layer (or, at the end, the server's own default) decides.
 ///
-/// `None` options are not sent, so the server's own defaults apply.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ChatRequest {
+/// This is the one list of request options. The layering rule ([`over`](Self::over), used by
+/// [`RequestOptions::layered`]), the cache key ([`ChatRequest::cache_key`]) and the provider
+/// wire formats all destructure it field by field, so a new option that one of them forgets
+/// does not compile. Batch jobs and library calls take the same fields.
+///
+/// ```
+/// use prompt_agent::RequestOptions;
+///
+/// let call = RequestOptions { temperature: Some(0.2), ..RequestOptions::default() };
+/// let template = RequestOptions {
+///     model: Some("qwen3:30b".into()),
+///     temperature: Some(0.8),
+///     max_tokens: Some(2048),
+///     ..RequestOptions::default()
+/// };
+/// let agent = RequestOptions::agent("qwen3:8b", 0.7);
+/// let o = RequestOptions::layered(&call, Some(&template), &agent);
+/// assert_eq!(o.model.as_deref(), Some("qwen3:30b")); // template over agent
+/// assert_eq!(o.temperature, Some(0.2));              // call over template
+/// assert_eq!(o.max_tokens, Some(2048));
+/// assert_eq!(o.min_length, Some(10));                // the default layer
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestOptions {
     /// Model name as the provider knows it (`"qwen3:8b"`, `"gpt-4o-mini"`).
-    pub model: String,
-    /// The conversation, system messages first.
-    pub messages: Vec<ChatMessage>,
+    pub model: Option<String>,
     /// Sampling temperature.
     pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
     /// Largest number of tokens to generate (Ollama `num_predict`, OpenAI `max_tokens`).
     pub max_tokens: Option<u64>,
     /// Sampling seed.
     pub seed: Option<u64>,
-    /// Stop sequences (not sent when empty).
-    pub stop: Vec<String>,
+    /// Stop sequences; `Some(vec![])` sends none even when a lower layer has some.
+    pub stop: Option<Vec<String>>,
     /// Context window size (Ollama `num_ctx`; OpenAI-compatible servers have no such option).
     pub context_size: Option<u64>,
     /// Required reply format.
     pub format: Option<ResponseFormat>,
     /// Any other provider option, passed through as is: Ollama puts these inside `options`,
-    /// OpenAI-compatible servers at the top level of the body.
-    pub options: serde_json::Map<String, serde_json::Value>,
-    /// The shortest reply (in characters) the caller will accept. Never sent to a server;
-    /// offline providers such as [`EchoProvider`](crate::EchoProvider) honour it.
+    /// OpenAI-compatible servers at the top level of the body. Merged key by key across
+    /// layers (the upper layer's value wins).
+    pub provider_options: serde_json::Map<String, serde_json::Value>,
+    /// The shortest reply (in characters, after removing `<think>` blocks) the caller accepts.
+    /// Never sent to a server; offline providers such as [`EchoProvider`](crate::EchoProvider)
+    /// honour it.
     pub min_length: Option<usize>,
-    /// The longest reply (in characters) the caller will accept. Never sent to a server.
+    /// The longest reply (in characters) the caller accepts. Never sent to a server.
     pub max_length: Option<usize>,
 }
 
-impl ChatRequest {
-    /// A request for `model` with the given messages and no options.
-    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+impl RequestOptions {
+    /// The agent layer: an agent's model and temperature.
+    pub fn agent(model: &str, temperature: f64) -> Self {
         Self {
-            model: model.into(),
-            messages,
+            model: Some(model.to_owned()),
+            temperature: Some(temperature),
             ..Self::default()
         }
+    }
+
+    /// The default layer, under every other: [`DEFAULT_MIN_LENGTH`](crate::DEFAULT_MIN_LENGTH)
+    /// (the Python original's rule); everything else is left to the server.
+    pub fn defaults() -> Self {
+        Self {
+            min_length: Some(crate::agent::DEFAULT_MIN_LENGTH),
+            ..Self::default()
+        }
+    }
+
+    /// The layering rule, written once: the call's options over the template's over the
+    /// agent's over [`defaults`](Self::defaults).
+    pub fn layered(call: &Self, template: Option<&Self>, agent: &Self) -> Self {
+        let mut out = call.clone();
+        if let Some(template) = template {
+            out = out.over(template);
+        }
+        out.over(agent).over(&Self::defaults())
+    }
+
+    /// These options over `lower`: every field set here wins; unset ones come from `lower`;
+    /// `provider_options` are merged key by key.
+    #[must_use]
+    pub fn over(mut self, lower: &Self) -> Self {
+        let Self {
+            model,
+            temperature,
+            top_p,
+            max_tokens,
+            seed,
+            stop,
+            context_size,
+            format,
+            provider_options,
+            min_length,
+            max_length,
+        } = lower;
+        fn fill<T: Clone>(upper: &mut Option<T>, lower: &Option<T>) {
+            if upper.is_none() {
+                upper.clone_from(lower);
+            }
+        }
+        fill(&mut self.model, model);
+        fill(&mut self.temperature, temperature);
+        fill(&mut self.top_p, top_p);
+        fill(&mut self.max_tokens, max_tokens);
+        fill(&mut self.seed, seed);
+        fill(&mut self.stop, stop);
+        fill(&mut self.context_size, context_size);
+        fill(&mut self.format, format);
+        fill(&mut self.min_length, min_length);
+        fill(&mut self.max_length, max_length);
+        for (k, v) in provider_options {
+            if !self.provider_options.contains_key(k) {
+                self.provider_options.insert(k.clone(), v.clone());
+            }
+        }
+        self
+    }
+
+    /// The stop sequences to send (none when unset).
+    pub fn stop_sequences(&self) -> &[String] {
+        self.stop.as_deref().unwrap_or(&[])
+    }
+
+    /// The pass-through options as a server receives them: `provider_options` with `top_p`
+    /// added (the typed field wins over a `top_p` key in the map).
+    pub fn wire_options(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = self.provider_options.clone();
+        if let Some(top_p) = self.top_p {
+            out.insert("top_p".to_owned(), serde_json::json!(top_p));
+        }
+        out
+    }
+}
+
+/// A provider-neutral chat request: the messages and the options they are sent with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChatRequest {
+    /// The conversation, system messages first.
+    pub messages: Vec<ChatMessage>,
+    /// The request's options, every layer already applied. `None` options are not sent, so
+    /// the server's own defaults apply.
+    pub options: RequestOptions,
+}
+
+impl ChatRequest {
+    /// A request for `model` with the given messages and no other options.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            messages,
+            options: RequestOptions {
+                model: Some(model.into()),
+                ..RequestOptions::default()
+            },
+        }
+    }
+
+    /// The model the request is for (empty when no layer named one).
+    pub fn model(&self) -> &str {
+        self.options.model.as_deref().unwrap_or_default()
     }
 
     /// The last user message, if any.
     pub fn last_user_message(&self) -> Option<&ChatMessage> {
         self.messages.iter().rev().find(|m| m.role == Role::User)
+    }
+
+    /// The cache key of the whole request, derived here and nowhere else: namespace,
+    /// provider, model, every message with its role in order, and every option that can
+    /// change the reply — validation bounds included, so a reply accepted under looser rules
+    /// is never served under stricter ones.
+    ///
+    /// The encoding is prompt-cache's `promptkit.cache-key.v1`: the typed options it knows
+    /// (temperature, max tokens, seed, stop, response format) in their own fields, every
+    /// other one as a named option (`top_p` and the provider options under their own names,
+    /// `promptkit.context_size`, `promptkit.min_length`, `promptkit.max_length`).
+    pub fn cache_key(&self, namespace: &str, provider: &str) -> CacheKey {
+        let RequestOptions {
+            model,
+            temperature,
+            top_p: _, // in wire_options()
+            max_tokens,
+            seed,
+            stop: _, // stop_sequences()
+            context_size,
+            format,
+            provider_options: _, // in wire_options()
+            min_length,
+            max_length,
+        } = &self.options;
+        let mut builder = CacheKey::builder(namespace)
+            .provider(provider)
+            .model(model.as_deref().unwrap_or_default());
+        for m in &self.messages {
+            builder = builder.message(m.role.as_str(), &m.content);
+        }
+        let format = format.as_ref().map(ResponseFormat::to_key_value);
+        builder = builder
+            .temperature(*temperature)
+            .max_tokens(*max_tokens)
+            .seed(*seed)
+            .stop(self.options.stop_sequences())
+            .response_format(format.as_ref());
+        let named = [
+            (
+                "promptkit.context_size",
+                context_size.map(|n| serde_json::json!(n)),
+            ),
+            (
+                "promptkit.min_length",
+                min_length.map(|n| serde_json::json!(n)),
+            ),
+            (
+                "promptkit.max_length",
+                max_length.map(|n| serde_json::json!(n)),
+            ),
+        ];
+        for (name, value) in named {
+            if let Some(value) = value {
+                builder = builder.option(name, &value);
+            }
+        }
+        for (k, v) in &self.options.wire_options() {
+            builder = builder.option(k, v);
+        }
+        builder.finish()
     }
 }
 
@@ -179,4 +368,177 @@ pub struct ChatResponse {
     pub finish_reason: Option<String>,
     /// Time from sending the request to having the whole reply.
     pub latency: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A request with every option set.
+    fn full() -> ChatRequest {
+        let mut r = ChatRequest::new(
+            "qwen3:30b",
+            vec![ChatMessage::system("sys"), ChatMessage::user("hi")],
+        );
+        r.options = RequestOptions {
+            temperature: Some(0.8),
+            top_p: Some(0.9),
+            max_tokens: Some(2048),
+            seed: Some(7),
+            stop: Some(vec!["THE END".into()]),
+            context_size: Some(8192),
+            format: Some(ResponseFormat::Json),
+            provider_options: [("top_k".to_owned(), json!(20))].into_iter().collect(),
+            min_length: Some(200),
+            max_length: Some(8000),
+            ..r.options
+        };
+        r
+    }
+
+    /// The key encoding is the one keys had before `RequestOptions` (`promptkit.cache-key.v1`,
+    /// top_p among the named options): existing cache entries stay valid.
+    #[test]
+    fn cache_key_keeps_the_v1_encoding() {
+        let r = full();
+        let by_hand = CacheKey::builder("ns")
+            .provider("ollama")
+            .model("qwen3:30b")
+            .message("system", "sys")
+            .message("user", "hi")
+            .temperature(Some(0.8))
+            .max_tokens(Some(2048))
+            .seed(Some(7))
+            .stop(&["THE END".to_owned()])
+            .response_format(Some(&json!("json")))
+            .option("promptkit.context_size", &json!(8192))
+            .option("promptkit.min_length", &json!(200))
+            .option("promptkit.max_length", &json!(8000))
+            .option("top_k", &json!(20))
+            .option("top_p", &json!(0.9))
+            .finish();
+        assert_eq!(r.cache_key("ns", "ollama"), by_hand);
+    }
+
+    #[test]
+    fn unset_and_empty_stop_share_a_key_and_every_option_changes_it() {
+        let base = ChatRequest::new("m", vec![ChatMessage::user("hi")]);
+        let mut empty_stop = base.clone();
+        empty_stop.options.stop = Some(Vec::new());
+        assert_eq!(base.cache_key("ns", "p"), empty_stop.cache_key("ns", "p"));
+        let full = full();
+        let RequestOptions {
+            model,
+            temperature,
+            top_p,
+            max_tokens,
+            seed,
+            stop,
+            context_size,
+            format,
+            provider_options,
+            min_length,
+            max_length,
+        } = full.options.clone();
+        let variants = [
+            RequestOptions {
+                model,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                temperature,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                top_p,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                max_tokens,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                seed,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                stop,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                context_size,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                format,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                provider_options,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                min_length,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                max_length,
+                ..RequestOptions::default()
+            },
+        ];
+        let mut keys: Vec<CacheKey> = variants
+            .into_iter()
+            .map(|options| {
+                let mut r = base.clone();
+                r.options = options.over(&base.options);
+                r.cache_key("ns", "p")
+            })
+            .collect();
+        keys.push(base.cache_key("ns", "p"));
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 12, "each option alone gives its own key");
+    }
+
+    #[test]
+    fn layering_fills_only_unset_options_and_merges_provider_options() {
+        let call = RequestOptions {
+            stop: Some(Vec::new()),
+            provider_options: [("a".to_owned(), json!(1))].into_iter().collect(),
+            ..RequestOptions::default()
+        };
+        let template = RequestOptions {
+            stop: Some(vec!["x".into()]),
+            max_length: Some(5),
+            provider_options: [("a".to_owned(), json!(2)), ("b".to_owned(), json!(3))]
+                .into_iter()
+                .collect(),
+            ..RequestOptions::default()
+        };
+        let o = RequestOptions::layered(&call, Some(&template), &RequestOptions::agent("m", 0.7));
+        assert_eq!(
+            o.stop,
+            Some(Vec::new()),
+            "an explicit empty stop clears the template's"
+        );
+        assert_eq!(o.max_length, Some(5));
+        assert_eq!(o.provider_options["a"], json!(1));
+        assert_eq!(o.provider_options["b"], json!(3));
+        assert_eq!(o.model.as_deref(), Some("m"));
+        assert_eq!(o.min_length, Some(crate::DEFAULT_MIN_LENGTH));
+    }
+
+    #[test]
+    fn request_options_read_from_json_and_refuse_unknown_fields() {
+        let o: RequestOptions = serde_json::from_str(
+            r#"{"model": "m", "stop": ["x"], "provider_options": {"top_k": 5}}"#,
+        )
+        .expect("parse");
+        assert_eq!(o.model.as_deref(), Some("m"));
+        assert_eq!(o.provider_options["top_k"], json!(5));
+        let e = serde_json::from_str::<RequestOptions>(r#"{"temprature": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("temprature"), "{e}");
+    }
 }

@@ -7,14 +7,11 @@ use prompt_cache::{CacheKey, CachedResponse};
 use prompt_metrics::PromptMetrics;
 use prompt_templates::{PromptTemplate, Vars};
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::OnceCell;
 
-use crate::agent::{
-    Agent, DEFAULT_MIN_LENGTH, Failed, GenerateOptions, check_length, fill_failure, fill_success,
-};
+use crate::agent::{Agent, Failed, GenerateOptions, fill_failure, fill_success, length_check};
 use crate::error::AgentError;
-use crate::request::{ChatRequest, ChatResponse};
+use crate::request::{ChatRequest, ChatResponse, RequestOptions};
 use crate::system::SystemInner;
 
 /// The result of [`TemplateAgent::generate_from_template`].
@@ -90,9 +87,8 @@ impl TemplateAgent {
     /// Loads and renders the template for `task` and builds the request and its cache key,
     /// without calling anything: for dry runs and `--show-key` style tools.
     ///
-    /// Model settings: `options` first, then the template's `model:` defaults, then the
-    /// agent's. Validation: `options`, then the template's `validation:`, then
-    /// [`DEFAULT_MIN_LENGTH`].
+    /// Request options: `options.request` first, then the template's `model:` defaults and
+    /// `validation:` rules, then the agent's, then the defaults ([`RequestOptions::layered`]).
     pub fn prepare(
         &self,
         task: &str,
@@ -108,60 +104,12 @@ impl TemplateAgent {
         } else {
             template.render(vars)?
         };
-        let defaults = template.model();
-        let rules = template.validation();
-        let mut extra = serde_json::Map::new();
-        if let Some(d) = defaults {
-            if let Some(top_p) = d.top_p {
-                extra.insert("top_p".to_owned(), json!(top_p));
-            }
-            extra.extend(d.options.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        extra.extend(options.options.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let stop = if !options.stop.is_empty() {
-            options.stop.clone()
-        } else {
-            defaults.map(|d| d.stop.clone()).unwrap_or_default()
-        };
-        let mut request = ChatRequest {
-            model: options
-                .model
-                .clone()
-                .or_else(|| defaults.and_then(|d| d.name.clone()))
-                .unwrap_or_else(|| self.agent.model().to_owned()),
-            messages: Agent::build_messages(
-                &rendered.system,
-                options.context.as_deref(),
-                &rendered.user,
-            ),
-            temperature: Some(
-                options
-                    .temperature
-                    .or_else(|| defaults.and_then(|d| d.temperature))
-                    .unwrap_or(self.agent.temperature()),
-            ),
-            max_tokens: options
-                .max_tokens
-                .or_else(|| defaults.and_then(|d| d.max_tokens)),
-            seed: options.seed,
-            stop,
-            context_size: options.context_size,
-            format: options.format.clone(),
-            options: extra,
-            min_length: Some(
-                options
-                    .min_length
-                    .or(rules.min_length)
-                    .unwrap_or(DEFAULT_MIN_LENGTH),
-            ),
-            max_length: options.max_length.or(rules.max_length),
-        };
-        self.agent.apply_quirks(&mut request);
-        let cache_key = cache_key(
-            &self.system.namespace,
-            self.agent.provider().name(),
-            &request,
+        let request = self.agent.request_for(
+            Agent::build_messages(&rendered.system, options.context.as_deref(), &rendered.user),
+            &options.request,
+            Some(&RequestOptions::from_template(&template)),
         );
+        let cache_key = request.cache_key(&self.system.namespace, self.agent.provider().name());
         Ok(PreparedRequest {
             template,
             request,
@@ -188,8 +136,15 @@ impl TemplateAgent {
                     "",
                     self.agent.name(),
                     task,
-                    options.model.as_deref().unwrap_or(self.agent.model()),
-                    options.temperature.unwrap_or(self.agent.temperature()),
+                    options
+                        .request
+                        .model
+                        .as_deref()
+                        .unwrap_or(self.agent.model()),
+                    options
+                        .request
+                        .temperature
+                        .unwrap_or(self.agent.temperature()),
                     elapsed_ms(started),
                 );
                 record.provider = Some(self.agent.provider().name().to_owned());
@@ -282,8 +237,11 @@ impl TemplateAgent {
             &key_hex[..16],
             self.agent.name(),
             task,
-            &request.model,
-            request.temperature.unwrap_or(self.agent.temperature()),
+            request.model(),
+            request
+                .options
+                .temperature
+                .unwrap_or(self.agent.temperature()),
             latency_ms,
         );
         record.template_version = Some(prepared.template.version());
@@ -334,9 +292,7 @@ impl TemplateAgent {
     /// Calls the provider through the agent's retry loop; stores a validated, non-empty reply.
     async fn call_and_store(&self, prepared: &PreparedRequest) -> FlightResult {
         let request = &prepared.request;
-        let min = request.min_length.unwrap_or(DEFAULT_MIN_LENGTH);
-        let max = request.max_length;
-        let check = move |content: &str| check_length(content, min, max);
+        let check = length_check(request);
         match self.agent.execute(request.clone(), &check, false).await {
             Ok(done) => {
                 if let Some(cache) = &self.system.cache
@@ -349,7 +305,7 @@ impl TemplateAgent {
                         &response.model,
                     );
                     entry.provider = Some(self.agent.provider().name().to_owned());
-                    entry.temperature = request.temperature;
+                    entry.temperature = request.options.temperature;
                     entry.tokens_prompt = response.tokens_prompt;
                     entry.tokens_completion = response.tokens_completion;
                     entry.finish_reason = response.finish_reason.clone();
@@ -368,36 +324,32 @@ impl TemplateAgent {
     }
 }
 
-/// The cache key of a whole request: namespace, provider, model, every message, and every
-/// option that can change the reply (validation bounds included, so a reply accepted under
-/// looser rules is never served under stricter ones).
-pub(crate) fn cache_key(namespace: &str, provider: &str, request: &ChatRequest) -> CacheKey {
-    let mut builder = CacheKey::builder(namespace)
-        .provider(provider)
-        .model(&request.model);
-    for m in &request.messages {
-        builder = builder.message(m.role.as_str(), &m.content);
+impl RequestOptions {
+    /// The template layer of the request options: its `model:` defaults (name, temperature,
+    /// max tokens, top_p, stop, other options) and its `validation:` length bounds.
+    pub fn from_template(template: &PromptTemplate) -> RequestOptions {
+        let rules = template.validation();
+        let mut layer = RequestOptions {
+            min_length: rules.min_length,
+            max_length: rules.max_length,
+            ..RequestOptions::default()
+        };
+        if let Some(d) = template.model() {
+            layer.model.clone_from(&d.name);
+            layer.temperature = d.temperature;
+            layer.max_tokens = d.max_tokens;
+            layer.top_p = d.top_p;
+            if !d.stop.is_empty() {
+                layer.stop = Some(d.stop.clone());
+            }
+            layer.provider_options = d
+                .options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+        layer
     }
-    let format = request.format.as_ref().map(|f| f.to_key_value());
-    builder = builder
-        .temperature(request.temperature)
-        .max_tokens(request.max_tokens)
-        .seed(request.seed)
-        .stop(&request.stop)
-        .response_format(format.as_ref());
-    if let Some(n) = request.context_size {
-        builder = builder.option("promptkit.context_size", &json!(n));
-    }
-    if let Some(n) = request.min_length {
-        builder = builder.option("promptkit.min_length", &json!(n));
-    }
-    if let Some(n) = request.max_length {
-        builder = builder.option("promptkit.max_length", &json!(n));
-    }
-    for (k, v) in &request.options {
-        builder = builder.option(k, v);
-    }
-    builder.finish()
 }
 
 fn elapsed_ms(started: Instant) -> f64 {

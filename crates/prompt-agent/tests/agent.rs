@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use prompt_agent::{
     Agent, ApiKey, GenerateOptions, OllamaProvider, OpenAiProvider, PromptSystem, Provider,
-    ResponseFormat,
+    RequestOptions, ResponseFormat,
 };
 use prompt_metrics::{JsonlStore, MetricsSink};
 use schemars::JsonSchema;
@@ -225,10 +225,10 @@ async fn model_not_found_is_a_usage_error_and_quota_is_not_retried() {
         ollama(&server.base_url, Duration::from_secs(5)),
         sink.clone(),
     );
-    let options = GenerateOptions {
+    let options = GenerateOptions::with_request(RequestOptions {
         model: Some("nope:1b".into()),
-        ..GenerateOptions::default()
-    };
+        ..RequestOptions::default()
+    });
     let err = system
         .agent("a", "r", "s")
         .generate("x", None, &options)
@@ -409,11 +409,11 @@ async fn messages_context_and_quirks_reach_the_server() {
         .agent("writer", "Writer", "You are the Writer.")
         .with_model("qwen3:30b")
         .with_temperature(0.9);
-    let options = GenerateOptions {
+    let options = GenerateOptions::with_request(RequestOptions {
         max_tokens: Some(50),
         seed: Some(7),
-        ..GenerateOptions::default()
-    };
+        ..RequestOptions::default()
+    });
     agent
         .generate("Write chapter 1.", Some("A dark forest."), &options)
         .await
@@ -574,10 +574,10 @@ async fn json_format_option_is_sent() {
         ollama(&server.base_url, Duration::from_secs(5)),
         MemorySink::new(),
     );
-    let options = GenerateOptions {
+    let options = GenerateOptions::with_request(RequestOptions {
         format: Some(ResponseFormat::Json),
-        ..GenerateOptions::default()
-    };
+        ..RequestOptions::default()
+    });
     system
         .agent("a", "r", "s")
         .generate("x", None, &options)

@@ -22,12 +22,12 @@ fn full_request() -> ChatRequest {
             ChatMessage::user("Write chapter 1."),
         ],
     );
-    r.temperature = Some(0.8);
-    r.max_tokens = Some(4096);
-    r.context_size = Some(8192);
-    r.seed = Some(42);
-    r.stop = vec!["THE END".to_owned()];
-    r.min_length = Some(1000); // never sent
+    r.options.temperature = Some(0.8);
+    r.options.max_tokens = Some(4096);
+    r.options.context_size = Some(8192);
+    r.options.seed = Some(42);
+    r.options.stop = Some(vec!["THE END".to_owned()]);
+    r.options.min_length = Some(1000); // never sent
     r
 }
 
@@ -83,15 +83,18 @@ async fn ollama_omits_absent_options_and_sends_formats() {
     );
 
     let mut json_mode = bare.clone();
-    json_mode.format = Some(ResponseFormat::Json);
-    json_mode.options.insert("top_k".into(), json!(20));
+    json_mode.options.format = Some(ResponseFormat::Json);
+    json_mode
+        .options
+        .provider_options
+        .insert("top_k".into(), json!(20));
     provider.chat(&json_mode).await.expect("chat");
     assert_eq!(server.last_body()["format"], json!("json"));
     assert_eq!(server.last_body()["options"], json!({ "top_k": 20 }));
 
     let schema = json!({ "type": "object", "properties": { "name": { "type": "string" } }, "required": ["name"] });
     let mut schema_mode = bare;
-    schema_mode.format = Some(ResponseFormat::JsonSchema {
+    schema_mode.options.format = Some(ResponseFormat::JsonSchema {
         name: "Hero".into(),
         schema: schema.clone(),
     });
@@ -104,8 +107,8 @@ async fn openai_sends_exactly_the_chat_completions_body_with_bearer_key() {
     let server = FakeServer::start(Reply::openai_ok("{\"name\":\"Ada\"}")).await;
     let schema = json!({ "type": "object", "properties": { "name": { "type": "string" } }, "required": ["name"], "additionalProperties": false });
     let mut request = full_request();
-    request.model = "gpt-test".into();
-    request.format = Some(ResponseFormat::JsonSchema {
+    request.options.model = Some("gpt-test".into());
+    request.options.format = Some(ResponseFormat::JsonSchema {
         name: "Hero".into(),
         schema: schema.clone(),
     });
@@ -157,7 +160,7 @@ async fn openai_sends_exactly_the_chat_completions_body_with_bearer_key() {
 async fn openai_json_mode_and_no_key() {
     let server = FakeServer::start(Reply::openai_ok("{}")).await;
     let mut request = ChatRequest::new("m", vec![ChatMessage::user("hi")]);
-    request.format = Some(ResponseFormat::Json);
+    request.options.format = Some(ResponseFormat::Json);
     openai(&server.base_url, ApiKey::None)
         .chat(&request)
         .await

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prompt_agent::{
-    CacheSetting, GenerateOptions, OllamaProvider, PromptSystem, Provider, ProviderConfig,
-    ProviderKind, SystemConfig, Vars, VersionReq,
+    GenerateOptions, OllamaProvider, PromptSystem, Provider, ProviderKind, RequestOptions,
+    Settings, Vars, VersionReq,
 };
 use prompt_cache::{CacheConfig, CacheStore, ResponseCache};
 use prompt_metrics::{JsonlStore, MetricsSink};
@@ -197,8 +197,11 @@ async fn template_defaults_validation_and_metadata_are_applied() {
     // Overrides win; latest is v2; examples render ahead of the prompt; context is a second
     // system message.
     let options = GenerateOptions {
-        model: Some("llama3.2".into()),
-        temperature: Some(0.1),
+        request: RequestOptions {
+            model: Some("llama3.2".into()),
+            temperature: Some(0.1),
+            ..RequestOptions::default()
+        },
         examples: 1,
         context: Some("Chapter 3.".into()),
         ..Default::default()
@@ -321,7 +324,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         key(base.clone(), "b").await,
         key(
             GenerateOptions {
-                model: Some("m".into()),
+                request: RequestOptions {
+                    model: Some("m".into()),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -329,7 +335,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                temperature: Some(0.2),
+                request: RequestOptions {
+                    temperature: Some(0.2),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -337,7 +346,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                max_tokens: Some(9),
+                request: RequestOptions {
+                    max_tokens: Some(9),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -345,7 +357,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                seed: Some(1),
+                request: RequestOptions {
+                    top_p: Some(0.5),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -353,7 +368,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                stop: vec!["x".into()],
+                request: RequestOptions {
+                    seed: Some(1),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -361,7 +379,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                context_size: Some(4096),
+                request: RequestOptions {
+                    stop: Some(vec!["x".into()]),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -369,7 +390,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                format: Some(prompt_agent::ResponseFormat::Json),
+                request: RequestOptions {
+                    context_size: Some(4096),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -377,7 +401,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                min_length: Some(1),
+                request: RequestOptions {
+                    format: Some(prompt_agent::ResponseFormat::Json),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -385,7 +412,21 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                max_length: Some(99),
+                request: RequestOptions {
+                    min_length: Some(1),
+                    ..RequestOptions::default()
+                },
+                ..base.clone()
+            },
+            "a",
+        )
+        .await,
+        key(
+            GenerateOptions {
+                request: RequestOptions {
+                    max_length: Some(99),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -417,7 +458,10 @@ async fn every_part_of_the_request_is_in_the_key() {
         .await,
         key(
             GenerateOptions {
-                options: [("top_k".to_owned(), json!(5))].into_iter().collect(),
+                request: RequestOptions {
+                    provider_options: [("top_k".to_owned(), json!(5))].into_iter().collect(),
+                    ..RequestOptions::default()
+                },
                 ..base.clone()
             },
             "a",
@@ -486,7 +530,7 @@ async fn template_problems_are_usage_errors_with_a_metrics_record() {
 }
 
 #[tokio::test]
-async fn from_config_with_the_echo_provider_runs_offline_end_to_end() {
+async fn from_settings_with_the_echo_provider_runs_offline_end_to_end() {
     let root = tempfile::tempdir().expect("tempdir");
     let templates = root.path().join("templates");
     write_template(
@@ -496,21 +540,16 @@ async fn from_config_with_the_echo_provider_runs_offline_end_to_end() {
         1,
         &SCENE.replace("min_length: 20", "min_length: 500"),
     );
-    let config = SystemConfig {
-        templates_dir: templates,
-        cache: CacheSetting::Dir {
-            dir: root.path().join("cache"),
-            max_size: 10,
-            ttl: Duration::from_secs(60),
-        },
+    let settings = Settings {
+        templates: Some(templates),
+        cache_dir: Some(root.path().join("cache")),
+        cache_max_size: Some(10),
+        cache_ttl: Some(60),
         metrics_dir: Some(root.path().join("metrics")),
-        provider: ProviderConfig {
-            kind: ProviderKind::Echo,
-            ..ProviderConfig::default()
-        },
-        ..SystemConfig::default()
+        provider: Some(ProviderKind::Echo),
+        ..Settings::default()
     };
-    let system = PromptSystem::from_config(config).expect("system");
+    let system = PromptSystem::from_settings(&settings).expect("system");
     assert_eq!(system.provider().name(), "echo");
     let agent = system.template_agent("writer");
     let g = agent
@@ -562,65 +601,60 @@ async fn from_config_with_the_echo_provider_runs_offline_end_to_end() {
 }
 
 #[tokio::test]
-async fn from_config_reports_bad_settings() {
+async fn from_settings_reports_bad_settings() {
     let root = tempfile::tempdir().expect("tempdir");
-    let base = SystemConfig {
-        templates_dir: root.path().to_owned(),
-        cache: CacheSetting::Disabled,
-        metrics_dir: None,
-        ..SystemConfig::default()
+    let base = Settings {
+        templates: Some(root.path().to_owned()),
+        cache_dir: Some(root.path().join("cache")),
+        metrics_dir: Some(root.path().join("metrics")),
+        provider: Some(ProviderKind::Ollama),
+        ..Settings::default()
     };
-    let cases: Vec<(SystemConfig, &str)> = vec![
+    let cases: Vec<(Settings, &str)> = vec![
         (
-            SystemConfig {
-                concurrency: 0,
+            Settings {
+                concurrency: Some(0),
                 ..base.clone()
             },
             "concurrency",
         ),
         (
-            SystemConfig {
-                max_attempts: 0,
+            Settings {
+                timeout: Some(0.0),
                 ..base.clone()
             },
-            "max_attempts",
+            "timeout",
         ),
         (
-            SystemConfig {
-                request_timeout: Duration::ZERO,
+            Settings {
+                model: Some(" ".into()),
                 ..base.clone()
             },
-            "request_timeout_secs",
+            "model",
         ),
         (
-            SystemConfig {
-                provider: ProviderConfig {
-                    model: " ".into(),
-                    ..ProviderConfig::default()
-                },
+            Settings {
+                provider: None,
                 ..base.clone()
             },
-            "provider.model",
+            "provider",
         ),
     ];
-    for (config, field) in cases {
-        let err = PromptSystem::from_config(config).expect_err(field);
+    for (settings, field) in cases {
+        let err = PromptSystem::from_settings(&settings).expect_err(field);
         assert!(err.is_usage_error(), "{err}");
         assert!(err.to_string().contains(field), "{err}");
     }
     if !cfg!(feature = "redis") {
-        let config = SystemConfig {
-            cache: CacheSetting::Redis {
-                url: "redis://127.0.0.1:1/0".into(),
-                prefix: "p".into(),
-                ttl: Duration::from_secs(1),
-            },
+        let settings = Settings {
+            cache_url: Some("redis://127.0.0.1:1/0".into()),
             ..base.clone()
         };
-        let err = PromptSystem::from_config(config).expect_err("no redis feature");
+        let err = PromptSystem::from_settings(&settings).expect_err("no redis feature");
         assert!(err.to_string().contains("redis"), "{err}");
     }
-    let ok = PromptSystem::from_config(base).expect("minimal config");
-    assert!(ok.cache().is_none() && ok.metrics().is_none());
+    let ok = PromptSystem::from_settings(&base).expect("minimal settings");
+    assert!(ok.cache().is_some() && ok.metrics().is_some());
     assert_eq!(ok.provider().name(), "ollama");
+    assert_eq!(ok.policy().max_attempts, 3);
 }

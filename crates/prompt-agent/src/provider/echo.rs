@@ -42,7 +42,7 @@ impl EchoProvider {
             hasher.update([0]);
         }
         let digest = hex::encode(&hasher.finalize()[..4]);
-        let mut text = format!("[echo] model={} request={digest}", request.model);
+        let mut text = format!("[echo] model={} request={digest}", request.model());
         if let Some(user) = request.last_user_message() {
             for line in user
                 .content
@@ -54,18 +54,18 @@ impl EchoProvider {
                 text.extend(line.trim_end().chars().take(QUOTED_LINE_CHARS));
             }
         }
-        let min = request.min_length.unwrap_or(0);
+        let min = request.options.min_length.unwrap_or(0);
         let mut len = text.chars().count();
         while len < min {
             text.push_str(FILLER);
             len += FILLER.len();
         }
-        if let Some(max) = request.max_length
+        if let Some(max) = request.options.max_length
             && len > max
         {
             text = text.chars().take(max).collect();
         }
-        if request.format.is_some() {
+        if request.options.format.is_some() {
             // Keep the reply valid JSON when JSON was asked for.
             return serde_json::json!({ "echo": text }).to_string();
         }
@@ -91,7 +91,7 @@ impl Provider for EchoProvider {
             tokens_prompt: Some(prompt_chars.div_ceil(4) as u64),
             tokens_completion: Some(content.chars().count().div_ceil(4) as u64),
             content,
-            model: request.model.clone(),
+            model: request.model().to_owned(),
             finish_reason: Some("stop".to_owned()),
             latency: started.elapsed(),
         })
@@ -129,12 +129,12 @@ mod tests {
     fn reply_honours_min_and_max_length() {
         for min in [0, 10, 100, 1000, 5000] {
             let mut r = request("hi");
-            r.min_length = Some(min);
+            r.options.min_length = Some(min);
             assert!(EchoProvider::reply(&r).chars().count() >= min, "min {min}");
         }
         let mut r = request("hi");
-        r.min_length = Some(500);
-        r.max_length = Some(600);
+        r.options.min_length = Some(500);
+        r.options.max_length = Some(600);
         let n = EchoProvider::reply(&r).chars().count();
         assert!((500..=600).contains(&n), "{n}");
     }
@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn json_requests_get_json() {
         let mut r = request("hi");
-        r.format = Some(crate::request::ResponseFormat::Json);
+        r.options.format = Some(crate::request::ResponseFormat::Json);
         let v: serde_json::Value = serde_json::from_str(&EchoProvider::reply(&r)).expect("json");
         assert!(v["echo"].as_str().is_some_and(|s| s.contains("hi")));
     }

@@ -11,7 +11,7 @@ use super::{
     status_error,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
+use crate::request::{ChatRequest, ChatResponse, RequestOptions, ResponseFormat};
 
 const NAME: &str = "ollama";
 
@@ -57,33 +57,44 @@ impl OllamaProvider {
 
     /// The JSON body sent to `POST /api/chat` for `request`.
     pub fn request_body(request: &ChatRequest) -> Value {
+        let RequestOptions {
+            model,
+            temperature,
+            top_p: _, // in wire_options()
+            max_tokens,
+            seed,
+            stop: _, // stop_sequences()
+            context_size,
+            format,
+            provider_options: _, // in wire_options()
+            min_length: _,       // checked by the agent, never sent
+            max_length: _,
+        } = &request.options;
         let mut options = Map::new();
-        if let Some(t) = request.temperature {
-            options.insert("temperature".into(), json!(t));
+        let typed = [
+            ("temperature", temperature.map(|t| json!(t))),
+            ("num_predict", max_tokens.map(|n| json!(n))),
+            ("num_ctx", context_size.map(|n| json!(n))),
+            ("seed", seed.map(|s| json!(s))),
+        ];
+        for (name, value) in typed {
+            if let Some(value) = value {
+                options.insert(name.into(), value);
+            }
         }
-        if let Some(n) = request.max_tokens {
-            options.insert("num_predict".into(), json!(n));
+        let stop = request.options.stop_sequences();
+        if !stop.is_empty() {
+            options.insert("stop".into(), json!(stop));
         }
-        if let Some(n) = request.context_size {
-            options.insert("num_ctx".into(), json!(n));
-        }
-        if let Some(s) = request.seed {
-            options.insert("seed".into(), json!(s));
-        }
-        if !request.stop.is_empty() {
-            options.insert("stop".into(), json!(request.stop));
-        }
-        for (k, v) in &request.options {
-            options.insert(k.clone(), v.clone());
-        }
+        options.extend(request.options.wire_options());
         let mut body = Map::new();
-        body.insert("model".into(), json!(request.model));
+        body.insert("model".into(), json!(model.as_deref().unwrap_or_default()));
         body.insert("messages".into(), messages_json(request));
         body.insert("stream".into(), Value::Bool(false));
         if !options.is_empty() {
             body.insert("options".into(), Value::Object(options));
         }
-        match &request.format {
+        match format {
             Some(ResponseFormat::Json) => {
                 body.insert("format".into(), json!("json"));
             }
@@ -177,7 +188,7 @@ impl Provider for OllamaProvider {
                 status,
                 &reply.headers,
                 body,
-                &request.model,
+                request.model(),
             ));
         }
         let parsed: ChatBody = parse_body(NAME, "POST", &url, body)?;
@@ -186,7 +197,7 @@ impl Provider for OllamaProvider {
             return Err(if lower.contains("not found") {
                 ProviderError::ModelNotFound {
                     provider: NAME.to_owned(),
-                    model: request.model.clone(),
+                    model: request.model().to_owned(),
                     message,
                 }
             } else {
@@ -205,7 +216,7 @@ impl Provider for OllamaProvider {
         })?;
         Ok(ChatResponse {
             content,
-            model: parsed.model.unwrap_or_else(|| request.model.clone()),
+            model: parsed.model.unwrap_or_else(|| request.model().to_owned()),
             tokens_prompt: parsed.prompt_eval_count,
             tokens_completion: parsed.eval_count,
             finish_reason: parsed.done_reason,

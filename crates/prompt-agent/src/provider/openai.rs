@@ -12,7 +12,7 @@ use super::{
     status_error,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
+use crate::request::{ChatRequest, ChatResponse, RequestOptions, ResponseFormat};
 
 const NAME: &str = "openai";
 
@@ -42,7 +42,33 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The environment variable whose key is sent to OpenAI's own API when no other is named.
+pub const OPENAI_KEY_ENV: &str = "OPENAI_API_KEY";
+
 impl ApiKey {
+    /// The key rule, in one place: a variable named by the caller (`api_key_env` in the
+    /// settings, `--api-key-env`, `PROMPT_API_KEY_ENV`) is sent to whatever server
+    /// `base_url` names; without one, [`OPENAI_KEY_ENV`] is sent to OpenAI's own API
+    /// (`https://api.openai.com`) only, and any other server gets no key at all.
+    ///
+    /// ```
+    /// use prompt_agent::ApiKey;
+    ///
+    /// assert!(matches!(ApiKey::for_base_url("https://api.openai.com/v1", None), ApiKey::Env(v) if v == "OPENAI_API_KEY"));
+    /// assert!(matches!(ApiKey::for_base_url("http://127.0.0.1:8000/v1", None), ApiKey::None));
+    /// assert!(matches!(ApiKey::for_base_url("http://127.0.0.1:8000/v1", Some("VLLM_KEY")), ApiKey::Env(v) if v == "VLLM_KEY"));
+    /// ```
+    pub fn for_base_url(base_url: &str, api_key_env: Option<&str>) -> ApiKey {
+        if let Some(name) = api_key_env.map(str::trim).filter(|n| !n.is_empty()) {
+            return ApiKey::Env(name.to_owned());
+        }
+        if is_openai_host(base_url) {
+            ApiKey::Env(OPENAI_KEY_ENV.to_owned())
+        } else {
+            ApiKey::None
+        }
+    }
+
     fn resolve(&self) -> Result<Option<String>, ProviderError> {
         match self {
             ApiKey::None => Ok(None),
@@ -56,6 +82,13 @@ impl ApiKey {
             },
         }
     }
+}
+
+/// Whether `base_url` is OpenAI's own API: `https://api.openai.com` on the default port.
+fn is_openai_host(base_url: &str) -> bool {
+    reqwest::Url::parse(&normalize_base_url(base_url, None)).is_ok_and(|url| {
+        url.scheme() == "https" && url.host_str() == Some("api.openai.com") && url.port().is_none()
+    })
 }
 
 /// A client for an OpenAI-compatible chat completions API (OpenAI, vLLM, llama.cpp's server,
@@ -88,22 +121,37 @@ impl OpenAiProvider {
     /// `max_tokens` is sent as `max_tokens`, which every compatible server understands;
     /// `context_size` has no counterpart and is not sent.
     pub fn request_body(request: &ChatRequest) -> Value {
+        let RequestOptions {
+            model,
+            temperature,
+            top_p: _, // in wire_options()
+            max_tokens,
+            seed,
+            stop: _,         // stop_sequences()
+            context_size: _, // no counterpart in this API
+            format,
+            provider_options: _, // in wire_options()
+            min_length: _,       // checked by the agent, never sent
+            max_length: _,
+        } = &request.options;
         let mut body = Map::new();
-        body.insert("model".into(), json!(request.model));
+        body.insert("model".into(), json!(model.as_deref().unwrap_or_default()));
         body.insert("messages".into(), messages_json(request));
-        if let Some(t) = request.temperature {
-            body.insert("temperature".into(), json!(t));
+        let typed = [
+            ("temperature", temperature.map(|t| json!(t))),
+            ("max_tokens", max_tokens.map(|n| json!(n))),
+            ("seed", seed.map(|s| json!(s))),
+        ];
+        for (name, value) in typed {
+            if let Some(value) = value {
+                body.insert(name.into(), value);
+            }
         }
-        if let Some(n) = request.max_tokens {
-            body.insert("max_tokens".into(), json!(n));
+        let stop = request.options.stop_sequences();
+        if !stop.is_empty() {
+            body.insert("stop".into(), json!(stop));
         }
-        if let Some(s) = request.seed {
-            body.insert("seed".into(), json!(s));
-        }
-        if !request.stop.is_empty() {
-            body.insert("stop".into(), json!(request.stop));
-        }
-        match &request.format {
+        match format {
             Some(ResponseFormat::Json) => {
                 body.insert("response_format".into(), json!({ "type": "json_object" }));
             }
@@ -118,9 +166,7 @@ impl OpenAiProvider {
             }
             None => {}
         }
-        for (k, v) in &request.options {
-            body.insert(k.clone(), v.clone());
-        }
+        body.extend(request.options.wire_options());
         Value::Object(body)
     }
 
@@ -231,7 +277,7 @@ impl Provider for OpenAiProvider {
         let body = &reply.body;
         if !reply.is_success() {
             return Err(
-                match error_for_status(reply.status, &reply.headers, body, &request.model) {
+                match error_for_status(reply.status, &reply.headers, body, request.model()) {
                     ProviderError::Timeout { provider, .. } => ProviderError::Timeout {
                         provider,
                         url,
@@ -251,7 +297,7 @@ impl Provider for OpenAiProvider {
         let usage = parsed.usage;
         Ok(ChatResponse {
             content: choice.message.content.unwrap_or_default(),
-            model: parsed.model.unwrap_or_else(|| request.model.clone()),
+            model: parsed.model.unwrap_or_else(|| request.model().to_owned()),
             tokens_prompt: usage.as_ref().and_then(|u| u.prompt_tokens),
             tokens_completion: usage.as_ref().and_then(|u| u.completion_tokens),
             finish_reason: choice.finish_reason,
