@@ -8,6 +8,7 @@ mod support;
 mod batch;
 mod errors;
 mod generate;
+mod keys;
 mod redis;
 mod report;
 mod templates;

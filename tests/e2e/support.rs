@@ -1,5 +1,5 @@
-//! Helpers: run the built `prompt` binary in a temporary directory, and a fake Ollama server
-//! on loopback that counts the chat requests it answers.
+//! Helpers: run the built `prompt` binary in a temporary directory, and a fake Ollama (and
+//! OpenAI-compatible) server on loopback that counts the chat requests it answers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -136,9 +137,11 @@ struct FakeState {
     delay_ms: AtomicU64,
     models: Mutex<Vec<String>>,
     last_body: Mutex<Option<Value>>,
+    last_authorization: Mutex<Option<String>>,
 }
 
-/// A fake Ollama server: `POST /api/chat` and `GET /api/tags`.
+/// A fake Ollama server: `POST /api/chat` and `GET /api/tags`; it also answers OpenAI's
+/// `POST /v1/chat/completions` and remembers the `Authorization` header it was sent.
 pub(crate) struct FakeOllama {
     pub(crate) url: String,
     state: Arc<FakeState>,
@@ -155,6 +158,7 @@ impl FakeOllama {
         let app = Router::new()
             .route("/api/chat", post(chat))
             .route("/api/tags", get(tags))
+            .route("/v1/chat/completions", post(openai_chat))
             .with_state(state.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -180,6 +184,11 @@ impl FakeOllama {
         self.state
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The `Authorization` header of the last OpenAI-style chat request (`None`: not sent).
+    pub(crate) fn last_authorization(&self) -> Option<String> {
+        self.state.last_authorization.lock().unwrap().clone()
     }
 
     /// The body of the last chat request.
@@ -216,6 +225,28 @@ async fn chat(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> J
         "done_reason": "stop",
         "prompt_eval_count": 120,
         "eval_count": 640,
+    }))
+}
+
+async fn openai_chat(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    *state.last_authorization.lock().unwrap() = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("<not text>").to_owned());
+    let Json(ollama) = chat(State(state), Json(body)).await;
+    Json(json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": ollama["model"],
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": ollama["message"]["content"]},
+            "finish_reason": "stop",
+        }],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 640, "total_tokens": 760},
     }))
 }
 

@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+use prompt_agent::{
+    DEFAULT_CACHE_DIR, DEFAULT_CONCURRENCY, DEFAULT_METRICS_DIR, DEFAULT_MODEL, DEFAULT_RETRIES,
+    DEFAULT_TEMPLATES_DIR, DEFAULT_TIMEOUT_SECS,
+};
 
 const ROOT_AFTER_HELP: &str = "\
 Settings come from, in order: a flag, its environment variable, the config file
@@ -47,17 +51,20 @@ pub struct GlobalArgs {
     /// Config file (TOML) [default: ./prompt.toml when present]
     #[arg(long, global = true, env = "PROMPT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Template directory [default: ./templates]
-    #[arg(long, global = true, env = "PROMPT_TEMPLATES", value_name = "DIR")]
+    /// Template directory.
+    #[arg(long, global = true, env = "PROMPT_TEMPLATES", value_name = "DIR",
+          help = format!("Template directory [default: ./{DEFAULT_TEMPLATES_DIR}]"))]
     pub templates: Option<PathBuf>,
-    /// Response cache directory [default: ./output/cache]
-    #[arg(long, global = true, env = "PROMPT_CACHE_DIR", value_name = "DIR")]
+    /// Response cache directory.
+    #[arg(long, global = true, env = "PROMPT_CACHE_DIR", value_name = "DIR",
+          help = format!("Response cache directory [default: ./{DEFAULT_CACHE_DIR}]"))]
     pub cache_dir: Option<PathBuf>,
     /// Shared Redis cache instead of the directory, e.g. redis://127.0.0.1:6379/0
     #[arg(long, global = true, env = "PROMPT_CACHE_URL", value_name = "URL")]
     pub cache_url: Option<String>,
-    /// Metrics directory (daily metrics_YYYY-MM-DD.jsonl files) [default: ./output/metrics]
-    #[arg(long, global = true, env = "PROMPT_METRICS_DIR", value_name = "DIR")]
+    /// Metrics directory.
+    #[arg(long, global = true, env = "PROMPT_METRICS_DIR", value_name = "DIR",
+          help = format!("Metrics directory (daily metrics_YYYY-MM-DD.jsonl files) [default: ./{DEFAULT_METRICS_DIR}]"))]
     pub metrics_dir: Option<PathBuf>,
     /// Machine-readable JSON on stdout (and nothing else on stdout)
     #[arg(long, global = true, env = "PROMPT_JSON")]
@@ -140,8 +147,9 @@ Examples:
         /// JSONL file the results are appended to
         #[arg(long, value_name = "RESULTS.jsonl")]
         out: PathBuf,
-        /// Jobs run at the same time [default: 4]
-        #[arg(long, env = "PROMPT_CONCURRENCY", value_name = "N")]
+        /// Jobs run at the same time.
+        #[arg(long, env = "PROMPT_CONCURRENCY", value_name = "N",
+              help = format!("Jobs run at the same time (and provider calls in flight) [default: {DEFAULT_CONCURRENCY}]"))]
         concurrency: Option<usize>,
         /// Run again the jobs whose line in OUT failed (a new line is appended; the last wins)
         #[arg(long)]
@@ -307,25 +315,32 @@ pub struct VarsArgs {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Provider")]
 pub struct ProviderArgs {
-    /// Provider: ollama, openai (any OpenAI-compatible server) or echo (offline, deterministic)
+    /// Provider: ollama, openai (any OpenAI-compatible server; alias openai-compatible) or echo
+    /// (offline, deterministic)
     #[arg(long, env = "PROMPT_PROVIDER", value_name = "NAME")]
     pub provider: Option<String>,
     /// Provider base URL [default: ollama $OLLAMA_HOST, else http://localhost:11434; openai https://api.openai.com/v1]
     #[arg(long, env = "PROMPT_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
-    /// Model [default: the template's model, then the provider's]
-    #[arg(long, env = "PROMPT_MODEL", value_name = "MODEL")]
+    /// Model.
+    #[arg(long, env = "PROMPT_MODEL", value_name = "MODEL",
+          help = format!("Model [default: the template's model, then {DEFAULT_MODEL}]"))]
     pub model: Option<String>,
     /// Sampling temperature [default: the template's]
     #[arg(long, env = "PROMPT_TEMPERATURE", value_name = "T")]
     pub temperature: Option<f64>,
-    /// Request timeout in seconds [default: 120]
-    #[arg(long, env = "PROMPT_TIMEOUT", value_name = "SECS")]
+    /// Timeout of one attempt, in seconds.
+    #[arg(long, env = "PROMPT_TIMEOUT", value_name = "SECS",
+          help = format!("Timeout of one attempt, in seconds [default: {DEFAULT_TIMEOUT_SECS}]"))]
     pub timeout: Option<f64>,
-    /// Retries after a failed attempt (connection errors, timeouts, 5xx, too-short replies)
-    /// [default: 2]
-    #[arg(long, env = "PROMPT_RETRIES", value_name = "N")]
+    /// Retries after a failed attempt.
+    #[arg(long, env = "PROMPT_RETRIES", value_name = "N",
+          help = format!("Retries after a failed attempt (connection errors, timeouts, 5xx, too-short replies) [default: {DEFAULT_RETRIES}]"))]
     pub retries: Option<u32>,
+    /// Environment variable holding the API key of an OpenAI-compatible server. Without it,
+    /// OPENAI_API_KEY is sent to https://api.openai.com only, and other servers get no key
+    #[arg(long, env = "PROMPT_API_KEY_ENV", value_name = "NAME")]
+    pub api_key_env: Option<String>,
     /// Do not read the response cache (the new reply is still stored)
     #[arg(long, env = "PROMPT_NO_CACHE")]
     pub no_cache: bool,

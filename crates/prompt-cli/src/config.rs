@@ -1,8 +1,14 @@
-//! `prompt.toml` and the resolution of every setting: flag > environment > config file > default.
+//! Finding and reading `prompt.toml`, and laying the command line over it: flag > environment
+//! > config file > default.
+//!
+//! The schema, the defaults and the path from settings to a provider, a cache and a metrics
+//! store are prompt-agent's [`AppSettings`]; this module only reads the file (errors with
+//! line and column, paths relative to the file's directory) and turns flags into a layer of
+//! the same type.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use prompt_agent::{AgentError, ProviderKind, Settings as AppSettings};
 
 use crate::cli::{GlobalArgs, ProviderArgs};
 use crate::error::{CliError, CliResult};
@@ -10,87 +16,23 @@ use crate::error::{CliError, CliResult};
 /// The config file read when `--config` is not given and it exists in the working directory.
 pub const DEFAULT_CONFIG: &str = "prompt.toml";
 
-/// The contents of a `prompt.toml`. Every key is optional; relative paths are relative to the
-/// directory of the config file.
-///
-/// ```toml
-/// templates = "templates"
-/// cache_dir = "output/cache"
-/// metrics_dir = "output/metrics"
-/// provider = "ollama"
-/// base_url = "http://127.0.0.1:11434"
-/// model = "qwen3:30b"
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    /// Template directory.
-    pub templates: Option<PathBuf>,
-    /// Response cache directory.
-    pub cache_dir: Option<PathBuf>,
-    /// Redis URL of a shared cache (used instead of `cache_dir`).
-    pub cache_url: Option<String>,
-    /// Metrics directory.
-    pub metrics_dir: Option<PathBuf>,
-    /// Provider: `ollama`, `openai` or `echo`.
-    pub provider: Option<String>,
-    /// Provider base URL.
-    pub base_url: Option<String>,
-    /// Model name.
-    pub model: Option<String>,
-    /// Sampling temperature.
-    pub temperature: Option<f64>,
-    /// Request timeout in seconds.
-    pub timeout: Option<f64>,
-    /// Jobs run at the same time by `prompt batch`.
-    pub concurrency: Option<usize>,
-    /// Retries after a failed attempt.
-    pub retries: Option<u32>,
-    /// Name of the environment variable holding the API key (OpenAI-compatible providers).
-    pub api_key_env: Option<String>,
-    /// Time to live of new cache entries, in seconds.
-    pub cache_ttl: Option<u64>,
-}
-
-impl ConfigFile {
-    /// Parses a config file's text; `path` names the file in errors.
-    pub fn parse(text: &str, path: &Path) -> CliResult<Self> {
-        toml::from_str::<Self>(text).map_err(|e| {
-            let location = e
-                .span()
-                .map(|span| {
-                    let (line, col) = line_col(text, span.start);
-                    format!(":{line}:{col}")
-                })
-                .unwrap_or_default();
-            CliError::failure(format!(
-                "bad config file {}{location}: {}",
-                path.display(),
-                e.message()
-            ))
-            .hint(
-                "keys: templates, cache_dir, cache_url, metrics_dir, provider, base_url, model, \
-                 temperature, timeout, retries, concurrency, api_key_env, cache_ttl",
-            )
-        })
-    }
-
-    /// Makes relative paths relative to `base` (the config file's directory).
-    fn rebase(mut self, base: &Path) -> Self {
-        for p in [
-            &mut self.templates,
-            &mut self.cache_dir,
-            &mut self.metrics_dir,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        self
-    }
+/// Parses a config file's text; `path` names the file in errors.
+pub fn parse_config(text: &str, path: &Path) -> CliResult<AppSettings> {
+    toml::from_str::<AppSettings>(text).map_err(|e| {
+        let location = e
+            .span()
+            .map(|span| {
+                let (line, col) = line_col(text, span.start);
+                format!(":{line}:{col}")
+            })
+            .unwrap_or_default();
+        CliError::failure(format!(
+            "bad config file {}{location}: {}",
+            path.display(),
+            e.message()
+        ))
+        .hint(format!("keys: {}", AppSettings::KEYS))
+    })
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -104,13 +46,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Loads the config file: `explicit` (which must exist), else `./prompt.toml` when present.
-pub fn load_config(explicit: Option<&Path>) -> CliResult<(ConfigFile, Option<PathBuf>)> {
+/// Relative paths in it are made relative to its directory.
+pub fn load_config(explicit: Option<&Path>) -> CliResult<(AppSettings, Option<PathBuf>)> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {
             let default = PathBuf::from(DEFAULT_CONFIG);
             if !default.is_file() {
-                return Ok((ConfigFile::default(), None));
+                return Ok((AppSettings::default(), None));
             }
             default
         }
@@ -119,15 +62,10 @@ pub fn load_config(explicit: Option<&Path>) -> CliResult<(ConfigFile, Option<Pat
         CliError::failure(format!("cannot read config file {}: {e}", path.display()))
             .hint("check the --config path (or PROMPT_CONFIG)")
     })?;
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let config = ConfigFile::parse(&text, &path)?;
-    let config = if base == Path::new(".") {
-        config
-    } else {
-        config.rebase(&base)
+    let config = parse_config(&text, &path)?;
+    let config = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(base) if base != Path::new(".") => config.rebase(base),
+        _ => config,
     };
     Ok((config, Some(path)))
 }
@@ -141,171 +79,119 @@ pub enum CacheLocation {
     Redis(String),
 }
 
-/// Settings every command uses, resolved from flags, environment, config file and defaults.
+/// What every command works with: the settings given by the global flags (and their
+/// environment variables) over the config file, and how to print.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Template directory.
-    pub templates: PathBuf,
-    /// Cache directory (used when `cache_url` is `None`).
-    pub cache_dir: PathBuf,
-    /// Redis URL of a shared cache.
-    pub cache_url: Option<String>,
-    /// Metrics directory.
-    pub metrics_dir: PathBuf,
+    /// Every setting given so far; the commands that generate add their provider flags with
+    /// [`for_provider`](Self::for_provider).
+    pub app: AppSettings,
     /// JSON on stdout.
     pub json: bool,
     /// The config file read, if any.
     pub config_path: Option<PathBuf>,
-    /// The config file's contents (defaults when none was read).
-    pub config: ConfigFile,
 }
 
 impl Settings {
-    /// Resolves the global settings.
-    pub fn resolve(global: &GlobalArgs, config: ConfigFile, config_path: Option<PathBuf>) -> Self {
+    /// Lays the global flags over the config file.
+    pub fn resolve(global: &GlobalArgs, config: AppSettings, config_path: Option<PathBuf>) -> Self {
+        let flags = AppSettings {
+            templates: global.templates.clone(),
+            cache_dir: global.cache_dir.clone(),
+            cache_url: global.cache_url.clone(),
+            metrics_dir: global.metrics_dir.clone(),
+            ..AppSettings::default()
+        };
         Self {
-            templates: global
-                .templates
-                .clone()
-                .or_else(|| config.templates.clone())
-                .unwrap_or_else(|| PathBuf::from("templates")),
-            cache_dir: global
-                .cache_dir
-                .clone()
-                .or_else(|| config.cache_dir.clone())
-                .unwrap_or_else(|| PathBuf::from("output/cache")),
-            cache_url: global
-                .cache_url
-                .clone()
-                .or_else(|| config.cache_url.clone())
-                .filter(|u| !u.is_empty()),
-            metrics_dir: global
-                .metrics_dir
-                .clone()
-                .or_else(|| config.metrics_dir.clone())
-                .unwrap_or_else(|| PathBuf::from("output/metrics")),
+            app: flags.over(config),
             json: global.json,
             config_path,
-            config,
         }
+    }
+
+    /// The template directory.
+    pub fn templates(&self) -> PathBuf {
+        self.app.templates_dir()
+    }
+
+    /// The metrics directory.
+    pub fn metrics_dir(&self) -> PathBuf {
+        self.app.metrics_dir()
     }
 
     /// The cache backend chosen by `--cache-url` or `--cache-dir`.
     pub fn cache_location(&self) -> CacheLocation {
-        match &self.cache_url {
-            Some(url) => CacheLocation::Redis(url.clone()),
-            None => CacheLocation::Dir(self.cache_dir.clone()),
+        match self.app.cache_url() {
+            Some(url) => CacheLocation::Redis(url.to_owned()),
+            None => CacheLocation::Dir(self.app.cache_dir()),
         }
     }
 
-    /// Resolves the provider settings; `None` provider when neither flag, env nor config names one.
-    pub fn provider(&self, args: &ProviderArgs) -> ProviderSettings {
-        let c = &self.config;
-        ProviderSettings {
-            provider: args
-                .provider
-                .clone()
-                .or_else(|| c.provider.clone())
-                .filter(|p| !p.is_empty()),
-            base_url: args
-                .base_url
-                .clone()
-                .or_else(|| c.base_url.clone())
-                .filter(|p| !p.is_empty()),
-            model: args
-                .model
-                .clone()
-                .or_else(|| c.model.clone())
-                .filter(|p| !p.is_empty()),
-            temperature: args.temperature.or(c.temperature),
-            timeout: args.timeout.or(c.timeout).unwrap_or(120.0),
-            retries: args.retries.or(c.retries).unwrap_or(2),
+    /// The settings of a command that generates: its provider flags over everything else,
+    /// checked. A usage error when no provider is named or a value is out of range.
+    pub fn for_provider(&self, args: &ProviderArgs) -> CliResult<ProviderSettings> {
+        let provider = match args.provider.as_deref().filter(|p| !p.trim().is_empty()) {
+            None => None,
+            Some(name) => Some(name.parse::<ProviderKind>().map_err(|e| {
+                CliError::usage(e.to_string())
+                    .hint(format!("use one of: {}", ProviderKind::choices()))
+            })?),
+        };
+        let flags = AppSettings {
+            provider,
+            base_url: args.base_url.clone().filter(|u| !u.is_empty()),
+            model: args.model.clone().filter(|m| !m.is_empty()),
+            temperature: args.temperature,
+            timeout: args.timeout,
+            retries: args.retries,
+            api_key_env: args.api_key_env.clone().filter(|v| !v.is_empty()),
+            ..AppSettings::default()
+        };
+        let app = flags.over(self.app.clone());
+        let kind = app.provider.ok_or_else(|| {
+            CliError::usage("no provider given").hint(format!(
+                "pass --provider {}, set PROMPT_PROVIDER, or add `provider = \"ollama\"` to \
+                 prompt.toml",
+                ProviderKind::choices().replace(", ", "|")
+            ))
+        })?;
+        app.check().map_err(|e| settings_error(&e))?;
+        Ok(ProviderSettings {
+            app,
+            kind,
             no_cache: args.no_cache,
-            api_key_env: c.api_key_env.clone(),
-        }
+        })
     }
 }
 
-/// The provider a command generates with.
-#[derive(Debug, Clone, PartialEq)]
+/// A usage error for a bad setting, with the flag that sets it.
+pub(crate) fn settings_error(e: &AgentError) -> CliError {
+    let hint = match e {
+        AgentError::Config { field, .. } => match field.as_str() {
+            "temperature" => "pass e.g. --temperature 0.7".to_owned(),
+            "timeout" => "pass e.g. --timeout 120".to_owned(),
+            "concurrency" => "pass e.g. --concurrency 4".to_owned(),
+            "provider" => format!("use one of: {}", ProviderKind::choices()),
+            field => format!("check `{field}` in the flags, environment and prompt.toml"),
+        },
+        _ => "check the flags, environment variables and prompt.toml".to_owned(),
+    };
+    let message = match e {
+        AgentError::Config { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    CliError::usage(message).hint(hint)
+}
+
+/// The settings of a command that generates.
+#[derive(Debug, Clone)]
 pub struct ProviderSettings {
-    /// `ollama`, `openai` or `echo`; `None` when not given anywhere.
-    pub provider: Option<String>,
-    /// Base URL override.
-    pub base_url: Option<String>,
-    /// Model override.
-    pub model: Option<String>,
-    /// Temperature override.
-    pub temperature: Option<f64>,
-    /// Request timeout in seconds.
-    pub timeout: f64,
-    /// Retries after a failed attempt.
-    pub retries: u32,
-    /// Bypass the cache.
+    /// Every setting, the command's provider flags included, checked.
+    pub app: AppSettings,
+    /// The provider named.
+    pub kind: ProviderKind,
+    /// Skip the cache read (`--no-cache`).
     pub no_cache: bool,
-    /// Environment variable holding the API key.
-    pub api_key_env: Option<String>,
-}
-
-/// The providers `prompt` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// A local or remote Ollama server.
-    Ollama,
-    /// Any OpenAI-compatible chat completions server.
-    OpenAi,
-    /// The offline, deterministic echo provider.
-    Echo,
-}
-
-impl ProviderKind {
-    /// The provider's name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ollama => "ollama",
-            Self::OpenAi => "openai",
-            Self::Echo => "echo",
-        }
-    }
-}
-
-impl ProviderSettings {
-    /// The provider kind; a usage error when none was given or the name is unknown.
-    pub fn kind(&self) -> CliResult<ProviderKind> {
-        match self.provider.as_deref() {
-            None => Err(CliError::usage("no provider given").hint(
-                "pass --provider ollama|openai|echo, set PROMPT_PROVIDER, or add \
-                 `provider = \"ollama\"` to prompt.toml",
-            )),
-            Some(name) => match name.to_ascii_lowercase().as_str() {
-                "ollama" => Ok(ProviderKind::Ollama),
-                "openai" | "openai-compatible" => Ok(ProviderKind::OpenAi),
-                "echo" => Ok(ProviderKind::Echo),
-                _ => Err(CliError::usage(format!("unknown provider `{name}`"))
-                    .hint("use one of: ollama, openai, echo")),
-            },
-        }
-    }
-
-    /// Checks the temperature and timeout values.
-    pub fn check(&self) -> CliResult<()> {
-        if let Some(t) = self.temperature
-            && !(0.0..=2.0).contains(&t)
-        {
-            return Err(CliError::usage(format!(
-                "invalid temperature {t}: must be between 0 and 2"
-            ))
-            .hint("pass e.g. --temperature 0.7"));
-        }
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err(CliError::usage(format!(
-                "invalid timeout {}: must be a positive number of seconds",
-                self.timeout
-            ))
-            .hint("pass e.g. --timeout 120"));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -314,20 +200,19 @@ mod tests {
 
     #[test]
     fn parses_a_full_config() {
-        let c = ConfigFile::parse(
+        let c = parse_config(
             "templates = \"t\"\nprovider = \"ollama\"\nmodel = \"m\"\ntemperature = 0.5\n",
             Path::new("prompt.toml"),
         )
         .unwrap();
         assert_eq!(c.templates, Some(PathBuf::from("t")));
-        assert_eq!(c.provider.as_deref(), Some("ollama"));
+        assert_eq!(c.provider, Some(ProviderKind::Ollama));
         assert_eq!(c.temperature, Some(0.5));
     }
 
     #[test]
     fn bad_config_names_file_line_and_key() {
-        let e =
-            ConfigFile::parse("model = \"m\"\nprovder = \"x\"\n", Path::new("p.toml")).unwrap_err();
+        let e = parse_config("model = \"m\"\nprovder = \"x\"\n", Path::new("p.toml")).unwrap_err();
         assert_eq!(e.code(), 1);
         assert!(
             e.message.starts_with("bad config file p.toml:2:1:"),
@@ -335,40 +220,74 @@ mod tests {
             e.message
         );
         assert!(e.message.contains("provder"), "{}", e.message);
+        let e = parse_config("provider = \"gpt\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(
+            e.message.starts_with("bad config file p.toml:1:12:")
+                && e.message.contains("unknown provider `gpt`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn precedence_flag_over_config_over_default() {
-        let config = ConfigFile {
+        let config = AppSettings {
             templates: Some("from-config".into()),
             model: Some("config-model".into()),
-            ..ConfigFile::default()
+            ..AppSettings::default()
         };
         let global = GlobalArgs {
             metrics_dir: Some("from-flag".into()),
             ..GlobalArgs::default()
         };
         let s = Settings::resolve(&global, config, None);
-        assert_eq!(s.templates, PathBuf::from("from-config"));
-        assert_eq!(s.metrics_dir, PathBuf::from("from-flag"));
-        assert_eq!(s.cache_dir, PathBuf::from("output/cache"));
-        let p = s.provider(&ProviderArgs {
-            model: Some("flag-model".into()),
-            ..ProviderArgs::default()
-        });
-        assert_eq!(p.model.as_deref(), Some("flag-model"));
-        assert_eq!(p.kind().unwrap_err().code(), 2);
+        assert_eq!(s.templates(), PathBuf::from("from-config"));
+        assert_eq!(s.metrics_dir(), PathBuf::from("from-flag"));
+        assert_eq!(
+            s.cache_location(),
+            CacheLocation::Dir(PathBuf::from("output/cache"))
+        );
+        let e = s
+            .for_provider(&ProviderArgs {
+                model: Some("flag-model".into()),
+                ..ProviderArgs::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), 2);
+        let p = s
+            .for_provider(&ProviderArgs {
+                provider: Some("echo".into()),
+                model: Some("flag-model".into()),
+                ..ProviderArgs::default()
+            })
+            .unwrap();
+        assert_eq!(p.app.model(), "flag-model");
+        assert_eq!(p.kind, ProviderKind::Echo);
     }
 
     #[test]
-    fn unknown_provider_is_a_usage_error() {
-        let s = Settings::resolve(&GlobalArgs::default(), ConfigFile::default(), None);
-        let p = s.provider(&ProviderArgs {
-            provider: Some("gpt".into()),
-            ..ProviderArgs::default()
-        });
-        let e = p.kind().unwrap_err();
+    fn unknown_provider_and_bad_values_are_usage_errors() {
+        let s = Settings::resolve(&GlobalArgs::default(), AppSettings::default(), None);
+        let e = s
+            .for_provider(&ProviderArgs {
+                provider: Some("gpt".into()),
+                ..ProviderArgs::default()
+            })
+            .unwrap_err();
         assert_eq!(e.code(), 2);
-        assert!(e.message.contains("gpt"));
+        assert!(
+            e.message.contains("unknown provider `gpt`"),
+            "{}",
+            e.message
+        );
+        let e = s
+            .for_provider(&ProviderArgs {
+                provider: Some("echo".into()),
+                temperature: Some(5.0),
+                ..ProviderArgs::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), 2);
+        assert!(e.message.contains("invalid temperature 5"), "{}", e.message);
     }
 }

@@ -5,22 +5,22 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use prompt_agent::RequestOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, CliResult};
 use crate::vars::{TemplateRef, VarMap};
 
-/// One line of a jobs file, as written.
+/// One line of a jobs file, as written: the template, its variables, and any request option
+/// (`model`, `temperature`, `max_tokens`, `seed`, `stop`, … — the fields of
+/// [`RequestOptions`]) at the top level.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JobSpec {
     template: String,
     #[serde(default)]
     vars: VarMap,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    temperature: Option<f64>,
+    #[serde(flatten)]
+    options: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One job of a batch.
@@ -34,10 +34,8 @@ pub struct Job {
     pub template: TemplateRef,
     /// Variables.
     pub vars: VarMap,
-    /// Model override for this job.
-    pub model: Option<String>,
-    /// Temperature override for this job.
-    pub temperature: Option<f64>,
+    /// This job's request options, over the command's.
+    pub options: RequestOptions,
 }
 
 /// Parses a jobs file: one JSON object a line; blank lines and `#` comments are skipped.
@@ -50,14 +48,18 @@ pub fn parse_jobs(text: &str, path: &Path) -> CliResult<Vec<Job>> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
+        let bad = |e: serde_json::Error, column: usize| {
+            CliError::failure(format!("{}:{line}:{column}: bad job: {e}", path.display())).hint(
+                r#"each line is one job: {"template": "agent/task", "vars": {"name": "value"}}, with any request option (model, temperature, max_tokens, seed, stop, …) beside them"#,
+            )
+        };
         let spec: JobSpec = serde_json::from_str(trimmed).map_err(|e| {
-            CliError::failure(format!(
-                "{}:{line}:{}: bad job: {e}",
-                path.display(),
-                e.column()
-            ))
-            .hint(r#"each line is one job: {"template": "agent/task", "vars": {"name": "value"}}"#)
+            let column = e.column();
+            bad(e, column)
         })?;
+        // The request options are read apart so that an unknown key is an error naming it.
+        let options = RequestOptions::deserialize(serde_json::Value::Object(spec.options))
+            .map_err(|e| bad(e, 1))?;
         let template = TemplateRef::parse(&spec.template).map_err(|e| {
             CliError::failure(format!("{}:{line}: {}", path.display(), e.message))
                 .hint("`prompt templates list` shows the templates")
@@ -67,8 +69,7 @@ pub fn parse_jobs(text: &str, path: &Path) -> CliResult<Vec<Job>> {
             template_text: spec.template,
             template,
             vars: spec.vars,
-            model: spec.model,
-            temperature: spec.temperature,
+            options,
         });
     }
     Ok(jobs)
@@ -254,6 +255,19 @@ mod tests {
     }
 
     #[test]
+    fn jobs_take_every_request_option() {
+        let text = r#"{"template": "a/b", "model": "m", "temperature": 0.2, "max_tokens": 9, "seed": 3, "stop": ["x"], "provider_options": {"top_k": 5}}"#;
+        let jobs = parse_jobs(text, Path::new("jobs.jsonl")).unwrap();
+        let o = &jobs[0].options;
+        assert_eq!(o.model.as_deref(), Some("m"));
+        assert_eq!(o.temperature, Some(0.2));
+        assert_eq!(o.max_tokens, Some(9));
+        assert_eq!(o.seed, Some(3));
+        assert_eq!(o.stop, Some(vec!["x".to_owned()]));
+        assert_eq!(o.provider_options["top_k"], serde_json::json!(5));
+    }
+
+    #[test]
     fn job_errors_name_file_and_line() {
         let cases = [
             ("{\"template\": \"a/b\"}\n{\"vars\": {}}\n", "jobs.jsonl:2:"),
@@ -265,6 +279,10 @@ mod tests {
             (
                 "{\"template\": \"a/b\", \"varz\": {}}\n",
                 "unknown field `varz`",
+            ),
+            (
+                "{\"template\": \"a/b\", \"temperature\": \"hot\"}\n",
+                "jobs.jsonl:1:",
             ),
         ];
         for (text, expected) in cases {

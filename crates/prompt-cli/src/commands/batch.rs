@@ -10,15 +10,11 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::generate::generator;
-use super::templates::open_store;
 use crate::cli::ProviderArgs;
 use crate::config::Settings;
 use crate::error::{CliError, CliResult};
 use crate::jobs::{Job, ResultLine, ResultsWriter, parse_jobs, read_done};
 use crate::ui::{self, Paint};
-
-/// Jobs run at the same time unless `--concurrency` or the config says otherwise.
-const DEFAULT_CONCURRENCY: usize = 4;
 
 /// The options of one `prompt batch` run.
 #[derive(Debug)]
@@ -130,8 +126,7 @@ async fn run_job(system: PromptSystem, job: Job, base: GenerateOptions) -> Resul
     };
     let options = GenerateOptions {
         version,
-        model: job.model.clone().or(base.model.clone()),
-        temperature: job.temperature.or(base.temperature),
+        request: job.options.clone().over(&base.request),
         ..base
     };
     let agent = system.template_agent(&job.template.agent);
@@ -160,17 +155,11 @@ async fn run_job(system: PromptSystem, job: Job, base: GenerateOptions) -> Resul
 }
 
 pub(crate) fn batch(args: &BatchArgs<'_>, settings: &Settings, quiet: bool) -> CliResult<()> {
-    let provider_settings = settings.provider(args.provider);
-    provider_settings.kind()?;
-    let concurrency = args
-        .concurrency
-        .or(settings.config.concurrency)
-        .unwrap_or(DEFAULT_CONCURRENCY);
-    if concurrency == 0 {
-        return Err(
-            CliError::usage("--concurrency must be at least 1").hint("e.g. --concurrency 4")
-        );
+    let mut settings = settings.clone();
+    if args.concurrency.is_some() {
+        settings.app.concurrency = args.concurrency;
     }
+    let gen_ = generator(&settings, args.provider)?;
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -218,15 +207,9 @@ pub(crate) fn batch(args: &BatchArgs<'_>, settings: &Settings, quiet: bool) -> C
         .collect();
     let skipped = total - pending.len();
 
-    let store = open_store(settings)?;
-    let gen_ = generator(settings, args.provider, store, concurrency)?;
     let mut writer = ResultsWriter::open(args.out)?;
-    let base = GenerateOptions {
-        no_cache: gen_.settings.no_cache,
-        model: gen_.settings.model.clone(),
-        temperature: gen_.settings.temperature,
-        ..GenerateOptions::default()
-    };
+    let base = gen_.options();
+    let concurrency = gen_.settings.app.concurrency();
 
     if skipped > 0 && !quiet {
         eprintln!(

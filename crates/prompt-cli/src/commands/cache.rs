@@ -1,30 +1,24 @@
 //! `prompt cache stats|clear|prune`, and opening the cache for generations.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use prompt_cache::{CacheConfig, CacheError, CacheStore, ResponseCache};
+use prompt_agent::{AgentError, Settings as AppSettings};
+use prompt_cache::{CacheError, CacheStore};
 use serde_json::{Map, Value, json};
 
 use crate::cli::CacheCommand;
-use crate::config::{CacheLocation, Settings};
+use crate::config::{CacheLocation, Settings, settings_error};
 use crate::error::{CliError, CliResult};
 use crate::ui::{self, Align, Paint, Table};
 
-/// Key prefix of the entries `prompt` keeps in a shared Redis cache.
-#[cfg(feature = "redis")]
-pub(crate) const REDIS_PREFIX: &str = "promptkit:";
-
-/// Default time to live of a cache entry: 7 days.
-const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-fn cache_error(e: CacheError, location: &CacheLocation) -> CliError {
-    let hint = match location {
-        CacheLocation::Dir(dir) => format!(
+/// A one-line error for a cache that cannot be opened or used, with where to fix it.
+pub(crate) fn cache_error(e: CacheError, settings: &AppSettings) -> CliError {
+    let hint = match settings.cache_url() {
+        None => format!(
             "check that {} is a writable directory (--cache-dir DIR or PROMPT_CACHE_DIR)",
-            dir.display()
+            settings.cache_dir().display()
         ),
-        CacheLocation::Redis(url) => {
+        Some(url) => {
             format!("is the Redis server at {url} running? (--cache-url or PROMPT_CACHE_URL)")
         }
     };
@@ -33,29 +27,10 @@ fn cache_error(e: CacheError, location: &CacheLocation) -> CliError {
 
 /// Opens the cache the settings name: the directory, or Redis with `--cache-url`.
 pub(crate) fn open_cache(settings: &Settings) -> CliResult<Arc<dyn CacheStore>> {
-    let location = settings.cache_location();
-    let ttl = settings
-        .config
-        .cache_ttl
-        .map_or(DEFAULT_TTL, Duration::from_secs);
-    match &location {
-        CacheLocation::Dir(dir) => {
-            let cache = ResponseCache::open(CacheConfig::new(dir).ttl(ttl))
-                .map_err(|e| cache_error(e, &location))?;
-            Ok(Arc::new(cache))
-        }
-        #[cfg(feature = "redis")]
-        CacheLocation::Redis(url) => {
-            let cache = prompt_cache::RedisCache::connect(url, REDIS_PREFIX, ttl)
-                .map_err(|e| cache_error(e, &location))?;
-            Ok(Arc::new(cache))
-        }
-        #[cfg(not(feature = "redis"))]
-        CacheLocation::Redis(url) => Err(CliError::usage(format!(
-            "cannot use the Redis cache {url}: this prompt was built without the `redis` feature"
-        ))
-        .hint("rebuild with the default features, or use --cache-dir DIR")),
-    }
+    settings.app.open_cache().map_err(|e| match e {
+        AgentError::Cache(c) => cache_error(c, &settings.app),
+        other => settings_error(&other),
+    })
 }
 
 fn describe(location: &CacheLocation) -> String {
@@ -103,7 +78,7 @@ fn duration(secs: f64) -> String {
 pub(crate) fn cache(cmd: CacheCommand, settings: &Settings) -> CliResult<()> {
     let location = settings.cache_location();
     let store = open_cache(settings)?;
-    let err = |e: CacheError| cache_error(e, &location);
+    let err = |e: CacheError| cache_error(e, &settings.app);
     let where_ = describe(&location);
     match cmd {
         CacheCommand::Stats => {

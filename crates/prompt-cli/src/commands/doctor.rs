@@ -7,11 +7,18 @@ use std::time::Duration;
 use prompt_templates::{TemplateStore, VersionReq};
 use serde::Serialize;
 
-use super::provider::{build_provider, provider_hint};
+use prompt_agent::ProviderKind;
+
+use super::generate::agent_error;
+use super::provider::provider_hint;
 use crate::cli::ProviderArgs;
-use crate::config::{CacheLocation, ProviderKind, Settings};
+use crate::config::{CacheLocation, Settings};
 use crate::error::{CliError, CliResult};
 use crate::ui::{self, Paint};
+
+/// The shortest and longest timeout of the provider health check.
+const HEALTH_TIMEOUT_MIN: Duration = Duration::from_millis(500);
+const HEALTH_TIMEOUT_MAX: Duration = Duration::from_secs(15);
 
 /// The result of one check.
 #[derive(Debug, Serialize)]
@@ -63,7 +70,7 @@ fn dir_check(name: &'static str, dir: &Path, flag: &str) -> Check {
 }
 
 fn template_checks(settings: &Settings) -> (Vec<Check>, BTreeSet<String>) {
-    let dir = &settings.templates;
+    let dir = &settings.templates();
     let mut models = BTreeSet::new();
     if !dir.is_dir() {
         return (
@@ -159,17 +166,32 @@ pub(crate) fn doctor(args: &ProviderArgs, settings: &Settings) -> CliResult<()> 
             },
         ),
     }
-    checks.push(dir_check("metrics", &settings.metrics_dir, "--metrics-dir"));
+    checks.push(dir_check(
+        "metrics",
+        &settings.metrics_dir(),
+        "--metrics-dir",
+    ));
 
-    let provider_settings = settings.provider(args);
-    let timeout = Duration::from_secs_f64(provider_settings.timeout.clamp(0.5, 15.0));
-    match build_provider(&provider_settings, timeout) {
+    let built = settings.for_provider(args).and_then(|p| {
+        // A health check answers in seconds or not at all.
+        let timeout = p
+            .app
+            .timeout()
+            .clamp(HEALTH_TIMEOUT_MIN, HEALTH_TIMEOUT_MAX);
+        let provider = p
+            .app
+            .build_provider_with_timeout(timeout)
+            .map_err(|e| agent_error(e, &p))?;
+        Ok((p, provider))
+    });
+    match built {
         Err(e) => checks.push(Check::fail(
             "provider",
             e.message,
             e.hint.unwrap_or_default(),
         )),
-        Ok((kind, provider)) => {
+        Ok((provider_settings, provider)) => {
+            let kind = provider_settings.kind;
             let runtime = super::runtime()?;
             let where_ = provider
                 .base_url()
@@ -178,19 +200,15 @@ pub(crate) fn doctor(args: &ProviderArgs, settings: &Settings) -> CliResult<()> 
             match runtime.block_on(provider.health()) {
                 Err(e) => checks.push(Check::fail(
                     "provider",
-                    format!("{} is not reachable{where_}: {e}", kind.name()),
-                    provider_hint(&e, &provider_settings),
+                    format!("{kind} is not reachable{where_}: {e}"),
+                    provider_hint(&e, kind),
                 )),
                 Ok(models) => {
                     checks.push(Check::ok(
                         "provider",
-                        format!(
-                            "{}{where_} answers ({} model(s) listed)",
-                            kind.name(),
-                            models.len()
-                        ),
+                        format!("{kind}{where_} answers ({} model(s) listed)", models.len()),
                     ));
-                    let wanted: Vec<String> = match &provider_settings.model {
+                    let wanted: Vec<String> = match &provider_settings.app.model {
                         Some(m) => vec![m.clone()],
                         None => template_models.into_iter().collect(),
                     };
@@ -207,7 +225,7 @@ pub(crate) fn doctor(args: &ProviderArgs, settings: &Settings) -> CliResult<()> 
                         } else {
                             Check::fail(
                                 "model",
-                                format!("{model} is not on the {} server", kind.name()),
+                                format!("{model} is not on the {kind} server"),
                                 if kind == ProviderKind::Ollama {
                                     format!(
                                         "run `ollama pull {model}` or pick another with --model"

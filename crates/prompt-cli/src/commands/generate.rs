@@ -1,85 +1,71 @@
 //! `prompt generate`: one generation through cache, provider and metrics.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use prompt_agent::{AgentError, GenerateOptions, Generation, PromptSystem};
-use prompt_metrics::JsonlStore;
-use prompt_templates::TemplateStore;
 use serde_json::json;
 
-use super::cache::open_cache;
+use super::cache::cache_error;
 use super::metrics::metrics_error;
-use super::provider::{build_provider, provider_hint};
-use super::templates::{collect_vars, load, open_store, template_error, version_req};
+use super::provider::provider_hint;
+use super::templates::{check_templates_dir, collect_vars, load, template_error, version_req};
 use crate::cli::{ProviderArgs, VarsArgs};
-use crate::config::{ProviderKind, ProviderSettings, Settings};
+use crate::config::{ProviderSettings, Settings, settings_error};
 use crate::error::{CliError, CliResult};
 use crate::ui::{self, Paint};
 use crate::vars::TemplateRef;
 
-/// Everything a generation needs: the system and the provider settings it was built from.
+/// Everything a generation needs: the system and the settings it was built from.
 #[derive(Debug)]
 pub(crate) struct Generator {
     pub(crate) system: PromptSystem,
     pub(crate) settings: ProviderSettings,
-    pub(crate) kind: ProviderKind,
 }
 
-/// Builds the prompt system: templates, cache, metrics, provider.
-pub(crate) fn generator(
-    settings: &Settings,
-    args: &ProviderArgs,
-    store: TemplateStore,
-    concurrency: usize,
-) -> CliResult<Generator> {
-    let provider_settings = settings.provider(args);
-    let timeout = Duration::from_secs_f64(provider_settings.timeout);
-    let (kind, provider) = build_provider(&provider_settings, timeout)?;
-    let metrics = JsonlStore::open(&settings.metrics_dir)
-        .map_err(|e| metrics_error(e, &settings.metrics_dir))?;
-    let mut builder = PromptSystem::builder()
-        .templates(Arc::new(store))
-        .provider(provider)
-        .metrics(Arc::new(metrics))
-        .concurrency(concurrency.max(1))
-        .request_timeout(timeout)
-        .max_attempts(provider_settings.retries.saturating_add(1));
-    builder = builder.cache(open_cache(settings)?);
-    if let Some(model) = &provider_settings.model {
-        builder = builder.model(model);
+impl Generator {
+    /// The call options every generation of this command starts from: `--no-cache` and the
+    /// settings' model and temperature (over each template's).
+    pub(crate) fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            no_cache: self.settings.no_cache,
+            ..GenerateOptions::with_request(self.settings.app.request_options())
+        }
     }
-    if let Some(t) = provider_settings.temperature {
-        builder = builder.temperature(t);
+
+    /// A one-line error with a hint for a failed generation.
+    pub(crate) fn error(&self, e: AgentError) -> CliError {
+        agent_error(e, &self.settings)
     }
-    let system = builder
-        .build()
-        .map_err(|e| agent_error(e, &provider_settings, &settings.templates))?;
+}
+
+/// Builds the prompt system (templates, cache, metrics, provider) from the settings, the
+/// command's provider flags over the rest. The provider is checked first: a usage error when
+/// none is named (`echo` is never chosen silently).
+pub(crate) fn generator(settings: &Settings, args: &ProviderArgs) -> CliResult<Generator> {
+    let provider_settings = settings.for_provider(args)?;
+    check_templates_dir(&provider_settings.app.templates_dir())?;
+    let system = PromptSystem::from_settings(&provider_settings.app)
+        .map_err(|e| agent_error(e, &provider_settings))?;
     Ok(Generator {
         system,
         settings: provider_settings,
-        kind,
     })
 }
 
-/// A one-line error with a hint for a failed generation.
-pub(crate) fn agent_error(
-    e: AgentError,
-    settings: &ProviderSettings,
-    templates: &std::path::Path,
-) -> CliError {
+/// A one-line error with a hint for a failed generation or a system that could not be built.
+pub(crate) fn agent_error(e: AgentError, settings: &ProviderSettings) -> CliError {
+    let app = &settings.app;
     match e {
-        AgentError::Template(t) => template_error(t, templates),
+        AgentError::Template(t) => template_error(t, &app.templates_dir()),
+        AgentError::Cache(c) => cache_error(c, app),
+        AgentError::Metrics(m) => metrics_error(m, &app.metrics_dir()),
         AgentError::Provider { ref source, .. } => {
-            let hint = provider_hint(source, settings);
+            let hint = provider_hint(source, settings.kind);
             CliError::failure(e.to_string()).hint(hint)
         }
         AgentError::Validation { .. } => CliError::failure(e.to_string()).hint(
             "the replies broke the template's validation rules (min_length/max_length); \
              try another model or adjust the template",
         ),
-        AgentError::Config { .. } => CliError::usage(e.to_string())
-            .hint("check the flags, environment variables and prompt.toml"),
+        AgentError::Config { .. } => settings_error(&e),
         other => CliError::failure(other.to_string()),
     }
 }
@@ -115,30 +101,24 @@ pub(crate) fn generate(
     quiet: bool,
 ) -> CliResult<()> {
     let r = TemplateRef::parse(template)?;
-    // The provider is checked first: `echo` is never chosen silently.
-    settings.provider(args).kind()?;
-    let store = open_store(settings)?;
-    let t = load(&store, &r)?;
+    let gen_ = generator(settings, args)?;
+    let t = load(gen_.system.templates(), &r)?;
     let vars = collect_vars(&t, vars_args)?;
-    let gen_ = generator(settings, args, store, 1)?;
     let options = GenerateOptions {
         version: version_req(&r)?,
-        no_cache: gen_.settings.no_cache,
-        model: gen_.settings.model.clone(),
-        temperature: gen_.settings.temperature,
         examples: vars_args.examples,
-        ..GenerateOptions::default()
+        ..gen_.options()
     };
     let runtime = super::runtime()?;
     let agent = gen_.system.template_agent(&r.agent);
     let result = runtime.block_on(agent.generate_from_template(&r.task, &vars, &options));
     let flushed = gen_.system.flush();
-    let g = result.map_err(|e| agent_error(e, &gen_.settings, &settings.templates))?;
+    let g = result.map_err(|e| gen_.error(e))?;
     if let Err(e) = flushed {
         ui::print_warning(&format!("could not flush the cache or metrics: {e}"));
     }
     if settings.json {
-        return ui::print_json(&generation_json(&r, &g, gen_.kind.name()));
+        return ui::print_json(&generation_json(&r, &g, gen_.settings.kind.as_str()));
     }
     let mut text = g.content.clone();
     if !text.ends_with('\n') {
@@ -167,7 +147,7 @@ pub(crate) fn generate(
                 r.agent,
                 r.task,
                 g.template_version,
-                gen_.kind.name(),
+                gen_.settings.kind.as_str(),
                 g.model,
                 ui::millis(g.latency_ms),
                 if g.cache_hit {

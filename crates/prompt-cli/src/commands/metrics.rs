@@ -20,7 +20,7 @@ pub(crate) fn metrics_error(e: MetricsError, dir: &Path) -> CliError {
 }
 
 pub(crate) fn open_metrics(settings: &Settings) -> CliResult<JsonlStore> {
-    JsonlStore::open(&settings.metrics_dir).map_err(|e| metrics_error(e, &settings.metrics_dir))
+    JsonlStore::open(settings.metrics_dir()).map_err(|e| metrics_error(e, &settings.metrics_dir()))
 }
 
 fn to_map<T: Serialize>(value: &T) -> CliResult<Map<String, Value>> {
@@ -143,7 +143,7 @@ fn print_comparison(
 }
 
 pub(crate) fn metrics(cmd: MetricsCommand, settings: &Settings) -> CliResult<()> {
-    let dir = settings.metrics_dir.clone();
+    let dir = settings.metrics_dir();
     let store = open_metrics(settings)?;
     let err = |e: MetricsError| metrics_error(e, &dir);
     match cmd {

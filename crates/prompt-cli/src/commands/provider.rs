@@ -1,64 +1,10 @@
-//! Building the provider a command generates with, and explaining provider errors.
+//! Explaining provider errors: what to do about each.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use prompt_agent::{
-    ApiKey, EchoProvider, OPENAI_DEFAULT_URL, OllamaProvider, OpenAiProvider, Provider,
-    ProviderError,
-};
-
-use crate::config::{ProviderKind, ProviderSettings};
-use crate::error::{CliError, CliResult};
-
-/// The environment variable read for the API key of an OpenAI-compatible provider when the
-/// config file names none: `PROMPT_API_KEY` when set, else `OPENAI_API_KEY`.
-fn api_key(settings: &ProviderSettings, base_url: &str) -> ApiKey {
-    if let Some(name) = &settings.api_key_env {
-        return ApiKey::Env(name.clone());
-    }
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if set("PROMPT_API_KEY") {
-        ApiKey::Env("PROMPT_API_KEY".to_owned())
-    } else if set("OPENAI_API_KEY")
-        || base_url
-            .trim_end_matches('/')
-            .starts_with(OPENAI_DEFAULT_URL)
-    {
-        ApiKey::Env("OPENAI_API_KEY".to_owned())
-    } else {
-        // A local OpenAI-compatible server (vLLM, llama.cpp, LM Studio) needs no key.
-        ApiKey::None
-    }
-}
-
-/// Builds the provider; a usage error when none was given.
-pub(crate) fn build_provider(
-    settings: &ProviderSettings,
-    timeout: Duration,
-) -> CliResult<(ProviderKind, Arc<dyn Provider>)> {
-    settings.check()?;
-    let kind = settings.kind()?;
-    let provider: Arc<dyn Provider> = match kind {
-        ProviderKind::Echo => Arc::new(EchoProvider::new()),
-        ProviderKind::Ollama => Arc::new(
-            OllamaProvider::from_config(settings.base_url.as_deref(), timeout)
-                .map_err(|e| provider_error(&e, settings))?,
-        ),
-        ProviderKind::OpenAi => {
-            let base = settings.base_url.as_deref().unwrap_or(OPENAI_DEFAULT_URL);
-            Arc::new(
-                OpenAiProvider::new(base, api_key(settings, base), timeout)
-                    .map_err(|e| provider_error(&e, settings))?,
-            )
-        }
-    };
-    Ok((kind, provider))
-}
+use prompt_agent::{ProviderError, ProviderKind};
 
 /// A hint for a provider error: how to fix it.
-pub(crate) fn provider_hint(e: &ProviderError, settings: &ProviderSettings) -> String {
-    let name = settings.provider.as_deref().unwrap_or("the provider");
+pub(crate) fn provider_hint(e: &ProviderError, kind: ProviderKind) -> String {
+    let name = kind.as_str();
     match e {
         ProviderError::Connection { .. } | ProviderError::Timeout { .. } => {
             if name == "ollama" {
@@ -77,18 +23,18 @@ pub(crate) fn provider_hint(e: &ProviderError, settings: &ProviderSettings) -> S
             }
         }
         ProviderError::MissingApiKey { env_var, .. } => {
-            format!("export {env_var}=… (or set api_key_env in prompt.toml)")
+            format!(
+                "export {env_var}=… (or name another variable with --api-key-env, \
+                 PROMPT_API_KEY_ENV or api_key_env in prompt.toml)"
+            )
         }
-        ProviderError::Auth { .. } => "check the API key".to_owned(),
+        ProviderError::Auth { .. } => "check the API key; a server other than api.openai.com \
+            gets one only when its variable is named (--api-key-env NAME)"
+            .to_owned(),
         ProviderError::RateLimited { .. } => {
             "wait and try again, or lower --concurrency".to_owned()
         }
         ProviderError::QuotaExhausted { .. } => "check the account's quota and billing".to_owned(),
         _ => format!("`prompt doctor --provider {name}` checks the provider setup"),
     }
-}
-
-/// A one-line error for a provider failure.
-pub(crate) fn provider_error(e: &ProviderError, settings: &ProviderSettings) -> CliError {
-    CliError::failure(e.to_string()).hint(provider_hint(e, settings))
 }

@@ -37,17 +37,21 @@ pub(crate) fn template_error(e: TemplateError, dir: &Path) -> CliError {
 
 /// Opens the template store of the settings.
 pub(crate) fn open_store(settings: &Settings) -> CliResult<TemplateStore> {
-    let dir = &settings.templates;
-    if !dir.is_dir() {
-        return Err(CliError::failure(format!(
-            "template directory {} does not exist",
-            dir.display()
-        ))
-        .hint(
-            "pass --templates DIR, set PROMPT_TEMPLATES, or run from a directory with templates/",
-        ));
+    let dir = settings.templates();
+    check_templates_dir(&dir)?;
+    TemplateStore::open(&dir).map_err(|e| template_error(e, &dir))
+}
+
+/// An error with a hint when the template directory does not exist.
+pub(crate) fn check_templates_dir(dir: &Path) -> CliResult<()> {
+    if dir.is_dir() {
+        return Ok(());
     }
-    TemplateStore::open(dir).map_err(|e| template_error(e, dir))
+    Err(CliError::failure(format!(
+        "template directory {} does not exist",
+        dir.display()
+    ))
+    .hint("pass --templates DIR, set PROMPT_TEMPLATES, or run from a directory with templates/"))
 }
 
 /// The version requirement of a template reference.
@@ -284,7 +288,8 @@ pub(crate) fn render(template: &str, args: &VarsArgs, settings: &Settings) -> Cl
 }
 
 pub(crate) fn validate(dir: Option<&Path>, settings: &Settings) -> CliResult<()> {
-    let dir = dir.unwrap_or(&settings.templates);
+    let default = settings.templates();
+    let dir = dir.unwrap_or(&default);
     if !dir.is_dir() {
         return Err(CliError::failure(format!(
             "template directory {} does not exist",
