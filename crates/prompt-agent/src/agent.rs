@@ -1,4 +1,4 @@
-//! [`Agent`]: the seed's BaseAgent. Builds the messages, takes a permit from the shared
+//! [`Agent`]: the Python original's BaseAgent. Builds the messages, takes a permit from the shared
 //! concurrency limiter, calls the provider with a per-attempt timeout, validates the reply and
 //! retries with exponential backoff and jitter; writes one metrics record per call.
 
@@ -22,7 +22,7 @@ use crate::request::{
 use crate::settings::{DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
 
 /// The shortest acceptable reply, in characters, when neither the call nor the template sets
-/// one (the seed's rule).
+/// one (the Python original's rule).
 pub const DEFAULT_MIN_LENGTH: usize = 10;
 /// The default temperature of an agent.
 pub const DEFAULT_TEMPERATURE: f64 = 0.7;
@@ -102,7 +102,7 @@ impl ModelQuirk {
     }
 }
 
-/// The built-in quirks table: qwen models get ` /no_think` (as the seed does), so they answer
+/// The built-in quirks table: qwen models get ` /no_think` (as the Python original does), so they answer
 /// without a long reasoning preamble.
 pub fn default_quirks() -> Vec<ModelQuirk> {
     vec![ModelQuirk {
@@ -689,7 +689,7 @@ fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Repl
     }
 }
 
-/// First 16 hex chars of SHA-256 over the model and messages (the seed's short prompt hash).
+/// First 16 hex chars of SHA-256 over the model and messages (the Python original's short prompt hash).
 fn request_hash(request: &ChatRequest) -> String {
     let mut hasher = Sha256::new();
     hasher.update(request.model().as_bytes());
@@ -792,7 +792,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_have_the_seed_shape() {
+    fn messages_have_the_python_original_shape() {
         let m = Agent::build_messages("sys", Some("ctx"), "user");
         assert_eq!(
             m,

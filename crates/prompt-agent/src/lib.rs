@@ -1,22 +1,26 @@
-//! LLM providers (Ollama, OpenAI-compatible, offline echo), the base agent and the template
-//! agent, bundled in one cloneable [`PromptSystem`].
+//! The request model, the settings, LLM providers (Ollama, OpenAI-compatible, offline echo),
+//! the base agent and the template agent, bundled in one cloneable [`PromptSystem`].
 //!
+//! - [`ChatRequest`] is messages plus [`RequestOptions`], the one list of request options;
+//!   [`RequestOptions::layered`] is the one layering rule (call over template over agent over
+//!   defaults) and [`ChatRequest::cache_key`] the one derivation of the cache key.
 //! - [`Provider`] is the only seam that knows an LLM wire format: [`OllamaProvider`]
 //!   (`POST /api/chat`), [`OpenAiProvider`] (`POST /v1/chat/completions`) and the offline
 //!   [`EchoProvider`] for dry runs. Errors are [`ProviderError`]s that tell transient failures
 //!   ([`is_retryable`](ProviderError::is_retryable)) from the caller's mistakes.
-//! - [`Agent`] (the seed's BaseAgent) builds `[system, optional "CURRENT STORY CONTEXT:\n…",
-//!   user]`, takes a permit from the concurrency limiter its provider's agents share, calls the
+//! - [`Agent`] (the Python original's BaseAgent) builds `[system, optional
+//!   "CURRENT STORY CONTEXT:\n…", user]`, takes a permit from the concurrency limiter its provider's agents share, calls the
 //!   provider with a per-attempt timeout, strips `<think>` blocks, validates the length and
 //!   retries with exponential backoff and jitter, honouring `Retry-After`. Every call, failed
 //!   or not, leaves a metrics record. [`Agent::generate_structured`] parses the reply into a
 //!   type, feeding parse errors back to the model.
-//! - [`TemplateAgent`] (the seed's EnhancedBaseAgent) loads and renders the agent's template,
-//!   applies its model defaults and validation rules, looks the whole request up in the cache,
+//! - [`TemplateAgent`] (the Python original's EnhancedBaseAgent) loads and renders the
+//!   agent's template, applies its model defaults and validation rules, looks the whole request up in the cache,
 //!   shares one provider call among identical concurrent requests, stores validated replies and
 //!   records metrics with the template version and hash.
-//! - [`PromptSystem`] is built from a [`SystemConfig`] (what `prompt.toml` holds) or from
-//!   explicit parts with [`PromptSystem::builder`].
+//! - [`PromptSystem`] is built from [`Settings`] (the schema of `prompt.toml`, every default
+//!   stated once) with [`PromptSystem::from_settings`], or from explicit parts with
+//!   [`PromptSystem::builder`].
 //!
 //! ```
 //! use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! [`TemplateAgent`]: the seed's EnhancedBaseAgent. Template → cache → provider → metrics.
+//! [`TemplateAgent`]: the Python original's EnhancedBaseAgent. Template → cache → provider → metrics.
 
 use std::sync::Arc;
 use std::time::Instant;

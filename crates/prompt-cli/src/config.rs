@@ -211,6 +211,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let text = include_str!("../../../examples/prompt.toml");
+        let c = parse_config(text, Path::new("examples/prompt.toml")).unwrap();
+        assert_eq!(c.provider, Some(ProviderKind::Ollama));
+        assert_eq!(c.timeout, Some(300.0));
+        c.check().unwrap();
+    }
+
+    #[test]
     fn bad_config_names_file_line_and_key() {
         let e = parse_config("model = \"m\"\nprovder = \"x\"\n", Path::new("p.toml")).unwrap_err();
         assert_eq!(e.code(), 1);
