@@ -308,173 +308,55 @@ async fn failures_and_think_only_replies_are_never_cached() {
 async fn every_part_of_the_request_is_in_the_key() {
     let f = fixture(Reply::ollama_ok(LONG)).await;
     let agent = f.system.template_agent("writer");
-    let base = GenerateOptions::default();
-    let key = |options: GenerateOptions, setting: &'static str| {
-        let agent = agent.clone();
-        async move {
-            agent
-                .prepare("write_scene", &vars(setting), &options)
-                .expect("prepare")
-                .cache_key
-        }
+    let key = |options: &GenerateOptions, setting: &str| {
+        agent
+            .prepare("write_scene", &vars(setting), options)
+            .expect("prepare")
+            .cache_key
     };
-    let k0 = key(base.clone(), "a").await;
-    assert_eq!(k0, key(base.clone(), "a").await, "stable");
-    let variants = vec![
-        key(base.clone(), "b").await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    model: Some("m".into()),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    temperature: Some(0.2),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    max_tokens: Some(9),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    top_p: Some(0.5),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    seed: Some(1),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    stop: Some(vec!["x".into()]),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    context_size: Some(4096),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    format: Some(prompt_agent::ResponseFormat::Json),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    min_length: Some(1),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    max_length: Some(99),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                context: Some("c".into()),
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                version: VersionReq::Exact(1),
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                examples: 1,
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
-        key(
-            GenerateOptions {
-                request: RequestOptions {
-                    provider_options: [("top_k".to_owned(), json!(5))].into_iter().collect(),
-                    ..RequestOptions::default()
-                },
-                ..base.clone()
-            },
-            "a",
-        )
-        .await,
+    let base = GenerateOptions::default();
+    let k0 = key(&base, "a");
+    assert_eq!(k0, key(&base, "a"), "stable");
+    let with = |change: fn(&mut RequestOptions)| {
+        let mut options = base.clone();
+        change(&mut options.request);
+        options
+    };
+    let variants = [
+        with(|o| o.model = Some("m".into())),
+        with(|o| o.temperature = Some(0.2)),
+        with(|o| o.top_p = Some(0.5)),
+        with(|o| o.max_tokens = Some(9)),
+        with(|o| o.seed = Some(1)),
+        with(|o| o.stop = Some(vec!["x".into()])),
+        with(|o| o.context_size = Some(4096)),
+        with(|o| o.format = Some(prompt_agent::ResponseFormat::Json)),
+        with(|o| o.min_length = Some(1)),
+        with(|o| o.max_length = Some(99)),
+        with(|o| {
+            o.provider_options = [("top_k".to_owned(), json!(5))].into_iter().collect();
+        }),
+        GenerateOptions {
+            context: Some("c".into()),
+            ..base.clone()
+        },
+        GenerateOptions {
+            version: VersionReq::Exact(1),
+            ..base.clone()
+        },
+        GenerateOptions {
+            examples: 1,
+            ..base.clone()
+        },
     ];
-    let mut all = variants.clone();
+    let mut all: Vec<_> = variants.iter().map(|o| key(o, "a")).collect();
+    all.push(key(&base, "b"));
     all.push(k0);
     all.sort();
     all.dedup();
     assert_eq!(
         all.len(),
-        variants.len() + 1,
+        variants.len() + 2,
         "every change gives a new key"
     );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse};
+use crate::request::{ChatRequest, ChatResponse, RequestOptions};
 
 pub(crate) mod echo;
 pub(crate) mod ollama;
@@ -144,6 +144,58 @@ pub(crate) fn messages_json(request: &ChatRequest) -> serde_json::Value {
         .iter()
         .map(|m| serde_json::json!({ "role": m.role.as_str(), "content": m.content }))
         .collect()
+}
+
+/// What a wire format calls the typed request options that have no common name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WireNames {
+    /// The token limit (`num_predict`, `max_tokens`).
+    pub(crate) max_tokens: &'static str,
+    /// The context window, where the format has one (`num_ctx`).
+    pub(crate) context_size: Option<&'static str>,
+}
+
+/// The sampling options of a request as a wire format names them: temperature, token limit,
+/// context size (where the format has it), seed, stop sequences, then `top_p` and the
+/// provider options. Options never sent (the length bounds, checked by the agent) and the
+/// ones each format shapes itself (model, response format) are left to the caller; absent
+/// options are omitted so the server's defaults apply.
+pub(crate) fn sampling_options(
+    options: &RequestOptions,
+    names: WireNames,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let RequestOptions {
+        model: _,  // each format places it
+        format: _, // each format shapes it
+        temperature,
+        top_p: _, // in wire_options()
+        max_tokens,
+        seed,
+        stop: _, // stop_sequences()
+        context_size,
+        provider_options: _, // in wire_options()
+        min_length: _,       // checked by the agent, never sent
+        max_length: _,
+    } = options;
+    let typed = [
+        (Some("temperature"), temperature.map(|t| json!(t))),
+        (Some(names.max_tokens), max_tokens.map(|n| json!(n))),
+        (names.context_size, context_size.map(|n| json!(n))),
+        (Some("seed"), seed.map(|s| json!(s))),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, value) in typed {
+        if let (Some(name), Some(value)) = (name, value) {
+            out.insert(name.to_owned(), value);
+        }
+    }
+    let stop = options.stop_sequences();
+    if !stop.is_empty() {
+        out.insert("stop".to_owned(), json!(stop));
+    }
+    out.extend(options.wire_options());
+    out
 }
 
 /// Builds the shared reqwest client for a provider.

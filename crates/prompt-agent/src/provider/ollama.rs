@@ -7,11 +7,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, exchange, http_client, messages_json, normalize_base_url, parse_body, snippet,
-    status_error,
+    Provider, WireNames, exchange, http_client, messages_json, normalize_base_url, parse_body,
+    sampling_options, snippet, status_error,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, RequestOptions, ResponseFormat};
+use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
 
 const NAME: &str = "ollama";
 
@@ -57,44 +57,21 @@ impl OllamaProvider {
 
     /// The JSON body sent to `POST /api/chat` for `request`.
     pub fn request_body(request: &ChatRequest) -> Value {
-        let RequestOptions {
-            model,
-            temperature,
-            top_p: _, // in wire_options()
-            max_tokens,
-            seed,
-            stop: _, // stop_sequences()
-            context_size,
-            format,
-            provider_options: _, // in wire_options()
-            min_length: _,       // checked by the agent, never sent
-            max_length: _,
-        } = &request.options;
-        let mut options = Map::new();
-        let typed = [
-            ("temperature", temperature.map(|t| json!(t))),
-            ("num_predict", max_tokens.map(|n| json!(n))),
-            ("num_ctx", context_size.map(|n| json!(n))),
-            ("seed", seed.map(|s| json!(s))),
-        ];
-        for (name, value) in typed {
-            if let Some(value) = value {
-                options.insert(name.into(), value);
-            }
-        }
-        let stop = request.options.stop_sequences();
-        if !stop.is_empty() {
-            options.insert("stop".into(), json!(stop));
-        }
-        options.extend(request.options.wire_options());
+        let options = sampling_options(
+            &request.options,
+            WireNames {
+                max_tokens: "num_predict",
+                context_size: Some("num_ctx"),
+            },
+        );
         let mut body = Map::new();
-        body.insert("model".into(), json!(model.as_deref().unwrap_or_default()));
+        body.insert("model".into(), json!(request.model()));
         body.insert("messages".into(), messages_json(request));
         body.insert("stream".into(), Value::Bool(false));
         if !options.is_empty() {
             body.insert("options".into(), Value::Object(options));
         }
-        match format {
+        match &request.options.format {
             Some(ResponseFormat::Json) => {
                 body.insert("format".into(), json!("json"));
             }

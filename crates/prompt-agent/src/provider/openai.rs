@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, exchange, http_client, messages_json, normalize_base_url, parse_body, snippet,
-    status_error,
+    Provider, WireNames, exchange, http_client, messages_json, normalize_base_url, parse_body,
+    sampling_options, snippet, status_error,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, RequestOptions, ResponseFormat};
+use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
 
 const NAME: &str = "openai";
 
@@ -121,37 +121,10 @@ impl OpenAiProvider {
     /// `max_tokens` is sent as `max_tokens`, which every compatible server understands;
     /// `context_size` has no counterpart and is not sent.
     pub fn request_body(request: &ChatRequest) -> Value {
-        let RequestOptions {
-            model,
-            temperature,
-            top_p: _, // in wire_options()
-            max_tokens,
-            seed,
-            stop: _,         // stop_sequences()
-            context_size: _, // no counterpart in this API
-            format,
-            provider_options: _, // in wire_options()
-            min_length: _,       // checked by the agent, never sent
-            max_length: _,
-        } = &request.options;
         let mut body = Map::new();
-        body.insert("model".into(), json!(model.as_deref().unwrap_or_default()));
+        body.insert("model".into(), json!(request.model()));
         body.insert("messages".into(), messages_json(request));
-        let typed = [
-            ("temperature", temperature.map(|t| json!(t))),
-            ("max_tokens", max_tokens.map(|n| json!(n))),
-            ("seed", seed.map(|s| json!(s))),
-        ];
-        for (name, value) in typed {
-            if let Some(value) = value {
-                body.insert(name.into(), value);
-            }
-        }
-        let stop = request.options.stop_sequences();
-        if !stop.is_empty() {
-            body.insert("stop".into(), json!(stop));
-        }
-        match format {
+        match &request.options.format {
             Some(ResponseFormat::Json) => {
                 body.insert("response_format".into(), json!({ "type": "json_object" }));
             }
@@ -166,7 +139,14 @@ impl OpenAiProvider {
             }
             None => {}
         }
-        body.extend(request.options.wire_options());
+        // No context window option in this API.
+        body.extend(sampling_options(
+            &request.options,
+            WireNames {
+                max_tokens: "max_tokens",
+                context_size: None,
+            },
+        ));
         Value::Object(body)
     }
 
