@@ -108,6 +108,50 @@ pub enum ProviderError {
         /// Name of the variable.
         env_var: String,
     },
+    /// A streamed reply stopped arriving: no data for `idle` after `received_chars` characters.
+    #[error("{provider}: stream from {url} stalled: no data for {}s after {received_chars} characters", .idle.as_secs_f64())]
+    Stalled {
+        /// Provider name.
+        provider: String,
+        /// The URL that was called.
+        url: String,
+        /// The longest gap allowed between two chunks (the idle timeout).
+        idle: Duration,
+        /// Characters (text and reasoning) received before the stall.
+        received_chars: usize,
+    },
+    /// A streamed reply broke off: the connection dropped, the stream ended without its final
+    /// frame, or a frame was not valid.
+    #[error("{provider}: stream broken after {received_chars} characters: {message}")]
+    StreamBroken {
+        /// Provider name.
+        provider: String,
+        /// What went wrong.
+        message: String,
+        /// Characters (text and reasoning) received before it broke.
+        received_chars: usize,
+    },
+    /// The provider's circuit breaker is open after repeated failures: calls fail at once until
+    /// `retry_in` has passed, when one probe call goes through.
+    #[error("{provider}: circuit open after {failures} consecutive failures; next try in {}s", .retry_in.as_secs_f64().ceil())]
+    CircuitOpen {
+        /// Provider name.
+        provider: String,
+        /// Consecutive failed attempts that opened it.
+        failures: u32,
+        /// Time left until a probe call is let through.
+        retry_in: Duration,
+    },
+    /// No permit of the concurrency limiter within the allowed wait.
+    #[error("{provider}: no free slot among the {permits} concurrent calls within {}s", .waited.as_secs_f64())]
+    Busy {
+        /// Provider name.
+        provider: String,
+        /// The concurrency limit.
+        permits: usize,
+        /// How long the call waited.
+        waited: Duration,
+    },
     /// The provider could not be set up (bad base URL, TLS backend failure).
     #[error("{provider}: {message}")]
     Setup {
@@ -145,7 +189,33 @@ impl ProviderError {
                 | ProviderError::RateLimited { .. }
                 | ProviderError::Server { .. }
                 | ProviderError::InvalidResponse { .. }
+                | ProviderError::Stalled { .. }
+                | ProviderError::StreamBroken { .. }
         )
+    }
+
+    /// Whether the failure says the provider itself is unwell (it counts toward opening the
+    /// circuit breaker): connection errors, timeouts, stalls, broken streams and 5xx.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Connection { .. }
+                | ProviderError::Timeout { .. }
+                | ProviderError::Server { .. }
+                | ProviderError::Stalled { .. }
+                | ProviderError::StreamBroken { .. }
+        )
+    }
+
+    /// The same error with the characters received before it, for stream errors.
+    #[must_use]
+    pub fn with_received(mut self, chars: usize) -> Self {
+        if let ProviderError::Stalled { received_chars, .. }
+        | ProviderError::StreamBroken { received_chars, .. } = &mut self
+        {
+            *received_chars = chars;
+        }
+        self
     }
 
     /// The server's `Retry-After`, for rate limits that carried one.
@@ -183,6 +253,10 @@ impl ProviderError {
             ProviderError::InvalidResponse { .. } => "invalid_response",
             ProviderError::MissingApiKey { .. } => "missing_api_key",
             ProviderError::Setup { .. } => "setup",
+            ProviderError::Stalled { .. } => "stalled",
+            ProviderError::StreamBroken { .. } => "stream_broken",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
+            ProviderError::Busy { .. } => "busy",
         }
     }
 }

@@ -92,7 +92,10 @@ pub use prompt_templates::{Vars, VersionReq};
 pub use provider::echo::EchoProvider;
 pub use provider::ollama::{OLLAMA_DEFAULT_URL, OllamaProvider};
 pub use provider::openai::{ApiKey, OPENAI_DEFAULT_URL, OPENAI_KEY_ENV, OpenAiProvider};
-pub use provider::{Provider, normalize_base_url, parse_retry_after};
+pub use provider::{
+    EventStream, Provider, normalize_base_url, parse_retry_after, whole_reply_events,
+};
 pub use request::{
-    ChatMessage, ChatRequest, ChatResponse, RequestOptions, ResponseFormat, Role, UnknownRole,
+    ChatMessage, ChatRequest, ChatResponse, Delta, RequestOptions, ResponseFormat, Role,
+    StreamAssembler, StreamEnd, StreamEvent, TimedDelta, UnknownRole,
 };

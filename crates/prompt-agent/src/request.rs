@@ -353,8 +353,60 @@ impl ChatRequest {
     }
 }
 
+/// One piece of a streamed reply, in the order the server sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "text", rename_all = "snake_case")]
+pub enum Delta {
+    /// Reply text.
+    Text(String),
+    /// Reasoning ("thinking") text, where the server sends it apart from the reply.
+    Reasoning(String),
+}
+
+impl Delta {
+    /// The delta's text, whatever its kind.
+    pub fn text(&self) -> &str {
+        match self {
+            Delta::Text(t) | Delta::Reasoning(t) => t,
+        }
+    }
+}
+
+/// A delta with its time offset from the start of the request, as recorded for a faithful
+/// replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimedDelta {
+    /// Milliseconds from sending the request to receiving this delta.
+    pub offset_ms: f64,
+    /// The delta.
+    #[serde(flatten)]
+    pub delta: Delta,
+}
+
+/// The end of a streamed reply: what the server reported in its final frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamEnd {
+    /// The model that answered, when the server names it.
+    pub model: Option<String>,
+    /// Tokens in the prompt, when reported.
+    pub tokens_prompt: Option<u64>,
+    /// Tokens generated, when reported.
+    pub tokens_completion: Option<u64>,
+    /// Why generation stopped, when reported.
+    pub finish_reason: Option<String>,
+}
+
+/// What a provider's stream yields: deltas, then exactly one [`StreamEvent::Done`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A piece of the reply.
+    Delta(Delta),
+    /// The final frame.
+    Done(StreamEnd),
+}
+
 /// A provider's answer to a [`ChatRequest`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatResponse {
     /// The reply text, exactly as the model wrote it.
     pub content: String,
@@ -368,6 +420,87 @@ pub struct ChatResponse {
     pub finish_reason: Option<String>,
     /// Time from sending the request to having the whole reply.
     pub latency: Duration,
+    /// Reasoning text the server sent apart from the reply (streamed replies), when any.
+    pub reasoning: Option<String>,
+    /// The deltas of a streamed reply, in order, with their time offsets (empty when the
+    /// reply was not streamed).
+    pub deltas: Vec<TimedDelta>,
+    /// Time from sending the request to the first delta (streamed replies only).
+    pub time_to_first_token: Option<Duration>,
+}
+
+/// Assembles a stream's events into a [`ChatResponse`], keeping every delta with its offset.
+#[derive(Debug)]
+pub struct StreamAssembler {
+    started: std::time::Instant,
+    response: ChatResponse,
+    received_chars: usize,
+    done: bool,
+}
+
+impl StreamAssembler {
+    /// An assembler for a request to `model` sent at `started`.
+    pub fn new(model: &str, started: std::time::Instant) -> Self {
+        Self {
+            started,
+            response: ChatResponse {
+                model: model.to_owned(),
+                ..ChatResponse::default()
+            },
+            received_chars: 0,
+            done: false,
+        }
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, event: &StreamEvent) {
+        let elapsed = self.started.elapsed();
+        match event {
+            StreamEvent::Delta(delta) => {
+                if self.response.time_to_first_token.is_none() {
+                    self.response.time_to_first_token = Some(elapsed);
+                }
+                self.received_chars += delta.text().chars().count();
+                match delta {
+                    Delta::Text(t) => self.response.content.push_str(t),
+                    Delta::Reasoning(t) => self
+                        .response
+                        .reasoning
+                        .get_or_insert_with(String::new)
+                        .push_str(t),
+                }
+                self.response.deltas.push(TimedDelta {
+                    offset_ms: elapsed.as_secs_f64() * 1000.0,
+                    delta: delta.clone(),
+                });
+            }
+            StreamEvent::Done(end) => {
+                if let Some(model) = &end.model {
+                    self.response.model.clone_from(model);
+                }
+                self.response.tokens_prompt = end.tokens_prompt;
+                self.response.tokens_completion = end.tokens_completion;
+                self.response.finish_reason.clone_from(&end.finish_reason);
+                self.done = true;
+            }
+        }
+    }
+
+    /// Characters (text and reasoning) received so far.
+    pub fn received_chars(&self) -> usize {
+        self.received_chars
+    }
+
+    /// Whether the final frame has arrived.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The assembled response (its latency is the time until now).
+    pub fn finish(mut self) -> ChatResponse {
+        self.response.latency = self.started.elapsed();
+        self.response
+    }
 }
 
 #[cfg(test)]

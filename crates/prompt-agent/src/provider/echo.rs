@@ -94,6 +94,7 @@ impl Provider for EchoProvider {
             model: request.model().to_owned(),
             finish_reason: Some("stop".to_owned()),
             latency: started.elapsed(),
+            ..ChatResponse::default()
         })
     }
 

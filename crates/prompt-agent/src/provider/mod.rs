@@ -1,13 +1,21 @@
 //! The [`Provider`] trait and its implementations. These modules are the only code in
 //! promptkit that knows an LLM wire format.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_core::Stream;
+use futures_util::StreamExt;
 
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, RequestOptions};
+use crate::request::{ChatRequest, ChatResponse, Delta, RequestOptions, StreamEnd, StreamEvent};
+
+/// A streamed reply: [`StreamEvent::Delta`]s, then one [`StreamEvent::Done`]. Dropping it
+/// closes the connection to the server.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
 
 pub(crate) mod echo;
 pub(crate) mod ollama;
@@ -22,6 +30,14 @@ pub trait Provider: Send + Sync + Debug {
 
     /// Sends one request and waits for the whole reply. Implementations do not retry.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+
+    /// Sends one request and streams the reply as it is generated. The default calls
+    /// [`chat`](Self::chat) and yields the whole reply at once, for providers that cannot
+    /// stream. Implementations do not retry and set no timeout on the body: the caller
+    /// watches the gaps between events and the total time.
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
+        Ok(whole_reply_events(self.chat(request).await?))
+    }
 
     /// The models the server offers. The default returns an empty list (unknown).
     async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
@@ -146,6 +162,169 @@ pub(crate) fn messages_json(request: &ChatRequest) -> serde_json::Value {
         .collect()
 }
 
+/// The events of a reply that arrived whole: its reasoning and text as one delta each, then
+/// the end.
+pub fn whole_reply_events(response: ChatResponse) -> EventStream {
+    let mut events = Vec::with_capacity(3);
+    if let Some(reasoning) = response.reasoning.filter(|r| !r.is_empty()) {
+        events.push(Ok(StreamEvent::Delta(Delta::Reasoning(reasoning))));
+    }
+    if !response.content.is_empty() {
+        events.push(Ok(StreamEvent::Delta(Delta::Text(response.content))));
+    }
+    events.push(Ok(StreamEvent::Done(StreamEnd {
+        model: Some(response.model),
+        tokens_prompt: response.tokens_prompt,
+        tokens_completion: response.tokens_completion,
+        finish_reason: response.finish_reason,
+    })));
+    Box::pin(futures_util::stream::iter(events))
+}
+
+/// A broken-stream error (the characters received are filled in by whoever counted them).
+pub(crate) fn broken(provider: &str, message: impl Into<String>) -> ProviderError {
+    ProviderError::StreamBroken {
+        provider: provider.to_owned(),
+        message: message.into(),
+        received_chars: 0,
+    }
+}
+
+/// Drives a stream of frames (NDJSON lines, SSE `data:` fields) through `parse`, which turns
+/// each frame into events. Ends after the first [`StreamEvent::Done`]; a stream that ends
+/// before it, or breaks, yields one [`ProviderError::StreamBroken`] (or the transport's
+/// error) and ends.
+pub(crate) fn frames<S, F>(provider: &'static str, inner: S, parse: F) -> EventStream
+where
+    S: Stream<Item = Result<String, ProviderError>> + Send + 'static,
+    F: FnMut(&str) -> Result<Vec<StreamEvent>, ProviderError> + Send + 'static,
+{
+    struct State<S, F> {
+        inner: Pin<Box<S>>,
+        parse: F,
+        pending: VecDeque<StreamEvent>,
+        finished: bool,
+    }
+    let state = State {
+        inner: Box::pin(inner),
+        parse,
+        pending: VecDeque::new(),
+        finished: false,
+    };
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |mut st| async move {
+            loop {
+                if let Some(event) = st.pending.pop_front() {
+                    if matches!(event, StreamEvent::Done(_)) {
+                        st.pending.clear();
+                        st.finished = true;
+                    }
+                    return Some((Ok(event), st));
+                }
+                if st.finished {
+                    return None;
+                }
+                match st.inner.next().await {
+                    Some(Ok(frame)) => match (st.parse)(&frame) {
+                        Ok(events) => st.pending.extend(events),
+                        Err(e) => {
+                            st.finished = true;
+                            return Some((Err(e), st));
+                        }
+                    },
+                    Some(Err(e)) => {
+                        st.finished = true;
+                        return Some((Err(e), st));
+                    }
+                    None => {
+                        st.finished = true;
+                        return Some((
+                            Err(broken(provider, "the stream ended before its final frame")),
+                            st,
+                        ));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Sends a streaming request. `Ok(Ok(response))` when the server answered 2xx (its body not
+/// read yet); `Ok(Err(exchange))` with the whole body of an error answer.
+pub(crate) async fn open_stream(
+    provider: &str,
+    url: &str,
+    connect_timeout: Duration,
+    request: reqwest::RequestBuilder,
+) -> Result<Result<reqwest::Response, Exchange>, ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_error(provider, url, connect_timeout, &e))?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(Ok(response));
+    }
+    let headers = response.headers().clone();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| transport_error(provider, url, connect_timeout, &e))?;
+    Ok(Err(Exchange {
+        status,
+        headers,
+        body,
+    }))
+}
+
+/// The body of a response as text lines (NDJSON), a transport failure as a broken stream.
+pub(crate) fn body_lines(
+    provider: &'static str,
+    response: reqwest::Response,
+) -> impl Stream<Item = Result<String, ProviderError>> + Send + 'static {
+    struct State {
+        body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+        buffer: Vec<u8>,
+        ended: bool,
+    }
+    let state = State {
+        body: Box::pin(response.bytes_stream()),
+        buffer: Vec::new(),
+        ended: false,
+    };
+    futures_util::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(end) = st.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = st.buffer.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line).trim().to_owned();
+                if text.is_empty() {
+                    continue;
+                }
+                return Some((Ok(text), st));
+            }
+            if st.ended {
+                // A last line without its newline is still a frame.
+                if st.buffer.iter().any(|b| !b.is_ascii_whitespace()) {
+                    let text = String::from_utf8_lossy(&st.buffer).trim().to_owned();
+                    st.buffer.clear();
+                    return Some((Ok(text), st));
+                }
+                return None;
+            }
+            match st.body.next().await {
+                Some(Ok(chunk)) => st.buffer.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    st.ended = true;
+                    st.buffer.clear();
+                    return Some((Err(broken(provider, error_chain(&e))), st));
+                }
+                None => st.ended = true,
+            }
+        }
+    })
+}
+
 /// What a wire format calls the typed request options that have no common name.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WireNames {
@@ -203,8 +382,9 @@ pub(crate) fn http_client(
     provider: &str,
     timeout: Duration,
 ) -> Result<reqwest::Client, ProviderError> {
+    // No total timeout on the client: a streamed body may take as long as the caller allows
+    // (the agent watches idle gaps and the wall clock); `exchange` sets one per request.
     reqwest::Client::builder()
-        .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("promptkit/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -250,6 +430,7 @@ pub(crate) async fn exchange(
     request: reqwest::RequestBuilder,
 ) -> Result<Exchange, ProviderError> {
     let response = request
+        .timeout(timeout)
         .send()
         .await
         .map_err(|e| transport_error(provider, url, timeout, &e))?;

@@ -7,11 +7,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, WireNames, exchange, http_client, messages_json, normalize_base_url, parse_body,
-    sampling_options, snippet, status_error,
+    EventStream, Provider, WireNames, body_lines, broken, exchange, frames, http_client,
+    messages_json, normalize_base_url, open_stream, parse_body, sampling_options, snippet,
+    status_error,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
+use crate::request::{ChatRequest, ChatResponse, Delta, ResponseFormat, StreamEnd, StreamEvent};
 
 const NAME: &str = "ollama";
 
@@ -146,6 +147,53 @@ struct ChatBody {
 #[derive(Deserialize)]
 struct MessageBody {
     content: Option<String>,
+    /// Reasoning text, sent apart by thinking models.
+    thinking: Option<String>,
+}
+
+/// One NDJSON line of a streamed `/api/chat` reply.
+#[derive(Deserialize)]
+struct StreamLine {
+    model: Option<String>,
+    message: Option<MessageBody>,
+    #[serde(default)]
+    done: bool,
+    done_reason: Option<String>,
+    prompt_eval_count: Option<u64>,
+    eval_count: Option<u64>,
+    error: Option<String>,
+}
+
+/// The events of one streamed line.
+fn stream_line_events(line: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+    let parsed: StreamLine = serde_json::from_str(line)
+        .map_err(|e| broken(NAME, format!("invalid frame ({e}): {}", snippet(line))))?;
+    if let Some(message) = parsed.error {
+        return Err(broken(NAME, format!("the server reported: {message}")));
+    }
+    let mut events = Vec::with_capacity(2);
+    if let Some(message) = parsed.message {
+        for delta in [
+            message.thinking.map(Delta::Reasoning),
+            message.content.map(Delta::Text),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !delta.text().is_empty() {
+                events.push(StreamEvent::Delta(delta));
+            }
+        }
+    }
+    if parsed.done {
+        events.push(StreamEvent::Done(StreamEnd {
+            model: parsed.model,
+            tokens_prompt: parsed.prompt_eval_count,
+            tokens_completion: parsed.eval_count,
+            finish_reason: parsed.done_reason,
+        }));
+    }
+    Ok(events)
 }
 
 #[async_trait]
@@ -198,7 +246,24 @@ impl Provider for OllamaProvider {
             tokens_completion: parsed.eval_count,
             finish_reason: parsed.done_reason,
             latency: started.elapsed(),
+            ..ChatResponse::default()
         })
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
+        let url = format!("{}/api/chat", self.base_url);
+        let mut body = Self::request_body(request);
+        body["stream"] = Value::Bool(true);
+        let send = self.client.post(&url).json(&body);
+        match open_stream(NAME, &url, self.timeout, send).await? {
+            Ok(response) => Ok(frames(NAME, body_lines(NAME, response), stream_line_events)),
+            Err(reply) => Err(error_for_status(
+                reply.status,
+                &reply.headers,
+                &reply.body,
+                request.model(),
+            )),
+        }
     }
 
     async fn list_models(&self) -> Result<Vec<String>, ProviderError> {

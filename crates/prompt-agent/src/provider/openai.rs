@@ -4,15 +4,17 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Provider, WireNames, exchange, http_client, messages_json, normalize_base_url, parse_body,
-    sampling_options, snippet, status_error,
+    EventStream, Provider, WireNames, broken, exchange, frames, http_client, messages_json,
+    normalize_base_url, open_stream, parse_body, sampling_options, snippet, status_error,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, ResponseFormat};
+use crate::request::{ChatRequest, ChatResponse, Delta, ResponseFormat, StreamEnd, StreamEvent};
 
 const NAME: &str = "openai";
 
@@ -234,6 +236,78 @@ struct Choice {
 #[derive(Deserialize)]
 struct ChoiceMessage {
     content: Option<String>,
+    /// Reasoning text, as vLLM and DeepSeek name it.
+    reasoning_content: Option<String>,
+    /// Reasoning text, as Ollama's and OpenRouter's compatible APIs name it.
+    reasoning: Option<String>,
+}
+
+impl ChoiceMessage {
+    fn reasoning(&mut self) -> Option<String> {
+        self.reasoning_content
+            .take()
+            .or_else(|| self.reasoning.take())
+            .filter(|r| !r.is_empty())
+    }
+}
+
+/// One `data:` frame of a streamed completion.
+#[derive(Deserialize)]
+struct ChunkBody {
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    usage: Option<Usage>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    delta: Option<ChoiceMessage>,
+    finish_reason: Option<String>,
+}
+
+/// Turns SSE `data:` frames into events: deltas as they come; the model, usage (sent in a
+/// last chunk when `stream_options.include_usage` is set) and finish reason are kept for the
+/// `[DONE]` frame, which ends the stream.
+#[derive(Default)]
+struct ChunkParser {
+    end: StreamEnd,
+}
+
+impl ChunkParser {
+    fn frame(&mut self, data: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+        if data.trim() == "[DONE]" {
+            return Ok(vec![StreamEvent::Done(std::mem::take(&mut self.end))]);
+        }
+        let chunk: ChunkBody = serde_json::from_str(data)
+            .map_err(|e| broken(NAME, format!("invalid frame ({e}): {}", snippet(data))))?;
+        if let Some(error) = chunk.error {
+            return Err(broken(NAME, format!("the server reported: {error}")));
+        }
+        if chunk.model.is_some() {
+            self.end.model = chunk.model;
+        }
+        if let Some(usage) = chunk.usage {
+            self.end.tokens_prompt = usage.prompt_tokens;
+            self.end.tokens_completion = usage.completion_tokens;
+        }
+        let mut events = Vec::new();
+        for choice in chunk.choices.into_iter().take(1) {
+            if choice.finish_reason.is_some() {
+                self.end.finish_reason = choice.finish_reason;
+            }
+            if let Some(mut delta) = choice.delta {
+                if let Some(reasoning) = delta.reasoning() {
+                    events.push(StreamEvent::Delta(Delta::Reasoning(reasoning)));
+                }
+                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                    events.push(StreamEvent::Delta(Delta::Text(text)));
+                }
+            }
+        }
+        Ok(events)
+    }
 }
 
 #[derive(Deserialize)]
@@ -275,14 +349,44 @@ impl Provider for OpenAiProvider {
             });
         };
         let usage = parsed.usage;
+        let mut message = choice.message;
         Ok(ChatResponse {
-            content: choice.message.content.unwrap_or_default(),
+            reasoning: message.reasoning(),
+            content: message.content.unwrap_or_default(),
             model: parsed.model.unwrap_or_else(|| request.model().to_owned()),
             tokens_prompt: usage.as_ref().and_then(|u| u.prompt_tokens),
             tokens_completion: usage.as_ref().and_then(|u| u.completion_tokens),
             finish_reason: choice.finish_reason,
             latency: started.elapsed(),
+            ..ChatResponse::default()
         })
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
+        let url = format!("{}/v1/chat/completions", self.base_url);
+        let builder = self.authorize(self.client.post(&url))?;
+        let mut body = Self::request_body(request);
+        body["stream"] = Value::Bool(true);
+        body["stream_options"] = json!({ "include_usage": true });
+        match open_stream(NAME, &url, self.timeout, builder.json(&body)).await? {
+            Ok(response) => {
+                let data = response
+                    .bytes_stream()
+                    .eventsource()
+                    .map(|event| match event {
+                        Ok(event) => Ok(event.data),
+                        Err(e) => Err(broken(NAME, e.to_string())),
+                    });
+                let mut parser = ChunkParser::default();
+                Ok(frames(NAME, data, move |frame| parser.frame(frame)))
+            }
+            Err(reply) => Err(error_for_status(
+                reply.status,
+                &reply.headers,
+                &reply.body,
+                request.model(),
+            )),
+        }
     }
 
     async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
