@@ -61,6 +61,7 @@
 
 mod error;
 mod fast_yaml;
+mod limits;
 mod lint;
 mod parse;
 mod simple;
@@ -69,6 +70,7 @@ mod store;
 mod template;
 
 pub use error::{TemplateError, VarProblem};
+pub use limits::{RenderBudget, RenderLimits};
 pub use lint::{Diagnostic, LintReport, Severity, lint};
 pub use spec::{
     Example, Metadata, ModelDefaults, UnknownVarType, ValidationRules, VarType, VariableSpec,

@@ -14,6 +14,7 @@ use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use crate::Vars;
+use crate::limits::RenderLimits;
 use crate::lint::{Diagnostic, Severity};
 use crate::simple::PlainBody;
 use crate::spec::{
@@ -451,7 +452,7 @@ fn check(
             }
             used.insert(name);
         }
-        // The seed's str.format placeholders, which Jinja prints literally.
+        // The Python original's str.format placeholders, which Jinja prints literally.
         for (off, name) in brace_placeholders(text) {
             if variables.iter().any(|(v, _)| v.name == name) {
                 let p = offset_pos(text, off);
@@ -494,7 +495,7 @@ fn check(
     let (example_specs, example_pos): (Vec<Example>, Vec<Pos>) = examples.into_iter().unzip();
     let (specs, _): (Vec<VariableSpec>, Vec<Pos>) = variables.into_iter().unzip();
     let names: Arc<[Arc<str>]> = specs.iter().map(|s| Arc::from(s.name.as_str())).collect();
-    let template = PromptTemplate {
+    let mut template = PromptTemplate {
         plain_system: PlainBody::parse(&system, &names),
         plain_user: PlainBody::parse(&user, &names),
         names,
@@ -521,7 +522,9 @@ fn check(
         user_source: user,
         display_name,
         env,
+        limits: RenderLimits::default(),
     };
+    template.set_limits(RenderLimits::default());
     // Every example's input must render the user prompt.
     let example_pos = if checks == Checks::Lint {
         example_pos
