@@ -11,6 +11,8 @@
 //! - [`PromptTemplate::render`] checks the variables (every missing, unknown and mistyped one
 //!   is reported at once) and renders a [`RenderedPrompt`].
 //! - [`lint`] checks a whole directory and reports [`Diagnostic`]s with file, line and column.
+//! - [`RenderLimits`] bounds the work (fuel) and the output (bytes) of every render; a
+//!   [`TemplateStore`] carries them ([`TemplateStore::with_limits`]).
 //!
 //! ```
 //! use prompt_templates::{TemplateStore, VersionReq, Vars, lint};
