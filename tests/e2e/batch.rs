@@ -286,3 +286,123 @@ fn metrics_tables_after_a_batch() {
         "cleanup keeps today's file"
     );
 }
+
+/// Waits until `path` has at least `n` lines (a running batch wrote its first results).
+fn wait_for_lines(path: &std::path::Path, n: usize) {
+    let started = Instant::now();
+    loop {
+        let have = std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if have >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no result line appeared in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_batch_on_the_same_results_file_refuses() {
+    let server = FakeOllama::start();
+    server.set_delay(Duration::from_millis(150));
+    let sb = Sandbox::new();
+    sb.write("jobs.jsonl", &scene_jobs(8));
+    let args = [
+        "batch",
+        "jobs.jsonl",
+        "--out",
+        "results.jsonl",
+        "--provider",
+        "ollama",
+        "--base-url",
+        &server.url,
+        "--concurrency",
+        "1",
+    ];
+    let first = sb
+        .cmd(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&sb.path().join("results.jsonl"), 1);
+
+    // Another spelling of the same file, while the first batch runs.
+    let second = sb.run(&[
+        "batch",
+        "jobs.jsonl",
+        "--out",
+        "./results.jsonl",
+        "--provider",
+        "ollama",
+        "--base-url",
+        &server.url,
+    ]);
+    crate::support::assert_error(&second, 1, "results.jsonl is in use");
+    assert!(
+        second.stderr.contains(&format!("process {}", first.id())),
+        "names the holder: {}",
+        second.stderr
+    );
+    assert!(second.stderr.contains("hint:"), "{}", second.stderr);
+
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Every job exactly once, and only by the first batch.
+    let results = result_lines(&sb.read("results.jsonl"));
+    assert_eq!(results.len(), 8, "{stderr}");
+    assert_eq!(lines_of(&results), (2..=9).collect());
+    assert_eq!(server.chats(), 8);
+    // The lock is gone with the first batch: a third run resumes with nothing to do.
+    assert!(!sb.path().join("results.jsonl.lock").exists());
+    let again = sb.run(&[&args[..], &["--json"]].concat()).json();
+    assert_eq!(again["skipped"], 8);
+}
+
+#[test]
+fn a_killed_batch_leaves_no_lock_that_blocks_the_next() {
+    let server = FakeOllama::start();
+    server.set_delay(Duration::from_millis(300));
+    let sb = Sandbox::new();
+    sb.write("jobs.jsonl", &scene_jobs(6));
+    let args = [
+        "batch",
+        "jobs.jsonl",
+        "--out",
+        "out/results.jsonl",
+        "--provider",
+        "ollama",
+        "--base-url",
+        &server.url,
+        "--concurrency",
+        "1",
+    ];
+    let mut child = sb
+        .cmd(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&sb.path().join("out/results.jsonl"), 1);
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    // The sidecar is left behind with the dead process's PID; it must not block.
+    let stale = sb.read("out/results.jsonl.lock");
+    assert_eq!(stale.trim(), child.id().to_string());
+
+    server.set_delay(Duration::ZERO);
+    let out = sb.run(&[&args[..], &["--json"]].concat());
+    let summary = out.json();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(summary["jobs"], 6);
+    let results = result_lines(&sb.read("out/results.jsonl"));
+    assert_eq!(lines_of(&results), (2..=7).collect());
+    assert_eq!(results.len(), 6, "each job once");
+    assert!(!sb.path().join("out/results.jsonl.lock").exists());
+}

@@ -374,3 +374,61 @@ fn validate_prints_the_xtask_format() {
     assert!(v["errors"].as_u64().unwrap() >= 1);
     assert_eq!(v["files_checked"], 1);
 }
+
+/// Writes `<dir>/writer/loops_v1.yaml` with this user prompt and an integer variable `n`.
+fn loops_template(sb: &Sandbox, dir: &str, user: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        "version: 1\nagent: writer\ntask: loops\nsystem_prompt: You write.\nuser_prompt_template: {}\nvariables:\n  n: \"integer - loop size\"\n",
+        serde_json::to_string(user).unwrap()
+    );
+    sb.write(&format!("{dir}/writer/loops_v1.yaml"), &yaml);
+    sb.path().join(dir)
+}
+
+#[test]
+fn render_stops_a_runaway_template_with_the_budget_error() {
+    let sb = Sandbox::new();
+    let dir = loops_template(
+        &sb,
+        "loops",
+        "{% for i in range(n) %}{% for j in range(n) %}{% for k in range(n) %}.{% endfor %}{% endfor %}{% endfor %}",
+    );
+    let dir = dir.to_str().unwrap();
+    let small = sb.run(&["--templates", dir, "render", "writer/loops", "--var", "n=2"]);
+    assert!(small.ok().contains("........"), "{}", small.stdout);
+    // 1e12 iterations: fails fast (the fuel budget), exit 1, naming template and budget.
+    let out = sb.run(&[
+        "--templates",
+        dir,
+        "render",
+        "writer/loops",
+        "--var",
+        "n=10000",
+    ]);
+    crate::support::assert_error(&out, 1, "ran out of render fuel");
+    assert!(out.stderr.contains("writer/loops v1"), "{}", out.stderr);
+    assert!(out.stderr.contains("1000000"), "{}", out.stderr);
+}
+
+#[test]
+fn validate_reports_includes_that_do_not_resolve() {
+    let sb = Sandbox::new();
+    sb.write(
+        "inc/writer/loops_v1.yaml",
+        "version: 1\nagent: writer\ntask: loops\nsystem_prompt: You write.\nuser_prompt_template: |\n  Intro {{ n }}.\n  {% include \"../../../../etc/passwd\" %}\n  {% include 'system_prompt' %}\nvariables:\n  n: \"integer - loop size\"\n",
+    );
+    let dir = sb.path().join("inc");
+    let out = sb.run(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let first = out.stdout.lines().next().unwrap();
+    assert!(first.contains("loops_v1.yaml:7:"), "{first}");
+    assert!(
+        first.contains("error: in `user_prompt_template`: `include` of \"../../../../etc/passwd\" tries to leave the template directory"),
+        "{first}"
+    );
+    assert!(
+        out.stdout.lines().last().unwrap().contains("1 error(s)"),
+        "{}",
+        out.stdout
+    );
+}

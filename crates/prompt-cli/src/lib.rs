@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod jobs;
+mod lock;
 pub mod report;
 pub mod ui;
 pub mod vars;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::VarType;
+use crate::limits::RenderBudget;
 use crate::lint::Diagnostic;
 
 /// Everything that can go wrong when loading, listing, rendering or linting templates.
@@ -90,6 +91,17 @@ pub enum TemplateError {
         part: &'static str,
         /// The engine's message, with the line inside the body.
         message: String,
+    },
+    /// A render ran past its [`RenderLimits`](crate::RenderLimits): too much work or too
+    /// much output. Raise the limit, or fix the template or the variables.
+    #[error("template {template}: cannot render {part}: {budget}")]
+    RenderBudget {
+        /// The template, as `agent/task vN (path)`.
+        template: String,
+        /// `system_prompt` or `user_prompt_template`.
+        part: &'static str,
+        /// The bound it ran past.
+        budget: RenderBudget,
     },
 }
 

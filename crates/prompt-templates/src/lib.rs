@@ -11,6 +11,8 @@
 //! - [`PromptTemplate::render`] checks the variables (every missing, unknown and mistyped one
 //!   is reported at once) and renders a [`RenderedPrompt`].
 //! - [`lint`] checks a whole directory and reports [`Diagnostic`]s with file, line and column.
+//! - [`RenderLimits`] bounds the work (fuel) and the output (bytes) of every render; a
+//!   [`TemplateStore`] carries them ([`TemplateStore::with_limits`]).
 //!
 //! ```
 //! use prompt_templates::{TemplateStore, VersionReq, Vars, lint};
@@ -61,6 +63,7 @@
 
 mod error;
 mod fast_yaml;
+mod limits;
 mod lint;
 mod parse;
 mod simple;
@@ -69,6 +72,7 @@ mod store;
 mod template;
 
 pub use error::{TemplateError, VarProblem};
+pub use limits::{RenderBudget, RenderLimits};
 pub use lint::{Diagnostic, LintReport, Severity, lint};
 pub use spec::{
     Example, Metadata, ModelDefaults, UnknownVarType, ValidationRules, VarType, VariableSpec,

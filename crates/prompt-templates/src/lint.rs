@@ -96,9 +96,12 @@ impl LintReport {
 /// Errors: invalid YAML or UTF-8; a missing or empty required field; Jinja syntax errors (at
 /// the line inside the file); a variable used in a body but not declared; a bad variable
 /// declaration; a file name or folder that disagrees with `version`/`agent`/`task`; two files
-/// claiming the same agent/task/version; an example whose `input` does not render.
+/// claiming the same agent/task/version; an example whose `input` does not render; an
+/// `include`/`import`/`from`/`extends` of a template name that does not resolve (only the
+/// file's two bodies do) or that tries to leave the template directory.
 /// Warnings: a declared variable no body uses; a single-brace `{name}` placeholder naming a
-/// declared variable.
+/// declared variable; an `include ... ignore missing` of a name that does not resolve; an
+/// include or import of a computed name.
 ///
 /// Fails only when `dir` itself cannot be read.
 pub fn lint(dir: impl AsRef<Path>) -> Result<LintReport, TemplateError> {

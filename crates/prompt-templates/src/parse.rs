@@ -14,6 +14,7 @@ use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use crate::Vars;
+use crate::limits::RenderLimits;
 use crate::lint::{Diagnostic, Severity};
 use crate::simple::PlainBody;
 use crate::spec::{
@@ -451,12 +452,32 @@ fn check(
             }
             used.insert(name);
         }
-        // The seed's str.format placeholders, which Jinja prints literally.
+        // The Python original's str.format placeholders, which Jinja prints literally.
         for (off, name) in brace_placeholders(text) {
             if variables.iter().any(|(v, _)| v.name == name) {
                 let p = offset_pos(text, off);
                 let pos = origin.map(ctx.source, text, p.line, p.col);
                 ctx.warning(pos, format!("`{{{name}}}` in `{part}` is printed literally: Jinja needs `{{{{ {name} }}}}`"));
+            }
+        }
+    }
+    // Templates named by `include`, `import`, `from ... import` and `extends` must resolve
+    // exactly as they do at render time: only to the two bodies compiled in this engine.
+    if checks == Checks::Lint {
+        for (part, body) in [(SYSTEM, &system), (USER, &user)] {
+            let Some((text, origin)) = body else { continue };
+            if env.get_template(part).is_err() {
+                continue;
+            }
+            for problem in template_ref_problems(text, |name| env.get_template(name).is_ok()) {
+                let p = offset_pos(text, problem.at);
+                let pos = origin.map(ctx.source, text, p.line, p.col);
+                let message = format!("in `{part}`: {}", problem.message);
+                if problem.error {
+                    ctx.error(pos, message);
+                } else {
+                    ctx.warning(pos, message);
+                }
             }
         }
     }
@@ -494,7 +515,7 @@ fn check(
     let (example_specs, example_pos): (Vec<Example>, Vec<Pos>) = examples.into_iter().unzip();
     let (specs, _): (Vec<VariableSpec>, Vec<Pos>) = variables.into_iter().unzip();
     let names: Arc<[Arc<str>]> = specs.iter().map(|s| Arc::from(s.name.as_str())).collect();
-    let template = PromptTemplate {
+    let mut template = PromptTemplate {
         plain_system: PlainBody::parse(&system, &names),
         plain_user: PlainBody::parse(&user, &names),
         names,
@@ -521,7 +542,9 @@ fn check(
         user_source: user,
         display_name,
         env,
+        limits: RenderLimits::default(),
     };
+    template.set_limits(RenderLimits::default());
     // Every example's input must render the user prompt.
     let example_pos = if checks == Checks::Lint {
         example_pos
@@ -1145,6 +1168,190 @@ fn first_use(text: &str, name: &str) -> Option<usize> {
     None
 }
 
+/// A problem with a template named by a tag, at a byte offset of the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RefProblem {
+    at: usize,
+    error: bool,
+    message: String,
+}
+
+/// What the tags that load another template (`include`, `import`, `from`, `extends`) name,
+/// checked with `resolves` (the engine's own lookup). The engine has no loader: a name
+/// resolves only to a body of the same file (`system_prompt`, `user_prompt_template`), and
+/// no tag ever reads a file.
+fn template_ref_problems(text: &str, resolves: impl Fn(&str) -> bool) -> Vec<RefProblem> {
+    const RESOLVABLE: &str = "only `system_prompt` and `user_prompt_template` (the bodies of the same file) can be included or imported";
+    let mut out = Vec::new();
+    for (region, range) in regions(text) {
+        let tag = &text[range.clone()];
+        if region != Region::Tag || !tag.starts_with("{%") {
+            continue;
+        }
+        // Skip `{%`, whitespace control and blanks up to the keyword.
+        let mut at = 2;
+        at += tag[at..]
+            .find(|c: char| c != '-' && c != '+' && !c.is_whitespace())
+            .unwrap_or(tag.len() - at);
+        let keyword_len = tag[at..]
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tag.len() - at);
+        let keyword = &tag[at..at + keyword_len];
+        if !matches!(keyword, "include" | "import" | "from" | "extends") {
+            continue;
+        }
+        at += keyword_len;
+        at += tag[at..]
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(tag.len() - at);
+        let expr_at = range.start + at;
+        let (names, rest) = match template_names(&tag[at..]) {
+            Some((names, rest)) if keyword == "include" || !tag[at..].starts_with(['[', '(']) => {
+                (names, rest)
+            }
+            Some(_) => {
+                out.push(RefProblem {
+                    at: expr_at,
+                    error: true,
+                    message: format!("`{keyword}` needs one template name, not a list"),
+                });
+                continue;
+            }
+            None => {
+                out.push(RefProblem {
+                    at: expr_at,
+                    error: false,
+                    message: format!(
+                        "`{keyword}` of a computed template name cannot be checked; {RESOLVABLE}"
+                    ),
+                });
+                continue;
+            }
+        };
+        let rest = rest.trim_start();
+        let follows = match keyword {
+            "include" => ["ignore", "with", "without"].as_slice(),
+            "import" => ["as"].as_slice(),
+            "from" => ["import"].as_slice(),
+            _ => [].as_slice(),
+        };
+        let ends = rest
+            .trim_end_matches("%}")
+            .trim_end_matches(['-', '+'])
+            .trim()
+            .is_empty();
+        let next_word = rest
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .next();
+        if !ends && !next_word.is_some_and(|w| follows.contains(&w)) {
+            // More expression after the literal (`"a" ~ b`, `"a" if c else "b"`, ...).
+            out.push(RefProblem {
+                at: expr_at,
+                error: false,
+                message: format!(
+                    "`{keyword}` of a computed template name cannot be checked; {RESOLVABLE}"
+                ),
+            });
+            continue;
+        }
+        let ignore_missing = keyword == "include" && {
+            let mut words = rest.split_whitespace();
+            words.next() == Some("ignore") && words.next() == Some("missing")
+        };
+        let shown = names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some(escaping) = names.iter().find(|n| leaves_directory(n)) {
+            out.push(RefProblem {
+                at: expr_at,
+                error: true,
+                message: format!(
+                    "`{keyword}` of {escaping:?} tries to leave the template directory; templates never read files: {RESOLVABLE}"
+                ),
+            });
+        } else if !names.iter().any(|n| resolves(n)) {
+            if ignore_missing {
+                out.push(RefProblem {
+                    at: expr_at,
+                    error: false,
+                    message: format!(
+                        "`{keyword} {shown} ignore missing` includes nothing: no such template; {RESOLVABLE}"
+                    ),
+                });
+            } else {
+                out.push(RefProblem {
+                    at: expr_at,
+                    error: true,
+                    message: format!("`{keyword}` of {shown}: no such template; {RESOLVABLE}"),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether a template name is a path that would leave the template directory: absolute,
+/// a drive, or a `..` segment.
+fn leaves_directory(name: &str) -> bool {
+    name.starts_with(['/', '\\'])
+        || name.as_bytes().get(1) == Some(&b':')
+        || name.split(['/', '\\']).any(|segment| segment == "..")
+}
+
+/// The constant template names at the start of an expression — a string literal, or a
+/// list or tuple of string literals — and the text after it; `None` when the expression is
+/// anything else.
+fn template_names(expr: &str) -> Option<(Vec<String>, &str)> {
+    if let Some((name, rest)) = string_literal(expr) {
+        return Some((vec![name], rest));
+    }
+    let close = match expr.chars().next()? {
+        '[' => ']',
+        '(' => ')',
+        _ => return None,
+    };
+    let mut names = Vec::new();
+    let mut rest = expr[1..].trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix(close) {
+            return (!names.is_empty()).then_some((names, after));
+        }
+        let (name, after) = string_literal(rest)?;
+        names.push(name);
+        rest = after.trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after.trim_start();
+        } else if !rest.starts_with(close) {
+            return None;
+        }
+    }
+}
+
+/// A Jinja string literal at the start of `text` (its value) and the text after it.
+fn string_literal(text: &str) -> Option<(String, &str)> {
+    let quote = text.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let mut value = String::new();
+    let mut chars = text[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            c if c == quote => return Some((value, &text[1 + i + 1..])),
+            '\\' => {
+                let (_, escaped) = chars.next()?;
+                value.push(match escaped {
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    other => other,
+                });
+            }
+            c => value.push(c),
+        }
+    }
+    None
+}
+
 /// `{name}`-style placeholders in plain text (outside tags, comments and raw blocks):
 /// byte offset and name.
 fn brace_placeholders(text: &str) -> Vec<(usize, String)> {
@@ -1219,6 +1426,57 @@ mod tests {
         let found =
             brace_placeholders("{name} {{ a }} {% raw %}{b}{% endraw %} {c:>3} {{ {'k': 1} }} {d");
         assert_eq!(found, vec![(0, "name".to_owned()), (40, "c".to_owned())]);
+    }
+
+    #[test]
+    fn template_refs_are_read_from_tags() {
+        let known = |n: &str| n == "system_prompt";
+        let problems = template_ref_problems(
+            "{% include 'system_prompt' %}{%- include \"nope\" -%}\n{{ x }}{% include ['a', \"system_prompt\"] %}\
+             {% import \"../x\" as m %}{% from 'b' import f %}{% include name %}{% include 'a' ~ b %}\
+             {% include 'gone' ignore missing %}{% raw %}{% include 'raw' %}{% endraw %}{# {% include 'c' %} #}\
+             {% extends ['system_prompt'] %}{% include \"/etc/passwd\" ignore missing %}",
+            known,
+        );
+        let found: Vec<(bool, &str)> = problems
+            .iter()
+            .map(|p| (p.error, p.message.split(';').next().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (true, "`include` of \"nope\": no such template"),
+                (
+                    true,
+                    "`import` of \"../x\" tries to leave the template directory"
+                ),
+                (true, "`from` of \"b\": no such template"),
+                (
+                    false,
+                    "`include` of a computed template name cannot be checked"
+                ),
+                (
+                    false,
+                    "`include` of a computed template name cannot be checked"
+                ),
+                (
+                    false,
+                    "`include \"gone\" ignore missing` includes nothing: no such template"
+                ),
+                (true, "`extends` needs one template name, not a list"),
+                (
+                    true,
+                    "`include` of \"/etc/passwd\" tries to leave the template directory"
+                ),
+            ]
+        );
+        assert!(
+            leaves_directory("a/../../b") && leaves_directory("C:\\x") && !leaves_directory("a..b")
+        );
+        assert_eq!(
+            string_literal("'it\\'s' rest"),
+            Some(("it's".to_owned(), " rest"))
+        );
     }
 
     #[test]

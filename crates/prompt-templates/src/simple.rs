@@ -94,8 +94,9 @@ impl PlainBody {
 
     /// Renders with the declared variables' values (in declaration order), printing each as
     /// the engine does with auto-escaping off: a string as it is, anything else as its
-    /// `Display`.
-    pub(crate) fn render(&self, values: &[JinjaValue]) -> String {
+    /// `Display`. `None` when the text would be longer than `max_bytes` (found before
+    /// anything is copied when the values are strings).
+    pub(crate) fn render(&self, values: &[JinjaValue], max_bytes: usize) -> Option<String> {
         let vars_len: usize = self
             .pieces
             .iter()
@@ -106,8 +107,12 @@ impl PlainBody {
                     .map_or(8, str::len),
                 Piece::Text(_) => 0,
             })
-            .sum();
-        let mut out = String::with_capacity(self.text_len + vars_len);
+            .fold(0usize, usize::saturating_add);
+        let expected = self.text_len.saturating_add(vars_len);
+        if expected > max_bytes {
+            return None;
+        }
+        let mut out = String::with_capacity(expected);
         for piece in &self.pieces {
             match piece {
                 Piece::Text(range) => out.push_str(&self.source[range.clone()]),
@@ -122,8 +127,11 @@ impl PlainBody {
                     }
                 }
             }
+            if out.len() > max_bytes {
+                return None;
+            }
         }
-        out
+        Some(out)
     }
 }
 
@@ -164,7 +172,11 @@ mod tests {
             .map(|(n, v)| (*n, v.clone()))
             .collect();
         let engine = env.get_template("t").unwrap().render(ctx).unwrap();
-        assert_eq!(plain.render(&values), engine, "body: {body:?}");
+        assert_eq!(
+            plain.render(&values, usize::MAX).unwrap(),
+            engine,
+            "body: {body:?}"
+        );
         true
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::error::TemplateError;
+use crate::limits::RenderLimits;
 use crate::lint::Severity;
 use crate::parse::{Checks, is_plain_name, parse_file, parse_version_number, split_file_name};
 use crate::template::PromptTemplate;
@@ -111,8 +112,12 @@ impl Slot {
 /// `Send + Sync`: share it in an `Arc` between threads. `load` with [`VersionReq::Latest`]
 /// resolves the latest version on first use and serves it from memory after; `reload` reads
 /// the disk again.
+///
+/// Every template it loads renders within its [`RenderLimits`]: the defaults from
+/// [`open`](Self::open), others from [`with_limits`](Self::with_limits).
 pub struct TemplateStore {
     dir: PathBuf,
+    limits: RenderLimits,
     cache: RwLock<FastMap<FastMap<Slot>>>,
 }
 
@@ -127,6 +132,7 @@ impl fmt::Debug for TemplateStore {
             .sum();
         f.debug_struct("TemplateStore")
             .field("dir", &self.dir)
+            .field("limits", &self.limits)
             .field("cached", &cached)
             .finish()
     }
@@ -151,7 +157,8 @@ fn check_name(what: &'static str, name: &str) -> Result<(), TemplateError> {
 }
 
 impl TemplateStore {
-    /// Opens the template directory (it must exist; nothing is read yet).
+    /// Opens the template directory (it must exist; nothing is read yet). Templates render
+    /// with [`RenderLimits::default()`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, TemplateError> {
         let dir = dir.as_ref().to_path_buf();
         let meta = std::fs::metadata(&dir).map_err(|source| TemplateError::Io {
@@ -166,8 +173,23 @@ impl TemplateStore {
         }
         Ok(Self {
             dir,
+            limits: RenderLimits::default(),
             cache: RwLock::new(FastMap::default()),
         })
+    }
+
+    /// The same store with another render budget for every template it loads from now on
+    /// (templates already in memory are dropped, so they are loaded again with it).
+    #[must_use]
+    pub fn with_limits(mut self, limits: RenderLimits) -> Self {
+        self.limits = limits;
+        self.cache.get_mut().clear();
+        self
+    }
+
+    /// The render budget of the templates this store loads.
+    pub fn limits(&self) -> RenderLimits {
+        self.limits
     }
 
     /// The template directory.
@@ -360,7 +382,10 @@ impl TemplateStore {
         };
         let parsed = parse_file(&path, &bytes, Checks::Load);
         match parsed.template {
-            Some(template) => Ok(template),
+            Some(mut template) => {
+                template.set_limits(self.limits);
+                Ok(template)
+            }
             None => Err(TemplateError::Invalid {
                 path,
                 diagnostics: parsed

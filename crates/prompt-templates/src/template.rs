@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::Vars;
 use crate::error::{TemplateError, VarProblem};
+use crate::limits::{CappedOutput, RenderBudget, RenderLimits};
 use crate::simple::PlainBody;
 use crate::spec::{
     Example, Metadata, ModelDefaults, ValidationRules, VarType, VariableSpec, json_type_name,
@@ -60,6 +61,8 @@ pub struct PromptTemplate {
     pub(crate) plain_system: Option<PlainBody>,
     /// The user body, when it is only text and variables (rendered without the engine).
     pub(crate) plain_user: Option<PlainBody>,
+    /// The render budget (the engine's fuel is set from it too).
+    pub(crate) limits: RenderLimits,
 }
 
 impl fmt::Debug for PromptTemplate {
@@ -71,6 +74,7 @@ impl fmt::Debug for PromptTemplate {
             .field("path", &self.path)
             .field("content_hash", &self.content_hash)
             .field("variables", &self.variables)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -190,11 +194,32 @@ impl PromptTemplate {
         &self.display_name
     }
 
+    /// The render budget, from the [`TemplateStore`](crate::TemplateStore) that loaded it.
+    pub fn limits(&self) -> RenderLimits {
+        self.limits
+    }
+
+    /// Sets the render budget (the store does this when it loads a template).
+    pub(crate) fn set_limits(&mut self, limits: RenderLimits) {
+        self.limits = limits;
+        self.env.set_fuel(Some(limits.engine_fuel()));
+    }
+
+    fn over_budget(&self, part: &'static str, budget: RenderBudget) -> TemplateError {
+        TemplateError::RenderBudget {
+            template: self.display_name.clone(),
+            part,
+            budget,
+        }
+    }
+
     /// Renders both prompts.
     ///
     /// Fails with [`TemplateError::Variables`] listing every missing required, unknown and
     /// mistyped variable at once. Optional variables not given take their default, or `""`,
     /// `[]`, `{}` or `none` by type. Values are emitted verbatim, never re-read as Jinja.
+    /// Fails with [`TemplateError::RenderBudget`] when a body runs past the template's
+    /// [`limits`](Self::limits).
     pub fn render(&self, vars: &Vars) -> Result<RenderedPrompt, TemplateError> {
         let ctx = Arc::new(self.context(vars)?);
         let mut engine_ctx = None;
@@ -248,6 +273,9 @@ impl PromptTemplate {
         }
         user.push_str("Now, your task:\n");
         user.push_str(&rendered.user);
+        if user.len() > self.limits.max_bytes {
+            return Err(self.over_budget(USER, RenderBudget::MaxBytes(self.limits.max_bytes)));
+        }
         rendered.user = user;
         Ok(rendered)
     }
@@ -272,7 +300,11 @@ impl PromptTemplate {
             &self.plain_user
         };
         match plain {
-            Some(plain) => Ok(plain.render(&ctx.values)),
+            Some(plain) => plain
+                .render(&ctx.values, self.limits.max_bytes)
+                .ok_or_else(|| {
+                    self.over_budget(part, RenderBudget::MaxBytes(self.limits.max_bytes))
+                }),
             None => {
                 let value = engine_ctx.get_or_insert_with(|| {
                     JinjaValue::from_dyn_object(DynObject::new(Arc::clone(ctx)))
@@ -406,16 +438,34 @@ impl PromptTemplate {
         })
     }
 
+    /// Renders one body with the engine, within the budget: the engine stops when it runs
+    /// out of fuel or at the first write past `max_bytes`.
     fn render_part(&self, part: &'static str, ctx: &JinjaValue) -> Result<String, TemplateError> {
-        let render_error = |err: minijinja::Error| TemplateError::Render {
+        let render_error = |message: String| TemplateError::Render {
             template: self.display_name.clone(),
             part,
-            message: engine_message(&err),
+            message,
         };
-        self.env
+        let template = self
+            .env
             .get_template(part)
-            .and_then(|t| t.render(ctx))
-            .map_err(render_error)
+            .map_err(|err| render_error(engine_message(&err)))?;
+        let source_len = if part == SYSTEM {
+            self.system_source.len()
+        } else {
+            self.user_source.len()
+        };
+        let mut out = CappedOutput::new(source_len + source_len / 2, self.limits.max_bytes);
+        if let Err(err) = template.render_captured_to(ctx, &mut out) {
+            return Err(if out.over {
+                self.over_budget(part, RenderBudget::MaxBytes(self.limits.max_bytes))
+            } else if err.kind() == minijinja::ErrorKind::OutOfFuel {
+                self.over_budget(part, RenderBudget::Fuel(self.limits.engine_fuel()))
+            } else {
+                render_error(engine_message(&err))
+            });
+        }
+        String::from_utf8(out.buf).map_err(|err| render_error(err.to_string()))
     }
 }
 

@@ -404,3 +404,157 @@ fn shipped_templates_are_clean() {
     assert_eq!(report.files_checked, 4);
     assert!(report.diagnostics.is_empty(), "{:#?}", report.diagnostics);
 }
+
+/// What the include diagnostics end with: where a template name can resolve.
+const ONLY_BODIES: &str = "only `system_prompt` and `user_prompt_template` (the bodies of the same file) can be included or imported";
+
+/// A template whose user prompt has `lines` after its first line (line 6 of the file is
+/// `Write about {{ topic }}.`, the given lines start at line 7).
+fn with_body_lines(lines: &[&str]) -> String {
+    let mut body = String::from("  Write about {{ topic }}.\n");
+    for line in lines {
+        body.push_str("  ");
+        body.push_str(line);
+        body.push('\n');
+    }
+    format!(
+        "version: 1\nagent: writer\ntask: t\nsystem_prompt: You write.\nuser_prompt_template: |\n{body}variables:\n  topic: \"string - The topic\"\n"
+    )
+}
+
+/// The (line, message) of each diagnostic of `content` as `writer/t_v1.yaml`. (Columns
+/// inside block scalars are checked elsewhere; here the line is what matters.)
+fn lines_and_messages(content: &str) -> Vec<(usize, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("writer")).unwrap();
+    std::fs::write(dir.path().join("writer/t_v1.yaml"), content).unwrap();
+    lint(dir.path())
+        .unwrap()
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, format!("{}: {}", d.severity, d.message)))
+        .collect()
+}
+
+#[test]
+fn includes_and_imports_that_do_not_resolve() {
+    let found = lines_and_messages(&with_body_lines(&[
+        "{% include \"../../../../etc/passwd\" %}",
+        "{% include \"header.txt\" %}",
+        "{% from \"macros\" import m %}",
+        "{%- import '/abs/path' as x -%}",
+        "{% extends \"base\" %}",
+    ]));
+    let expected: Vec<(usize, String)> = vec![
+        (
+            7,
+            format!(
+                "error: in `user_prompt_template`: `include` of \"../../../../etc/passwd\" tries to leave the template directory; templates never read files: {ONLY_BODIES}"
+            ),
+        ),
+        (
+            8,
+            format!(
+                "error: in `user_prompt_template`: `include` of \"header.txt\": no such template; {ONLY_BODIES}"
+            ),
+        ),
+        (
+            9,
+            format!(
+                "error: in `user_prompt_template`: `from` of \"macros\": no such template; {ONLY_BODIES}"
+            ),
+        ),
+        (
+            10,
+            format!(
+                "error: in `user_prompt_template`: `import` of \"/abs/path\" tries to leave the template directory; templates never read files: {ONLY_BODIES}"
+            ),
+        ),
+        (
+            11,
+            format!(
+                "error: in `user_prompt_template`: `extends` of \"base\": no such template; {ONLY_BODIES}"
+            ),
+        ),
+    ];
+    assert_eq!(found, expected);
+    // With the column, in a one-line body: at the template name.
+    one(
+        &base("").replace(
+            "system_prompt: You write.",
+            "system_prompt: \"You write. {% include '../../../../etc/passwd' %}\"",
+        ),
+        &[&format!(
+            "writer/t_v1.yaml:4:39: error: in `system_prompt`: `include` of \"../../../../etc/passwd\" tries to leave the template directory; templates never read files: {ONLY_BODIES}"
+        )],
+    );
+    one(
+        &base("").replace(
+            "system_prompt: You write.",
+            "system_prompt: \"You write. {% include 'nope' %}\"",
+        ),
+        &[&format!(
+            "writer/t_v1.yaml:4:39: error: in `system_prompt`: `include` of \"nope\": no such template; {ONLY_BODIES}"
+        )],
+    );
+}
+
+#[test]
+fn includes_lint_agrees_with_render() {
+    use prompt_templates::{TemplateStore, VersionReq};
+    use serde_json::json;
+
+    let render = |content: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("writer")).unwrap();
+        std::fs::write(dir.path().join("writer/t_v1.yaml"), content).unwrap();
+        let report = lint(dir.path()).unwrap();
+        let store = TemplateStore::open(dir.path()).unwrap();
+        let t = store.load("writer", "t", VersionReq::Latest).unwrap();
+        let vars = json!({"topic": "owls"}).as_object().unwrap().clone();
+        (report.error_count(), t.render(&vars).map(|r| r.user))
+    };
+    // What resolves: the other body (and a list whose first found name is one).
+    let good = with_body_lines(&[
+        "{% include \"system_prompt\" %}",
+        "{%- import 'system_prompt' as s %}",
+        "{% include ['missing', 'system_prompt'] %}",
+        "{% include 'missing' ignore missing %}",
+    ]);
+    let (errors, rendered) = render(&good);
+    assert_eq!(errors, 0);
+    assert_eq!(
+        rendered.unwrap(),
+        "Write about owls.\nYou write.\nYou write.\n"
+    );
+    assert_eq!(
+        lines_and_messages(&good),
+        vec![(
+            10,
+            format!(
+                "warning: in `user_prompt_template`: `include \"missing\" ignore missing` includes nothing: no such template; {ONLY_BODIES}"
+            )
+        )]
+    );
+    // What does not resolve fails both.
+    for line in [
+        "{% include \"../../../../etc/passwd\" %}",
+        "{% include 'user_prompt_template.yaml' %}",
+        "{% from 'x' import y %}",
+    ] {
+        let (errors, rendered) = render(&with_body_lines(&[line]));
+        assert_eq!(errors, 1, "{line}");
+        let err = rendered.unwrap_err().to_string();
+        assert!(err.contains("template not found"), "{line}: {err}");
+    }
+    // A computed name is a warning: lint cannot know it.
+    assert_eq!(
+        lines_and_messages(&with_body_lines(&["{% include topic %}"])),
+        vec![(
+            7,
+            format!(
+                "warning: in `user_prompt_template`: `include` of a computed template name cannot be checked; {ONLY_BODIES}"
+            )
+        )]
+    );
+}

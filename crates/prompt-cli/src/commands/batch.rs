@@ -179,6 +179,8 @@ pub(crate) fn batch(args: &BatchArgs<'_>, settings: &Settings, quiet: bool) -> C
         .hint("pass a JSONL file with one {\"template\": ..., \"vars\": {...}} a line")
     })?;
     let jobs = parse_jobs(&text, args.jobs)?;
+    // One writer per results file (it is the resume state too), held until the end.
+    let _lock = crate::lock::ResultsLock::acquire(args.out)?;
     let done = read_done(args.out)?;
     if done.unreadable > 0 {
         ui::print_warning(&format!(
