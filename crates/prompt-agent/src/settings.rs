@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use prompt_cache::{CacheConfig, CacheStore, ResponseCache};
 use prompt_metrics::JsonlStore;
+use prompt_templates::{RenderLimits, TemplateStore};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{DEFAULT_TEMPERATURE, ModelQuirk, RetryPolicy, default_quirks};
@@ -199,6 +200,10 @@ pub struct Settings {
     /// Per-model adjustments (`[[model_quirks]] model_prefix = "qwen"
     /// append_to_user = " /no_think"`) [default: the qwen rule].
     pub model_quirks: Option<Vec<ModelQuirk>>,
+    /// Work one template body may take to render (minijinja fuel) [default: 1,000,000].
+    pub render_fuel: Option<u64>,
+    /// Largest rendered body, in bytes [default: 16 MiB].
+    pub max_render_bytes: Option<usize>,
 }
 
 /// Seconds from a setting, or an error naming it.
@@ -216,7 +221,8 @@ impl Settings {
     /// The keys of `prompt.toml`, for hints.
     pub const KEYS: &'static str = "templates, cache_dir, cache_url, cache_ttl, cache_max_size, \
         metrics_dir, provider, base_url, model, temperature, timeout, retries, concurrency, \
-        api_key_env, namespace, backoff_base, backoff_max, retry_after_cap, model_quirks";
+        api_key_env, namespace, backoff_base, backoff_max, retry_after_cap, model_quirks, \
+        render_fuel, max_render_bytes";
 
     /// These settings over `lower`: every setting given here wins.
     #[must_use]
@@ -241,6 +247,8 @@ impl Settings {
             backoff_max,
             retry_after_cap,
             model_quirks,
+            render_fuel,
+            max_render_bytes,
         } = self;
         Settings {
             templates: templates.or(lower.templates),
@@ -262,6 +270,8 @@ impl Settings {
             backoff_max: backoff_max.or(lower.backoff_max),
             retry_after_cap: retry_after_cap.or(lower.retry_after_cap),
             model_quirks: model_quirks.or(lower.model_quirks),
+            render_fuel: render_fuel.or(lower.render_fuel),
+            max_render_bytes: max_render_bytes.or(lower.max_render_bytes),
         }
     }
 
@@ -351,6 +361,20 @@ impl Settings {
         self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
     }
 
+    /// The bounds on rendering one template body.
+    pub fn render_limits(&self) -> RenderLimits {
+        let defaults = RenderLimits::default();
+        RenderLimits {
+            fuel: self.render_fuel.unwrap_or(defaults.fuel),
+            max_bytes: self.max_render_bytes.unwrap_or(defaults.max_bytes),
+        }
+    }
+
+    /// Opens the template store in the template directory, with the render limits.
+    pub fn open_templates(&self) -> Result<TemplateStore, AgentError> {
+        Ok(TemplateStore::open(self.templates_dir())?.with_limits(self.render_limits()))
+    }
+
     /// The model quirks table.
     pub fn model_quirks(&self) -> Vec<ModelQuirk> {
         self.model_quirks.clone().unwrap_or_else(default_quirks)
@@ -396,6 +420,12 @@ impl Settings {
             return Err(config(
                 "concurrency",
                 "invalid concurrency 0: must be at least 1".to_owned(),
+            ));
+        }
+        if self.max_render_bytes == Some(0) {
+            return Err(config(
+                "max_render_bytes",
+                "invalid max_render_bytes 0: must be at least 1".to_owned(),
             ));
         }
         if self.cache_max_size == Some(0) {

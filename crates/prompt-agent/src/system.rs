@@ -52,7 +52,7 @@ impl PromptSystem {
         settings.check()?;
         let provider = settings.build_provider()?;
         PromptSystem::builder()
-            .templates(Arc::new(TemplateStore::open(settings.templates_dir())?))
+            .templates(Arc::new(settings.open_templates()?))
             .provider(provider)
             .cache(settings.open_cache()?)
             .metrics(Arc::new(settings.open_metrics()?))

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use prompt_agent::AgentError;
 use prompt_templates::{PromptTemplate, TemplateError, TemplateStore, VersionReq};
 use serde_json::{Value, json};
 
@@ -39,7 +40,10 @@ pub(crate) fn template_error(e: TemplateError, dir: &Path) -> CliError {
 pub(crate) fn open_store(settings: &Settings) -> CliResult<TemplateStore> {
     let dir = settings.templates();
     check_templates_dir(&dir)?;
-    TemplateStore::open(&dir).map_err(|e| template_error(e, &dir))
+    settings.app.open_templates().map_err(|e| match e {
+        AgentError::Template(e) => template_error(e, &dir),
+        other => CliError::failure(other.to_string()),
+    })
 }
 
 /// An error with a hint when the template directory does not exist.
