@@ -105,7 +105,7 @@ impl Acc {
     }
 }
 
-/// The seed's percentile rule: the element at index `min(floor(n * p), n - 1)` of the values
+/// The Python original's percentile rule: the element at index `min(floor(n * p), n - 1)` of the values
 /// sorted. Selection finds the same element as a full sort in linear time (it reorders
 /// `values`).
 pub(crate) fn percentile(values: &mut [f64], p: f64) -> f64 {

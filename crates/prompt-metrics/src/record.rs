@@ -3,15 +3,15 @@
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One record per generation (cache hits included), with the seed's field names on disk.
+/// One record per generation (cache hits included), with the Python original's field names on disk.
 ///
-/// Lines written by the seed's Python collector (`json.dumps(asdict(m))`) read back: missing
-/// optional fields take the seed's defaults and a timestamp without a UTC offset means UTC.
+/// Lines written by the Python original's collector (`json.dumps(asdict(m))`) read back: missing
+/// optional fields take the Python original's defaults and a timestamp without a UTC offset means UTC.
 /// `template_version`, `template_hash` and `provider` are ours; they are left out of a line
 /// when `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptMetrics {
-    /// Hash of the prompt (the seed's cache key or template hash).
+    /// Hash of the prompt (the Python original's cache key or template hash).
     pub prompt_hash: String,
     /// Agent name, e.g. `writer`.
     pub agent: String,
@@ -69,7 +69,7 @@ fn default_true() -> bool {
 }
 
 impl PromptMetrics {
-    /// A record with the seed's defaults: no tokens, no cache hit, validation passed, no retries,
+    /// A record with the Python original's defaults: no tokens, no cache hit, validation passed, no retries,
     /// no error, empty response, timestamp now.
     pub fn new(
         prompt_hash: impl Into<String>,
@@ -101,7 +101,7 @@ impl PromptMetrics {
         }
     }
 
-    /// The seed's notion of success: validation passed and no error.
+    /// The Python original's notion of success: validation passed and no error.
     pub fn is_success(&self) -> bool {
         self.validation_passed && self.error.is_none()
     }

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Aggregates over the records a query selected, with the seed's field names.
+/// Aggregates over the records a query selected, with the Python original's field names.
 ///
 /// Rates are fractions between 0 and 1; with no records every figure is 0.
-/// Percentiles follow the seed's rule: sort the latencies and take the element at index
+/// Percentiles follow the Python original's rule: sort the latencies and take the element at index
 /// `min(floor(n * p), n - 1)`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AggregateStats {
@@ -17,11 +17,11 @@ pub struct AggregateStats {
     pub success_rate: f64,
     /// Mean latency in milliseconds.
     pub avg_latency_ms: f64,
-    /// Median latency in milliseconds (seed's percentile rule).
+    /// Median latency in milliseconds (the Python original's percentile rule).
     pub p50_latency_ms: f64,
-    /// 95th percentile latency in milliseconds (seed's percentile rule).
+    /// 95th percentile latency in milliseconds (the Python original's percentile rule).
     pub p95_latency_ms: f64,
-    /// 99th percentile latency in milliseconds (seed's percentile rule).
+    /// 99th percentile latency in milliseconds (the Python original's percentile rule).
     pub p99_latency_ms: f64,
     /// Fraction of records whose validation passed.
     pub validation_pass_rate: f64,

@@ -1,4 +1,4 @@
-//! Behaviour of `JsonlStore` on real files: the seed's format, windows, bad lines, queries,
+//! Behaviour of `JsonlStore` on real files: the Python original's format, windows, bad lines, queries,
 //! concurrent appends from threads and processes, killed writers and cleanup.
 
 use std::fs;
@@ -19,7 +19,7 @@ fn store_at(dir: &Path, now: DateTime<Utc>) -> JsonlStore {
     JsonlStore::open(dir).expect("open").with_clock(move || now)
 }
 
-/// A line exactly as the seed's Python writes it: `json.dumps(asdict(m))`, with `", "` and
+/// A line exactly as the Python original writes it: `json.dumps(asdict(m))`, with `", "` and
 /// `": "` separators and every field of the dataclass in order.
 #[allow(clippy::too_many_arguments)]
 fn py_line(
@@ -56,13 +56,13 @@ fn rec(agent: &str, task: &str, model: &str, latency: f64, ts: DateTime<Utc>) ->
 }
 
 #[test]
-fn seed_format_lines_read_back() {
+fn python_original_lines_read_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lines = vec![
         py_line("writer", "write_chapter", "qwen3:30b", "2026-01-20T09:03:22.123456", "8523.5", ("1200", "2400"), true, "null"),
         py_line("writer", "write_chapter", "qwen3:30b", "2026-01-20T10:00:00+00:00", "1000.0", ("null", "null"), true, "null"),
         py_line("writer", "revise", "dolphin3:8b", "2026-01-20T11:30:00+02:00", "500.0", ("10", "20"), false, "\"Ollama timed out: caf\\u00e9 \\\"x\\\"\""),
-        // The seed's oldest shape: optional fields left out take the dataclass defaults.
+        // The Python original's oldest shape: optional fields left out take the dataclass defaults.
         "{\"prompt_hash\": \"abc\", \"agent\": \"writer\", \"task\": \"write_chapter\", \"model\": \"qwen3:30b\", \"temperature\": 0.8, \"timestamp\": \"2026-01-20T11:00:00\", \"latency_ms\": 2000}".to_string(),
     ];
     write_file(dir.path(), "2026-01-20", &lines);
@@ -282,7 +282,7 @@ fn bad_lines_are_skipped_and_counted_without_hiding_good_ones() {
 }
 
 #[test]
-fn percentiles_follow_the_seed_rule() {
+fn percentiles_follow_the_python_original_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store_at(dir.path(), now());
     // n = 10, in shuffled order: sorted 10, 20, ..., 100.
