@@ -26,8 +26,10 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// a line.
 ///
 /// Writing: [`MetricsSink::record`] hands the record to a background thread (started on the
-/// first record) that appends whole lines with one `write` on a file opened for append, so
-/// lines from many threads and processes never interleave. Dropping the store flushes.
+/// first record) that appends whole lines on a file opened for append, holding an advisory
+/// `flock` on the day file from its "does the file end mid-line?" check to the end of the
+/// append, so lines from many threads and processes neither interleave nor leave empty lines;
+/// a line torn by a killed writer is ended before the next append. Dropping the store flushes.
 ///
 /// Reading: queries cover the records whose timestamp lies within the last `days * 24` hours
 /// (from `now - days * 24h` to `now`, both included) and open only the files whose date can
