@@ -44,5 +44,8 @@ mod writer;
 
 pub use error::MetricsError;
 pub use record::PromptMetrics;
-pub use stats::{AggregateStats, ModelStats, ScanSummary, VersionStats};
+pub use stats::{
+    AggregateStats, DayStats, ModelStats, Overview, ScanSummary, TaskStats, TaskVersionStats,
+    VersionStats,
+};
 pub use store::{JsonlStore, MetricsSink};
