@@ -7,7 +7,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 
 use crate::{MetricsError, PromptMetrics};
 
@@ -117,14 +117,10 @@ pub(crate) struct Writer {
     dir: PathBuf,
 }
 
-/// The file name of a day: `metrics_YYYY-MM-DD.jsonl`.
+/// The file name of a day: `metrics_YYYY-MM-DD.jsonl` (read back by `store::day_of`, both
+/// with chrono).
 pub(crate) fn file_name(day: NaiveDate) -> String {
-    format!(
-        "metrics_{:04}-{:02}-{:02}.jsonl",
-        day.year(),
-        day.month(),
-        day.day()
-    )
+    day.format("metrics_%Y-%m-%d.jsonl").to_string()
 }
 
 impl Writer {
