@@ -214,3 +214,85 @@ fn report_of_an_empty_period_still_renders() {
     }
     assert!(html.contains("no calls in this period"));
 }
+
+/// 20 latencies, where the nearest-rank p95 (the 19th value) and the Python original's rule
+/// (index floor(20 · 0.95) = 19, the 20th value) differ: the report shows the same p95 as
+/// `prompt metrics models --json` and `prompt metrics task --json`, the Python original's.
+#[test]
+fn report_p95_equals_the_metrics_commands() {
+    let sb = Sandbox::new();
+    let ts = Utc::now() - chrono::Duration::minutes(5);
+    let mut text = String::new();
+    // Latencies 100, 200, ..., 2000 ms, written out of order.
+    for i in [
+        7, 20, 3, 15, 1, 11, 19, 5, 13, 9, 2, 18, 6, 14, 10, 4, 17, 8, 16, 12,
+    ] {
+        text.push_str(&format!(
+            "{{\"prompt_hash\": \"h{i}\", \"agent\": \"writer\", \"task\": \"write_scene\", \"model\": \"m20\", \"temperature\": 0.7, \"timestamp\": \"{}\", \"latency_ms\": {}.0, \"tokens_prompt\": 10, \"tokens_completion\": 20, \"cache_hit\": false, \"validation_passed\": true, \"retry_count\": 0, \"error\": null, \"response_length\": 100, \"language_detected\": \"en\", \"template_version\": 2}}\n",
+            ts.format("%Y-%m-%dT%H:%M:%S%.6f"),
+            i * 100
+        ));
+    }
+    sb.write(
+        &format!("metrics/metrics_{}.jsonl", ts.format("%Y-%m-%d")),
+        &text,
+    );
+    let env = [("PROMPT_METRICS_DIR", "metrics")];
+
+    let models = sb
+        .run_env(&["metrics", "models", "--days", "7", "--json"], &env)
+        .json();
+    assert_eq!(models[0]["model"], "m20");
+    assert_eq!(models[0]["total_calls"], 20);
+    assert_eq!(models[0]["p95_latency_ms"], 2000.0);
+    let task = sb
+        .run_env(
+            &[
+                "metrics",
+                "task",
+                "writer",
+                "write_scene",
+                "--days",
+                "7",
+                "--json",
+            ],
+            &env,
+        )
+        .json();
+    assert_eq!(task["p95_latency_ms"], 2000.0);
+
+    let out = sb.run_env(
+        &["metrics", "report", "--days", "7", "--out", "r.html"],
+        &env,
+    );
+    out.ok();
+    let html = sb.read("r.html");
+    let want = models[0]["p95_latency_ms"].as_f64().unwrap();
+    let p95 = |chart_id: &str, marker: &str| -> f64 {
+        attr_after(chart(&html, chart_id), marker, "data-p95-ms")
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(p95("chart-latency-by-model", "data-model=\"m20\""), want);
+    assert_eq!(
+        p95("chart-p95-by-task", "data-key=\"writer/write_scene\""),
+        task["p95_latency_ms"].as_f64().unwrap()
+    );
+    assert_eq!(
+        p95("chart-p95-by-version", "data-key=\"writer/write_scene@v2\""),
+        want
+    );
+    // The tables say the same (2.00 s, not the nearest rank's 1.90 s).
+    let models_table = &html[html.find("<table id=\"table-models\"").unwrap()..];
+    let row = &models_table[models_table.find("<td>m20</td>").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let cells: Vec<&str> = row
+        .split("<td>")
+        .skip(1)
+        .map(|c| c.trim_end_matches("</td>"))
+        .collect();
+    // key, calls, success, cache hits, avg, p50, p95, p99, max, tokens
+    assert_eq!(cells[1], "20");
+    assert_eq!(cells[6], cells[8], "p95 is the largest of the 20 latencies");
+    assert_ne!(cells[6], cells[5]);
+}

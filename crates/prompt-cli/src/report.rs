@@ -1,6 +1,10 @@
 //! `prompt metrics report`: one self-contained HTML file (inline CSS, inline SVG charts drawn
 //! here), with the tables behind every chart. No script, no network.
 //!
+//! The figures come from [`prompt_metrics::JsonlStore::overview`]: this module aggregates
+//! nothing itself, so the report and `prompt metrics models|task|versions` show the same numbers
+//! (one percentile rule, one notion of success).
+//!
 //! Every chart is an `<svg>` with a stable id and `data-*` attributes carrying its numbers:
 //! `chart-calls-per-day`, `chart-latency-by-model`, `chart-p95-by-task`, `chart-success-by-task`,
 //! `chart-p95-by-version`, `chart-success-by-version`, `chart-cache-hit-rate`.
@@ -9,123 +13,52 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use prompt_metrics::{AggregateStats, Overview};
 
-/// One metrics record, as the report needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportRecord {
-    /// When the call was made.
-    pub timestamp: DateTime<Utc>,
-    /// Agent.
-    pub agent: String,
-    /// Task.
-    pub task: String,
-    /// Model.
-    pub model: String,
-    /// Latency in milliseconds.
-    pub latency_ms: f64,
-    /// No error.
-    pub ok: bool,
-    /// Served from the cache.
-    pub cache_hit: bool,
-    /// Template version.
-    pub template_version: Option<u32>,
-    /// Prompt plus completion tokens.
-    pub tokens: u64,
-}
-
-/// Aggregates of one group of records (a model, a task, a version).
+/// One row of the report (a model, a task, a version, or all calls): its label and the
+/// statistics prompt-metrics computed for it, the same figures `prompt metrics models|task|
+/// versions` show.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Group {
     /// The group's label.
     pub key: String,
-    /// Calls.
-    pub calls: u64,
-    /// Calls without an error.
-    pub successes: u64,
-    /// Calls served from the cache.
-    pub cache_hits: u64,
-    /// Tokens used.
-    pub tokens: u64,
-    latencies: Vec<f64>,
+    /// The group's figures, from prompt-metrics.
+    pub stats: AggregateStats,
 }
 
 impl Group {
-    fn new(key: String) -> Self {
-        Self {
-            key,
-            ..Self::default()
-        }
+    fn new(key: String, stats: AggregateStats) -> Self {
+        Self { key, stats }
     }
 
-    fn add(&mut self, r: &ReportRecord) {
-        self.calls += 1;
-        self.successes += u64::from(r.ok);
-        self.cache_hits += u64::from(r.cache_hit);
-        self.tokens += r.tokens;
-        if r.latency_ms.is_finite() {
-            self.latencies.push(r.latency_ms.max(0.0));
-        }
-    }
-
-    fn finish(&mut self) {
-        self.latencies.sort_by(f64::total_cmp);
-    }
-
-    /// Share of calls without an error (0 when there were no calls).
-    pub fn success_rate(&self) -> f64 {
-        ratio(self.successes, self.calls)
-    }
-
-    /// Share of calls served from the cache.
-    pub fn cache_hit_rate(&self) -> f64 {
-        ratio(self.cache_hits, self.calls)
-    }
-
-    /// Latency percentile (nearest rank), 0 when there are no latencies.
-    pub fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
-    }
-
-    /// Mean latency.
-    pub fn mean(&self) -> f64 {
-        if self.latencies.is_empty() {
-            0.0
-        } else {
-            self.latencies.iter().sum::<f64>() / self.latencies.len() as f64
-        }
-    }
-
-    /// Largest latency.
-    pub fn max(&self) -> f64 {
-        self.latencies.last().copied().unwrap_or(0.0)
-    }
-
-    /// Smallest latency.
-    pub fn min(&self) -> f64 {
-        self.latencies.first().copied().unwrap_or(0.0)
-    }
-}
-
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
-}
-
-/// Calls of one UTC day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Day {
     /// Calls.
-    pub calls: u64,
-    /// Calls with an error.
-    pub errors: u64,
+    pub fn calls(&self) -> u64 {
+        self.stats.total_calls
+    }
+
+    /// Calls that failed (an error, or a response that did not pass validation).
+    pub fn failed(&self) -> u64 {
+        failed(&self.stats)
+    }
+
     /// Calls served from the cache.
-    pub cache_hits: u64,
+    pub fn cache_hits(&self) -> u64 {
+        cache_hits(&self.stats)
+    }
 }
 
-/// Everything the report shows, computed from the records.
+/// Calls that did not succeed.
+fn failed(s: &AggregateStats) -> u64 {
+    s.total_calls.saturating_sub(s.successful_calls)
+}
+
+/// Calls served from the cache, back from the rate prompt-metrics gives (exact for any count
+/// below 2^50).
+fn cache_hits(s: &AggregateStats) -> u64 {
+    (s.cache_hit_rate * s.total_calls as f64).round() as u64
+}
+
+/// Everything the report shows, as prompt-metrics computed it.
 #[derive(Debug, Clone)]
 pub struct ReportData {
     /// Days covered, today included.
@@ -134,75 +67,55 @@ pub struct ReportData {
     pub generated_at: DateTime<Utc>,
     /// All records together.
     pub total: Group,
-    /// Calls per UTC day, every day of the window present.
-    pub per_day: BTreeMap<NaiveDate, Day>,
-    /// Per model.
+    /// Per UTC day, every day of the window present (days without calls are empty).
+    pub per_day: BTreeMap<NaiveDate, AggregateStats>,
+    /// Per model, most calls first.
     pub models: Vec<Group>,
     /// Per `agent/task`.
     pub tasks: Vec<Group>,
-    /// Per `agent/task@vN`.
+    /// Per `agent/task@vN` (records without a template version are left out).
     pub versions: Vec<Group>,
     /// Metrics lines that could not be read.
     pub skipped_lines: u64,
 }
 
 impl ReportData {
-    /// Aggregates `records` over the `days` ending at `now`.
-    pub fn new(
-        records: impl IntoIterator<Item = ReportRecord>,
-        days: u32,
-        now: DateTime<Utc>,
-    ) -> Self {
+    /// The report of `overview` ([`prompt_metrics::JsonlStore::overview`] over `days` days
+    /// ending at `now`).
+    pub fn new(overview: Overview, days: u32, now: DateTime<Utc>) -> Self {
         let today = now.date_naive();
         let mut per_day = BTreeMap::new();
         for back in 0..i64::from(days.max(1)) {
-            per_day.insert(today - Duration::days(back), Day::default());
+            per_day.insert(today - Duration::days(back), AggregateStats::default());
         }
-        let mut total = Group::new("all".to_owned());
-        let mut models: BTreeMap<String, Group> = BTreeMap::new();
-        let mut tasks: BTreeMap<String, Group> = BTreeMap::new();
-        let mut versions: BTreeMap<(String, u32), Group> = BTreeMap::new();
-        for r in records {
-            total.add(&r);
-            let day = per_day.entry(r.timestamp.date_naive()).or_default();
-            day.calls += 1;
-            day.errors += u64::from(!r.ok);
-            day.cache_hits += u64::from(r.cache_hit);
-            models
-                .entry(r.model.clone())
-                .or_insert_with(|| Group::new(r.model.clone()))
-                .add(&r);
-            let task = format!("{}/{}", r.agent, r.task);
-            tasks
-                .entry(task.clone())
-                .or_insert_with(|| Group::new(task.clone()))
-                .add(&r);
-            if let Some(v) = r.template_version {
-                versions
-                    .entry((task.clone(), v))
-                    .or_insert_with(|| Group::new(format!("{task}@v{v}")))
-                    .add(&r);
-            }
+        for d in overview.days {
+            per_day.insert(d.day, d.stats);
         }
-        let finish = |groups: Vec<Group>| {
-            groups
-                .into_iter()
-                .map(|mut g| {
-                    g.finish();
-                    g
-                })
-                .collect::<Vec<_>>()
-        };
-        total.finish();
+        let skipped_lines = overview.total.skipped_lines;
         Self {
             days,
             generated_at: now,
-            total,
+            total: Group::new("all".to_owned(), overview.total),
             per_day,
-            models: finish(models.into_values().collect()),
-            tasks: finish(tasks.into_values().collect()),
-            versions: finish(versions.into_values().collect()),
-            skipped_lines: 0,
+            models: overview
+                .models
+                .into_iter()
+                .map(|m| Group::new(m.model, m.stats))
+                .collect(),
+            tasks: overview
+                .tasks
+                .into_iter()
+                .map(|t| Group::new(format!("{}/{}", t.agent, t.task), t.stats))
+                .collect(),
+            versions: overview
+                .versions
+                .into_iter()
+                .filter_map(|v| {
+                    let n = v.template_version?;
+                    Some(Group::new(format!("{}/{}@v{n}", v.agent, v.task), v.stats))
+                })
+                .collect(),
+            skipped_lines,
         }
     }
 }
@@ -273,10 +186,10 @@ fn empty_note(out: &mut String, w: f64, h: f64) {
 
 /// Calls per day: stacked bars of successes and errors.
 fn chart_calls_per_day(data: &ReportData) -> String {
-    let days: Vec<(&NaiveDate, &Day)> = data.per_day.iter().collect();
+    let days: Vec<(&NaiveDate, &AggregateStats)> = data.per_day.iter().collect();
     let h = 260.0;
     let (left, right, top, bottom) = (44.0, 12.0, 14.0, 40.0);
-    let max = nice_max(days.iter().map(|(_, d)| d.calls).max().unwrap_or(0) as f64);
+    let max = nice_max(days.iter().map(|(_, d)| d.total_calls).max().unwrap_or(0) as f64);
     let plot_w = W - left - right;
     let plot_h = h - top - bottom;
     let slot = plot_w / days.len().max(1) as f64;
@@ -284,8 +197,8 @@ fn chart_calls_per_day(data: &ReportData) -> String {
     let mut s = format!(
         r#"<svg id="chart-calls-per-day" class="chart" viewBox="0 0 {W} {h}" role="img" aria-label="Calls per day" data-days="{}" data-total-calls="{}" data-total-errors="{}">"#,
         days.len(),
-        data.total.calls,
-        data.total.calls - data.total.successes
+        data.total.calls(),
+        data.total.failed()
     );
     let ticks = if (max / 5.0).fract() == 0.0 { 5 } else { 4 };
     for i in 0..=ticks {
@@ -303,28 +216,29 @@ fn chart_calls_per_day(data: &ReportData) -> String {
     let label_every = (days.len() / 10).max(1);
     for (i, (date, day)) in days.iter().enumerate() {
         let x = left + slot * i as f64 + (slot - bar_w) / 2.0;
-        let ok_h = plot_h * (day.calls - day.errors) as f64 / max;
-        let err_h = plot_h * day.errors as f64 / max;
+        let (calls, errors, hits) = (day.total_calls, failed(day), cache_hits(day));
+        let ok_h = plot_h * (calls - errors) as f64 / max;
+        let err_h = plot_h * errors as f64 / max;
         let base = top + plot_h;
         let _ = write!(
             s,
             r#"<g class="bar" data-day="{date}" data-calls="{}" data-errors="{}" data-cache-hits="{}"><title>{date}: {} calls, {} errors, {} cache hits</title><rect x="{x:.1}" y="{:.1}" width="{bar_w:.1}" height="{ok_h:.1}" fill="{BLUE}"/><rect x="{x:.1}" y="{:.1}" width="{bar_w:.1}" height="{err_h:.1}" fill="{RED}"/>"#,
-            day.calls,
-            day.errors,
-            day.cache_hits,
-            day.calls,
-            day.errors,
-            day.cache_hits,
+            calls,
+            errors,
+            hits,
+            calls,
+            errors,
+            hits,
             base - ok_h,
             base - ok_h - err_h
         );
-        if day.calls > 0 {
+        if calls > 0 {
             let _ = write!(
                 s,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="value">{}</text>"#,
                 x + bar_w / 2.0,
                 base - ok_h - err_h - 4.0,
-                day.calls
+                calls
             );
         }
         if i % label_every == 0 || i + 1 == days.len() {
@@ -349,7 +263,7 @@ fn chart_calls_per_day(data: &ReportData) -> String {
         left + 104.0,
         h - 5.0
     );
-    if data.total.calls == 0 {
+    if data.total.calls() == 0 {
         empty_note(&mut s, W, h);
     }
     s.push_str("</svg>");
@@ -361,7 +275,12 @@ fn chart_latency_by_model(data: &ReportData) -> String {
     let row_h = 44.0;
     let (left, right, top, bottom) = (150.0, 24.0, 10.0, 34.0);
     let h = top + bottom + row_h * data.models.len().max(1) as f64;
-    let max = nice_max(data.models.iter().map(Group::max).fold(0.0, f64::max));
+    let max = nice_max(
+        data.models
+            .iter()
+            .map(|g| g.stats.max_latency_ms)
+            .fold(0.0, f64::max),
+    );
     let plot_w = W - left - right;
     let xs = |v: f64| left + plot_w * v / max;
     let mut s = format!(
@@ -382,31 +301,34 @@ fn chart_latency_by_model(data: &ReportData) -> String {
     }
     for (i, g) in data.models.iter().enumerate() {
         let cy = top + row_h * i as f64 + row_h / 2.0;
-        let (p25, p50, p75, p95) = (
-            g.percentile(25.0),
-            g.percentile(50.0),
-            g.percentile(75.0),
-            g.percentile(95.0),
+        let st = &g.stats;
+        let (min, p25, p50, p75, p95, max_ms) = (
+            st.min_latency_ms,
+            st.p25_latency_ms,
+            st.p50_latency_ms,
+            st.p75_latency_ms,
+            st.p95_latency_ms,
+            st.max_latency_ms,
         );
         let _ = write!(
             s,
             r#"<g class="box" data-model="{}" data-calls="{}" data-min-ms="{}" data-p50-ms="{}" data-p95-ms="{}" data-max-ms="{}"><title>{}: {} calls, median {}, p95 {}, max {}</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><line x1="{:.1}" x2="{:.1}" y1="{cy:.1}" y2="{cy:.1}" stroke="{GRAY}" stroke-width="1.5"/><rect x="{:.1}" y="{:.1}" width="{:.1}" height="22" rx="2" fill="{BLUE}" fill-opacity="0.35" stroke="{BLUE}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{BLUE}" stroke-width="3"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{ORANGE}" stroke-width="2.5"/></g>"#,
             esc(&g.key),
-            g.calls,
-            num(g.min()),
+            g.calls(),
+            num(min),
             num(p50),
             num(p95),
-            num(g.max()),
+            num(max_ms),
             esc(&g.key),
-            g.calls,
+            g.calls(),
             esc(&ms(p50)),
             esc(&ms(p95)),
-            esc(&ms(g.max())),
+            esc(&ms(max_ms)),
             left - 8.0,
             cy + 4.0,
             esc(&truncate(&g.key, 22)),
-            xs(g.min()),
-            xs(g.max()),
+            xs(min),
+            xs(max_ms),
             xs(p25),
             cy - 11.0,
             (xs(p75) - xs(p25)).max(1.5),
@@ -462,8 +384,8 @@ fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> Stri
     let (left, right, top, bottom) = (230.0, 64.0, 8.0, 10.0);
     let h = top + bottom + row_h * groups.len().max(1) as f64;
     let value = |g: &Group| match measure {
-        Measure::P95 => g.percentile(95.0),
-        Measure::SuccessRate => g.success_rate(),
+        Measure::P95 => g.stats.p95_latency_ms,
+        Measure::SuccessRate => g.stats.success_rate,
     };
     let max = match measure {
         Measure::P95 => nice_max(groups.iter().map(value).fold(0.0, f64::max)),
@@ -495,12 +417,12 @@ fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> Stri
             s,
             r#"<g class="bar" data-key="{}" data-calls="{}" data-p95-ms="{}" data-success-rate="{}"><title>{}: {} ({} calls)</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{left}" y="{:.1}" width="{plot_w:.1}" height="18" class="track"/><rect x="{left}" y="{:.1}" width="{:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{:.1}" class="value">{}</text></g>"#,
             esc(&g.key),
-            g.calls,
-            num(g.percentile(95.0)),
-            num(g.success_rate()),
+            g.calls(),
+            num(g.stats.p95_latency_ms),
+            num(g.stats.success_rate),
             esc(&g.key),
             esc(&text),
-            g.calls,
+            g.calls(),
             left - 8.0,
             y + 14.0,
             esc(&truncate(&g.key, 34)),
@@ -522,21 +444,21 @@ fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> Stri
 /// Cache hit rate: a donut of the whole period plus bars per task.
 fn chart_cache(data: &ReportData) -> String {
     let h = 200.0;
-    let rate = data.total.cache_hit_rate();
+    let rate = data.total.stats.cache_hit_rate;
     let (cx, cy, r) = (100.0, 100.0, 70.0);
     let circumference = 2.0 * std::f64::consts::PI * r;
     let mut s = format!(
         r##"<svg id="chart-cache-hit-rate" class="chart" viewBox="0 0 {W} {h}" role="img" aria-label="Cache hit rate" data-hit-rate="{}" data-hits="{}" data-calls="{}"><circle cx="{cx}" cy="{cy}" r="{r}" fill="none" stroke="#e3e8f0" stroke-width="24"/><circle cx="{cx}" cy="{cy}" r="{r}" fill="none" stroke="{GREEN}" stroke-width="24" stroke-dasharray="{:.2} {:.2}" transform="rotate(-90 {cx} {cy})"/><text x="{cx}" y="{}" text-anchor="middle" class="big">{}</text><text x="{cx}" y="{}" text-anchor="middle" class="tick">{} of {} calls</text>"##,
         num(rate),
-        data.total.cache_hits,
-        data.total.calls,
+        data.total.cache_hits(),
+        data.total.calls(),
         circumference * rate,
         circumference,
         cy + 6.0,
         esc(&pct(rate)),
         cy + 24.0,
-        data.total.cache_hits,
-        data.total.calls
+        data.total.cache_hits(),
+        data.total.calls()
     );
     let rows: Vec<&Group> = data.tasks.iter().take(6).collect();
     let (left, plot_w) = (400.0, 140.0);
@@ -546,14 +468,14 @@ fn chart_cache(data: &ReportData) -> String {
     );
     for (i, g) in rows.iter().enumerate() {
         let y = 34.0 + 26.0 * i as f64;
-        let v = g.cache_hit_rate();
+        let v = g.stats.cache_hit_rate;
         let _ = write!(
             s,
             r#"<g class="bar" data-key="{}" data-hit-rate="{}" data-hits="{}" data-calls="{}"><text x="{}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{left}" y="{:.1}" width="{plot_w}" height="16" class="track"/><rect x="{left}" y="{:.1}" width="{:.1}" height="16" fill="{GREEN}"/><text x="{:.1}" y="{:.1}" class="value">{}</text></g>"#,
             esc(&g.key),
             num(v),
-            g.cache_hits,
-            g.calls,
+            g.cache_hits(),
+            g.calls(),
             left - 8.0,
             y + 12.0,
             esc(&truncate(&g.key, 30)),
@@ -576,19 +498,20 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
         esc(title)
     );
     for g in groups {
+        let st = &g.stats;
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&g.key),
-            g.calls,
-            pct(g.success_rate()),
-            pct(g.cache_hit_rate()),
-            esc(&ms(g.mean())),
-            esc(&ms(g.percentile(50.0))),
-            esc(&ms(g.percentile(95.0))),
-            esc(&ms(g.percentile(99.0))),
-            esc(&ms(g.max())),
-            g.tokens
+            st.total_calls,
+            pct(st.success_rate),
+            pct(st.cache_hit_rate),
+            esc(&ms(st.avg_latency_ms)),
+            esc(&ms(st.p50_latency_ms)),
+            esc(&ms(st.p95_latency_ms)),
+            esc(&ms(st.p99_latency_ms)),
+            esc(&ms(st.max_latency_ms)),
+            st.total_tokens_used
         );
     }
     if groups.is_empty() {
@@ -600,13 +523,15 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
 
 fn day_table(data: &ReportData) -> String {
     let mut s = String::from(
-        r#"<table id="table-calls-per-day"><caption>Calls per day (UTC)</caption><thead><tr><th>day</th><th>calls</th><th>errors</th><th>cache hits</th></tr></thead><tbody>"#,
+        r#"<table id="table-calls-per-day"><caption>Calls per day (UTC)</caption><thead><tr><th>day</th><th>calls</th><th>failed</th><th>cache hits</th></tr></thead><tbody>"#,
     );
     for (date, d) in data.per_day.iter().rev() {
         let _ = write!(
             s,
             "<tr><td>{date}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            d.calls, d.errors, d.cache_hits
+            d.total_calls,
+            failed(d),
+            cache_hits(d)
         );
     }
     s.push_str("</tbody></table>");
@@ -668,16 +593,16 @@ pub fn render_html(data: &ReportData) -> String {
 "#,
         days = data.days,
         generated = data.generated_at.format("%Y-%m-%d %H:%M"),
-        calls = t.calls,
+        calls = t.calls(),
         skipped = if data.skipped_lines > 0 {
             format!(" · {} unreadable line(s) skipped", data.skipped_lines)
         } else {
             String::new()
         },
-        success = pct(t.success_rate()),
-        p95 = esc(&ms(t.percentile(95.0))),
-        hit = pct(t.cache_hit_rate()),
-        tokens = t.tokens,
+        success = pct(t.stats.success_rate),
+        p95 = esc(&ms(t.stats.p95_latency_ms)),
+        hit = pct(t.stats.cache_hit_rate),
+        tokens = t.stats.total_tokens_used,
     );
     let _ = write!(
         s,
@@ -687,7 +612,7 @@ pub fn render_html(data: &ReportData) -> String {
 <div class="grid2"><section><h2>Cache hit rate</h2>{}</section><section><h2>Per day</h2>{}</section></div>
 <div class="tables">{}{}{}</div>
 </main>
-<footer>Generated by <code>prompt metrics report</code>. Latencies are per call; cache hits count as calls.</footer>
+<footer>Generated by <code>prompt metrics report</code>. Latencies are per call; cache hits count as calls. Every figure comes from prompt-metrics, as <code>prompt metrics models|task|versions</code> show it: a call succeeds when it has no error and passed validation; a percentile p is the latency at index min(⌊n·p⌋, n−1) of the n latencies sorted.</footer>
 </body></html>
 "#,
         chart_calls_per_day(data),
@@ -728,25 +653,32 @@ pub fn render_html(data: &ReportData) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prompt_metrics::{JsonlStore, MetricsSink, PromptMetrics};
 
-    fn rec(
+    struct Rec<'a> {
         day_offset: i64,
-        model: &str,
-        task: &str,
+        model: &'a str,
+        task: &'a str,
         latency: f64,
         ok: bool,
         hit: bool,
-    ) -> ReportRecord {
-        ReportRecord {
-            timestamp: now() - Duration::days(day_offset),
-            agent: "writer".into(),
-            task: task.into(),
-            model: model.into(),
-            latency_ms: latency,
+    }
+
+    fn rec<'a>(
+        day_offset: i64,
+        model: &'a str,
+        task: &'a str,
+        latency: f64,
+        ok: bool,
+        hit: bool,
+    ) -> Rec<'a> {
+        Rec {
+            day_offset,
+            model,
+            task,
+            latency,
             ok,
-            cache_hit: hit,
-            template_version: Some(1),
-            tokens: 10,
+            hit,
         }
     }
 
@@ -756,16 +688,36 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    /// The report of `records`, written to a metrics directory and read back by prompt-metrics.
+    fn data<'a>(records: impl IntoIterator<Item = Rec<'a>>, days: u32) -> ReportData {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonlStore::open(dir.path()).unwrap().with_clock(now);
+        for r in records {
+            let mut m = PromptMetrics::new("h", "writer", r.task, r.model, 0.7, r.latency);
+            m.timestamp = now() - Duration::days(r.day_offset);
+            m.error = (!r.ok).then(|| "failed".to_owned());
+            m.cache_hit = r.hit;
+            m.template_version = Some(1);
+            m.tokens_prompt = Some(10);
+            store.record(m).unwrap();
+        }
+        store.flush().unwrap();
+        ReportData::new(store.overview(days).unwrap(), days, now())
+    }
+
     #[test]
     fn aggregates_and_percentiles() {
         let records = (1..=100).map(|i| rec(0, "m", "t", f64::from(i), i % 10 != 0, i % 4 == 0));
-        let data = ReportData::new(records, 3, now());
+        let data = data(records, 3);
         assert_eq!(data.per_day.len(), 3);
-        assert_eq!(data.total.calls, 100);
-        assert_eq!(data.total.percentile(95.0), 95.0);
-        assert_eq!(data.total.percentile(50.0), 50.0);
-        assert!((data.total.success_rate() - 0.9).abs() < 1e-9);
-        assert!((data.total.cache_hit_rate() - 0.25).abs() < 1e-9);
+        assert_eq!(data.total.calls(), 100);
+        // The Python original's rule: index floor(100 * 0.95) = 95 of the sorted latencies.
+        assert_eq!(data.total.stats.p95_latency_ms, 96.0);
+        assert_eq!(data.total.stats.p50_latency_ms, 51.0);
+        assert!((data.total.stats.success_rate - 0.9).abs() < 1e-9);
+        assert_eq!(data.total.failed(), 10);
+        assert_eq!(data.total.cache_hits(), 25);
+        assert_eq!(data.total.stats.total_tokens_used, 1_000);
         assert_eq!(data.versions[0].key, "writer/t@v1");
     }
 
@@ -776,7 +728,7 @@ mod tests {
             rec(0, "qwen3:30b", "write_chapter", 10.0, true, true),
             rec(1, "dolphin<3>", "write_scene", 800.0, false, false),
         ];
-        let html = render_html(&ReportData::new(records, 7, now()));
+        let html = render_html(&data(records, 7));
         for id in [
             "chart-calls-per-day",
             "chart-latency-by-model",
@@ -790,15 +742,19 @@ mod tests {
         }
         assert!(html.contains(r#"data-total-calls="3""#));
         assert!(html.contains(r#"data-day="2026-01-20" data-calls="2" data-errors="0""#));
+        assert!(html.contains(r#"data-day="2026-01-19" data-calls="1" data-errors="1""#));
         assert!(html.contains(r#"data-model="dolphin&lt;3&gt;""#));
         assert!(html.contains(r#"data-key="writer/write_scene" data-calls="1""#));
+        assert!(html.contains(
+            r#"data-model="qwen3:30b" data-calls="2" data-min-ms="10" data-p50-ms="1200" data-p95-ms="1200" data-max-ms="1200""#
+        ));
         assert!(!html.contains("<script"));
         assert!(!html.contains("http://") && !html.contains("https://"));
     }
 
     #[test]
     fn empty_report_still_renders() {
-        let html = render_html(&ReportData::new(Vec::new(), 7, now()));
+        let html = render_html(&ReportData::new(Overview::default(), 7, now()));
         assert!(html.contains("no calls in this period"));
         assert!(html.contains(r#"data-total-calls="0""#));
     }

@@ -1,6 +1,6 @@
-//! Benchmarks: `record` on the caller's thread (and sustained, waiting for the writer), and `agent_stats` / `model_comparison` over
-//! seed-shaped data sets of 100,000 records (and 1,000,000 with `PROMPTKIT_BENCH_1M=1`) spread
-//! over 7 daily files.
+//! Benchmarks: `record` on the caller's thread (and sustained, waiting for the writer), and
+//! `agent_stats` / `model_comparison` over data sets shaped like the Python original's files,
+//! 100,000 records (and 1,000,000 with `PROMPTKIT_BENCH_1M=1`) spread over 7 daily files.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

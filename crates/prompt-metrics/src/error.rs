@@ -21,7 +21,7 @@ pub enum MetricsError {
     /// (a NaN or infinite float would not read back as JSON).
     #[error("invalid metrics record: field `{field}` {reason}")]
     InvalidRecord {
-        /// The seed's name of the offending field.
+        /// The Python original's name of the offending field.
         field: &'static str,
         /// Why the value is rejected.
         reason: String,

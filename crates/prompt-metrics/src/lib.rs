@@ -1,10 +1,12 @@
 //! One metrics record per generation, appended to daily JSONL files, with aggregate queries.
 //!
 //! [`JsonlStore`] writes [`PromptMetrics`] records to `metrics_dir/metrics_YYYY-MM-DD.jsonl`
-//! (the UTC day of each record) through a background appender, and answers the seed's
-//! questions — which agent, task, model or template version is slow, failing or expensive —
-//! by streaming the files of the last N days on all cores. Files written by the seed's Python
-//! `MetricsCollector` read back; bad lines are skipped and counted, never fatal.
+//! (the UTC day of each record) through a background appender, and answers the questions of
+//! the Python original (the Python system promptkit derives from) — which agent, task, model or
+//! template version is slow, failing or expensive — by streaming the files of the last N days on
+//! all cores. Files written by the Python original's `MetricsCollector` read back; bad lines are
+//! skipped and counted, never fatal. The HTML report's groupings (per UTC day, per agent/task)
+//! come from the same aggregation, so every figure follows one percentile rule.
 //!
 //! ```
 //! use prompt_metrics::{JsonlStore, MetricsSink, PromptMetrics};
@@ -36,11 +38,14 @@ mod query;
 mod record;
 mod stats;
 mod store;
-#[doc(hidden)]
+#[cfg(feature = "testdata")]
 pub mod testdata;
 mod writer;
 
 pub use error::MetricsError;
 pub use record::PromptMetrics;
-pub use stats::{AggregateStats, ModelStats, ScanSummary, VersionStats};
+pub use stats::{
+    AggregateStats, DayStats, ModelStats, Overview, ScanSummary, TaskStats, TaskVersionStats,
+    VersionStats,
+};
 pub use store::{JsonlStore, MetricsSink};

@@ -135,7 +135,7 @@ static SPECIAL: [bool; 256] = {
     t
 };
 
-/// The fields of a record, in the order the seed and our writer put them.
+/// The fields of a record, in the order the Python original and our writer put them.
 const FIELDS: [&str; 18] = [
     "prompt_hash",
     "agent",

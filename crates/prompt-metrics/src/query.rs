@@ -9,7 +9,10 @@ use rayon::prelude::*;
 
 use crate::parse::{Rec, is_blank, parse_line};
 use crate::store::Window;
-use crate::{AggregateStats, ModelStats, PromptMetrics, ScanSummary, VersionStats};
+use crate::{
+    AggregateStats, DayStats, ModelStats, Overview, PromptMetrics, ScanSummary, TaskStats,
+    TaskVersionStats, VersionStats,
+};
 
 /// Bytes of a file one task reads and aggregates.
 const CHUNK: u64 = 4 * 1024 * 1024;
@@ -21,6 +24,12 @@ pub(crate) enum Select<'q> {
     Task(&'q str, &'q str),
     Models,
     Versions(&'q str, &'q str),
+    /// Per UTC day.
+    Days,
+    /// Per agent and task.
+    Tasks,
+    /// Everything at once: all records, per day, per model, per task, per task version.
+    Overview,
 }
 
 /// Running sums for one group.
@@ -90,9 +99,21 @@ impl Acc {
         s.successful_calls = self.successful;
         s.success_rate = self.successful as f64 / n;
         s.avg_latency_ms = self.latency_sum / n;
-        s.p50_latency_ms = percentile(&mut self.latencies, 0.50);
-        s.p95_latency_ms = percentile(&mut self.latencies, 0.95);
-        s.p99_latency_ms = percentile(&mut self.latencies, 0.99);
+        let (min, max) = self
+            .latencies
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        s.min_latency_ms = min;
+        s.max_latency_ms = max;
+        let [p25, p50, p75, p95, p99] =
+            percentiles(&mut self.latencies, [0.25, 0.50, 0.75, 0.95, 0.99]);
+        s.p25_latency_ms = p25;
+        s.p50_latency_ms = p50;
+        s.p75_latency_ms = p75;
+        s.p95_latency_ms = p95;
+        s.p99_latency_ms = p99;
         s.validation_pass_rate = self.validation_passed as f64 / n;
         s.avg_retries = self.retries as f64 / n;
         s.error_rate = self.errors as f64 / n;
@@ -105,16 +126,68 @@ impl Acc {
     }
 }
 
-/// The seed's percentile rule: the element at index `min(floor(n * p), n - 1)` of the values
-/// sorted. Selection finds the same element as a full sort in linear time (it reorders
-/// `values`).
-pub(crate) fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
+/// The Python original's percentile rule, the one rule of every percentile promptkit shows: the
+/// element at index `min(floor(n * p), n - 1)` of the values sorted (0 when there are none).
+/// `ps` must be ascending. Selection finds the same elements as a full sort in linear time (it
+/// reorders `values`); each selection after the first searches only the values above the
+/// previous one.
+pub(crate) fn percentiles<const N: usize>(values: &mut [f64], ps: [f64; N]) -> [f64; N] {
+    let mut out = [0.0; N];
+    let n = values.len();
+    if n == 0 {
+        return out;
     }
-    let idx = ((values.len() as f64 * p).floor() as usize).min(values.len() - 1);
-    *values.select_nth_unstable_by(idx, f64::total_cmp).1
+    // Every value before `base` is at most every value from `base` on.
+    let mut base = 0;
+    let mut last: Option<(usize, f64)> = None;
+    for (slot, p) in out.iter_mut().zip(ps) {
+        let idx = ((n as f64 * p).floor() as usize).min(n - 1);
+        match last {
+            Some((i, v)) if idx <= i => *slot = v,
+            _ => {
+                let v = *values[base..]
+                    .select_nth_unstable_by(idx - base, f64::total_cmp)
+                    .1;
+                *slot = v;
+                last = Some((idx, v));
+                base = idx + 1;
+            }
+        }
+    }
+    out
 }
+
+/// Calls `f` on the value under `key`, inserted empty first when there is none; the key is
+/// copied only then.
+fn with_slot<V: Default>(map: &mut HashMap<String, V>, key: &str, f: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(v) => f(v),
+        None => {
+            let mut v = V::default();
+            f(&mut v);
+            map.insert(key.to_owned(), v);
+        }
+    }
+}
+
+/// Running sums of one agent's task, and of its template versions when those are wanted.
+#[derive(Debug, Default)]
+struct TaskAcc {
+    all: Acc,
+    versions: HashMap<Option<u32>, Acc>,
+}
+
+impl TaskAcc {
+    fn merge(&mut self, o: TaskAcc) {
+        self.all.merge(o.all);
+        for (k, acc) in o.versions {
+            self.versions.entry(k).or_default().merge(acc);
+        }
+    }
+}
+
+/// Seconds in a day.
+const DAY_SECS: i64 = 86_400;
 
 /// What one chunk (or the whole query) gathered.
 #[derive(Debug, Default)]
@@ -122,6 +195,10 @@ pub(crate) struct Outcome {
     single: Acc,
     models: HashMap<String, Acc>,
     versions: HashMap<Option<u32>, Acc>,
+    /// Per UTC day, as days since the Unix epoch.
+    days: HashMap<i64, Acc>,
+    /// Per agent, then per task.
+    tasks: HashMap<String, HashMap<String, TaskAcc>>,
     skipped: u64,
     unreadable: Vec<usize>,
 }
@@ -139,20 +216,43 @@ impl Outcome {
                     self.single.add(r);
                 }
             }
-            Select::Models => match self.models.get_mut(r.model.as_ref()) {
-                Some(acc) => acc.add(r),
-                None => {
-                    let mut acc = Acc::default();
-                    acc.add(r);
-                    self.models.insert(r.model.clone().into_owned(), acc);
-                }
-            },
+            Select::Models => self.add_model(r),
             Select::Versions(a, t) => {
                 if r.agent == a && r.task == t {
                     self.versions.entry(r.template_version).or_default().add(r);
                 }
             }
+            Select::Days => self.add_day(r),
+            Select::Tasks => self.add_task(r, false),
+            Select::Overview => {
+                self.single.add(r);
+                self.add_day(r);
+                self.add_model(r);
+                self.add_task(r, true);
+            }
         }
+    }
+
+    fn add_model(&mut self, r: &Rec<'_>) {
+        with_slot(&mut self.models, &r.model, |acc| acc.add(r));
+    }
+
+    fn add_day(&mut self, r: &Rec<'_>) {
+        self.days
+            .entry(r.secs.div_euclid(DAY_SECS))
+            .or_default()
+            .add(r);
+    }
+
+    fn add_task(&mut self, r: &Rec<'_>, versions: bool) {
+        with_slot(&mut self.tasks, &r.agent, |by_task| {
+            with_slot(by_task, &r.task, |acc: &mut TaskAcc| {
+                acc.all.add(r);
+                if versions {
+                    acc.versions.entry(r.template_version).or_default().add(r);
+                }
+            });
+        });
     }
 
     fn merge(&mut self, o: Outcome) {
@@ -162,6 +262,15 @@ impl Outcome {
         }
         for (k, acc) in o.versions {
             self.versions.entry(k).or_default().merge(acc);
+        }
+        for (k, acc) in o.days {
+            self.days.entry(k).or_default().merge(acc);
+        }
+        for (agent, by_task) in o.tasks {
+            let mine = self.tasks.entry(agent).or_default();
+            for (task, acc) in by_task {
+                mine.entry(task).or_default().merge(acc);
+            }
         }
         self.skipped += o.skipped;
         self.unreadable.extend(o.unreadable);
@@ -210,9 +319,90 @@ impl Outcome {
                 stats: acc.finish(skipped, unreadable),
             })
             .collect();
-        rows.sort_by_key(|r| (r.template_version.is_none(), r.template_version));
+        rows.sort_by_key(|r| version_order(r.template_version));
         rows
     }
+
+    pub(crate) fn days(self) -> Vec<DayStats> {
+        let unreadable = self.unreadable_files();
+        day_rows(self.days, self.skipped, unreadable)
+    }
+
+    pub(crate) fn tasks(self) -> Vec<TaskStats> {
+        let unreadable = self.unreadable_files();
+        task_rows(self.tasks, self.skipped, unreadable).0
+    }
+
+    pub(crate) fn overview(mut self) -> Overview {
+        let unreadable = self.unreadable_files();
+        let skipped = self.skipped;
+        let days = day_rows(std::mem::take(&mut self.days), skipped, unreadable);
+        let (tasks, versions) = task_rows(std::mem::take(&mut self.tasks), skipped, unreadable);
+        let total = std::mem::take(&mut self.single).finish(skipped, unreadable);
+        Overview {
+            total,
+            days,
+            models: self.models(),
+            tasks,
+            versions,
+        }
+    }
+}
+
+/// Versions ascending, then `None` (records written without a template version) last.
+fn version_order(v: Option<u32>) -> (bool, Option<u32>) {
+    (v.is_none(), v)
+}
+
+fn day_rows(days: HashMap<i64, Acc>, skipped: u64, unreadable: u64) -> Vec<DayStats> {
+    let mut rows: Vec<DayStats> = days
+        .into_iter()
+        .filter_map(|(day, acc)| {
+            let day = chrono::DateTime::from_timestamp(day.checked_mul(DAY_SECS)?, 0)?;
+            Some(DayStats {
+                day: day.date_naive(),
+                stats: acc.finish(skipped, unreadable),
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| r.day);
+    rows
+}
+
+/// The rows per task (agents, then tasks ascending) and per task version.
+fn task_rows(
+    tasks: HashMap<String, HashMap<String, TaskAcc>>,
+    skipped: u64,
+    unreadable: u64,
+) -> (Vec<TaskStats>, Vec<TaskVersionStats>) {
+    let mut rows = Vec::new();
+    let mut versions = Vec::new();
+    for (agent, by_task) in tasks {
+        for (task, acc) in by_task {
+            for (template_version, v) in acc.versions {
+                versions.push(TaskVersionStats {
+                    agent: agent.clone(),
+                    task: task.clone(),
+                    template_version,
+                    stats: v.finish(skipped, unreadable),
+                });
+            }
+            rows.push(TaskStats {
+                agent: agent.clone(),
+                task,
+                stats: acc.all.finish(skipped, unreadable),
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.agent, &a.task).cmp(&(&b.agent, &b.task)));
+    versions.sort_by(|a, b| {
+        (&a.agent, &a.task, version_order(a.template_version)).cmp(&(
+            &b.agent,
+            &b.task,
+            version_order(b.template_version),
+        ))
+    });
+    (rows, versions)
 }
 
 /// One piece of work: the lines of `file` that start within `start..end`.
@@ -342,7 +532,7 @@ impl Prefilter {
     fn for_select(select: &Select<'_>) -> Option<Prefilter> {
         let agent = match *select {
             Select::Agent(a) | Select::Task(a, _) | Select::Versions(a, _) => a,
-            Select::Models => return None,
+            Select::Models | Select::Days | Select::Tasks | Select::Overview => return None,
         };
         let plain = !agent.is_empty()
             && agent
@@ -449,7 +639,7 @@ pub(crate) fn scan(
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::percentiles;
 
     #[test]
     fn percentile_selection_matches_sorting() {
@@ -465,10 +655,14 @@ mod tests {
                 .collect();
             let mut sorted = values.clone();
             sorted.sort_by(f64::total_cmp);
-            for p in [0.0, 0.5, 0.95, 0.99, 1.0] {
+            let ps = [0.0, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0];
+            let mut work = values.clone();
+            let got = percentiles(&mut work, ps);
+            for (p, got) in ps.into_iter().zip(got) {
                 let idx = ((n as f64 * p).floor() as usize).min(n - 1);
-                let mut work = values.clone();
-                assert_eq!(percentile(&mut work, p), sorted[idx], "n {n} p {p}");
+                assert_eq!(got, sorted[idx], "n {n} p {p}");
+                let mut one = values.clone();
+                assert_eq!(percentiles(&mut one, [p]), [sorted[idx]], "n {n} p {p}");
             }
         }
     }

@@ -1,11 +1,12 @@
 //! Aggregate results of queries.
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-/// Aggregates over the records a query selected, with the seed's field names.
+/// Aggregates over the records a query selected, with the Python original's field names.
 ///
 /// Rates are fractions between 0 and 1; with no records every figure is 0.
-/// Percentiles follow the seed's rule: sort the latencies and take the element at index
+/// Percentiles follow the Python original's rule: sort the latencies and take the element at index
 /// `min(floor(n * p), n - 1)`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AggregateStats {
@@ -17,12 +18,24 @@ pub struct AggregateStats {
     pub success_rate: f64,
     /// Mean latency in milliseconds.
     pub avg_latency_ms: f64,
-    /// Median latency in milliseconds (seed's percentile rule).
+    /// Median latency in milliseconds (the Python original's percentile rule).
     pub p50_latency_ms: f64,
-    /// 95th percentile latency in milliseconds (seed's percentile rule).
+    /// 95th percentile latency in milliseconds (the Python original's percentile rule).
     pub p95_latency_ms: f64,
-    /// 99th percentile latency in milliseconds (seed's percentile rule).
+    /// 99th percentile latency in milliseconds (the Python original's percentile rule).
     pub p99_latency_ms: f64,
+    /// Smallest latency in milliseconds.
+    #[serde(default)]
+    pub min_latency_ms: f64,
+    /// 25th percentile latency in milliseconds (the Python original's percentile rule).
+    #[serde(default)]
+    pub p25_latency_ms: f64,
+    /// 75th percentile latency in milliseconds (the Python original's percentile rule).
+    #[serde(default)]
+    pub p75_latency_ms: f64,
+    /// Largest latency in milliseconds.
+    #[serde(default)]
+    pub max_latency_ms: f64,
     /// Fraction of records whose validation passed.
     pub validation_pass_rate: f64,
     /// Mean retry count.
@@ -69,6 +82,62 @@ pub struct VersionStats {
     /// Aggregates over the version's records.
     #[serde(flatten)]
     pub stats: AggregateStats,
+}
+
+/// One row of [`JsonlStore::daily_stats`](crate::JsonlStore::daily_stats): the records of one
+/// UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayStats {
+    /// The UTC day of the records' timestamps.
+    pub day: NaiveDate,
+    /// Aggregates over the day's records.
+    #[serde(flatten)]
+    pub stats: AggregateStats,
+}
+
+/// One row of [`JsonlStore::task_comparison`](crate::JsonlStore::task_comparison): the records
+/// of one agent's task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// The agent.
+    pub agent: String,
+    /// The task.
+    pub task: String,
+    /// Aggregates over the task's records.
+    #[serde(flatten)]
+    pub stats: AggregateStats,
+}
+
+/// One row of [`Overview::versions`]: the records of one template version of one agent's task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskVersionStats {
+    /// The agent.
+    pub agent: String,
+    /// The task.
+    pub task: String,
+    /// The template version; `None` for records written without a template version.
+    pub template_version: Option<u32>,
+    /// Aggregates over the version's records.
+    #[serde(flatten)]
+    pub stats: AggregateStats,
+}
+
+/// Every grouping of one window at once, from one pass over the files
+/// ([`JsonlStore::overview`](crate::JsonlStore::overview)); each row is computed exactly as the
+/// query of its own grouping computes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    /// All records of the window.
+    pub total: AggregateStats,
+    /// Per UTC day with records, days ascending (as [`JsonlStore::daily_stats`](crate::JsonlStore::daily_stats)).
+    pub days: Vec<DayStats>,
+    /// Per model (as [`JsonlStore::model_comparison`](crate::JsonlStore::model_comparison)).
+    pub models: Vec<ModelStats>,
+    /// Per agent and task (as [`JsonlStore::task_comparison`](crate::JsonlStore::task_comparison)).
+    pub tasks: Vec<TaskStats>,
+    /// Per agent, task and template version: agents and tasks ascending, then versions as in
+    /// [`JsonlStore::version_comparison`](crate::JsonlStore::version_comparison).
+    pub versions: Vec<TaskVersionStats>,
 }
 
 /// What [`JsonlStore::scan`](crate::JsonlStore::scan) went through.

@@ -8,7 +8,10 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use crate::query::{self, Select};
 use crate::writer::Writer;
-use crate::{AggregateStats, MetricsError, ModelStats, PromptMetrics, ScanSummary, VersionStats};
+use crate::{
+    AggregateStats, DayStats, MetricsError, ModelStats, Overview, PromptMetrics, ScanSummary,
+    TaskStats, VersionStats,
+};
 
 /// Where metrics records go. Implemented by [`JsonlStore`]; shared as `Arc<dyn MetricsSink>`.
 pub trait MetricsSink: Send + Sync + fmt::Debug {
@@ -26,8 +29,10 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// a line.
 ///
 /// Writing: [`MetricsSink::record`] hands the record to a background thread (started on the
-/// first record) that appends whole lines with one `write` on a file opened for append, so
-/// lines from many threads and processes never interleave. Dropping the store flushes.
+/// first record) that appends whole lines on a file opened for append, holding an advisory
+/// `flock` on the day file from its "does the file end mid-line?" check to the end of the
+/// append, so lines from many threads and processes neither interleave nor leave empty lines;
+/// a line torn by a killed writer is ended before the next append. Dropping the store flushes.
 ///
 /// Reading: queries cover the records whose timestamp lies within the last `days * 24` hours
 /// (from `now - days * 24h` to `now`, both included) and open only the files whose date can
@@ -119,6 +124,28 @@ impl JsonlStore {
     ) -> Result<Vec<VersionStats>, MetricsError> {
         let out = self.query(days, &Select::Versions(agent, task))?;
         Ok(out.versions())
+    }
+
+    /// One row per UTC day that has records in the last `days` days, days ascending.
+    pub fn daily_stats(&self, days: u32) -> Result<Vec<DayStats>, MetricsError> {
+        let out = self.query(days, &Select::Days)?;
+        Ok(out.days())
+    }
+
+    /// One row per agent and task over the last `days` days, agents then tasks ascending.
+    pub fn task_comparison(&self, days: u32) -> Result<Vec<TaskStats>, MetricsError> {
+        let out = self.query(days, &Select::Tasks)?;
+        Ok(out.tasks())
+    }
+
+    /// Every grouping of the last `days` days from one pass over the files: all records, per
+    /// UTC day, per model, per agent and task, and per template version of each task. Each row
+    /// equals the one the grouping's own query returns ([`Self::daily_stats`],
+    /// [`Self::model_comparison`], [`Self::task_comparison`], [`Self::version_comparison`]),
+    /// apart from `skipped_lines`, which here counts every bad line of the window's files.
+    pub fn overview(&self, days: u32) -> Result<Overview, MetricsError> {
+        let out = self.query(days, &Select::Overview)?;
+        Ok(out.overview())
     }
 
     /// Streams every record of the last `days` days to `f`, files in date order, lines in file

@@ -1,4 +1,8 @@
-//! Seed-shaped data sets for benchmarks and tests (not part of the stable API).
+//! Data sets shaped like the Python original's metrics files, for benchmarks and tests.
+//!
+//! Behind the `testdata` cargo feature (off by default): the crate's own tests and benches turn
+//! it on through a dev-dependency on the crate itself, and `cargo xtask bench` through its
+//! dependency; it is not part of the crate's API.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -62,10 +66,10 @@ fn py_float(out: &mut String, v: f64) {
     }
 }
 
-/// One record line exactly as the seed's Python collector writes it
+/// One record line exactly as the Python original's collector writes it
 /// (`json.dumps(asdict(m))`: `", "` and `": "` separators, naive ISO timestamp), without
 /// the newline.
-pub fn seed_line(out: &mut String, rng: &mut Rng, timestamp: DateTime<Utc>) {
+pub fn python_line(out: &mut String, rng: &mut Rng, timestamp: DateTime<Utc>) {
     let (agent, tasks) = AGENTS[rng.below(AGENTS.len() as u64) as usize];
     let task = tasks[rng.below(tasks.len() as u64) as usize];
     let model = MODELS[rng.below(MODELS.len() as u64) as usize];
@@ -119,9 +123,9 @@ pub fn seed_line(out: &mut String, rng: &mut Rng, timestamp: DateTime<Utc>) {
     );
 }
 
-/// Writes `n_records` seed-shaped records spread evenly over `days` daily files ending at the
-/// UTC day of `now` (every timestamp within the last `days * 24` hours of `now`), returning
-/// the files written.
+/// Writes `n_records` records shaped like the Python original's, spread evenly over `days`
+/// daily files ending at the UTC day of `now` (every timestamp within the last `days * 24`
+/// hours of `now`), returning the files written.
 pub fn write_dataset_at(
     dir: &Path,
     n_records: u64,
@@ -153,7 +157,7 @@ pub fn write_dataset_at(
             let offset_us = (i as f64 / count.max(1) as f64 * span_secs as f64 * 1e6) as i64;
             let ts = (start + Duration::microseconds(offset_us + rng.below(1000) as i64)).min(now);
             line.clear();
-            seed_line(&mut line, &mut rng, ts);
+            python_line(&mut line, &mut rng, ts);
             line.push('\n');
             out.write_all(line.as_bytes())?;
         }

@@ -7,7 +7,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 
 use crate::{MetricsError, PromptMetrics};
 
@@ -117,14 +117,10 @@ pub(crate) struct Writer {
     dir: PathBuf,
 }
 
-/// The file name of a day: `metrics_YYYY-MM-DD.jsonl`.
+/// The file name of a day: `metrics_YYYY-MM-DD.jsonl` (read back by `store::day_of`, both
+/// with chrono).
 pub(crate) fn file_name(day: NaiveDate) -> String {
-    format!(
-        "metrics_{:04}-{:02}-{:02}.jsonl",
-        day.year(),
-        day.month(),
-        day.day()
-    )
+    day.format("metrics_%Y-%m-%d.jsonl").to_string()
 }
 
 impl Writer {
@@ -257,13 +253,45 @@ fn ends_mid_line(file: &mut File) -> std::io::Result<bool> {
     Ok(last[0] != b'\n')
 }
 
+/// Takes an exclusive advisory lock (`flock`) on the open file, waiting for it; released when
+/// the file is closed, also when the process dies. Returns false where the file system does not
+/// support it (the append then goes ahead unlocked, as it would without this lock).
+#[cfg(unix)]
+fn lock_exclusive(file: &File) -> bool {
+    use rustix::fs::{FlockOperation, flock};
+    loop {
+        match flock(file, FlockOperation::LockExclusive) {
+            Ok(()) => return true,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &File) -> bool {
+    false
+}
+
+/// Appends whole lines: under an exclusive `flock` on the day file, held from the mid-line check
+/// to the end of the append, so that the check never sees another appender's batch half
+/// written (it would then start our lines with a newline of their own and leave an empty line
+/// once that batch ends). Every appender of ours takes the lock, threads of other stores and
+/// other processes alike. A writer killed mid-append loses its lock with its process; the
+/// next appender finds the file ending mid-line and starts on a fresh line, so the torn line
+/// stays one unreadable line and the records after it read.
 fn append(dir: &Path, path: &Path, buf: &mut Vec<u8>) -> Result<(), MetricsError> {
     let mut file = open_append(dir, path)?;
+    let _locked = lock_exclusive(&file);
     if ends_mid_line(&mut file).unwrap_or(false) {
         buf.insert(0, b'\n');
     }
-    file.write_all(buf)
-        .map_err(|e| MetricsError::io("cannot append to", path, e))
+    let written = file
+        .write_all(buf)
+        .map_err(|e| MetricsError::io("cannot append to", path, e));
+    // Closing the file releases the lock.
+    drop(file);
+    written
 }
 
 fn run(dir: &Path, queue: &Queue) {

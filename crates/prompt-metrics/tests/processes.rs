@@ -12,14 +12,36 @@ use prompt_metrics::{JsonlStore, MetricsSink, PromptMetrics};
 
 const ROLE: &str = "PROMPT_METRICS_CHILD_ROLE";
 const DIR: &str = "PROMPT_METRICS_CHILD_DIR";
+const TAG: &str = "PROMPT_METRICS_CHILD_TAG";
 
 fn spawn_child(role: &str, dir: &Path) -> Child {
+    spawn_tagged_child(role, dir, "")
+}
+
+fn spawn_tagged_child(role: &str, dir: &Path, tag: &str) -> Child {
     Command::new(std::env::current_exe().expect("current exe"))
         .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env(DIR, dir)
+        .env(TAG, tag)
         .spawn()
         .expect("spawn child")
+}
+
+/// Records per process in `processes_appending_at_once_write_only_whole_lines`.
+const SMALL_BATCH_RECORDS: u32 = 600;
+
+/// Appends [`SMALL_BATCH_RECORDS`] records, flushing every 3, so that each process checks the
+/// end of the file and appends many times while the others do the same.
+fn append_in_small_batches(dir: &Path, tag: &str) {
+    let store = JsonlStore::open(dir).expect("open");
+    for i in 0..SMALL_BATCH_RECORDS {
+        record(&store, tag, i);
+        if i % 3 == 2 {
+            store.flush().expect("flush");
+        }
+    }
+    store.flush().expect("flush");
 }
 
 fn record(store: &JsonlStore, tag: &str, i: u32) {
@@ -54,6 +76,10 @@ fn child_writer() {
     let dir = Path::new(&dir);
     match role.as_str() {
         "append" => write_many(dir, "child", 4, 5_000),
+        "small_batches" => {
+            let tag = std::env::var(TAG).expect("child tag");
+            append_in_small_batches(dir, &tag);
+        }
         "forever" => {
             let store = JsonlStore::open(dir).expect("open");
             for i in 0.. {
@@ -146,4 +172,55 @@ fn killed_writer_leaves_at_most_one_torn_line() {
     let after = store.agent_stats("writer", 1).expect("stats");
     assert_eq!(after.total_calls, before.total_calls + 10);
     assert_eq!(after.skipped_lines, before.skipped_lines);
+}
+
+/// Five processes append small batches to the same day file at once: every line of the file
+/// is a whole record (no empty line, no torn line), and every record is there once.
+#[test]
+fn processes_appending_at_once_write_only_whole_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tags = ["p0", "p1", "p2", "p3"];
+    let children: Vec<Child> = tags
+        .iter()
+        .map(|tag| spawn_tagged_child("small_batches", dir.path(), tag))
+        .collect();
+    append_in_small_batches(dir.path(), "parent");
+    for mut child in children {
+        assert!(child.wait().expect("wait").success());
+    }
+
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    let mut hashes = HashSet::new();
+    for file in &files {
+        let bytes = std::fs::read(file).expect("read");
+        assert_eq!(
+            bytes.last(),
+            Some(&b'\n'),
+            "{} ends mid-line",
+            file.display()
+        );
+        for (n, line) in bytes[..bytes.len() - 1].split(|&b| b == b'\n').enumerate() {
+            assert!(
+                !line.is_empty(),
+                "{}: line {} is empty",
+                file.display(),
+                n + 1
+            );
+            let m: PromptMetrics = serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!("{}: line {} is not a record: {e}", file.display(), n + 1)
+            });
+            assert!(
+                hashes.insert(m.prompt_hash.clone()),
+                "{} twice",
+                m.prompt_hash
+            );
+        }
+    }
+    assert_eq!(
+        hashes.len(),
+        (tags.len() as u32 + 1) as usize * SMALL_BATCH_RECORDS as usize
+    );
 }

@@ -1,4 +1,4 @@
-//! Behaviour of `JsonlStore` on real files: the seed's format, windows, bad lines, queries,
+//! Behaviour of `JsonlStore` on real files: the Python original's format, windows, bad lines, queries,
 //! concurrent appends from threads and processes, killed writers and cleanup.
 
 use std::fs;
@@ -19,7 +19,7 @@ fn store_at(dir: &Path, now: DateTime<Utc>) -> JsonlStore {
     JsonlStore::open(dir).expect("open").with_clock(move || now)
 }
 
-/// A line exactly as the seed's Python writes it: `json.dumps(asdict(m))`, with `", "` and
+/// A line exactly as the Python original writes it: `json.dumps(asdict(m))`, with `", "` and
 /// `": "` separators and every field of the dataclass in order.
 #[allow(clippy::too_many_arguments)]
 fn py_line(
@@ -56,13 +56,13 @@ fn rec(agent: &str, task: &str, model: &str, latency: f64, ts: DateTime<Utc>) ->
 }
 
 #[test]
-fn seed_format_lines_read_back() {
+fn python_original_lines_read_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lines = vec![
         py_line("writer", "write_chapter", "qwen3:30b", "2026-01-20T09:03:22.123456", "8523.5", ("1200", "2400"), true, "null"),
         py_line("writer", "write_chapter", "qwen3:30b", "2026-01-20T10:00:00+00:00", "1000.0", ("null", "null"), true, "null"),
         py_line("writer", "revise", "dolphin3:8b", "2026-01-20T11:30:00+02:00", "500.0", ("10", "20"), false, "\"Ollama timed out: caf\\u00e9 \\\"x\\\"\""),
-        // The seed's oldest shape: optional fields left out take the dataclass defaults.
+        // The Python original's oldest shape: optional fields left out take the dataclass defaults.
         "{\"prompt_hash\": \"abc\", \"agent\": \"writer\", \"task\": \"write_chapter\", \"model\": \"qwen3:30b\", \"temperature\": 0.8, \"timestamp\": \"2026-01-20T11:00:00\", \"latency_ms\": 2000}".to_string(),
     ];
     write_file(dir.path(), "2026-01-20", &lines);
@@ -282,7 +282,7 @@ fn bad_lines_are_skipped_and_counted_without_hiding_good_ones() {
 }
 
 #[test]
-fn percentiles_follow_the_seed_rule() {
+fn percentiles_follow_the_python_original_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store_at(dir.path(), now());
     // n = 10, in shuffled order: sorted 10, 20, ..., 100.
@@ -561,4 +561,107 @@ fn write_errors_surface_on_flush_with_the_path() {
     assert!(err.to_string().contains("blocker"), "{err}");
     // The error is reported once; the sink keeps working for later flushes.
     sink.flush().expect("nothing new to write");
+}
+
+#[test]
+fn overview_rows_equal_the_queries_of_their_own_grouping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    prompt_metrics::testdata::write_dataset_at(dir.path(), 6_000, 3, 11, now()).expect("data");
+    // Some records with template versions, one without, and one on a day of its own.
+    let store = store_at(dir.path(), now());
+    for (i, v) in [Some(1), Some(2), Some(2), None].into_iter().enumerate() {
+        let mut m = rec(
+            "writer",
+            "write_chapter",
+            "qwen3:30b",
+            100.0 * i as f64,
+            now(),
+        );
+        m.template_version = v;
+        store.record(m).expect("record");
+    }
+    store.flush().expect("flush");
+
+    let o = store.overview(3).expect("overview");
+    assert_eq!(o.models, store.model_comparison(3).expect("models"));
+    assert_eq!(o.tasks, store.task_comparison(3).expect("tasks"));
+    assert_eq!(o.days, store.daily_stats(3).expect("days"));
+    for row in &o.tasks {
+        assert_eq!(
+            row.stats,
+            store.task_stats(&row.agent, &row.task, 3).expect("task")
+        );
+        let versions: Vec<_> = o
+            .versions
+            .iter()
+            .filter(|v| v.agent == row.agent && v.task == row.task)
+            .map(|v| (v.template_version, v.stats.clone()))
+            .collect();
+        let want: Vec<_> = store
+            .version_comparison(&row.agent, &row.task, 3)
+            .expect("versions")
+            .into_iter()
+            .map(|v| (v.template_version, v.stats))
+            .collect();
+        assert_eq!(versions, want, "{}/{}", row.agent, row.task);
+    }
+    let writer = store.agent_stats("writer", 3).expect("writer");
+    let writer_calls: u64 = o
+        .tasks
+        .iter()
+        .filter(|t| t.agent == "writer")
+        .map(|t| t.stats.total_calls)
+        .sum();
+    assert_eq!(writer_calls, writer.total_calls);
+
+    // Per UTC day: the days' calls add up to the total, and each equals a plain count.
+    let mut per_day = std::collections::BTreeMap::new();
+    store
+        .scan(3, |m| {
+            *per_day.entry(m.timestamp.date_naive()).or_insert(0u64) += 1
+        })
+        .expect("scan");
+    let got: std::collections::BTreeMap<_, _> = o
+        .days
+        .iter()
+        .map(|d| (d.day, d.stats.total_calls))
+        .collect();
+    assert_eq!(got, per_day);
+    assert_eq!(o.total.total_calls, 6_004);
+    assert_eq!(
+        o.days.iter().map(|d| d.stats.total_calls).sum::<u64>(),
+        6_004
+    );
+    assert!(o.total.min_latency_ms <= o.total.p25_latency_ms);
+    assert!(o.total.p25_latency_ms <= o.total.p50_latency_ms);
+    assert!(o.total.p50_latency_ms <= o.total.p75_latency_ms);
+    assert!(o.total.p99_latency_ms <= o.total.max_latency_ms);
+}
+
+#[test]
+fn overview_of_twenty_latencies_takes_the_python_original_p95() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_at(dir.path(), now());
+    // Nearest rank would give the 19th value (1900); the Python original's rule the 20th.
+    for i in 1..=20 {
+        let mut m = rec("writer", "t", "m", f64::from(i) * 100.0, now());
+        m.template_version = Some(1);
+        store.record(m).expect("record");
+    }
+    store.flush().expect("flush");
+    let o = store.overview(1).expect("overview");
+    for stats in [
+        &o.total,
+        &o.days[0].stats,
+        &o.models[0].stats,
+        &o.tasks[0].stats,
+        &o.versions[0].stats,
+    ] {
+        assert_eq!(stats.p95_latency_ms, 2_000.0);
+        assert_eq!(stats.p50_latency_ms, 1_100.0);
+        assert_eq!(stats.p25_latency_ms, 600.0);
+        assert_eq!(stats.p75_latency_ms, 1_600.0);
+        assert_eq!(stats.min_latency_ms, 100.0);
+        assert_eq!(stats.max_latency_ms, 2_000.0);
+    }
 }

@@ -11,7 +11,7 @@
 //! cache/system.txt  cache/prompt.txt cache/response.txt   1.5 KB, 2 KB, 2 KB (prompt-cache's bench texts)
 //! cache/request.json                 namespace, provider, model, temperature, max_tokens
 //! cache/keys.txt                     10,000 keys (64 hex chars), one a line
-//! metrics/100k/metrics_YYYY-MM-DD.jsonl   7 daily files, the seed's record shape
+//! metrics/100k/metrics_YYYY-MM-DD.jsonl   7 daily files, the Python original's record shape
 //!                                         (prompt-metrics' `testdata` generator)
 //! metrics/1m/metrics_YYYY-MM-DD.jsonl     (full runs only)
 //! ```
@@ -282,7 +282,7 @@ fn write_cache_inputs(out: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // metrics
 
-/// Writes `records` seed-shaped records over the `METRICS_DAYS` UTC days ending today into
+/// Writes `records` records shaped like the Python original's over the `METRICS_DAYS` UTC days ending today into
 /// `out` (replacing whatever was there) with prompt-metrics' own generator, the one its bench
 /// uses, and returns the counts the queries should find.
 fn write_metrics_set(out: &Path, records: usize, now: DateTime<Utc>) -> Result<Value> {

@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use prompt_metrics::{JsonlStore, MetricsError, PromptMetrics};
+use prompt_metrics::{JsonlStore, MetricsError};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::cli::MetricsCommand;
 use crate::config::Settings;
 use crate::error::{CliError, CliResult};
-use crate::report::{ReportData, ReportRecord, render_html};
+use crate::report::{ReportData, render_html};
 use crate::ui::{self, Align, Paint, Table};
 
 pub(crate) fn metrics_error(e: MetricsError, dir: &Path) -> CliError {
@@ -216,29 +216,14 @@ pub(crate) fn metrics(cmd: MetricsCommand, settings: &Settings) -> CliResult<()>
     }
 }
 
-/// Converts a metrics record for the report.
-pub(crate) fn report_record(m: &PromptMetrics) -> ReportRecord {
-    ReportRecord {
-        timestamp: m.timestamp,
-        agent: m.agent.clone(),
-        task: m.task.clone(),
-        model: m.model.clone(),
-        latency_ms: m.latency_ms,
-        ok: m.error.is_none(),
-        cache_hit: m.cache_hit,
-        template_version: m.template_version,
-        tokens: m.tokens_prompt.unwrap_or(0) + m.tokens_completion.unwrap_or(0),
-    }
-}
-
+/// The report's figures all come from one `overview` query of prompt-metrics.
 fn report(store: &JsonlStore, days: u32, out: &Path, json: bool) -> CliResult<()> {
-    let mut records = Vec::new();
-    let summary = store
-        .scan(days, |m| records.push(report_record(m)))
+    let overview = store
+        .overview(days)
         .map_err(|e| metrics_error(e, store.dir()))?;
-    let calls = records.len();
-    let mut data = ReportData::new(records, days, store.now());
-    data.skipped_lines = summary.skipped_lines;
+    let data = ReportData::new(overview, days, store.now());
+    let calls = data.total.calls();
+    let skipped_lines = data.skipped_lines;
     let html = render_html(&data);
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
@@ -253,7 +238,7 @@ fn report(store: &JsonlStore, days: u32, out: &Path, json: bool) -> CliResult<()
             "out": out.display().to_string(),
             "days": days,
             "calls": calls,
-            "skipped_lines": summary.skipped_lines,
+            "skipped_lines": skipped_lines,
         }));
     }
     ui::print_stdout(&format!(
