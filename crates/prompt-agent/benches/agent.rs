@@ -63,6 +63,7 @@ impl Provider for InstantProvider {
             tokens_completion: Some(300),
             finish_reason: Some("stop".to_owned()),
             latency: Duration::ZERO,
+            ..ChatResponse::default()
         })
     }
 }
