@@ -2,8 +2,11 @@
 //! concurrency limiter, calls the provider with a per-attempt timeout, validates the reply and
 //! retries with exponential backoff and jitter; writes one metrics record per call.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use prompt_metrics::{MetricsSink, PromptMetrics};
 use prompt_templates::VersionReq;
@@ -17,9 +20,14 @@ use tracing::Instrument;
 use crate::error::{AgentError, ProviderError};
 use crate::provider::Provider;
 use crate::request::{
-    ChatMessage, ChatRequest, ChatResponse, RequestOptions, ResponseFormat, Role,
+    ChatMessage, ChatRequest, ChatResponse, RequestOptions, ResponseFormat, Role, StreamAssembler,
+    StreamEvent,
 };
-use crate::settings::{DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS};
+use crate::settings::{
+    DEFAULT_BREAKER_COOLDOWN_SECS, DEFAULT_BREAKER_FAILURES, DEFAULT_CONCURRENCY,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_QUEUE_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS,
+};
+use crate::stream::{CircuitBreaker, EventSender, GenerationEvent, GenerationStream};
 
 /// The shortest acceptable reply, in characters, when neither the call nor the template sets
 /// one (the Python original's rule).
@@ -36,8 +44,13 @@ pub const DEFAULT_TASK: &str = "generate";
 pub struct RetryPolicy {
     /// Attempts per call, the first included (at least 1).
     pub max_attempts: u32,
-    /// Timeout of one attempt.
+    /// Wall-clock limit of one attempt.
     pub request_timeout: Duration,
+    /// Longest gap between two chunks of a streamed reply (and before the first) before the
+    /// attempt counts as stalled.
+    pub idle_timeout: Duration,
+    /// Longest wait for a free slot of the concurrency limiter.
+    pub queue_timeout: Duration,
     /// Backoff before the second attempt; doubles with each further attempt.
     pub backoff_base: Duration,
     /// Upper bound of the exponential backoff.
@@ -51,6 +64,8 @@ impl Default for RetryPolicy {
         Self {
             max_attempts: DEFAULT_RETRIES + 1,
             request_timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs_f64(DEFAULT_IDLE_TIMEOUT_SECS),
+            queue_timeout: Duration::from_secs_f64(DEFAULT_QUEUE_TIMEOUT_SECS),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             retry_after_cap: Duration::from_secs(60),
@@ -235,6 +250,10 @@ pub struct Reply {
     pub latency_ms: f64,
     /// Attempts after the first.
     pub retry_count: u32,
+    /// Reasoning text the server sent apart from the reply, when any.
+    pub reasoning: Option<String>,
+    /// Milliseconds from sending the (last) request to its first delta, for streamed replies.
+    pub time_to_first_token_ms: Option<f64>,
 }
 
 /// A parsed reply of [`Agent::generate_structured`].
@@ -271,6 +290,9 @@ pub struct Agent {
     temperature: f64,
     provider: Arc<dyn Provider>,
     limiter: Arc<Semaphore>,
+    permits: usize,
+    breaker: Arc<CircuitBreaker>,
+    stream: bool,
     metrics: Option<Arc<dyn MetricsSink>>,
     policy: RetryPolicy,
     quirks: Arc<[ModelQuirk]>,
@@ -296,6 +318,12 @@ impl Agent {
             temperature: DEFAULT_TEMPERATURE,
             provider,
             limiter: Arc::new(Semaphore::new(DEFAULT_CONCURRENCY)),
+            permits: DEFAULT_CONCURRENCY,
+            breaker: Arc::new(CircuitBreaker::new(
+                DEFAULT_BREAKER_FAILURES,
+                Duration::from_secs_f64(DEFAULT_BREAKER_COOLDOWN_SECS),
+            )),
+            stream: true,
             metrics: None,
             policy: RetryPolicy::default(),
             quirks: default_quirks().into(),
@@ -314,9 +342,22 @@ impl Agent {
         self
     }
 
-    /// Shares this concurrency limiter (one per provider).
-    pub fn with_limiter(mut self, limiter: Arc<Semaphore>) -> Self {
+    /// Shares this concurrency limiter of `permits` permits (one per provider).
+    pub fn with_limiter(mut self, limiter: Arc<Semaphore>, permits: usize) -> Self {
         self.limiter = limiter;
+        self.permits = permits;
+        self
+    }
+
+    /// Shares this circuit breaker (one per provider).
+    pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Streams replies from the provider (the default) or asks for them whole.
+    pub fn with_streaming(mut self, stream: bool) -> Self {
+        self.stream = stream;
         self
     }
 
@@ -436,10 +477,41 @@ impl Agent {
         context: Option<&str>,
         options: &GenerateOptions,
     ) -> Result<Reply, AgentError> {
+        self.generate_with(prompt, context, options, None).await
+    }
+
+    /// [`generate`](Self::generate) as a stream: the reply's deltas as they arrive, then the
+    /// same [`Reply`]. Dropping the stream stops the call.
+    pub fn generate_stream(
+        &self,
+        prompt: &str,
+        context: Option<&str>,
+        options: &GenerateOptions,
+    ) -> GenerationStream<Reply> {
+        let agent = self.clone();
+        let (prompt, context, options) = (
+            prompt.to_owned(),
+            context.map(str::to_owned),
+            options.clone(),
+        );
+        GenerationStream::spawn(move |events| async move {
+            agent
+                .generate_with(&prompt, context.as_deref(), &options, Some(&events))
+                .await
+        })
+    }
+
+    async fn generate_with(
+        &self,
+        prompt: &str,
+        context: Option<&str>,
+        options: &GenerateOptions,
+        events: Option<&EventSender>,
+    ) -> Result<Reply, AgentError> {
         let started = Instant::now();
         let request = self.build_request(prompt, context, options);
         let check = length_check(&request);
-        let result = self.execute(request.clone(), &check, false).await;
+        let result = self.execute(request.clone(), &check, false, events).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut record = self.plain_record(&request, options, latency_ms);
         let out = match result {
@@ -477,7 +549,7 @@ impl Agent {
         options.request.min_length = Some(options.request.min_length.unwrap_or(0));
         let request = self.build_request(prompt, context, &options);
         let check = |content: &str| parse_json::<T>(content);
-        let result = self.execute(request.clone(), &check, true).await;
+        let result = self.execute(request.clone(), &check, true, None).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut record = self.plain_record(&request, &options, latency_ms);
         let out = match result {
@@ -545,6 +617,7 @@ impl Agent {
         mut request: ChatRequest,
         check: &(dyn Fn(&str) -> Result<V, String> + Sync),
         feedback: bool,
+        events: Option<&EventSender>,
     ) -> Result<Attempted<V>, Failed> {
         let span = tracing::info_span!(
             "chat",
@@ -562,7 +635,7 @@ impl Agent {
             retry_count = tracing::field::Empty,
         );
         let result = self
-            .execute_inner(&mut request, check, feedback)
+            .execute_inner(&mut request, check, feedback, events)
             .instrument(span.clone())
             .await;
         match &result {
@@ -592,22 +665,55 @@ impl Agent {
         request: &mut ChatRequest,
         check: &(dyn Fn(&str) -> Result<V, String> + Sync),
         feedback: bool,
+        events: Option<&EventSender>,
     ) -> Result<Attempted<V>, Failed> {
         let max_attempts = self.policy.max_attempts.max(1);
         let mut last_rejection = String::new();
+        let fail = |error: ProviderError, attempt: u32| Failed {
+            error: AgentError::Provider {
+                agent: self.name.clone(),
+                attempts: attempt,
+                source: error,
+            },
+            retry_count: attempt - 1,
+        };
         for attempt in 1..=max_attempts {
+            if attempt > 1
+                && let Some(events) = events
+            {
+                let reason = if last_rejection.is_empty() {
+                    "the previous attempt failed".to_owned()
+                } else {
+                    last_rejection.clone()
+                };
+                let _ = events.send(GenerationEvent::Retry { attempt, reason });
+            }
+            // An open circuit fails at once, without retries: the provider is known to be down.
+            let pass = self
+                .breaker
+                .admit(self.provider.name())
+                .map_err(|e| fail(e, attempt))?;
             let outcome = {
-                let _permit = self.limiter.acquire().await;
-                tokio::time::timeout(self.policy.request_timeout, self.provider.chat(request)).await
+                let permit =
+                    tokio::time::timeout(self.policy.queue_timeout, self.limiter.acquire()).await;
+                let Ok(Ok(_permit)) = permit else {
+                    drop(pass);
+                    return Err(fail(
+                        ProviderError::Busy {
+                            provider: self.provider.name().to_owned(),
+                            permits: self.limiter_permits(),
+                            waited: self.policy.queue_timeout,
+                        },
+                        attempt,
+                    ));
+                };
+                self.attempt(request, events).await
             };
+            self.breaker
+                .record(pass, outcome.as_ref().map(|_| ()).map_err(|e| e));
             let error = match outcome {
-                Err(_) => ProviderError::Timeout {
-                    provider: self.provider.name().to_owned(),
-                    url: self.provider.base_url().unwrap_or_default().to_owned(),
-                    after: self.policy.request_timeout,
-                },
-                Ok(Err(e)) => e,
-                Ok(Ok(mut response)) => {
+                Err(e) => e,
+                Ok(mut response) => {
                     let cleaned = strip_think(&response.content);
                     match check(&cleaned) {
                         Ok(value) => {
@@ -638,15 +744,9 @@ impl Agent {
                 }
             };
             if !error.is_retryable() || attempt == max_attempts {
-                return Err(Failed {
-                    error: AgentError::Provider {
-                        agent: self.name.clone(),
-                        attempts: attempt,
-                        source: error,
-                    },
-                    retry_count: attempt - 1,
-                });
+                return Err(fail(error, attempt));
             }
+            last_rejection = error.to_string();
             let delay = self.policy.delay(attempt, error.retry_after());
             tracing::warn!(attempt, max_attempts, error = %error, delay_ms = delay.as_millis() as u64, "retrying");
             tokio::time::sleep(delay).await;
@@ -659,6 +759,97 @@ impl Agent {
             },
             retry_count: max_attempts - 1,
         })
+    }
+
+    /// The permits of the concurrency limiter (for messages).
+    fn limiter_permits(&self) -> usize {
+        self.permits
+    }
+
+    /// One attempt: streamed (each delta sent to `events` as it arrives, gaps longer than the
+    /// idle timeout are a stall) or whole, within the attempt's wall-clock limit.
+    async fn attempt(
+        &self,
+        request: &ChatRequest,
+        events: Option<&EventSender>,
+    ) -> Result<ChatResponse, ProviderError> {
+        let provider = self.provider.name();
+        let url = || self.provider.base_url().unwrap_or_default().to_owned();
+        let limit = self.policy.request_timeout;
+        let timed_out = || ProviderError::Timeout {
+            provider: provider.to_owned(),
+            url: url(),
+            after: limit,
+        };
+        let started = Instant::now();
+        if !self.stream {
+            let response = tokio::time::timeout(limit, self.provider.chat(request))
+                .await
+                .map_err(|_| timed_out())??;
+            if let Some(events) = events {
+                let mut whole = crate::provider::whole_reply_events(response.clone());
+                while let Some(Ok(StreamEvent::Delta(delta))) = whole.next().await {
+                    let _ = events.send(GenerationEvent::Delta(delta));
+                }
+            }
+            return Ok(response);
+        }
+        let deadline = tokio::time::Instant::from_std(started + limit);
+        let idle = self.policy.idle_timeout;
+        let stalled = |received_chars: usize| ProviderError::Stalled {
+            provider: provider.to_owned(),
+            url: url(),
+            idle,
+            received_chars,
+        };
+        let mut stream = match within(deadline, idle, self.provider.chat_stream(request)).await {
+            Ok(opened) => opened?,
+            Err(None) => return Err(timed_out()),
+            Err(Some(())) => return Err(stalled(0)),
+        };
+        let mut assembler = StreamAssembler::new(request.model(), started);
+        loop {
+            let next = match within(deadline, idle, stream.next()).await {
+                Ok(next) => next,
+                Err(None) => return Err(timed_out()),
+                Err(Some(())) => return Err(stalled(assembler.received_chars())),
+            };
+            match next {
+                Some(Ok(event)) => {
+                    assembler.push(&event);
+                    match event {
+                        StreamEvent::Delta(delta) => {
+                            if let Some(events) = events {
+                                let _ = events.send(GenerationEvent::Delta(delta));
+                            }
+                        }
+                        StreamEvent::Done(_) => return Ok(assembler.finish()),
+                    }
+                }
+                Some(Err(e)) => return Err(e.with_received(assembler.received_chars())),
+                None => {
+                    return Err(ProviderError::StreamBroken {
+                        provider: provider.to_owned(),
+                        message: "the stream ended before its final frame".to_owned(),
+                        received_chars: assembler.received_chars(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Waits for one step of a stream: `Err(None)` when the attempt's wall clock runs out first,
+/// `Err(Some(()))` when the gap since the last step passes the idle timeout.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    idle: Duration,
+    step: impl Future<Output = T>,
+) -> Result<T, Option<()>> {
+    match tokio::time::timeout_at(deadline, tokio::time::timeout(idle, step)).await {
+        Err(_) => Err(None),
+        Ok(Err(_)) => Err(Some(())),
+        Ok(Ok(value)) => Ok(value),
     }
 }
 
@@ -679,6 +870,9 @@ pub(crate) fn fill_failure(record: &mut PromptMetrics, failed: &Failed) {
 
 fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Reply {
     Reply {
+        time_to_first_token_ms: response
+            .time_to_first_token
+            .map(|t| t.as_secs_f64() * 1000.0),
         content: response.content,
         model: response.model,
         tokens_prompt: response.tokens_prompt,
@@ -686,6 +880,7 @@ fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Repl
         finish_reason: response.finish_reason,
         latency_ms,
         retry_count,
+        reasoning: response.reasoning,
     }
 }
 

@@ -70,6 +70,7 @@ mod error;
 mod provider;
 mod request;
 mod settings;
+mod stream;
 mod system;
 mod template_agent;
 
@@ -80,10 +81,13 @@ pub use agent::{
 };
 pub use error::{AgentError, ProviderError};
 pub use settings::{
-    DEFAULT_CACHE_DIR, DEFAULT_CACHE_MAX_SIZE, DEFAULT_CACHE_TTL_SECS, DEFAULT_CONCURRENCY,
-    DEFAULT_METRICS_DIR, DEFAULT_MODEL, DEFAULT_NAMESPACE, DEFAULT_REDIS_PREFIX, DEFAULT_RETRIES,
-    DEFAULT_TEMPLATES_DIR, DEFAULT_TIMEOUT_SECS, ProviderKind, Settings, UnknownProviderKind,
+    DEFAULT_BREAKER_COOLDOWN_SECS, DEFAULT_BREAKER_FAILURES, DEFAULT_CACHE_DIR,
+    DEFAULT_CACHE_MAX_SIZE, DEFAULT_CACHE_TTL_SECS, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_METRICS_DIR, DEFAULT_MODEL, DEFAULT_NAMESPACE, DEFAULT_QUEUE_TIMEOUT_SECS,
+    DEFAULT_REDIS_PREFIX, DEFAULT_RETRIES, DEFAULT_TEMPLATES_DIR, DEFAULT_TIMEOUT_SECS,
+    ProviderKind, Settings, UnknownProviderKind,
 };
+pub use stream::{CircuitBreaker, GenerationEvent, GenerationStream, StreamItem};
 pub use system::{PromptSystem, PromptSystemBuilder};
 pub use template_agent::{Generation, PreparedRequest, TemplateAgent};
 

@@ -26,6 +26,7 @@ use crate::provider::echo::EchoProvider;
 use crate::provider::ollama::OllamaProvider;
 use crate::provider::openai::{ApiKey, OPENAI_DEFAULT_URL, OpenAiProvider};
 use crate::request::RequestOptions;
+use crate::stream::CircuitBreaker;
 
 /// Default template directory.
 pub const DEFAULT_TEMPLATES_DIR: &str = "templates";
@@ -39,8 +40,16 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 7 * 24 * 60 * 60;
 pub const DEFAULT_CACHE_MAX_SIZE: usize = 1000;
 /// Default key prefix of a Redis cache.
 pub const DEFAULT_REDIS_PREFIX: &str = "promptkit:";
-/// Default timeout of one provider attempt, in seconds.
-pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
+/// Default wall-clock limit of one provider attempt, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
+/// Default longest gap between two chunks of a streamed reply, in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 120.0;
+/// Default longest wait for a free slot of the concurrency limiter, in seconds.
+pub const DEFAULT_QUEUE_TIMEOUT_SECS: f64 = 600.0;
+/// Default consecutive failed attempts that open a provider's circuit breaker.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// Default time an open circuit breaker fails calls at once, in seconds.
+pub const DEFAULT_BREAKER_COOLDOWN_SECS: f64 = 30.0;
 /// Default retries after a failed attempt (so 3 attempts in all).
 pub const DEFAULT_RETRIES: u32 = 2;
 /// Default number of provider calls (and `prompt batch` jobs) in flight at once.
@@ -180,8 +189,19 @@ pub struct Settings {
     pub model: Option<String>,
     /// Sampling temperature, over each template's [default: the template's, then 0.7].
     pub temperature: Option<f64>,
-    /// Timeout of one provider attempt, in seconds [default: 120].
+    /// Wall-clock limit of one provider attempt, in seconds [default: 600].
     pub timeout: Option<f64>,
+    /// Longest gap between two chunks of a streamed reply, in seconds [default: 120].
+    pub idle_timeout: Option<f64>,
+    /// Stream replies from the provider [default: true]; `false` for servers that cannot.
+    pub stream: Option<bool>,
+    /// Longest wait for a free slot among the concurrent calls, in seconds [default: 600].
+    pub queue_timeout: Option<f64>,
+    /// Consecutive failed attempts (connection errors, timeouts, stalls, 5xx) that open a
+    /// provider's circuit breaker; 0 never opens it [default: 5].
+    pub breaker_failures: Option<u32>,
+    /// Seconds an open circuit breaker fails calls at once before one probe [default: 30].
+    pub breaker_cooldown: Option<f64>,
     /// Retries after a failed attempt [default: 2].
     pub retries: Option<u32>,
     /// Provider calls (and `prompt batch` jobs) in flight at once [default: 4].
@@ -206,6 +226,15 @@ pub struct Settings {
     pub max_render_bytes: Option<usize>,
 }
 
+/// A positive number of seconds from a setting, else the default.
+fn secs_or(value: Option<f64>, default: f64) -> Duration {
+    Duration::from_secs_f64(
+        value
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .unwrap_or(default),
+    )
+}
+
 /// Seconds from a setting, or an error naming it.
 fn seconds(field: &str, value: f64) -> Result<Duration, AgentError> {
     Duration::try_from_secs_f64(value)
@@ -220,7 +249,8 @@ fn seconds(field: &str, value: f64) -> Result<Duration, AgentError> {
 impl Settings {
     /// The keys of `prompt.toml`, for hints.
     pub const KEYS: &'static str = "templates, cache_dir, cache_url, cache_ttl, cache_max_size, \
-        metrics_dir, provider, base_url, model, temperature, timeout, retries, concurrency, \
+        metrics_dir, provider, base_url, model, temperature, timeout, idle_timeout, stream, \
+        queue_timeout, breaker_failures, breaker_cooldown, retries, concurrency, \
         api_key_env, namespace, backoff_base, backoff_max, retry_after_cap, model_quirks, \
         render_fuel, max_render_bytes";
 
@@ -239,6 +269,11 @@ impl Settings {
             model,
             temperature,
             timeout,
+            idle_timeout,
+            stream,
+            queue_timeout,
+            breaker_failures,
+            breaker_cooldown,
             retries,
             concurrency,
             api_key_env,
@@ -262,6 +297,11 @@ impl Settings {
             model: model.or(lower.model),
             temperature: temperature.or(lower.temperature),
             timeout: timeout.or(lower.timeout),
+            idle_timeout: idle_timeout.or(lower.idle_timeout),
+            stream: stream.or(lower.stream),
+            queue_timeout: queue_timeout.or(lower.queue_timeout),
+            breaker_failures: breaker_failures.or(lower.breaker_failures),
+            breaker_cooldown: breaker_cooldown.or(lower.breaker_cooldown),
             retries: retries.or(lower.retries),
             concurrency: concurrency.or(lower.concurrency),
             api_key_env: api_key_env.or(lower.api_key_env),
@@ -339,10 +379,19 @@ impl Settings {
 
     /// The timeout of one provider attempt.
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(
-            self.timeout
-                .filter(|t| t.is_finite() && *t > 0.0)
-                .unwrap_or(DEFAULT_TIMEOUT_SECS),
+        secs_or(self.timeout, DEFAULT_TIMEOUT_SECS)
+    }
+
+    /// Whether replies are streamed from the provider.
+    pub fn stream(&self) -> bool {
+        self.stream.unwrap_or(true)
+    }
+
+    /// The circuit breaker of the provider these settings build.
+    pub fn circuit_breaker(&self) -> CircuitBreaker {
+        CircuitBreaker::new(
+            self.breaker_failures.unwrap_or(DEFAULT_BREAKER_FAILURES),
+            secs_or(self.breaker_cooldown, DEFAULT_BREAKER_COOLDOWN_SECS),
         )
     }
 
@@ -408,6 +457,9 @@ impl Settings {
             seconds("timeout", t)?;
         }
         for (field, value) in [
+            ("idle_timeout", self.idle_timeout),
+            ("queue_timeout", self.queue_timeout),
+            ("breaker_cooldown", self.breaker_cooldown),
             ("backoff_base", self.backoff_base),
             ("backoff_max", self.backoff_max),
             ("retry_after_cap", self.retry_after_cap),
@@ -451,6 +503,8 @@ impl Settings {
         RetryPolicy {
             max_attempts: self.retries().saturating_add(1),
             request_timeout: self.timeout(),
+            idle_timeout: secs_or(self.idle_timeout, DEFAULT_IDLE_TIMEOUT_SECS),
+            queue_timeout: secs_or(self.queue_timeout, DEFAULT_QUEUE_TIMEOUT_SECS),
             backoff_base: secs(self.backoff_base, base.backoff_base),
             backoff_max: secs(self.backoff_max, base.backoff_max),
             retry_after_cap: secs(self.retry_after_cap, base.retry_after_cap),
@@ -566,7 +620,9 @@ mod tests {
         assert_eq!(s.cache_dir(), PathBuf::from("output/cache"));
         assert_eq!(s.metrics_dir(), PathBuf::from("output/metrics"));
         assert_eq!(s.cache_ttl(), Duration::from_secs(7 * 24 * 3600));
-        assert_eq!(s.timeout(), Duration::from_secs(120));
+        assert_eq!(s.timeout(), Duration::from_secs(600));
+        assert_eq!(s.retry_policy().idle_timeout, Duration::from_secs(120));
+        assert!(s.stream());
         assert_eq!(s.retry_policy().max_attempts, 3);
         assert_eq!(s.concurrency(), 4);
         assert_eq!(s.model(), "qwen3:8b");

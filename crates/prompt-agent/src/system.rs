@@ -17,6 +17,7 @@ use crate::agent::{Agent, DEFAULT_TEMPERATURE, ModelQuirk, RetryPolicy, default_
 use crate::error::AgentError;
 use crate::provider::Provider;
 use crate::settings::{DEFAULT_CONCURRENCY, DEFAULT_MODEL, DEFAULT_NAMESPACE, Settings};
+use crate::stream::CircuitBreaker;
 use crate::template_agent::{Flight, TemplateAgent};
 
 /// The shared state behind a [`PromptSystem`].
@@ -28,6 +29,9 @@ pub(crate) struct SystemInner {
     pub(crate) metrics: Option<Arc<dyn MetricsSink>>,
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) limiter: Arc<Semaphore>,
+    pub(crate) permits: usize,
+    pub(crate) breaker: Arc<CircuitBreaker>,
+    pub(crate) stream: bool,
     pub(crate) policy: RetryPolicy,
     pub(crate) quirks: Arc<[ModelQuirk]>,
     pub(crate) namespace: String,
@@ -60,6 +64,8 @@ impl PromptSystem {
             .temperature(settings.temperature())
             .concurrency(settings.concurrency())
             .policy(settings.retry_policy())
+            .stream(settings.stream())
+            .breaker(settings.circuit_breaker())
             .quirks(settings.model_quirks())
             .namespace(settings.namespace())
             .build()
@@ -81,7 +87,9 @@ impl PromptSystem {
             inner.provider.clone(),
         )
         .with_temperature(inner.temperature)
-        .with_limiter(inner.limiter.clone())
+        .with_limiter(inner.limiter.clone(), inner.permits)
+        .with_breaker(inner.breaker.clone())
+        .with_streaming(inner.stream)
         .with_policy(inner.policy.clone())
         .with_quirks(inner.quirks.clone());
         if let Some(metrics) = &inner.metrics {
@@ -157,6 +165,8 @@ pub struct PromptSystemBuilder {
     policy: RetryPolicy,
     quirks: Option<Vec<ModelQuirk>>,
     namespace: Option<String>,
+    stream: Option<bool>,
+    breaker: Option<CircuitBreaker>,
 }
 
 impl PromptSystemBuilder {
@@ -245,6 +255,24 @@ impl PromptSystemBuilder {
         self
     }
 
+    /// Streams replies from the provider (else true).
+    pub fn stream(mut self, stream: bool) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    /// The provider's circuit breaker (else 5 failures, 30 s).
+    pub fn breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Longest gap between two chunks of a streamed reply.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.policy.idle_timeout = idle;
+        self
+    }
+
     /// The model quirks table (else [`default_quirks`]).
     pub fn quirks(mut self, quirks: Vec<ModelQuirk>) -> Self {
         self.quirks = Some(quirks);
@@ -314,6 +342,12 @@ impl PromptSystemBuilder {
                 metrics: self.metrics,
                 provider,
                 limiter: Arc::new(Semaphore::new(concurrency)),
+                permits: concurrency,
+                breaker: Arc::new(
+                    self.breaker
+                        .unwrap_or_else(|| Settings::default().circuit_breaker()),
+                ),
+                stream: self.stream.unwrap_or(true),
                 policy: self.policy,
                 quirks: self.quirks.unwrap_or_else(default_quirks).into(),
                 namespace: self

@@ -11,7 +11,8 @@ use tokio::sync::OnceCell;
 
 use crate::agent::{Agent, Failed, GenerateOptions, fill_failure, fill_success, length_check};
 use crate::error::AgentError;
-use crate::request::{ChatRequest, ChatResponse, RequestOptions};
+use crate::request::{ChatRequest, ChatResponse, Delta, RequestOptions};
+use crate::stream::{EventSender, GenerationEvent, GenerationStream};
 use crate::system::SystemInner;
 
 /// The result of [`TemplateAgent::generate_from_template`].
@@ -38,6 +39,11 @@ pub struct Generation {
     pub template_hash: String,
     /// The cache key of the whole request (64 hex chars).
     pub cache_key: String,
+    /// Reasoning text the server sent apart from the reply, when any.
+    pub reasoning: Option<String>,
+    /// Milliseconds from sending the (last) request to its first delta, for replies streamed
+    /// from the provider by this call (`None` for cache hits and whole replies).
+    pub time_to_first_token_ms: Option<f64>,
 }
 
 /// A template rendered into a request, before any cache lookup or provider call.
@@ -128,6 +134,35 @@ impl TemplateAgent {
         vars: &Vars,
         options: &GenerateOptions,
     ) -> Result<Generation, AgentError> {
+        self.generate_with(task, vars, options, None).await
+    }
+
+    /// [`generate_from_template`](Self::generate_from_template) as a stream: the reply's
+    /// deltas as they arrive (a cache hit replays the stored ones at once), then the same
+    /// [`Generation`]. Dropping the stream stops the call upstream; a reply that did not
+    /// finish, or failed validation, is never cached.
+    pub fn generate_stream(
+        &self,
+        task: &str,
+        vars: &Vars,
+        options: &GenerateOptions,
+    ) -> GenerationStream<Generation> {
+        let agent = self.clone();
+        let (task, vars, options) = (task.to_owned(), vars.clone(), options.clone());
+        GenerationStream::spawn(move |events| async move {
+            agent
+                .generate_with(&task, &vars, &options, Some(&events))
+                .await
+        })
+    }
+
+    async fn generate_with(
+        &self,
+        task: &str,
+        vars: &Vars,
+        options: &GenerateOptions,
+        events: Option<&EventSender>,
+    ) -> Result<Generation, AgentError> {
         let started = Instant::now();
         let prepared = match self.prepare(task, vars, options) {
             Ok(p) => p,
@@ -165,24 +200,35 @@ impl TemplateAgent {
             hit.model.clone_into(&mut record.model);
             record.response_length = hit.response.chars().count() as u64;
             self.agent.record(record);
-            return Ok(Generation {
+            let response = ChatResponse {
                 content: hit.response.to_string(),
                 model: hit.model,
                 tokens_prompt: hit.tokens_prompt,
                 tokens_completion: hit.tokens_completion,
+                finish_reason: hit.finish_reason,
+                ..ChatResponse::default()
+            };
+            replay(&response, events);
+            return Ok(Generation {
+                content: response.content,
+                model: response.model,
+                tokens_prompt: response.tokens_prompt,
+                tokens_completion: response.tokens_completion,
                 latency_ms,
                 cache_hit: true,
                 retry_count: 0,
                 template_version: prepared.template.version(),
                 template_hash: prepared.template.content_hash().to_owned(),
                 cache_key: key_hex,
+                reasoning: response.reasoning,
+                time_to_first_token_ms: None,
             });
         }
 
         let (result, leader) = if options.no_cache {
-            (self.call_and_store(&prepared).await, true)
+            (self.call_and_store(&prepared, events).await, true)
         } else {
-            self.single_flight(&prepared).await
+            self.single_flight(&prepared, events).await
         };
 
         let latency_ms = elapsed_ms(started);
@@ -198,6 +244,14 @@ impl TemplateAgent {
             template_version: prepared.template.version(),
             template_hash: prepared.template.content_hash().to_owned(),
             cache_key: key_hex.clone(),
+            reasoning: response.reasoning.clone(),
+            time_to_first_token_ms: (!cache_hit)
+                .then(|| {
+                    response
+                        .time_to_first_token
+                        .map(|t| t.as_secs_f64() * 1000.0)
+                })
+                .flatten(),
         };
         let out = match (&result, leader) {
             (Ok(ok), true) => {
@@ -206,6 +260,7 @@ impl TemplateAgent {
             }
             (Ok(ok), false) => {
                 // Served by an identical call in flight: no tokens spent by this call.
+                replay(&ok.response, events);
                 record.cache_hit = true;
                 ok.response.model.clone_into(&mut record.model);
                 record.response_length = ok.response.content.chars().count() as u64;
@@ -263,7 +318,11 @@ impl TemplateAgent {
 
     /// Joins the in-flight call for this key, or starts it. Returns the result and whether
     /// this caller made the provider call.
-    async fn single_flight(&self, prepared: &PreparedRequest) -> (FlightResult, bool) {
+    async fn single_flight(
+        &self,
+        prepared: &PreparedRequest,
+        events: Option<&EventSender>,
+    ) -> (FlightResult, bool) {
         let flight: Flight = self
             .system
             .inflight
@@ -275,7 +334,7 @@ impl TemplateAgent {
         let result = flight
             .get_or_init(|| {
                 leader = true;
-                self.call_and_store(prepared)
+                self.call_and_store(prepared, events)
             })
             .await
             .clone();
@@ -290,10 +349,18 @@ impl TemplateAgent {
     }
 
     /// Calls the provider through the agent's retry loop; stores a validated, non-empty reply.
-    async fn call_and_store(&self, prepared: &PreparedRequest) -> FlightResult {
+    async fn call_and_store(
+        &self,
+        prepared: &PreparedRequest,
+        events: Option<&EventSender>,
+    ) -> FlightResult {
         let request = &prepared.request;
         let check = length_check(request);
-        match self.agent.execute(request.clone(), &check, false).await {
+        match self
+            .agent
+            .execute(request.clone(), &check, false, events)
+            .await
+        {
             Ok(done) => {
                 if let Some(cache) = &self.system.cache
                     && !done.response.content.trim().is_empty()
@@ -349,6 +416,26 @@ impl RequestOptions {
                 .collect();
         }
         layer
+    }
+}
+
+/// Sends a reply that did not come from this call's own stream (a cache hit, an identical
+/// call's reply) to a streaming caller: its recorded deltas when it has them, else its
+/// reasoning and text whole.
+fn replay(response: &ChatResponse, events: Option<&EventSender>) {
+    let Some(events) = events else { return };
+    if response.deltas.is_empty() {
+        let whole = [
+            response.reasoning.clone().map(Delta::Reasoning),
+            Some(Delta::Text(response.content.clone())),
+        ];
+        for delta in whole.into_iter().flatten() {
+            let _ = events.send(GenerationEvent::Delta(delta));
+        }
+    } else {
+        for timed in &response.deltas {
+            let _ = events.send(GenerationEvent::Delta(timed.delta.clone()));
+        }
     }
 }
 

@@ -427,7 +427,7 @@ async fn messages_context_and_quirks_reach_the_server() {
                 { "role": "system", "content": "CURRENT STORY CONTEXT:\nA dark forest." },
                 { "role": "user", "content": "Write chapter 1. /no_think" }
             ],
-            "stream": false,
+            "stream": true,
             "options": { "temperature": 0.9, "num_predict": 50, "seed": 7 }
         })
     );

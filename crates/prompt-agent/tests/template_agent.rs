@@ -173,7 +173,7 @@ async fn template_defaults_validation_and_metadata_are_applied() {
                 { "role": "system", "content": "You are the Writer, writing in English." },
                 { "role": "user", "content": "Write a scene set in a harbour. /no_think" }
             ],
-            "stream": false,
+            "stream": true,
             "options": { "temperature": 0.85, "num_predict": 2500 }
         })
     );

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{
     EventStream, Provider, WireNames, broken, exchange, frames, http_client, messages_json,
     normalize_base_url, open_stream, parse_body, sampling_options, snippet, status_error,
+    transport_error, whole_reply_events,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, Delta, ResponseFormat, StreamEnd, StreamEvent};
@@ -267,6 +268,43 @@ struct ChunkChoice {
     finish_reason: Option<String>,
 }
 
+/// Whether a response is one JSON document rather than an event stream.
+fn is_json(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
+
+/// A whole chat completion body as a response.
+fn completion(
+    url: &str,
+    body: &str,
+    requested_model: &str,
+    started: Instant,
+) -> Result<ChatResponse, ProviderError> {
+    let parsed: CompletionBody = parse_body(NAME, "POST", url, body)?;
+    let Some(choice) = parsed.choices.into_iter().next() else {
+        return Err(ProviderError::InvalidResponse {
+            provider: NAME.to_owned(),
+            message: format!("POST {url}: no choices in {}", snippet(body)),
+        });
+    };
+    let usage = parsed.usage;
+    let mut message = choice.message;
+    Ok(ChatResponse {
+        reasoning: message.reasoning(),
+        content: message.content.unwrap_or_default(),
+        model: parsed.model.unwrap_or_else(|| requested_model.to_owned()),
+        tokens_prompt: usage.as_ref().and_then(|u| u.prompt_tokens),
+        tokens_completion: usage.as_ref().and_then(|u| u.completion_tokens),
+        finish_reason: choice.finish_reason,
+        latency: started.elapsed(),
+        ..ChatResponse::default()
+    })
+}
+
 /// Turns SSE `data:` frames into events: deltas as they come; the model, usage (sent in a
 /// last chunk when `stream_options.include_usage` is set) and finish reason are kept for the
 /// `[DONE]` frame, which ends the stream.
@@ -341,25 +379,7 @@ impl Provider for OpenAiProvider {
                 },
             );
         }
-        let parsed: CompletionBody = parse_body(NAME, "POST", &url, body)?;
-        let Some(choice) = parsed.choices.into_iter().next() else {
-            return Err(ProviderError::InvalidResponse {
-                provider: NAME.to_owned(),
-                message: format!("POST {url}: no choices in {}", snippet(body)),
-            });
-        };
-        let usage = parsed.usage;
-        let mut message = choice.message;
-        Ok(ChatResponse {
-            reasoning: message.reasoning(),
-            content: message.content.unwrap_or_default(),
-            model: parsed.model.unwrap_or_else(|| request.model().to_owned()),
-            tokens_prompt: usage.as_ref().and_then(|u| u.prompt_tokens),
-            tokens_completion: usage.as_ref().and_then(|u| u.completion_tokens),
-            finish_reason: choice.finish_reason,
-            latency: started.elapsed(),
-            ..ChatResponse::default()
-        })
+        completion(&url, body, request.model(), started)
     }
 
     async fn chat_stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
@@ -369,6 +389,16 @@ impl Provider for OpenAiProvider {
         body["stream"] = Value::Bool(true);
         body["stream_options"] = json!({ "include_usage": true });
         match open_stream(NAME, &url, self.timeout, builder.json(&body)).await? {
+            Ok(response) if is_json(&response) => {
+                // A server that ignores `stream` answers with one whole completion.
+                let started = Instant::now();
+                let body = response
+                    .text()
+                    .await
+                    .map_err(|e| transport_error(NAME, &url, self.timeout, &e))?;
+                let whole = completion(&url, &body, request.model(), started)?;
+                Ok(whole_reply_events(whole))
+            }
             Ok(response) => {
                 let data = response
                     .bytes_stream()
