@@ -42,7 +42,7 @@ fn generate_against_fake_ollama_then_from_cache() {
     );
     let body = server.last_body().unwrap();
     assert_eq!(body["model"], "qwen3:30b");
-    assert_eq!(body["stream"], false);
+    assert_eq!(body["stream"], true);
     let user = body["messages"].as_array().unwrap().last().unwrap()["content"]
         .as_str()
         .unwrap()

@@ -11,4 +11,5 @@ mod generate;
 mod keys;
 mod redis;
 mod report;
+mod streaming;
 mod templates;

@@ -138,6 +138,8 @@ struct FakeState {
     models: Mutex<Vec<String>>,
     last_body: Mutex<Option<Value>>,
     last_authorization: Mutex<Option<String>>,
+    /// When set, streamed replies stop before their last piece until released.
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 /// A fake Ollama server: `POST /api/chat` and `GET /api/tags`; it also answers OpenAI's
@@ -191,32 +193,114 @@ impl FakeOllama {
         self.state.last_authorization.lock().unwrap().clone()
     }
 
+    /// From now on a streamed reply (`"stream": true`) sends its first pieces, then waits
+    /// before its last piece and final frame until [`release`](Self::release) is called.
+    pub(crate) fn hold_stream_ends(&self) {
+        *self.state.gate.lock().unwrap() = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Lets held streams finish.
+    pub(crate) fn release(&self) {
+        if let Some(gate) = self.state.gate.lock().unwrap().as_ref() {
+            gate.add_permits(1000);
+        }
+    }
+
     /// The body of the last chat request.
     pub(crate) fn last_body(&self) -> Option<Value> {
         self.state.last_body.lock().unwrap().clone()
     }
 }
 
-async fn chat(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> Json<Value> {
-    let delay = state.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+/// The fake reply's text pieces for a request: a marker naming the user message, then filler.
+fn reply_pieces(user: &str) -> Vec<String> {
+    let mut pieces = vec![format!("FAKE OLLAMA REPLY for {user:?}. ")];
+    pieces.extend(std::iter::repeat_n(
+        "The tide went out and the tower rose from the marsh. ".to_owned(),
+        60,
+    ));
+    pieces
+}
+
+async fn chat(
+    State(state): State<Arc<FakeState>>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if body["stream"] == json!(true) {
+        return stream_chat(state, body).into_response();
     }
+    whole_chat(State(state), Json(body)).await.into_response()
+}
+
+/// A streamed `/api/chat` reply: one NDJSON line per piece, then the final frame; with a gate
+/// set, the last piece waits for it.
+fn stream_chat(state: Arc<FakeState>, body: Value) -> axum::response::Response {
     let model = body["model"].as_str().unwrap_or("unknown").to_owned();
-    let user = body["messages"]
+    let user = last_user(&body);
+    *state.last_body.lock().unwrap() = Some(body);
+    state.chats.fetch_add(1, Ordering::SeqCst);
+    let gate = state.gate.lock().unwrap().clone();
+    let delay = Duration::from_millis(state.delay_ms.load(Ordering::SeqCst));
+    let mut lines: Vec<String> = reply_pieces(&user)
+        .into_iter()
+        .map(|piece| {
+            json!({"model": model, "message": {"role": "assistant", "content": piece}, "done": false})
+                .to_string()
+        })
+        .collect();
+    lines.push(
+        json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true,
+               "done_reason": "stop", "prompt_eval_count": 120, "eval_count": 640})
+        .to_string(),
+    );
+    let total = lines.len();
+    let stream = futures_util::stream::unfold(0usize, move |i| {
+        let line = lines.get(i).cloned();
+        let gate = gate.clone();
+        async move {
+            let line = line?;
+            if i == 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if i == total - 2
+                && let Some(gate) = gate
+            {
+                let _ = gate.acquire().await.map(|p| p.forget());
+            }
+            Some((
+                Ok::<_, std::convert::Infallible>(format!("{line}\n")),
+                i + 1,
+            ))
+        }
+    });
+    axum::response::Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap()
+}
+
+fn last_user(body: &Value) -> String {
+    body["messages"]
         .as_array()
         .and_then(|m| m.last())
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .chars()
         .take(80)
-        .collect::<String>();
+        .collect::<String>()
+}
+
+async fn whole_chat(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> Json<Value> {
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let model = body["model"].as_str().unwrap_or("unknown").to_owned();
+    let user = last_user(&body);
     *state.last_body.lock().unwrap() = Some(body);
     state.chats.fetch_add(1, Ordering::SeqCst);
-    let content = format!(
-        "FAKE OLLAMA REPLY for {user:?}. {}",
-        "The tide went out and the tower rose from the marsh. ".repeat(60)
-    );
+    let content = reply_pieces(&user).concat();
     Json(json!({
         "model": model,
         "created_at": "2026-01-20T12:00:00Z",
@@ -236,7 +320,7 @@ async fn openai_chat(
     *state.last_authorization.lock().unwrap() = headers
         .get("authorization")
         .map(|v| v.to_str().unwrap_or("<not text>").to_owned());
-    let Json(ollama) = chat(State(state), Json(body)).await;
+    let Json(ollama) = whole_chat(State(state), Json(body)).await;
     Json(json!({
         "id": "chatcmpl-1",
         "object": "chat.completion",

@@ -709,8 +709,7 @@ impl Agent {
                 };
                 self.attempt(request, events).await
             };
-            self.breaker
-                .record(pass, outcome.as_ref().map(|_| ()).map_err(|e| e));
+            self.breaker.record(pass, outcome.as_ref().map(|_| ()));
             let error = match outcome {
                 Err(e) => e,
                 Ok(mut response) => {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use prompt_agent::{
-    DEFAULT_CACHE_DIR, DEFAULT_CONCURRENCY, DEFAULT_METRICS_DIR, DEFAULT_MODEL, DEFAULT_RETRIES,
-    DEFAULT_TEMPLATES_DIR, DEFAULT_TIMEOUT_SECS,
+    DEFAULT_CACHE_DIR, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_METRICS_DIR,
+    DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TEMPLATES_DIR, DEFAULT_TIMEOUT_SECS,
 };
 
 const ROOT_AFTER_HELP: &str = "\
@@ -127,6 +127,9 @@ Examples:
         /// Provider settings.
         #[command(flatten)]
         provider: ProviderArgs,
+        /// On a terminal, also print the model's reasoning ("thinking") text as it arrives, dimmed
+        #[arg(long)]
+        show_thinking: bool,
     },
     /// Run many generations from a JSONL file of jobs, resumable
     #[command(after_help = "\
@@ -331,7 +334,7 @@ pub struct ProviderArgs {
     pub temperature: Option<f64>,
     /// Timeout of one attempt, in seconds.
     #[arg(long, env = "PROMPT_TIMEOUT", value_name = "SECS",
-          help = format!("Timeout of one attempt, in seconds [default: {DEFAULT_TIMEOUT_SECS}]"))]
+          help = format!("Wall-clock limit of one attempt, in seconds [default: {DEFAULT_TIMEOUT_SECS}]; connecting may take at most 10 s of it"))]
     pub timeout: Option<f64>,
     /// Retries after a failed attempt.
     #[arg(long, env = "PROMPT_RETRIES", value_name = "N",
@@ -344,4 +347,11 @@ pub struct ProviderArgs {
     /// Do not read the response cache (the new reply is still stored)
     #[arg(long, env = "PROMPT_NO_CACHE")]
     pub no_cache: bool,
+    /// Ask for whole replies instead of streams (for servers that cannot stream)
+    #[arg(long, env = "PROMPT_NO_STREAM")]
+    pub no_stream: bool,
+    /// Longest gap between two chunks of a streamed reply, in seconds.
+    #[arg(long, env = "PROMPT_IDLE_TIMEOUT", value_name = "SECS",
+          help = format!("Longest gap between two chunks of a streamed reply before the attempt counts as stalled, in seconds [default: {DEFAULT_IDLE_TIMEOUT_SECS}]"))]
+    pub idle_timeout: Option<f64>,
 }

@@ -143,6 +143,8 @@ impl Settings {
             model: args.model.clone().filter(|m| !m.is_empty()),
             temperature: args.temperature,
             timeout: args.timeout,
+            idle_timeout: args.idle_timeout,
+            stream: args.no_stream.then_some(false),
             retries: args.retries,
             api_key_env: args.api_key_env.clone().filter(|v| !v.is_empty()),
             ..AppSettings::default()

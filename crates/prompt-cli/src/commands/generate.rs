@@ -1,6 +1,11 @@
 //! `prompt generate`: one generation through cache, provider and metrics.
 
-use prompt_agent::{AgentError, GenerateOptions, Generation, PromptSystem};
+use std::io::IsTerminal;
+
+use futures_util::StreamExt;
+use prompt_agent::{
+    AgentError, Delta, GenerateOptions, Generation, GenerationEvent, PromptSystem, StreamItem,
+};
 use serde_json::json;
 
 use super::cache::cache_error;
@@ -90,28 +95,113 @@ pub(crate) fn generation_json(
         "cache_hit": g.cache_hit,
         "retry_count": g.retry_count,
         "cache_key": g.cache_key,
+        "reasoning": g.reasoning,
+        "time_to_first_token_ms": g.time_to_first_token_ms,
     })
 }
 
-pub(crate) fn generate(
-    template: &str,
-    vars_args: &VarsArgs,
-    args: &ProviderArgs,
-    settings: &Settings,
-    quiet: bool,
-) -> CliResult<()> {
-    let r = TemplateRef::parse(template)?;
-    let gen_ = generator(settings, args)?;
+/// The arguments of `prompt generate`.
+#[derive(Debug)]
+pub(crate) struct GenerateArgs<'a> {
+    pub(crate) template: &'a str,
+    pub(crate) vars: &'a VarsArgs,
+    pub(crate) provider: &'a ProviderArgs,
+    pub(crate) show_thinking: bool,
+}
+
+/// Prints a streamed reply on a terminal as it arrives: text as is, reasoning dimmed (only
+/// with `--show-thinking`), a note on stderr when an attempt starts over.
+#[derive(Debug)]
+struct LivePrinter {
+    show_thinking: bool,
+    paint: Paint,
+    in_reasoning: bool,
+    printed: bool,
+    ends_with_newline: bool,
+}
+
+impl LivePrinter {
+    fn print(&mut self, text: &str) {
+        use std::io::Write;
+        if text.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        // A closed stdout is noticed when the final line is printed.
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        self.printed = true;
+        self.ends_with_newline = text.ends_with('\n');
+    }
+
+    fn event(&mut self, event: GenerationEvent) {
+        match event {
+            GenerationEvent::Delta(Delta::Reasoning(text)) => {
+                if self.show_thinking {
+                    self.in_reasoning = true;
+                    let dimmed = self.paint.dim(&text);
+                    self.print(&dimmed);
+                }
+            }
+            GenerationEvent::Delta(Delta::Text(text)) => {
+                if self.in_reasoning {
+                    self.in_reasoning = false;
+                    self.print("\n\n");
+                }
+                self.print(&text);
+            }
+            GenerationEvent::Retry { attempt, reason } => {
+                if self.printed && !self.ends_with_newline {
+                    self.print("\n");
+                }
+                self.in_reasoning = false;
+                eprintln!(
+                    "{}",
+                    Paint::stderr().yellow(&format!(
+                        "[attempt {attempt}: starting over — {}]",
+                        crate::error::one_line(&reason)
+                    ))
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn generate(args: &GenerateArgs<'_>, settings: &Settings, quiet: bool) -> CliResult<()> {
+    let r = TemplateRef::parse(args.template)?;
+    let gen_ = generator(settings, args.provider)?;
     let t = load(gen_.system.templates(), &r)?;
-    let vars = collect_vars(&t, vars_args)?;
+    let vars = collect_vars(&t, args.vars)?;
     let options = GenerateOptions {
         version: version_req(&r)?,
-        examples: vars_args.examples,
+        examples: args.vars.examples,
         ..gen_.options()
     };
     let runtime = super::runtime()?;
     let agent = gen_.system.template_agent(&r.agent);
-    let result = runtime.block_on(agent.generate_from_template(&r.task, &vars, &options));
+    // On a terminal the reply is printed as it arrives; otherwise (a pipe, --json) once whole.
+    let live = !settings.json && std::io::stdout().is_terminal();
+    let mut printer = LivePrinter {
+        show_thinking: args.show_thinking,
+        paint: Paint::stdout(),
+        in_reasoning: false,
+        printed: false,
+        ends_with_newline: true,
+    };
+    let result = runtime.block_on(async {
+        if !live {
+            return agent.generate_from_template(&r.task, &vars, &options).await;
+        }
+        let mut stream = agent.generate_stream(&r.task, &vars, &options);
+        while let Some(item) = stream.next().await {
+            match item? {
+                StreamItem::Event(event) => printer.event(event),
+                StreamItem::Done(generation) => return Ok(generation),
+            }
+        }
+        Err(AgentError::Shared(
+            "the generation ended without a result".to_owned(),
+        ))
+    });
     let flushed = gen_.system.flush();
     let g = result.map_err(|e| gen_.error(e))?;
     if let Err(e) = flushed {
@@ -120,11 +210,17 @@ pub(crate) fn generate(
     if settings.json {
         return ui::print_json(&generation_json(&r, &g, gen_.settings.kind.as_str()));
     }
-    let mut text = g.content.clone();
-    if !text.ends_with('\n') {
-        text.push('\n');
+    if live {
+        if !printer.ends_with_newline {
+            ui::print_stdout("\n")?;
+        }
+    } else {
+        let mut text = g.content.clone();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        ui::print_stdout(&text)?;
     }
-    ui::print_stdout(&text)?;
     if !quiet {
         let p = Paint::stderr();
         let tokens = match (g.tokens_prompt, g.tokens_completion) {

@@ -33,7 +33,17 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
             template,
             vars,
             provider,
-        } => generate::generate(&template, &vars, &provider, settings, quiet),
+            show_thinking,
+        } => generate::generate(
+            &generate::GenerateArgs {
+                template: &template,
+                vars: &vars,
+                provider: &provider,
+                show_thinking,
+            },
+            settings,
+            quiet,
+        ),
         Command::Batch {
             jobs,
             out,
