@@ -138,6 +138,8 @@ struct FakeState {
     models: Mutex<Vec<String>>,
     last_body: Mutex<Option<Value>>,
     last_authorization: Mutex<Option<String>>,
+    /// When not 0, every chat request is answered with this HTTP status.
+    fail_status: std::sync::atomic::AtomicU16,
     /// When set, streamed replies stop before their last piece until released.
     gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
@@ -193,6 +195,11 @@ impl FakeOllama {
         self.state.last_authorization.lock().unwrap().clone()
     }
 
+    /// From now on every chat request is answered with HTTP `status` (0: answer normally).
+    pub(crate) fn fail_with(&self, status: u16) {
+        self.state.fail_status.store(status, Ordering::SeqCst);
+    }
+
     /// From now on a streamed reply (`"stream": true`) sends its first pieces, then waits
     /// before its last piece and final frame until [`release`](Self::release) is called.
     pub(crate) fn hold_stream_ends(&self) {
@@ -227,6 +234,12 @@ async fn chat(
     Json(body): Json<Value>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let fail = state.fail_status.load(Ordering::SeqCst);
+    if fail != 0 {
+        state.chats.fetch_add(1, Ordering::SeqCst);
+        let status = axum::http::StatusCode::from_u16(fail).unwrap();
+        return (status, Json(json!({"error": "injected failure"}))).into_response();
+    }
     if body["stream"] == json!(true) {
         return stream_chat(state, body).into_response();
     }
