@@ -31,7 +31,7 @@ pub trait CacheStore: Send + Sync + Debug {
     fn flush(&self) -> Result<(), CacheError>;
 }
 
-/// Cache statistics: the seed's fields (`size` .. `ttl_seconds`) plus counters.
+/// Cache statistics: the Python original's fields (`size` .. `ttl_seconds`) plus counters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheStats {
     /// Entries held (in memory for `ResponseCache`, in the server for `RedisCache`).
