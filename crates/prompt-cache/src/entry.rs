@@ -389,6 +389,8 @@ mod de {
 
     #[cfg(test)]
     mod tests {
+        use proptest::prelude::Strategy as _;
+
         use super::*;
 
         #[test]
@@ -436,6 +438,272 @@ mod de {
                 let text = serde_json::to_string(&t).expect("json");
                 let text = text.trim_matches('"');
                 assert_eq!(parse_canonical_utc(text.as_bytes()), Some(t), "{text}");
+            }
+        }
+
+        /// `parse_utc` against chrono's parser: the value or the refusal is the same.
+        fn agrees_with_chrono(s: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+            let chrono = s
+                .parse::<DateTime<FixedOffset>>()
+                .map(|t| t.with_timezone(&Utc));
+            match (parse_utc(s), chrono) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b, "{}", s),
+                (Err(_), Err(_)) => {}
+                (a, b) => proptest::prop_assert!(false, "{s}: ours {a:?}, chrono {b:?}"),
+            }
+            Ok(())
+        }
+
+        proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+            /// Every timestamp chrono writes (any instant of years 0..=9999, any nanoseconds)
+            /// reads back as itself, through the fast path.
+            #[test]
+            fn reads_every_timestamp_chrono_writes(
+                secs in -62_167_219_200i64..253_402_300_800,
+                nanos in proptest::prop_oneof![
+                    proptest::prelude::Just(0u32),
+                    (0u32..1000).prop_map(|n| n * 1_000_000),
+                    (0u32..1_000_000).prop_map(|n| n * 1000),
+                    0u32..1_000_000_000,
+                ],
+            ) {
+                let t = DateTime::<Utc>::from_timestamp(secs, nanos).expect("in range");
+                let text = serde_json::to_string(&t).expect("json");
+                let text = text.trim_matches('"');
+                proptest::prop_assert_eq!(parse_canonical_utc(text.as_bytes()), Some(t));
+                agrees_with_chrono(text)?;
+            }
+
+            /// Near-misses of the canonical form (a character replaced, inserted or removed,
+            /// other offsets) get chrono's answer.
+            #[test]
+            fn agrees_with_chrono_on_near_misses(
+                secs in 0i64..253_402_300_800,
+                nanos in 0u32..1_000_000_000,
+                at in proptest::prelude::any::<proptest::sample::Index>(),
+                c in proptest::prop_oneof![
+                    proptest::char::range('0', '9'),
+                    proptest::prelude::Just('-'),
+                    proptest::prelude::Just(':'),
+                    proptest::prelude::Just('.'),
+                    proptest::prelude::Just('Z'),
+                    proptest::prelude::Just('z'),
+                    proptest::prelude::Just('T'),
+                    proptest::prelude::Just('+'),
+                    proptest::prelude::Just(' '),
+                    proptest::prelude::any::<char>(),
+                ],
+                edit in 0u8..4,
+            ) {
+                let t = DateTime::<Utc>::from_timestamp(secs, nanos).expect("in range");
+                let mut text: Vec<char> = t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    .chars()
+                    .collect();
+                let i = at.index(text.len());
+                match edit {
+                    0 => text[i] = c,
+                    1 => text.insert(i, c),
+                    2 => {
+                        text.remove(i);
+                    }
+                    _ => {
+                        // Another offset instead of `Z`.
+                        text.pop();
+                        text.extend(format!("{}{:02}:{:02}", c, i % 24, i % 60).chars());
+                    }
+                }
+                let text: String = text.into_iter().collect();
+                agrees_with_chrono(&text)?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fast_json::tests::arb_entry;
+
+    fn decode_for(bytes: &[u8], key: &CacheKey) -> Decoded {
+        decode(bytes, key, &key.to_hex())
+    }
+
+    /// Everything a hit returns except the hit count, with floats compared by bits.
+    fn same_content(a: &CachedResponse, b: &CachedResponse) -> bool {
+        let (mut a, mut b) = (a.clone(), b.clone());
+        a.hit_count = 0;
+        b.hit_count = 0;
+        let bits = |e: &CachedResponse| {
+            (
+                e.temperature.map(f64::to_bits),
+                e.latency_ms.map(f64::to_bits),
+            )
+        };
+        bits(&a) == bits(&b) && {
+            // PartialEq on floats, now known to be bit-equal (NaN is not read back).
+            a.temperature = None;
+            a.latency_ms = None;
+            b.temperature = None;
+            b.latency_ms = None;
+            a == b
+        }
+    }
+
+    fn sample() -> CachedResponse {
+        let key = CacheKey::builder("t").message("user", "hi").finish();
+        let mut e =
+            CachedResponse::new(key, "The morning sun.\nLine \"two\"\t\\ end é ✓ \u{1}", "m");
+        e.provider = Some("ollama".to_owned());
+        e.temperature = Some(0.8);
+        e.expires_at = Some(e.created_at + chrono::Duration::seconds(60));
+        e.hit_count = 3;
+        e.tokens_prompt = Some(900);
+        e.tokens_completion = Some(12);
+        e.finish_reason = Some("stop".to_owned());
+        e.latency_ms = Some(12_171.220_160_481_445);
+        e
+    }
+
+    #[test]
+    fn encode_appends_the_checksum_to_serde_jsons_object() {
+        let e = sample();
+        let mut out = Vec::new();
+        encode(&e, &mut out).expect("encode");
+        let plain = serde_json::to_vec(&e).expect("json");
+        assert_eq!(out[..plain.len() - 1], plain[..plain.len() - 1]);
+        let tail = std::str::from_utf8(&out[plain.len() - 1..]).expect("ascii");
+        assert!(
+            tail.starts_with(",\"checksum\":\"xxh3:") && tail.ends_with("\"}"),
+            "{tail}"
+        );
+        assert_eq!(tail.len(), ",\"checksum\":\"xxh3:\"}".len() + 16);
+        match decode_for(&out, &e.key) {
+            Decoded::Verified(back) => assert!(same_content(
+                &back,
+                &serde_json::from_slice(&plain).expect("json")
+            )),
+            other => panic!("{other:?}"),
+        }
+        // The same checksum through the serde_json path (whitespace forces it).
+        let mut spaced = b" ".to_vec();
+        spaced.extend_from_slice(&out);
+        assert!(matches!(decode_for(&spaced, &e.key), Decoded::Verified(_)));
+        // Malformed checksums are corrupt, on either path.
+        for bad in [
+            "xxh3:0",
+            "XXH3:0123456789abcdef",
+            "xxh3:0123456789ABCDEF",
+            "sha256:00",
+        ] {
+            let text = String::from_utf8(out.clone()).expect("utf-8");
+            let at = text.find("xxh3:").expect("tag");
+            let damaged = format!("{}{bad}\"}}", &text[..at]);
+            assert!(
+                matches!(decode_for(damaged.as_bytes(), &e.key), Decoded::Corrupt),
+                "{damaged}"
+            );
+            assert!(matches!(
+                decode_for(format!(" {damaged}").as_bytes(), &e.key),
+                Decoded::Corrupt
+            ));
+        }
+        // No checksum at all: an entry from before checksums, served unchecked.
+        assert!(matches!(decode_for(&plain, &e.key), Decoded::Unchecked(_)));
+    }
+
+    /// Every position of a stored entry, every truncation and a range of replacement bytes:
+    /// never decoded as a changed entry.
+    #[test]
+    fn no_single_byte_change_or_cut_is_read_as_a_changed_entry() {
+        let e = sample();
+        let mut out = Vec::new();
+        encode(&e, &mut out).expect("encode");
+        let Decoded::Verified(original) = decode_for(&out, &e.key) else {
+            panic!("undamaged entry does not verify");
+        };
+        let check = |bytes: &[u8]| match decode_for(bytes, &e.key) {
+            Decoded::Verified(got) | Decoded::Unchecked(got) => assert!(
+                same_content(&got, &original),
+                "served changed: {}",
+                String::from_utf8_lossy(bytes)
+            ),
+            Decoded::Corrupt => {}
+        };
+        for cut in 0..out.len() {
+            check(&out[..cut]);
+        }
+        let values: Vec<u8> = (b'0'..=b'9')
+            .chain(b'a'..=b'z')
+            .chain([
+                b' ', b'"', b',', b'\\', b'-', b'.', b'}', b'n', 0, 0xc3, 0xff,
+            ])
+            .collect();
+        let mut damaged = out.clone();
+        for i in 0..out.len() {
+            for &v in values
+                .iter()
+                .chain(&[out[i] ^ 1, out[i] ^ 0x20, out[i] ^ 0x80])
+            {
+                damaged[i] = v;
+                check(&damaged);
+            }
+            damaged[i] = out[i];
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever `encode` writes, `decode` verifies: no false alarms, whatever the text,
+        /// floats (even those serde_json does not read back exactly, and non-finite ones) or
+        /// times.
+        #[test]
+        fn everything_encode_writes_verifies(e in arb_entry(), odd in any::<u64>(), nonfinite in any::<bool>()) {
+            let mut e = e;
+            if e.response.trim().is_empty() {
+                e.response = "x".into();
+            }
+            e.latency_ms = Some(f64::from_bits(odd)).filter(|f| f.is_finite());
+            if nonfinite {
+                e.temperature = Some(f64::NAN);
+            }
+            let mut out = Vec::new();
+            encode(&e, &mut out).expect("encode");
+            let plain: CachedResponse = serde_json::from_slice(&serde_json::to_vec(&e).expect("json")).expect("json");
+            match decode_for(&out, &e.key) {
+                Decoded::Verified(back) => prop_assert!(same_content(&back, &plain)),
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+
+        /// Any byte of any stored entry replaced, or the entry cut: read unchanged or corrupt.
+        #[test]
+        fn a_damaged_entry_is_read_unchanged_or_corrupt(
+            e in arb_entry(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut e = e;
+            if e.response.trim().is_empty() {
+                e.response = "x".into();
+            }
+            let mut out = Vec::new();
+            encode(&e, &mut out).expect("encode");
+            let Decoded::Verified(original) = decode_for(&out, &e.key) else {
+                return Err(TestCaseError::fail("undamaged entry does not verify"));
+            };
+            let mut damaged = out.clone();
+            damaged[at.index(out.len())] = byte;
+            let cut = cut.index(out.len());
+            for bytes in [&damaged[..], &out[..cut]] {
+                if let Decoded::Verified(got) | Decoded::Unchecked(got) = decode_for(bytes, &e.key) {
+                    prop_assert!(same_content(&got, &original), "{}", String::from_utf8_lossy(bytes));
+                }
             }
         }
     }

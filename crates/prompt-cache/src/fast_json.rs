@@ -280,7 +280,7 @@ fn plain(bytes: &[u8]) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::{DateTime, TimeZone, Utc};
     use proptest::prelude::*;
@@ -396,7 +396,8 @@ mod tests {
         ]
     }
 
-    fn arb_entry() -> impl Strategy<Value = CachedResponse> {
+    /// Arbitrary entries (any text, any finite floats, timestamps over years 1970..=9999).
+    pub(crate) fn arb_entry() -> impl Strategy<Value = CachedResponse> {
         (
             any::<[u8; 32]>(),
             arb_text(),
