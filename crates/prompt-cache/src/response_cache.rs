@@ -158,9 +158,13 @@ impl Shard {
 ///   operation still queued in this cache is not read from disk (memory is the truth for it).
 /// - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
 ///   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
+/// - **Integrity.** Every file carries a checksum of the entry's content (all but the hit
+///   count), verified when the file is read (start-up and read-through); a file whose checksum
+///   does not match is treated exactly like an unreadable one. Files written before checksums
+///   existed are served and rewritten with one at the next flush.
 /// - **Start-up** (`open`) loads at most `max_size` live entries, newest first, deletes expired
-///   files, moves unreadable or corrupt files to `cache_dir/corrupt/` (counted in
-///   [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
+///   files, moves unreadable or corrupt files (checksum mismatches included) to
+///   `cache_dir/corrupt/` (counted in [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
 ///   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
 /// - **Failures.** An empty response or one over `max_entry_bytes` is refused with an error
 ///   ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry

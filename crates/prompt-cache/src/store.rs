@@ -60,7 +60,8 @@ pub struct CacheStats {
     pub expired: u64,
     /// Approximate bytes held.
     pub bytes: u64,
-    /// Corrupt files moved to `cache_dir/corrupt/`.
+    /// Corrupt entries: unreadable, or whose checksum does not match their content. Files are
+    /// moved to `cache_dir/corrupt/`; Redis entries are deleted (the count is shared in Redis).
     pub corrupt: u64,
     /// Disk writes that failed (the entries stayed in memory).
     pub write_failures: u64,
