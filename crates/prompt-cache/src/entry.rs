@@ -21,8 +21,13 @@
 //!   response, model, provider, temperature, created and expiry times, token counts, finish
 //!   reason, latency). `hit_count` is not covered: it is bookkeeping that changes with every
 //!   hit (Redis increments it beside the entry), and a file damaged only there is served with
-//!   that count. Floats are covered as a JSON reader reads them back (`NaN` and infinities are
-//!   written as `null`; `serde_json`'s reader can land one unit in the last place away).
+//!   that count. Floats are covered as `serde_json`'s reader reads them back, which is not
+//!   always the value written: `NaN` and infinities are written as `null`, and its default
+//!   (fast) float parsing lands one unit in the last place away for about one float in five
+//!   with 17 significant digits (a latency such as `12171.220160481445`). So the checksum
+//!   depends on how `serde_json` parses floats: a build that parses them differently (its
+//!   `float_roundtrip` feature, or a future default) would find such entries corrupt once
+//!   (a miss, set aside, written again by the next `put`).
 //! - Readers verify the checksum before an entry is served (start-up loads, read-through reads,
 //!   Redis reads). A mismatch, a malformed `checksum`, another key, an empty response or
 //!   anything that is not such an object is corrupt: a miss, set aside (`corrupt/` on disk,
