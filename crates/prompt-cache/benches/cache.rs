@@ -6,13 +6,18 @@
 //!   `cache/get_miss_memory_only` without read-through.
 //! - `cache/put`: `put` on the caller's thread (the disk write happens on the writer thread;
 //!   the writer is drained outside the timed region every 1000 puts).
+//! - `cache/get_from_disk`: `get` of a key another cache wrote and this one has not loaded
+//!   (a read-through hit: open, read, parse and verify the file, insert into memory).
 //! - `cache/reload_10k`: `ResponseCache::open` of a directory holding 10,000 entries.
+//! - `cache/checksum_2k/<hash>`: one hash of a stored entry's ~2.3 KB, XXH3-64 (the entry
+//!   checksum) and SHA-256 (the alternative already linked), to compare their cost.
 //! - `cache/put_full_cache/<n>`: `put` of a new key into a full cache of `n` entries (one
 //!   eviction per put), for two sizes to show the cost does not grow with `n`.
 
 // `criterion_group!` generates an undocumented public function.
 #![allow(missing_docs)]
 
+use std::fs;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -128,6 +133,17 @@ fn benches(c: &mut Criterion) {
     });
     drop(memory_only);
 
+    // The cost of the checksum's hash over one stored entry, for the two candidates.
+    let stored = fs::read(dir.path().join(format!("{hit}.json"))).expect("entry file");
+    let mut group = c.benchmark_group("cache/checksum_2k");
+    group.bench_function("xxh3", |b| {
+        b.iter(|| xxhash_rust::xxh3::xxh3_64(black_box(&stored)))
+    });
+    group.bench_function("sha256", |b| {
+        b.iter(|| <sha2::Sha256 as sha2::Digest>::digest(black_box(&stored)))
+    });
+    group.finish();
+
     // put: rewrites of 1000 keys into a cache that has room for them all.
     let put_dir = tempfile::tempdir().expect("tempdir");
     let cache = open(put_dir.path(), 2000);
@@ -161,6 +177,31 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    // get from disk: a read-through hit. Each round writes up to 1000 entries through another
+    // cache into a fresh directory that the reading cache opened empty, then times its gets.
+    let mut group = c.benchmark_group("cache");
+    group.sample_size(20);
+    group.bench_function("get_from_disk", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let n = (iters - done).min(1000) as usize;
+                let round = tempfile::tempdir().expect("tempdir");
+                let reader = open(round.path(), 2000);
+                fill(&open(round.path(), 2000), &fresh[..n]);
+                let start = Instant::now();
+                for k in &fresh[..n] {
+                    black_box(reader.get(k).expect("get").expect("hit from disk"));
+                }
+                total += start.elapsed();
+                done += n as u64;
+            }
+            total
+        })
+    });
     group.finish();
 
     // reload: open a directory of 10,000 entries.

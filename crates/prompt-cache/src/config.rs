@@ -11,12 +11,12 @@ use crate::store::{Clock, SystemClock};
 pub struct CacheConfig {
     /// Directory holding one `<64-hex key>.json` file per entry (created if missing).
     pub cache_dir: PathBuf,
-    /// Most entries held in memory (default 1000, as the seed).
+    /// Most entries held in memory (default 1000, as in the Python original).
     pub max_size: usize,
     /// Most bytes held in memory, counted by [`CachedResponse::approx_size`](crate::CachedResponse::approx_size)
     /// (default 256 MiB).
     pub max_bytes: u64,
-    /// Default time to live (default 24 hours, as the seed). `Duration::MAX` means never expire.
+    /// Default time to live (default 24 hours, as in the Python original). `Duration::MAX` means never expire.
     pub ttl: Duration,
     /// Largest single entry accepted by `put` (default 8 MiB).
     pub max_entry_bytes: u64,
@@ -78,7 +78,7 @@ impl CacheConfig {
 }
 
 impl Default for CacheConfig {
-    /// The seed's default directory, `./output/cache`.
+    /// The Python original's default directory, `./output/cache`.
     fn default() -> Self {
         Self::new("./output/cache")
     }

@@ -1,10 +1,12 @@
 //! The disk tier: file names, atomic writes, the background writer and start-up loading.
 //!
 //! Layout of `cache_dir`:
-//! - `<64-hex key>.json`: one complete entry, only ever created by a rename;
+//! - `<64-hex key>.json`: one complete entry in the stored form described in the `entry`
+//!   module (JSON with a checksum), only ever created by a rename;
 //! - `.<64-hex key>.<pid>.<n>.tmp`: a write in progress (ignored by readers; removed by
 //!   `open` once older than [`STALE_TEMP_AGE`], which covers writers that were killed);
-//! - `corrupt/`: files that could not be read as an entry, moved aside rather than deleted.
+//! - `corrupt/`: files that could not be read as an entry, or whose checksum does not match
+//!   their content, moved aside rather than deleted.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -21,6 +23,7 @@ use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags};
 
+use crate::entry::Decoded;
 use crate::response_cache::KeyHasherBuilder;
 use crate::{CacheError, CacheKey, CachedResponse};
 
@@ -139,7 +142,7 @@ pub(crate) fn write_entry(
     bufs: &mut WriteBuffers,
 ) -> io::Result<()> {
     bufs.json.clear();
-    crate::fast_json::write(entry, &mut bufs.json).map_err(io::Error::other)?;
+    crate::entry::encode(entry, &mut bufs.json).map_err(io::Error::other)?;
     let name = EntryName::new(&entry.key);
     set_path(&mut bufs.path, dir, format_args!("{}", name.as_str()));
     let (hex, pid) = (name.key_hex(), bufs.pid);
@@ -176,11 +179,15 @@ pub(crate) fn remove_entry(dir: &Path, key: &CacheKey) -> io::Result<bool> {
 /// What reading one entry file gave.
 #[derive(Debug)]
 pub(crate) enum FileRead {
-    /// A complete entry whose key matches its file name.
-    Entry(Box<CachedResponse>),
+    /// A complete entry whose key matches its file name and whose checksum matches its
+    /// content (`verified`), or that has no checksum (written before they existed).
+    Entry {
+        entry: Box<CachedResponse>,
+        verified: bool,
+    },
     /// No such file (never written, or removed meanwhile).
     Missing,
-    /// Unreadable, truncated, or not an entry for this key.
+    /// Unreadable, truncated, not an entry for this key, or not its checksum.
     Corrupt,
 }
 
@@ -191,20 +198,17 @@ pub(crate) fn read_entry(path: &Path, key: &CacheKey) -> FileRead {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileRead::Missing,
         Err(_) => return FileRead::Corrupt,
     };
-    match parse_entry(&bytes, key, &EntryName::new(key)) {
-        Some(entry) => FileRead::Entry(Box::new(entry)),
-        None => FileRead::Corrupt,
+    match crate::entry::decode(&bytes, key, EntryName::new(key).key_hex()) {
+        Decoded::Verified(entry) => FileRead::Entry {
+            entry: Box::new(entry),
+            verified: true,
+        },
+        Decoded::Unchecked(entry) => FileRead::Entry {
+            entry: Box::new(entry),
+            verified: false,
+        },
+        Decoded::Corrupt => FileRead::Corrupt,
     }
-}
-
-/// `bytes` as a complete entry for `key` (whose file is `name`) with a non-empty response, if
-/// they are one.
-fn parse_entry(bytes: &[u8], key: &CacheKey, name: &EntryName) -> Option<CachedResponse> {
-    // The fast reader handles the files this crate writes; serde_json has the last word on
-    // anything else.
-    let entry = crate::fast_json::parse(bytes, key, name.key_hex())
-        .or_else(|| serde_json::from_slice(bytes).ok())?;
-    (entry.key == *key && !entry.response.trim().is_empty()).then_some(entry)
 }
 
 /// Size of the read buffer each start-up worker starts with (entries are a few KiB).
@@ -240,7 +244,8 @@ fn read_file(file: &mut File, buf: &mut Vec<u8>) -> io::Result<usize> {
 
 /// What start-up made of one entry file.
 enum Loading {
-    Live(Arc<CachedResponse>),
+    /// A live entry; `verified` is false for one without a checksum.
+    Live(Arc<CachedResponse>, bool),
     /// Expired; its file was removed.
     Expired,
     Missing,
@@ -272,16 +277,17 @@ impl<'a> DirReader<'a> {
             Err(rustix::io::Errno::NOENT) => return Loading::Missing,
             Err(_) => return Loading::Corrupt,
         };
-        let entry = match read_file(&mut file, &mut self.buf) {
-            Ok(len) => parse_entry(&self.buf[..len], key, &name),
-            Err(_) => None,
+        let decoded = match read_file(&mut file, &mut self.buf) {
+            Ok(len) => crate::entry::decode(&self.buf[..len], key, name.key_hex()),
+            Err(_) => Decoded::Corrupt,
         };
         drop(file);
-        let entry = match entry {
-            Some(entry) => entry,
+        let (entry, verified) = match decoded {
+            Decoded::Verified(entry) => (entry, true),
+            Decoded::Unchecked(entry) => (entry, false),
             // Not an entry as read: read it again, in full, before calling it corrupt.
-            None => match read_entry(&self.dir.join(name.as_str()), key) {
-                FileRead::Entry(entry) => *entry,
+            Decoded::Corrupt => match read_entry(&self.dir.join(name.as_str()), key) {
+                FileRead::Entry { entry, verified } => (*entry, verified),
                 FileRead::Missing => return Loading::Missing,
                 FileRead::Corrupt => return Loading::Corrupt,
             },
@@ -290,7 +296,7 @@ impl<'a> DirReader<'a> {
             let _ = rustix::fs::unlinkat(self.dirfd, name.as_str(), AtFlags::empty());
             return Loading::Expired;
         }
-        Loading::Live(Arc::new(entry))
+        Loading::Live(Arc::new(entry), verified)
     }
 }
 
@@ -317,6 +323,8 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> io::Result<PathBuf> {
 pub(crate) struct Loaded {
     /// Live entries, oldest first.
     pub(crate) entries: Vec<Arc<CachedResponse>>,
+    /// Keys of the live entries that had no checksum (to be rewritten with one).
+    pub(crate) unchecked: Vec<CacheKey>,
     pub(crate) expired: u64,
     pub(crate) corrupt: u64,
 }
@@ -424,7 +432,12 @@ pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loa
 
     let mut loaded = Loaded::default();
     let record = |loaded: &mut Loaded, key: &CacheKey, read: Loading| match read {
-        Loading::Live(entry) => loaded.entries.push(entry),
+        Loading::Live(entry, verified) => {
+            if !verified {
+                loaded.unchecked.push(*key);
+            }
+            loaded.entries.push(entry);
+        }
         Loading::Expired => loaded.expired += 1,
         Loading::Missing => {}
         Loading::Corrupt => {
@@ -444,8 +457,8 @@ pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loa
         let mut known = HashMap::with_hasher(KeyHasherBuilder);
         for (key, read) in found.into_iter().flat_map(|(_, reads)| reads) {
             match read {
-                Loading::Live(entry) => {
-                    known.insert(key, entry);
+                Loading::Live(entry, verified) => {
+                    known.insert(key, (entry, verified));
                 }
                 other => record(&mut loaded, &key, other),
             }
@@ -470,7 +483,7 @@ pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loa
                 .map_init(
                     || DirReader::new(dir, dirfd.as_fd()),
                     |reader, key| match known.get(key) {
-                        Some(entry) => Loading::Live(Arc::clone(entry)),
+                        Some((entry, verified)) => Loading::Live(Arc::clone(entry), *verified),
                         None => reader.load(key, now),
                     },
                 )

@@ -1,7 +1,9 @@
-//! A fast reader for entry files in the exact shape this crate writes them.
+//! A fast reader for stored entries in the exact shape this crate writes them (the format is
+//! described in the `entry` module).
 //!
 //! `serde_json::to_writer` writes a [`CachedResponse`] as one compact JSON object whose fields
-//! are a known set of names with string, number or `null` values. Start-up reads every entry
+//! are a known set of names with string, number or `null` values, and the crate appends the
+//! `checksum` field. Start-up reads every entry
 //! file, and general-purpose JSON deserialisation of the (multi-kilobyte) response text was most
 //! of its cost, so this reader handles that shape directly: strings are scanned with `memchr`
 //! and a vectorisable byte check, and the response is copied once, into its `Arc<str>`.
@@ -14,19 +16,17 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
-
-use crate::entry::parse_utc;
+use crate::entry::{parse_checksum, parse_utc};
 use crate::{CacheKey, CachedResponse};
 
 /// Reads `bytes` as one compact entry object for `expected` (whose 64 hex digits are
-/// `expected_hex`); `None` when they are not in the shape this reader knows, or name another key
-/// (the caller then asks `serde_json`).
+/// `expected_hex`), with the stored checksum if the object has one; `None` when they are not in
+/// the shape this reader knows, or name another key (the caller then asks `serde_json`).
 pub(crate) fn parse(
     bytes: &[u8],
     expected: &CacheKey,
     expected_hex: &str,
-) -> Option<CachedResponse> {
+) -> Option<(CachedResponse, Option<u64>)> {
     let mut c = Cursor { b: bytes, i: 0 };
     let mut scratch = String::new();
     let mut seen = 0u16;
@@ -42,6 +42,7 @@ pub(crate) fn parse(
     let mut tokens_completion = None;
     let mut finish_reason = None;
     let mut latency_ms = None;
+    let mut checksum = None;
 
     c.eat(b'{')?;
     loop {
@@ -102,6 +103,10 @@ pub(crate) fn parse(
                 latency_ms = c.opt_f64()?;
                 1 << 11
             }
+            b"checksum" => {
+                checksum = Some(parse_checksum(c.string(&mut scratch)?)?);
+                1 << 12
+            }
             _ => return None,
         };
         if seen & bit != 0 {
@@ -117,7 +122,7 @@ pub(crate) fn parse(
     if c.i != bytes.len() {
         return None;
     }
-    Some(CachedResponse {
+    let entry = CachedResponse {
         key: key?,
         response: response?,
         model: model?,
@@ -130,121 +135,8 @@ pub(crate) fn parse(
         tokens_completion,
         finish_reason,
         latency_ms,
-    })
-}
-
-/// Writes `e` to `out` exactly as `serde_json::to_writer` does (same bytes), with fast paths for
-/// strings that need no escaping and for UTC timestamps; anything else goes through `serde_json`.
-pub(crate) fn write(e: &CachedResponse, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    let mut hex = [0u8; 64];
-    // The output is exactly twice the key's length, so this cannot fail.
-    let _ = hex::encode_to_slice(e.key.as_bytes(), &mut hex);
-    out.extend_from_slice(b"{\"key\":\"");
-    out.extend_from_slice(&hex);
-    out.extend_from_slice(b"\",\"response\":");
-    write_str(out, &e.response)?;
-    out.extend_from_slice(b",\"model\":");
-    write_str(out, &e.model)?;
-    out.extend_from_slice(b",\"provider\":");
-    write_opt(out, e.provider.as_deref(), write_str)?;
-    out.extend_from_slice(b",\"temperature\":");
-    write_opt(out, e.temperature.as_ref(), write_serde)?;
-    out.extend_from_slice(b",\"created_at\":");
-    write_time(out, &e.created_at)?;
-    out.extend_from_slice(b",\"expires_at\":");
-    write_opt(out, e.expires_at.as_ref(), write_time)?;
-    out.extend_from_slice(b",\"hit_count\":");
-    write_serde(out, &e.hit_count)?;
-    out.extend_from_slice(b",\"tokens_prompt\":");
-    write_opt(out, e.tokens_prompt.as_ref(), write_serde)?;
-    out.extend_from_slice(b",\"tokens_completion\":");
-    write_opt(out, e.tokens_completion.as_ref(), write_serde)?;
-    out.extend_from_slice(b",\"finish_reason\":");
-    write_opt(out, e.finish_reason.as_deref(), write_str)?;
-    out.extend_from_slice(b",\"latency_ms\":");
-    write_opt(out, e.latency_ms.as_ref(), write_serde)?;
-    out.push(b'}');
-    Ok(())
-}
-
-fn write_opt<T: ?Sized>(
-    out: &mut Vec<u8>,
-    value: Option<&T>,
-    write: impl FnOnce(&mut Vec<u8>, &T) -> serde_json::Result<()>,
-) -> serde_json::Result<()> {
-    match value {
-        Some(v) => write(out, v),
-        None => {
-            out.extend_from_slice(b"null");
-            Ok(())
-        }
-    }
-}
-
-fn write_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> serde_json::Result<()> {
-    serde_json::to_writer(out, v)
-}
-
-/// A JSON string: copied as is when nothing in it needs escaping (`"`, `\\` or a control
-/// character; `serde_json` escapes nothing else), else written by `serde_json`.
-fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    let bytes = s.as_bytes();
-    // One vectorisable pass.
-    let special = bytes.iter().fold(0u8, |m, &c| {
-        m | u8::from(c < 0x20) | u8::from(c == b'"') | u8::from(c == b'\\')
-    });
-    if special != 0 {
-        return serde_json::to_writer(out, s);
-    }
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(bytes);
-    out.push(b'"');
-    Ok(())
-}
-
-/// A UTC timestamp as chrono writes it (RFC 3339, `Z`, sub-second digits in groups of three
-/// only as far as they are non-zero); years outside 0..=9999 and leap seconds go through chrono.
-fn write_time(out: &mut Vec<u8>, t: &DateTime<Utc>) -> serde_json::Result<()> {
-    let year = t.year();
-    let nanos = t.nanosecond();
-    let Ok(year) = u32::try_from(year) else {
-        return serde_json::to_writer(out, t);
     };
-    if year > 9999 || nanos >= 1_000_000_000 {
-        return serde_json::to_writer(out, t);
-    }
-    out.push(b'"');
-    digits(out, year, 4);
-    out.push(b'-');
-    digits(out, t.month(), 2);
-    out.push(b'-');
-    digits(out, t.day(), 2);
-    out.push(b'T');
-    digits(out, t.hour(), 2);
-    out.push(b':');
-    digits(out, t.minute(), 2);
-    out.push(b':');
-    digits(out, t.second(), 2);
-    if nanos != 0 {
-        out.push(b'.');
-        if nanos.is_multiple_of(1_000_000) {
-            digits(out, nanos / 1_000_000, 3);
-        } else if nanos.is_multiple_of(1_000) {
-            digits(out, nanos / 1_000, 6);
-        } else {
-            digits(out, nanos, 9);
-        }
-    }
-    out.extend_from_slice(b"Z\"");
-    Ok(())
-}
-
-/// `n`'s last `width` decimal digits, zero-padded.
-fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
-    for i in (0..width).rev() {
-        out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
-    }
+    Some((entry, checksum))
 }
 
 struct Cursor<'a> {
@@ -388,7 +280,7 @@ fn plain(bytes: &[u8]) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::{DateTime, TimeZone, Utc};
     use proptest::prelude::*;
@@ -397,9 +289,9 @@ mod tests {
         serde_json::from_slice(bytes).ok()
     }
 
-    /// The fast reader, expecting `key`.
+    /// The fast reader, expecting `key` (the entry only).
     fn parse(bytes: &[u8], key: &CacheKey) -> Option<CachedResponse> {
-        super::parse(bytes, key, &key.to_hex())
+        super::parse(bytes, key, &key.to_hex()).map(|(e, _)| e)
     }
 
     /// Bit-for-bit equality (NaN-free floats compare by bits too, so -0.0 and 0.0 differ).
@@ -430,33 +322,6 @@ mod tests {
         let other = CacheKey::builder("other").finish();
         assert!(parse(&bytes, &other).is_none(), "another key's file");
         assert!(same(&fast, &e));
-    }
-
-    #[test]
-    fn writes_timestamps_and_escapes_as_serde_json_does() {
-        let mut e = sample();
-        for nanos in [
-            0,
-            5,
-            1_000,
-            1_000_000,
-            120_000_000,
-            123_456_000,
-            999_999_999,
-        ] {
-            let t = Utc
-                .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
-                .single()
-                .expect("valid");
-            e.created_at = t + chrono::Duration::nanoseconds(nanos);
-            e.expires_at = (nanos % 2 == 0).then_some(e.created_at);
-            // A control character (escaped as `\uXXXX` or `\n`...), a quote, a backslash.
-            let control = char::from(1 + (nanos % 31) as u8);
-            e.model = format!("m{control}\"\\é");
-            let mut fast = Vec::new();
-            write(&e, &mut fast).expect("write");
-            assert_eq!(fast, serde_json::to_vec(&e).expect("json"), "{nanos}");
-        }
     }
 
     #[test]
@@ -531,7 +396,8 @@ mod tests {
         ]
     }
 
-    fn arb_entry() -> impl Strategy<Value = CachedResponse> {
+    /// Arbitrary entries (any text, any finite floats, timestamps over years 1970..=9999).
+    pub(crate) fn arb_entry() -> impl Strategy<Value = CachedResponse> {
         (
             any::<[u8; 32]>(),
             arb_text(),
@@ -588,22 +454,6 @@ mod tests {
                     prop_assert!(bytes.windows(2).any(|w| w == b"\\u"));
                 }
             }
-        }
-
-        /// The fast writer's bytes are serde_json's bytes.
-        #[test]
-        fn writes_what_serde_json_writes(e in arb_entry(), wide in any::<bool>(), at in -62_000_000_000_000i64..300_000_000_000) {
-            let mut e = e;
-            if wide {
-                // Years outside 0..=9999 (chrono's own path), and non-finite floats.
-                e.created_at = Utc.timestamp_opt(at, 0).single().unwrap_or_default();
-                e.temperature = Some(f64::NAN);
-                e.latency_ms = Some(f64::INFINITY);
-            }
-            let mut fast = Vec::new();
-            write(&e, &mut fast).expect("write");
-            let slow = serde_json::to_vec(&e).expect("json");
-            prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&slow));
         }
 
         /// On damaged bytes it either declines or agrees with serde_json; it never accepts

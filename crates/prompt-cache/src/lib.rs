@@ -7,6 +7,10 @@
 //!   (sharded memory LRU bounded by entries and bytes, TTL, hit counts, over one atomic
 //!   `<key>.json` file per entry written by a background thread); `RedisCache` (cargo feature
 //!   `redis`) shares one cache between processes and machines.
+//! - Every stored entry carries a checksum of everything a hit returns, verified before a stored
+//!   entry is served: a damaged entry is a miss, set aside and counted in
+//!   [`CacheStats::corrupt`], never an answer. The stored format is described in one place, the
+//!   `entry` module's documentation (`src/entry.rs`).
 //!
 //! ```
 //! use std::time::Duration;

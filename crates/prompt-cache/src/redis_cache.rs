@@ -3,7 +3,8 @@
 //!
 //! # Layout in Redis
 //!
-//! - `<prefix>:<64-hex key>`: a hash with fields `data` (the entry as JSON), `hits` (hit count,
+//! - `<prefix>:<64-hex key>`: a hash with fields `data` (the entry in the stored form of the
+//!   `entry` module: JSON with a checksum, verified on every read), `hits` (hit count,
 //!   incremented atomically by `get`) and `created` (milliseconds since the epoch). Its Redis
 //!   expiry is the entry's TTL (`PEXPIRE`), so Redis drops expired entries by itself.
 //! - `<prefix>:stats`: a hash of shared counters (`hits`, `misses`, `corrupt`).
@@ -20,6 +21,7 @@ use std::time::Duration;
 use chrono::Utc;
 use parking_lot::Mutex;
 
+use crate::entry::Decoded;
 use crate::store::add_duration;
 use crate::{CacheError, CacheKey, CacheStats, CacheStore, CachedResponse};
 
@@ -228,8 +230,11 @@ impl CacheStore for RedisCache {
             self.count("misses")?;
             return Ok(None);
         };
-        match serde_json::from_str::<CachedResponse>(&data) {
-            Ok(mut entry) if entry.key == *key && !entry.response.trim().is_empty() => {
+        // A damaged or tampered entry (checksum mismatch) is a miss, deleted and counted as
+        // corrupt like an unreadable one; one without a checksum (an older writer) is served
+        // and gets one at its next `put`.
+        match crate::entry::decode(data.as_bytes(), key, &key.to_hex()) {
+            Decoded::Verified(mut entry) | Decoded::Unchecked(mut entry) => {
                 if entry.is_expired_at(Utc::now()) {
                     self.expired.fetch_add(1, Ordering::Relaxed);
                     self.delete(&[rkey])?;
@@ -240,7 +245,7 @@ impl CacheStore for RedisCache {
                 self.count("hits")?;
                 Ok(Some(entry))
             }
-            _ => {
+            Decoded::Corrupt => {
                 self.delete(&[rkey])?;
                 self.count("corrupt")?;
                 self.count("misses")?;
@@ -272,7 +277,8 @@ impl CacheStore for RedisCache {
         let now = Utc::now();
         entry.created_at = now;
         entry.expires_at = add_duration(now, ttl);
-        let data = serde_json::to_string(&entry).map_err(|e| self.error(e.to_string()))?;
+        let mut data = Vec::with_capacity(entry.response.len() + 512);
+        crate::entry::encode(&entry, &mut data).map_err(|e| self.error(e.to_string()))?;
         let rkey = self.entry_key(&entry.key);
         let created = now.timestamp_millis();
         self.run(|c| {

@@ -158,9 +158,13 @@ impl Shard {
 ///   operation still queued in this cache is not read from disk (memory is the truth for it).
 /// - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
 ///   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
+/// - **Integrity.** Every file carries a checksum of the entry's content (all but the hit
+///   count), verified when the file is read (start-up and read-through); a file whose checksum
+///   does not match is treated exactly like an unreadable one. Files written before checksums
+///   existed are served and rewritten with one at the next flush.
 /// - **Start-up** (`open`) loads at most `max_size` live entries, newest first, deletes expired
-///   files, moves unreadable or corrupt files to `cache_dir/corrupt/` (counted in
-///   [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
+///   files, moves unreadable or corrupt files (checksum mismatches included) to
+///   `cache_dir/corrupt/` (counted in [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
 ///   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
 /// - **Failures.** An empty response or one over `max_entry_bytes` is refused with an error
 ///   ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
@@ -240,14 +244,16 @@ impl ResponseCache {
             counters,
             writer,
         };
-        cache.insert_loaded(loaded.entries);
+        cache.insert_loaded(loaded.entries, &loaded.unchecked);
         Ok(cache)
     }
 
     /// Puts the entries found at start-up (oldest first) into memory: admitted newest first
     /// within the bounds (entries that do not fit stay on disk, their files kept), inserted oldest
     /// first so the newest are the most recently used; the shards are filled in parallel.
-    fn insert_loaded(&mut self, entries: Vec<Arc<CachedResponse>>) {
+    /// Entries without a checksum (keys in `unchecked`) are marked dirty, so the next flush
+    /// rewrites them with one.
+    fn insert_loaded(&mut self, entries: Vec<Arc<CachedResponse>>, unchecked: &[CacheKey]) {
         let limit = self.max_entry_size();
         let mut admitted = vec![false; entries.len()];
         let (mut len, mut bytes) = (0usize, 0u64);
@@ -263,6 +269,8 @@ impl ResponseCache {
             len += 1;
             bytes += size;
         }
+        let unchecked: std::collections::HashSet<CacheKey, KeyHasherBuilder> =
+            unchecked.iter().copied().collect();
         let mut per_shard: Vec<Vec<Arc<CachedResponse>>> = vec![Vec::new(); self.shards.len()];
         for (entry, _) in entries.into_iter().zip(admitted).filter(|(_, a)| *a) {
             per_shard[self.shard_index(&entry.key)].push(entry);
@@ -274,9 +282,9 @@ impl ResponseCache {
                 shard.bytes += size;
                 let slot = Slot {
                     hits: entry.hit_count,
+                    dirty: unchecked.contains(&entry.key),
                     entry,
                     size,
-                    dirty: false,
                 };
                 shard.lru.push(slot.entry.key, slot);
             }
@@ -366,8 +374,10 @@ impl ResponseCache {
             return Ok(None);
         }
         let path = disk::entry_path(&self.config.cache_dir, key);
+        // An entry without a checksum is rewritten with one at the next flush (the slot is
+        // dirty below either way).
         let mut entry = match disk::read_entry(&path, key) {
-            FileRead::Entry(entry) => *entry,
+            FileRead::Entry { entry, .. } => *entry,
             FileRead::Missing => return Ok(None),
             FileRead::Corrupt => {
                 if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
@@ -382,7 +392,7 @@ impl ResponseCache {
             return Ok(None);
         }
         let size = entry.approx_size();
-        entry.hit_count += 1;
+        entry.hit_count = entry.hit_count.saturating_add(1);
         let out = entry.clone();
         if size <= self.max_entry_size() {
             let mut evicted = Vec::new();
@@ -413,7 +423,7 @@ impl CacheStore for ResponseCache {
         let mut shard = self.shard(key);
         if let Some(slot) = shard.lru.get_mut(key) {
             if !slot.entry.is_expired_at(now) {
-                slot.hits += 1;
+                slot.hits = slot.hits.saturating_add(1);
                 slot.dirty = true;
                 let mut out = CachedResponse::clone(&slot.entry);
                 out.hit_count = slot.hits;
@@ -497,7 +507,7 @@ impl CacheStore for ResponseCache {
             Some(slot) => !slot.entry.is_expired_at(now),
             None if self.config.read_through && !self.writer.is_busy(key) => {
                 match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
-                    FileRead::Entry(e) => !e.is_expired_at(now),
+                    FileRead::Entry { entry, .. } => !entry.is_expired_at(now),
                     FileRead::Missing | FileRead::Corrupt => false,
                 }
             }
@@ -562,8 +572,8 @@ impl CacheStore for ResponseCache {
             if shard.lru.contains(&key) || self.writer.is_busy(&key) {
                 continue;
             }
-            if let FileRead::Entry(e) = disk::read_entry(&item.path(), &key)
-                && e.is_expired_at(now)
+            if let FileRead::Entry { entry, .. } = disk::read_entry(&item.path(), &key)
+                && entry.is_expired_at(now)
             {
                 self.writer.submit(key, DiskOp::Remove)?;
                 pruned.insert(key);

@@ -31,7 +31,7 @@ pub trait CacheStore: Send + Sync + Debug {
     fn flush(&self) -> Result<(), CacheError>;
 }
 
-/// Cache statistics: the seed's fields (`size` .. `ttl_seconds`) plus counters.
+/// Cache statistics: the Python original's fields (`size` .. `ttl_seconds`) plus counters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheStats {
     /// Entries held (in memory for `ResponseCache`, in the server for `RedisCache`).
@@ -60,7 +60,8 @@ pub struct CacheStats {
     pub expired: u64,
     /// Approximate bytes held.
     pub bytes: u64,
-    /// Corrupt files moved to `cache_dir/corrupt/`.
+    /// Corrupt entries: unreadable, or whose checksum does not match their content. Files are
+    /// moved to `cache_dir/corrupt/`; Redis entries are deleted (the count is shared in Redis).
     pub corrupt: u64,
     /// Disk writes that failed (the entries stayed in memory).
     pub write_failures: u64,

@@ -184,7 +184,7 @@ fn messages_roles_order_and_boundaries_matter() {
     ];
     let distinct: HashSet<_> = cases.iter().collect();
     assert_eq!(distinct.len(), cases.len());
-    // A changed system prompt changes the key (the seed's stale-answer bug).
+    // A changed system prompt changes the key (the Python original's stale-answer bug).
     assert_ne!(
         k(&[("system", "You are the Writer."), ("user", "Go")]),
         k(&[("system", "You are the Editor."), ("user", "Go")])

@@ -292,3 +292,82 @@ fn unreachable_server_is_a_clear_error_without_the_password() {
     let err = RedisCache::connect("not-a-url", "x", DAY).expect_err("invalid");
     assert!(err.to_string().contains("not-a-url"), "{err}");
 }
+
+/// The stored `data` field of `key` in `prefix`.
+fn stored_data(server: &Server, prefix: &str, key: &CacheKey) -> String {
+    redis::cmd("HGET")
+        .arg(format!("{prefix}:{key}"))
+        .arg("data")
+        .query(&mut server.raw())
+        .expect("hget")
+}
+
+fn set_data(server: &Server, prefix: &str, key: &CacheKey, data: &str) {
+    redis::cmd("HSET")
+        .arg(format!("{prefix}:{key}"))
+        .arg("data")
+        .arg(data)
+        .query::<()>(&mut server.raw())
+        .expect("hset");
+}
+
+#[test]
+fn a_tampered_field_is_a_miss_and_counted_as_corrupt() {
+    let Some(server) = Server::start("a_tampered_field_is_a_miss_and_counted_as_corrupt") else {
+        return;
+    };
+    let cache = RedisCache::connect(&server.url(), "tamper", DAY).expect("connect");
+    let mut e = entry(1);
+    e.response = "The answer is 42.".into();
+    e.model = "qwen3:30b".to_owned();
+    e.finish_reason = Some("stop".to_owned());
+    e.latency_ms = Some(12_171.220_160_481_445); // not read back bit for bit by serde_json
+    cache.put(e.clone(), None).expect("put");
+    let data = stored_data(&server, "tamper", &key(1));
+    assert!(data.contains("\"checksum\":\"xxh3:"), "{data}");
+    // Untouched, it verifies.
+    assert!(cache.get(&key(1)).expect("get").is_some());
+
+    // Each tampering keeps the JSON valid and changes one field a hit returns.
+    let tampered = [
+        data.replace("The answer is 42.", "The answer is 41."),
+        data.replace("qwen3:30b", "qwen3:31b"),
+        data.replace("\"stop\"", "\"length\""),
+        data.replace("\"tokens_prompt\":1", "\"tokens_prompt\":7"),
+        data.replace("\"finish_reason\":\"stop\"", "\"finish_reason\":null"),
+    ];
+    for (n, bad) in tampered.iter().enumerate() {
+        assert_ne!(bad, &data, "tampering {n} changed nothing");
+        set_data(&server, "tamper", &key(1), bad);
+        assert!(
+            cache.get(&key(1)).expect("get").is_none(),
+            "tampered entry {n} was served: {bad}"
+        );
+        assert_eq!(cache.stats().expect("stats").corrupt, n as u64 + 1);
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("tamper:{}", key(1)))
+            .query(&mut server.raw())
+            .expect("exists");
+        assert!(!exists, "a corrupt entry is deleted");
+    }
+}
+
+#[test]
+fn an_entry_without_a_checksum_is_still_served() {
+    let Some(server) = Server::start("an_entry_without_a_checksum_is_still_served") else {
+        return;
+    };
+    let cache = RedisCache::connect(&server.url(), "old", DAY).expect("connect");
+    let e = entry(3);
+    // What the cache wrote before entries carried a checksum.
+    let old = serde_json::to_string(&e).expect("json");
+    assert!(!old.contains("checksum"));
+    set_data(&server, "old", &key(3), &old);
+    let got = cache.get(&key(3)).expect("get").expect("old entry served");
+    assert_eq!(&*got.response, "response 3");
+    assert_eq!(got.tokens_prompt, Some(3));
+    assert_eq!(cache.stats().expect("stats").corrupt, 0);
+    // Its next put stores it with a checksum.
+    cache.put(got, None).expect("put");
+    assert!(stored_data(&server, "old", &key(3)).contains("\"checksum\":\"xxh3:"));
+}
