@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    EventStream, Provider, WireNames, broken, exchange, frames, http_client, messages_json,
-    normalize_base_url, open_stream, parse_body, sampling_options, snippet, status_error,
+    EventStream, Exchange, Provider, WireNames, broken, exchange, frames, http_client,
+    messages_json, normalize_base_url, open_stream, parse_body, sampling_options, snippet,
+    status_error,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, Delta, ResponseFormat, StreamEnd, StreamEvent};
@@ -150,6 +151,18 @@ impl OpenAiProvider {
             },
         ));
         Value::Object(body)
+    }
+
+    /// The error for a chat call's HTTP error answer; a 408 names the URL and the timeout.
+    fn call_error(&self, reply: &Exchange, url: &str, model: &str) -> ProviderError {
+        match error_for_status(reply.status, &reply.headers, &reply.body, model) {
+            ProviderError::Timeout { provider, .. } => ProviderError::Timeout {
+                provider,
+                url: url.to_owned(),
+                after: self.timeout,
+            },
+            other => other,
+        }
     }
 
     fn authorize(
@@ -330,16 +343,7 @@ impl Provider for OpenAiProvider {
         let reply = exchange(NAME, &url, self.timeout, send).await?;
         let body = &reply.body;
         if !reply.is_success() {
-            return Err(
-                match error_for_status(reply.status, &reply.headers, body, request.model()) {
-                    ProviderError::Timeout { provider, .. } => ProviderError::Timeout {
-                        provider,
-                        url,
-                        after: self.timeout,
-                    },
-                    other => other,
-                },
-            );
+            return Err(self.call_error(&reply, &url, request.model()));
         }
         let parsed: CompletionBody = parse_body(NAME, "POST", &url, body)?;
         let Some(choice) = parsed.choices.into_iter().next() else {
@@ -380,12 +384,7 @@ impl Provider for OpenAiProvider {
                 let mut parser = ChunkParser::default();
                 Ok(frames(NAME, data, move |frame| parser.frame(frame)))
             }
-            Err(reply) => Err(error_for_status(
-                reply.status,
-                &reply.headers,
-                &reply.body,
-                request.model(),
-            )),
+            Err(reply) => Err(self.call_error(&reply, &url, request.model())),
         }
     }
 
