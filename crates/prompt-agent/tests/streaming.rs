@@ -459,6 +459,13 @@ async fn a_dropped_connection_breaks_the_stream() {
         let (events, error) = split(wire, collect(open(wire, &server).await).await);
         assert_eq!(events, vec![text("Once "), text("upon")], "{wire:?}");
         let error = error.expect("an error");
+        // The message says what happened to the connection, not reqwest's "error decoding
+        // response body".
+        let message = error.to_string();
+        assert!(
+            message.contains("connection") && !message.contains("decoding"),
+            "{wire:?}: {message}"
+        );
         assert!(
             matches!(
                 &error,
@@ -509,7 +516,7 @@ async fn both_errors(wire: Wire, reply: Reply) -> (ProviderError, ProviderError)
     let server = StreamServer::start().await;
     server.set_default(Vec::new(), Ending::Status(reply));
     let provider = provider(wire, &server.base_url);
-    let plain = provider.chat(&request()).await.err().expect("chat fails");
+    let plain = provider.chat(&request()).await.expect_err("chat fails");
     let streamed = provider
         .chat_stream(&request())
         .await

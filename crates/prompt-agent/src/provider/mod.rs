@@ -131,7 +131,7 @@ pub(crate) fn transport_error(
 /// ("error sending request for url (…)", "client error (Connect)"), which repeat the URL the
 /// caller already names and hide the cause: `tcp connect error: Connection refused (os error
 /// 111)` is what a user needs to read.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
@@ -141,8 +141,12 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         next = e.source();
     }
+    // reqwest calls every failure while reading a body a decoding error, even a dropped
+    // connection; the cause below it says what happened.
     let is_wrapper = |p: &String| {
-        p.starts_with("error sending request for url") || p.starts_with("client error (")
+        p.starts_with("error sending request for url")
+            || p.starts_with("client error (")
+            || p == "error decoding response body"
     };
     let useful: Vec<&String> = parts.iter().filter(|p| !is_wrapper(p)).collect();
     if useful.is_empty() {

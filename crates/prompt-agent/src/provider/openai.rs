@@ -4,13 +4,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    EventStream, Exchange, Provider, WireNames, broken, exchange, frames, http_client,
+    EventStream, Exchange, Provider, WireNames, broken, error_chain, exchange, frames, http_client,
     messages_json, normalize_base_url, open_stream, parse_body, sampling_options, snippet,
     status_error,
 };
@@ -379,6 +379,10 @@ impl Provider for OpenAiProvider {
                     .eventsource()
                     .map(|event| match event {
                         Ok(event) => Ok(event.data),
+                        // The transport's own chain ("error reading a body from connection:
+                        // unexpected EOF …"), not the wrapper's "Transport error: error
+                        // decoding response body", which hides the cause.
+                        Err(EventStreamError::Transport(e)) => Err(broken(NAME, error_chain(&e))),
                         Err(e) => Err(broken(NAME, e.to_string())),
                     });
                 let mut parser = ChunkParser::default();
