@@ -580,7 +580,7 @@ async fn dropping_the_stream_closes_the_connection() {
         // While the server is still sending.
         let server = StreamServer::start().await;
         server.script(
-            text_frames(&["a", "b", "c", "d", "e"], ms(100)),
+            text_frames(&["a", "b", "c", "d", "e"], ms(200)),
             Ending::done(),
         );
         let mut stream = open(wire, &server).await;
@@ -713,4 +713,21 @@ async fn providers_without_streaming_yield_their_whole_reply() {
             }),
         ]
     );
+}
+
+#[tokio::test]
+async fn dropping_the_call_while_waiting_for_the_answer_closes_the_connection() {
+    // A server that reads the request and says nothing (a model still loading): the provider
+    // waits for the headers with no timeout of its own; the caller's timeout drops the
+    // future, and the server sees the client go.
+    for wire in BOTH {
+        let server = StreamServer::start().await;
+        server.script(Vec::new(), Ending::StallBeforeResponse);
+        let provider = provider(wire, &server.base_url);
+        let call = tokio::time::timeout(ms(300), provider.chat_stream(&request())).await;
+        assert!(call.is_err(), "{wire:?}: no answer was sent");
+        server.wait_for_disconnects(1).await;
+        assert_eq!(server.requests(), 1);
+        assert_eq!(server.completed(), 0);
+    }
 }

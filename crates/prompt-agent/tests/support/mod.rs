@@ -1,6 +1,8 @@
 //! Test doubles shared by the integration tests: a scriptable fake LLM server over real HTTP on
 //! 127.0.0.1 (axum), a raw TCP server for faults HTTP servers will not produce (dropped
-//! connections, truncated bodies), and an in-memory metrics sink.
+//! connections, truncated bodies), a scripted streaming server ([`StreamServer`]: Ollama NDJSON
+//! and OpenAI SSE streams with delays, every way a stream ends or breaks, and a count of the
+//! clients that went away), and an in-memory metrics sink.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::collections::VecDeque;
@@ -761,6 +763,10 @@ pub enum Ending {
     /// The server closes the connection after reading the request, before any response
     /// (the frames are not sent).
     CloseBeforeResponse,
+    /// The server reads the request and never answers (a server busy loading a model): the
+    /// connection stays open until the client goes away (counted by
+    /// [`StreamServer::client_disconnects`]) or [`STALL_CAP`] passes. The frames are not sent.
+    StallBeforeResponse,
     /// A plain HTTP answer instead of a stream (the frames are not sent): e.g.
     /// `Reply::json(429, …).header("retry-after", "2")`, `Reply::raw(500, "boom")`,
     /// `Reply::ollama_model_not_found("m")`, `Reply::openai_error(404, "model_not_found", …)`.
@@ -1044,6 +1050,10 @@ async fn write_script(
     }
     match &script.ending {
         Ending::CloseBeforeResponse => return Written::Finished,
+        Ending::StallBeforeResponse => {
+            tokio::time::sleep(STALL_CAP).await;
+            return Written::Finished;
+        }
         Ending::Status(reply) => {
             tokio::time::sleep(reply.delay).await;
             return if send(writer, &http_reply(reply)).await {
@@ -1087,7 +1097,9 @@ async fn write_script(
             tokio::time::sleep(STALL_CAP).await;
             true
         }
-        Ending::CloseBeforeResponse | Ending::Status(_) => unreachable!("handled above"),
+        Ending::CloseBeforeResponse | Ending::StallBeforeResponse | Ending::Status(_) => {
+            unreachable!("handled above")
+        }
     };
     if ok {
         Written::Finished
