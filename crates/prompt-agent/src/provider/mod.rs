@@ -131,7 +131,7 @@ pub(crate) fn transport_error(
 /// ("error sending request for url (…)", "client error (Connect)"), which repeat the URL the
 /// caller already names and hide the cause: `tcp connect error: Connection refused (os error
 /// 111)` is what a user needs to read.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {
@@ -141,8 +141,12 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         next = e.source();
     }
+    // reqwest calls every failure while reading a body a decoding error, even a dropped
+    // connection; the cause below it says what happened.
     let is_wrapper = |p: &String| {
-        p.starts_with("error sending request for url") || p.starts_with("client error (")
+        p.starts_with("error sending request for url")
+            || p.starts_with("client error (")
+            || p == "error decoding response body"
     };
     let useful: Vec<&String> = parts.iter().filter(|p| !is_wrapper(p)).collect();
     if useful.is_empty() {
@@ -193,7 +197,7 @@ pub(crate) fn broken(provider: &str, message: impl Into<String>) -> ProviderErro
 /// Drives a stream of frames (NDJSON lines, SSE `data:` fields) through `parse`, which turns
 /// each frame into events. Ends after the first [`StreamEvent::Done`]; a stream that ends
 /// before it, or breaks, yields one [`ProviderError::StreamBroken`] (or the transport's
-/// error) and ends.
+/// error) and ends. Stream errors carry the characters of the deltas yielded before them.
 pub(crate) fn frames<S, F>(provider: &'static str, inner: S, parse: F) -> EventStream
 where
     S: Stream<Item = Result<String, ProviderError>> + Send + 'static,
@@ -204,21 +208,27 @@ where
         parse: F,
         pending: VecDeque<StreamEvent>,
         finished: bool,
+        /// Characters of the deltas yielded so far.
+        received: usize,
     }
     let state = State {
         inner: Box::pin(inner),
         parse,
         pending: VecDeque::new(),
         finished: false,
+        received: 0,
     };
     Box::pin(futures_util::stream::unfold(
         state,
         move |mut st| async move {
             loop {
                 if let Some(event) = st.pending.pop_front() {
-                    if matches!(event, StreamEvent::Done(_)) {
-                        st.pending.clear();
-                        st.finished = true;
+                    match &event {
+                        StreamEvent::Delta(delta) => st.received += delta.text().chars().count(),
+                        StreamEvent::Done(_) => {
+                            st.pending.clear();
+                            st.finished = true;
+                        }
                     }
                     return Some((Ok(event), st));
                 }
@@ -230,19 +240,19 @@ where
                         Ok(events) => st.pending.extend(events),
                         Err(e) => {
                             st.finished = true;
+                            let e = e.with_received(st.received);
                             return Some((Err(e), st));
                         }
                     },
                     Some(Err(e)) => {
                         st.finished = true;
+                        let e = e.with_received(st.received);
                         return Some((Err(e), st));
                     }
                     None => {
                         st.finished = true;
-                        return Some((
-                            Err(broken(provider, "the stream ended before its final frame")),
-                            st,
-                        ));
+                        let e = broken(provider, "the stream ended before its final frame");
+                        return Some((Err(e.with_received(st.received)), st));
                     }
                 }
             }

@@ -4,15 +4,15 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    EventStream, Provider, WireNames, broken, exchange, frames, http_client, messages_json,
-    normalize_base_url, open_stream, parse_body, sampling_options, snippet, status_error,
-    transport_error, whole_reply_events,
+    EventStream, Exchange, Provider, WireNames, broken, error_chain, exchange, frames, http_client,
+    messages_json, normalize_base_url, open_stream, parse_body, sampling_options, snippet,
+    status_error, transport_error, whole_reply_events,
 };
 use crate::error::ProviderError;
 use crate::request::{ChatRequest, ChatResponse, Delta, ResponseFormat, StreamEnd, StreamEvent};
@@ -151,6 +151,18 @@ impl OpenAiProvider {
             },
         ));
         Value::Object(body)
+    }
+
+    /// The error for a chat call's HTTP error answer; a 408 names the URL and the timeout.
+    fn call_error(&self, reply: &Exchange, url: &str, model: &str) -> ProviderError {
+        match error_for_status(reply.status, &reply.headers, &reply.body, model) {
+            ProviderError::Timeout { provider, .. } => ProviderError::Timeout {
+                provider,
+                url: url.to_owned(),
+                after: self.timeout,
+            },
+            other => other,
+        }
     }
 
     fn authorize(
@@ -368,16 +380,7 @@ impl Provider for OpenAiProvider {
         let reply = exchange(NAME, &url, self.timeout, send).await?;
         let body = &reply.body;
         if !reply.is_success() {
-            return Err(
-                match error_for_status(reply.status, &reply.headers, body, request.model()) {
-                    ProviderError::Timeout { provider, .. } => ProviderError::Timeout {
-                        provider,
-                        url,
-                        after: self.timeout,
-                    },
-                    other => other,
-                },
-            );
+            return Err(self.call_error(&reply, &url, request.model()));
         }
         completion(&url, body, request.model(), started)
     }
@@ -405,17 +408,16 @@ impl Provider for OpenAiProvider {
                     .eventsource()
                     .map(|event| match event {
                         Ok(event) => Ok(event.data),
+                        // The transport's own chain ("error reading a body from connection:
+                        // unexpected EOF …"), not the wrapper's "Transport error: error
+                        // decoding response body", which hides the cause.
+                        Err(EventStreamError::Transport(e)) => Err(broken(NAME, error_chain(&e))),
                         Err(e) => Err(broken(NAME, e.to_string())),
                     });
                 let mut parser = ChunkParser::default();
                 Ok(frames(NAME, data, move |frame| parser.frame(frame)))
             }
-            Err(reply) => Err(error_for_status(
-                reply.status,
-                &reply.headers,
-                &reply.body,
-                request.model(),
-            )),
+            Err(reply) => Err(self.call_error(&reply, &url, request.model())),
         }
     }
 
