@@ -43,7 +43,7 @@ pub mod testdata;
 mod writer;
 
 pub use error::MetricsError;
-pub use record::PromptMetrics;
+pub use record::{PromptMetrics, tokens_per_second};
 pub use stats::{
     AggregateStats, DayStats, ModelStats, Overview, ScanSummary, TaskStats, TaskVersionStats,
     VersionStats,
