@@ -296,3 +296,189 @@ fn report_p95_equals_the_metrics_commands() {
     assert_eq!(cells[6], cells[8], "p95 is the largest of the 20 latencies");
     assert_ne!(cells[6], cells[5]);
 }
+
+/// Hand-written lines: 20 streamed calls of model `s` (time to first token 100, 200, …,
+/// 2000 ms, 40 tokens/s each, written out of order), 5 calls of `s` not streamed and lines
+/// of model `p` without the fields (the Python original's and ours from before streaming).
+/// `prompt metrics … --json`, the terminal tables and the report show the same TTFT figures,
+/// computed over the streamed calls only.
+#[test]
+fn ttft_of_hand_written_lines_in_json_tables_and_report() {
+    let sb = Sandbox::new();
+    let ts = Utc::now() - chrono::Duration::minutes(5);
+    let stamp = ts.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+    let mut text = String::new();
+    for i in [
+        7, 20, 3, 15, 1, 11, 19, 5, 13, 9, 2, 18, 6, 14, 10, 4, 17, 8, 16, 12,
+    ] {
+        text.push_str(&format!(
+            "{{\"prompt_hash\":\"h{i}\",\"agent\":\"writer\",\"task\":\"write_scene\",\"model\":\"s\",\"temperature\":0.7,\"timestamp\":\"{stamp}+00:00\",\"latency_ms\":{}.0,\"tokens_prompt\":10,\"tokens_completion\":40,\"cache_hit\":false,\"validation_passed\":true,\"retry_count\":0,\"error\":null,\"response_length\":100,\"language_detected\":null,\"template_version\":2,\"provider\":\"ollama\",\"time_to_first_token_ms\":{}.0,\"tokens_per_second\":40.0}}\n",
+            i * 100 + 1000,
+            i * 100
+        ));
+    }
+    for i in 0..5 {
+        text.push_str(&format!(
+            "{{\"prompt_hash\":\"n{i}\",\"agent\":\"writer\",\"task\":\"write_scene\",\"model\":\"s\",\"temperature\":0.7,\"timestamp\":\"{stamp}+00:00\",\"latency_ms\":60000.0,\"tokens_prompt\":10,\"tokens_completion\":40,\"cache_hit\":false,\"validation_passed\":true,\"retry_count\":0,\"error\":null,\"response_length\":100,\"language_detected\":null,\"template_version\":2,\"time_to_first_token_ms\":null,\"tokens_per_second\":null}}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "{{\"prompt_hash\": \"py\", \"agent\": \"editor\", \"task\": \"edit\", \"model\": \"p\", \"temperature\": 0.7, \"timestamp\": \"{stamp}\", \"latency_ms\": 800.0, \"tokens_prompt\": 10, \"tokens_completion\": 20, \"cache_hit\": false, \"validation_passed\": true, \"retry_count\": 0, \"error\": null, \"response_length\": 100, \"language_detected\": \"en\"}}\n"
+    ));
+    text.push_str(&format!(
+        "{{\"prompt_hash\":\"old\",\"agent\":\"editor\",\"task\":\"edit\",\"model\":\"p\",\"temperature\":0.7,\"timestamp\":\"{stamp}+00:00\",\"latency_ms\":900.0,\"tokens_prompt\":null,\"tokens_completion\":null,\"cache_hit\":true,\"validation_passed\":true,\"retry_count\":0,\"error\":null,\"response_length\":0,\"language_detected\":null,\"template_version\":1,\"provider\":\"ollama\"}}\n"
+    ));
+    sb.write(
+        &format!("metrics/metrics_{}.jsonl", ts.format("%Y-%m-%d")),
+        &text,
+    );
+    let env = [("PROMPT_METRICS_DIR", "metrics")];
+
+    let models = sb
+        .run_env(&["metrics", "models", "--days", "7", "--json"], &env)
+        .json();
+    let row = |name: &str| {
+        models
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model"] == name)
+            .unwrap_or_else(|| panic!("no model {name} in {models}"))
+            .clone()
+    };
+    let s = row("s");
+    assert_eq!(s["total_calls"], 25);
+    assert_eq!(s["streamed_calls"], 20);
+    // The Python original's rule over the 20 TTFTs: index floor(20 · 0.5) = 10, floor(20 · 0.95) = 19.
+    assert_eq!(s["p50_time_to_first_token_ms"], 1100.0);
+    assert_eq!(s["p95_time_to_first_token_ms"], 2000.0);
+    assert_eq!(s["avg_tokens_per_second"], 40.0);
+    // Latency still over every call: floor(25 · 0.95) = 23 -> one of the 60 s calls.
+    assert_eq!(s["p95_latency_ms"], 60000.0);
+    let p = row("p");
+    assert_eq!(p["total_calls"], 2);
+    assert_eq!(p["skipped_lines"], 0);
+    assert_eq!(p["streamed_calls"], 0);
+    assert!(p["p50_time_to_first_token_ms"].is_null(), "{p}");
+    assert!(p["p95_time_to_first_token_ms"].is_null(), "{p}");
+    assert!(p["avg_tokens_per_second"].is_null(), "{p}");
+
+    // The other queries agree.
+    let task = sb
+        .run_env(
+            &[
+                "metrics",
+                "task",
+                "writer",
+                "write_scene",
+                "--days",
+                "7",
+                "--json",
+            ],
+            &env,
+        )
+        .json();
+    let agent = sb
+        .run_env(
+            &["metrics", "agent", "writer", "--days", "7", "--json"],
+            &env,
+        )
+        .json();
+    let versions = sb
+        .run_env(
+            &[
+                "metrics",
+                "versions",
+                "writer",
+                "write_scene",
+                "--days",
+                "7",
+                "--json",
+            ],
+            &env,
+        )
+        .json();
+    for stats in [&task, &agent, &versions[0]] {
+        assert_eq!(stats["p50_time_to_first_token_ms"], 1100.0, "{stats}");
+        assert_eq!(stats["p95_time_to_first_token_ms"], 2000.0, "{stats}");
+        assert_eq!(stats["avg_tokens_per_second"], 40.0, "{stats}");
+    }
+
+    // Terminal tables: TTFT columns and rows, `-` where a group has none.
+    let table = sb.run_env(&["metrics", "models", "--days", "7"], &env);
+    let table = table.ok();
+    assert!(
+        table.contains("ttft p50") && table.contains("ttft p95"),
+        "{table}"
+    );
+    let s_line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("s "))
+        .unwrap();
+    assert!(
+        s_line.contains("1.10 s") && s_line.contains("2.00 s"),
+        "{s_line}"
+    );
+    let p_line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("p "))
+        .unwrap();
+    assert!(p_line.trim_end().ends_with('-'), "{p_line}");
+    let stats = sb.run_env(
+        &["metrics", "task", "writer", "write_scene", "--days", "7"],
+        &env,
+    );
+    let stats = stats.ok();
+    assert!(stats.contains("p95 time to first token"), "{stats}");
+    assert!(stats.contains("2.00 s"), "{stats}");
+    let plain = sb.run_env(&["metrics", "agent", "editor", "--days", "7"], &env);
+    assert!(
+        !plain.ok().contains("time to first token"),
+        "no TTFT rows without streamed calls"
+    );
+
+    // The report shows the same figures.
+    sb.run_env(
+        &["metrics", "report", "--days", "7", "--out", "r.html"],
+        &env,
+    )
+    .ok();
+    let html = sb.read("r.html");
+    let by_model = chart(&html, "chart-ttft-by-model");
+    assert_eq!(attr_after(by_model, "<svg", "data-groups"), "1");
+    assert_eq!(
+        attr_after(by_model, "data-key=\"s\"", "data-ttft-p50-ms"),
+        "1100"
+    );
+    assert_eq!(
+        attr_after(by_model, "data-key=\"s\"", "data-ttft-p95-ms"),
+        "2000"
+    );
+    assert_eq!(
+        attr_after(by_model, "data-key=\"s\"", "data-streamed-calls"),
+        "20"
+    );
+    let by_task = chart(&html, "chart-ttft-by-task");
+    assert_eq!(
+        attr_after(
+            by_task,
+            "data-key=\"writer/write_scene\"",
+            "data-ttft-p95-ms"
+        ),
+        "2000"
+    );
+    let models_table = &html[html.find("<table id=\"table-models\"").unwrap()..];
+    let cells = |key: &str| -> Vec<String> {
+        let r = &models_table[models_table.find(&format!("<td>{key}</td>")).unwrap()..];
+        let r = &r[..r.find("</tr>").unwrap()];
+        r.split("<td>")
+            .skip(1)
+            .map(|c| c.trim_end_matches("</td>").to_owned())
+            .collect()
+    };
+    // key, calls, success, cache hits, avg, p50, p95, p99, max, tokens, ttft p50, ttft p95, tok/s
+    assert_eq!(cells("s")[10..], ["1.10 s", "2.00 s", "40.0"]);
+    assert_eq!(cells("p")[10..], ["-", "-", "-"]);
+    let versions_table = &html[html.find("<table id=\"table-versions\"").unwrap()..];
+    assert!(versions_table.contains("<td>writer/write_scene@v2</td>"));
+}

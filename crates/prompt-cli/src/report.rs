@@ -7,7 +7,9 @@
 //!
 //! Every chart is an `<svg>` with a stable id and `data-*` attributes carrying its numbers:
 //! `chart-calls-per-day`, `chart-latency-by-model`, `chart-p95-by-task`, `chart-success-by-task`,
-//! `chart-p95-by-version`, `chart-success-by-version`, `chart-cache-hit-rate`.
+//! `chart-p95-by-version`, `chart-success-by-version`, `chart-cache-hit-rate`,
+//! `chart-ttft-by-model`, `chart-ttft-by-task` (p50/p95 time to first token of the groups with
+//! streamed replies).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -372,6 +374,80 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// A time in milliseconds that may be unknown (`-`).
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), ms)
+}
+
+/// Time to first token: per group with streamed replies, a bar to the p95 with the p50 inside.
+fn chart_ttft(id: &str, label: &str, groups: &[Group]) -> String {
+    let streamed: Vec<(&Group, f64, f64)> = groups
+        .iter()
+        .filter_map(|g| {
+            let p50 = g.stats.p50_time_to_first_token_ms?;
+            let p95 = g.stats.p95_time_to_first_token_ms?;
+            Some((g, p50, p95))
+        })
+        .collect();
+    let row_h = 28.0;
+    let (left, right, top, bottom) = (230.0, 120.0, 8.0, 30.0);
+    let h = top + bottom + row_h * streamed.len().max(1) as f64;
+    let max = nice_max(streamed.iter().map(|r| r.2).fold(0.0, f64::max));
+    let plot_w = W - left - right;
+    let mut s = format!(
+        r#"<svg id="{id}" class="chart" viewBox="0 0 {W} {h}" role="img" aria-label="{label}" data-groups="{}">"#,
+        streamed.len()
+    );
+    for (i, (g, p50, p95)) in streamed.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let text = format!("p50 {} · p95 {}", ms(*p50), ms(*p95));
+        let _ = write!(
+            s,
+            r#"<g class="bar" data-key="{}" data-streamed-calls="{}" data-ttft-p50-ms="{}" data-ttft-p95-ms="{}"><title>{}: time to first token {} ({} streamed calls)</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{left}" y="{:.1}" width="{plot_w:.1}" height="18" class="track"/><rect x="{left}" y="{:.1}" width="{:.1}" height="18" fill="{BLUE}" fill-opacity="0.35"/><rect x="{left}" y="{:.1}" width="{:.1}" height="18" fill="{BLUE}"/><text x="{:.1}" y="{:.1}" class="value">{}</text></g>"#,
+            esc(&g.key),
+            g.stats.streamed_calls,
+            num(*p50),
+            num(*p95),
+            esc(&g.key),
+            esc(&text),
+            g.stats.streamed_calls,
+            left - 8.0,
+            y + 14.0,
+            esc(&truncate(&g.key, 34)),
+            y + 2.0,
+            y + 2.0,
+            (plot_w * p95 / max).max(if *p95 > 0.0 { 2.0 } else { 0.0 }),
+            y + 2.0,
+            (plot_w * p50 / max).max(if *p50 > 0.0 { 2.0 } else { 0.0 }),
+            left + plot_w + 6.0,
+            y + 15.0,
+            esc(&text)
+        );
+    }
+    if streamed.is_empty() {
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle" class="empty">no streamed replies in this period</text>"#,
+            W / 2.0,
+            h / 2.0
+        );
+    } else {
+        let _ = write!(
+            s,
+            r#"<g class="legend"><rect x="{left}" y="{}" width="14" height="9" fill="{BLUE}"/><text x="{}" y="{}" class="tick">p50</text><rect x="{}" y="{}" width="14" height="9" fill="{BLUE}" fill-opacity="0.35"/><text x="{}" y="{}" class="tick">p95 (over streamed calls only)</text></g>"#,
+            h - 14.0,
+            left + 18.0,
+            h - 5.0,
+            left + 60.0,
+            h - 14.0,
+            left + 78.0,
+            h - 5.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// What a horizontal bar chart shows of each group.
 #[derive(Clone, Copy)]
 enum Measure {
@@ -493,7 +569,7 @@ fn chart_cache(data: &ReportData) -> String {
 
 fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
     let mut s = format!(
-        r#"<table id="{id}"><caption>{}</caption><thead><tr><th>{}</th><th>calls</th><th>success</th><th>cache hits</th><th>avg</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>tokens</th></tr></thead><tbody>"#,
+        r#"<table id="{id}"><caption>{}</caption><thead><tr><th>{}</th><th>calls</th><th>success</th><th>cache hits</th><th>avg</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>tokens</th><th>ttft p50</th><th>ttft p95</th><th>tok/s</th></tr></thead><tbody>"#,
         esc(title),
         esc(title)
     );
@@ -501,7 +577,7 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
         let st = &g.stats;
         let _ = write!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&g.key),
             st.total_calls,
             pct(st.success_rate),
@@ -511,11 +587,15 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
             esc(&ms(st.p95_latency_ms)),
             esc(&ms(st.p99_latency_ms)),
             esc(&ms(st.max_latency_ms)),
-            st.total_tokens_used
+            st.total_tokens_used,
+            esc(&opt_ms(st.p50_time_to_first_token_ms)),
+            esc(&opt_ms(st.p95_time_to_first_token_ms)),
+            st.avg_tokens_per_second
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
         );
     }
     if groups.is_empty() {
-        s.push_str(r#"<tr><td colspan="10" class="empty">no calls in this period</td></tr>"#);
+        s.push_str(r#"<tr><td colspan="13" class="empty">no calls in this period</td></tr>"#);
     }
     s.push_str("</tbody></table>");
     s
@@ -609,10 +689,11 @@ pub fn render_html(data: &ReportData) -> String {
         r#"<div class="grid2"><section><h2>Calls per day</h2>{}</section><section><h2>Latency distribution per model</h2>{}</section></div>
 <div class="grid2"><section><h2>p95 latency per agent/task</h2>{}</section><section><h2>Success rate per agent/task</h2>{}</section></div>
 <div class="grid2"><section><h2>p95 latency per template version</h2>{}</section><section><h2>Success rate per template version</h2>{}</section></div>
+<div class="grid2"><section><h2>Time to first token per model</h2>{}</section><section><h2>Time to first token per agent/task</h2>{}</section></div>
 <div class="grid2"><section><h2>Cache hit rate</h2>{}</section><section><h2>Per day</h2>{}</section></div>
 <div class="tables">{}{}{}</div>
 </main>
-<footer>Generated by <code>prompt metrics report</code>. Latencies are per call; cache hits count as calls. Every figure comes from prompt-metrics, as <code>prompt metrics models|task|versions</code> show it: a call succeeds when it has no error and passed validation; a percentile p is the latency at index min(⌊n·p⌋, n−1) of the n latencies sorted.</footer>
+<footer>Generated by <code>prompt metrics report</code>. Latencies are per call; cache hits count as calls. Every figure comes from prompt-metrics, as <code>prompt metrics models|task|versions</code> show it: a call succeeds when it has no error and passed validation; a percentile p is the latency at index min(⌊n·p⌋, n−1) of the n latencies sorted. Time to first token (ttft) is from sending the request to the first piece of a streamed reply; its percentiles follow the same rule over the streamed calls only (calls whose reply was not streamed have none). tok/s is the mean of the calls' completion tokens over their generation time after the first token.</footer>
 </body></html>
 "#,
         chart_calls_per_day(data),
@@ -640,6 +721,16 @@ pub fn render_html(data: &ReportData) -> String {
             "Success rate per template version",
             &data.versions,
             Measure::SuccessRate
+        ),
+        chart_ttft(
+            "chart-ttft-by-model",
+            "Time to first token per model",
+            &data.models
+        ),
+        chart_ttft(
+            "chart-ttft-by-task",
+            "Time to first token per agent/task",
+            &data.tasks
         ),
         chart_cache(data),
         day_table(data),
@@ -737,6 +828,8 @@ mod tests {
             "chart-p95-by-version",
             "chart-success-by-version",
             "chart-cache-hit-rate",
+            "chart-ttft-by-model",
+            "chart-ttft-by-task",
         ] {
             assert!(html.contains(&format!(r#"<svg id="{id}""#)), "{id}");
         }
@@ -753,9 +846,67 @@ mod tests {
     }
 
     #[test]
+    fn ttft_is_shown_per_model_and_task_over_streamed_calls_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonlStore::open(dir.path()).unwrap().with_clock(now);
+        // qwen3: TTFT 100..=2000 ms on 20 streamed calls, plus 5 calls not streamed.
+        for i in 1..=20 {
+            let ttft = f64::from(i) * 100.0;
+            let mut m =
+                PromptMetrics::new("h", "writer", "write_chapter", "qwen3", 0.7, ttft + 2000.0);
+            m.timestamp = now();
+            m.tokens_completion = Some(100);
+            m.set_stream_timing(Some(ttft), ttft + 2000.0);
+            store.record(m).unwrap();
+        }
+        for _ in 0..5 {
+            let mut m = PromptMetrics::new("h", "writer", "write_chapter", "qwen3", 0.7, 90_000.0);
+            m.timestamp = now();
+            store.record(m).unwrap();
+        }
+        // llama: never streamed.
+        let mut m = PromptMetrics::new("h", "editor", "edit", "llama", 0.7, 500.0);
+        m.timestamp = now();
+        store.record(m).unwrap();
+        store.flush().unwrap();
+        let html = render_html(&ReportData::new(store.overview(1).unwrap(), 1, now()));
+
+        let chart = &html[html.find(r#"<svg id="chart-ttft-by-model""#).unwrap()..];
+        let chart = &chart[..chart.find("</svg>").unwrap()];
+        assert!(chart.contains(r#"data-groups="1""#), "{chart}");
+        assert!(
+            chart.contains(r#"data-key="qwen3" data-streamed-calls="20" data-ttft-p50-ms="1100" data-ttft-p95-ms="2000""#),
+            "{chart}"
+        );
+        assert!(!chart.contains("llama"));
+        assert!(html.contains(r#"<svg id="chart-ttft-by-task""#));
+        assert!(html.contains(r#"data-key="writer/write_chapter" data-streamed-calls="20""#));
+
+        // The tables: p50, p95 and tok/s last; `-` for a group never streamed.
+        let row = |table: &str, key: &str| -> Vec<String> {
+            let t = &html[html.find(&format!(r#"<table id="{table}""#)).unwrap()..];
+            let r = &t[t.find(&format!("<td>{key}</td>")).unwrap()..];
+            let r = &r[..r.find("</tr>").unwrap()];
+            r.split("<td>")
+                .skip(1)
+                .map(|c| c.trim_end_matches("</td>").to_owned())
+                .collect()
+        };
+        let qwen = row("table-models", "qwen3");
+        assert_eq!(qwen.len(), 13);
+        assert_eq!(qwen[10..], ["1.10 s", "2.00 s", "50.0"]);
+        assert_eq!(row("table-models", "llama")[10..], ["-", "-", "-"]);
+        assert_eq!(
+            row("table-tasks", "writer/write_chapter")[10..],
+            ["1.10 s", "2.00 s", "50.0"]
+        );
+    }
+
+    #[test]
     fn empty_report_still_renders() {
         let html = render_html(&ReportData::new(Overview::default(), 7, now()));
         assert!(html.contains("no calls in this period"));
+        assert!(html.contains("no streamed replies in this period"));
         assert!(html.contains(r#"data-total-calls="0""#));
     }
 }

@@ -8,6 +8,12 @@
 //! skipped and counted, never fatal. The HTML report's groupings (per UTC day, per agent/task)
 //! come from the same aggregation, so every figure follows one percentile rule.
 //!
+//! A streamed reply's record also carries its time to first token and its tokens per second
+//! ([`PromptMetrics::set_stream_timing`], the rule in [`tokens_per_second`]); the aggregates
+//! give their p50/p95 time to first token over the streamed records only, `None` when there
+//! are none. Lines without these fields (the Python original's, ours from before) read as
+//! not streamed.
+//!
 //! ```
 //! use prompt_metrics::{JsonlStore, MetricsSink, PromptMetrics};
 //!
@@ -18,6 +24,8 @@
 //! let mut m = PromptMetrics::new("3f2a", "writer", "write_chapter", "qwen3:30b", 0.8, 8500.0);
 //! m.tokens_prompt = Some(1200);
 //! m.tokens_completion = Some(2400);
+//! // Streamed: first delta after 500 ms, reply complete after 8,500 ms.
+//! m.set_stream_timing(Some(500.0), 8500.0);
 //! store.record(m)?;
 //! store.flush()?;
 //!
@@ -25,6 +33,8 @@
 //! assert_eq!(stats.total_calls, 1);
 //! assert_eq!(stats.success_rate, 1.0);
 //! assert_eq!(stats.total_tokens_used, 3600);
+//! assert_eq!(stats.p95_time_to_first_token_ms, Some(500.0));
+//! assert_eq!(stats.avg_tokens_per_second, Some(300.0));
 //!
 //! let models = store.model_comparison(7)?;
 //! assert_eq!(models[0].model, "qwen3:30b");
@@ -43,7 +53,7 @@ pub mod testdata;
 mod writer;
 
 pub use error::MetricsError;
-pub use record::PromptMetrics;
+pub use record::{PromptMetrics, tokens_per_second};
 pub use stats::{
     AggregateStats, DayStats, ModelStats, Overview, ScanSummary, TaskStats, TaskVersionStats,
     VersionStats,

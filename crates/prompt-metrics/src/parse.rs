@@ -27,6 +27,8 @@ pub(crate) struct Rec<'a> {
     pub(crate) has_error: bool,
     pub(crate) response_length: u64,
     pub(crate) template_version: Option<u32>,
+    pub(crate) time_to_first_token_ms: Option<f64>,
+    pub(crate) tokens_per_second: Option<f64>,
 }
 
 #[cfg(test)]
@@ -77,6 +79,10 @@ struct SerdeRec<'a> {
     #[serde(default, borrow)]
     #[allow(dead_code)]
     provider: Option<Cow<'a, str>>,
+    #[serde(default)]
+    time_to_first_token_ms: Option<f64>,
+    #[serde(default)]
+    tokens_per_second: Option<f64>,
 }
 
 /// Reads one line (without its newline) with serde; `None` when the line is not a record.
@@ -100,6 +106,8 @@ pub(crate) fn parse_line_serde(line: &[u8]) -> Option<Rec<'_>> {
         has_error: r.error.is_some(),
         response_length: r.response_length,
         template_version: r.template_version,
+        time_to_first_token_ms: r.time_to_first_token_ms,
+        tokens_per_second: r.tokens_per_second,
     })
 }
 
@@ -136,7 +144,7 @@ static SPECIAL: [bool; 256] = {
 };
 
 /// The fields of a record, in the order the Python original and our writer put them.
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 20] = [
     "prompt_hash",
     "agent",
     "task",
@@ -155,10 +163,12 @@ const FIELDS: [&str; 18] = [
     "template_version",
     "template_hash",
     "provider",
+    "time_to_first_token_ms",
+    "tokens_per_second",
 ];
 
 /// [`FIELDS`] as they appear quoted in a line.
-const QUOTED_FIELDS: [&[u8]; 18] = [
+const QUOTED_FIELDS: [&[u8]; 20] = [
     b"\"prompt_hash\"",
     b"\"agent\"",
     b"\"task\"",
@@ -177,6 +187,8 @@ const QUOTED_FIELDS: [&[u8]; 18] = [
     b"\"template_version\"",
     b"\"template_hash\"",
     b"\"provider\"",
+    b"\"time_to_first_token_ms\"",
+    b"\"tokens_per_second\"",
 ];
 
 /// Nesting allowed inside an unknown field's value.
@@ -340,6 +352,15 @@ impl<'a> Parser<'a> {
         }
     }
 
+    fn opt_float(&mut self) -> Option<Option<f64>> {
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            Some(None)
+        } else {
+            self.float().map(Some)
+        }
+    }
+
     fn boolean(&mut self) -> Option<bool> {
         match self.peek()? {
             b't' => self.literal(b"true").map(|()| true),
@@ -426,6 +447,8 @@ impl<'a> Parser<'a> {
             has_error: false,
             response_length: 0,
             template_version: None,
+            time_to_first_token_ms: None,
+            tokens_per_second: None,
         };
         let mut timestamp = Cow::Borrowed("");
         self.ws();
@@ -529,6 +552,14 @@ impl<'a> Parser<'a> {
                         self.opt_string()?;
                         1 << 17
                     }
+                    Some(18) => {
+                        rec.time_to_first_token_ms = self.opt_float()?;
+                        1 << 18
+                    }
+                    Some(19) => {
+                        rec.tokens_per_second = self.opt_float()?;
+                        1 << 19
+                    }
                     _ => {
                         self.skip_value(0)?;
                         0
@@ -573,6 +604,10 @@ mod tests {
 
     const SEED_LINE: &str = r#"{"prompt_hash": "ab12", "agent": "writer", "task": "write_chapter", "model": "qwen3:30b", "temperature": 0.8, "timestamp": "2026-01-20T14:03:22.123456", "latency_ms": 8523.25, "tokens_prompt": 1200, "tokens_completion": null, "cache_hit": false, "validation_passed": true, "retry_count": 0, "error": null, "response_length": 4200, "language_detected": "en"}"#;
 
+    /// A line as our writer puts it for a streamed reply: our fields after the Python
+    /// original's, the stream timing last.
+    const STREAMED_LINE: &str = r#"{"prompt_hash":"ab12","agent":"writer","task":"write_chapter","model":"qwen3:30b","temperature":0.8,"timestamp":"2026-01-20T14:03:22.123456+00:00","latency_ms":8523.25,"tokens_prompt":1200,"tokens_completion":2400,"cache_hit":false,"validation_passed":true,"retry_count":0,"error":null,"response_length":4200,"language_detected":null,"template_version":3,"provider":"ollama","time_to_first_token_ms":412.5,"tokens_per_second":297.1}"#;
+
     /// The fast parser and serde agree on whether a line is a record, and on its fields.
     /// Floats may differ in the last bit: ours are correctly rounded, serde_json's default
     /// parser is not always.
@@ -582,13 +617,26 @@ mod tests {
         let shown = String::from_utf8_lossy(line);
         match (fast, serde) {
             (Some(mut a), Some(mut b)) => {
-                let (x, y) = (a.latency_ms, b.latency_ms);
-                assert!(
-                    (x - y).abs() <= 1e-14 * x.abs().max(y.abs()),
-                    "line {shown:?}: {x} vs {y}"
-                );
+                let close = |x: f64, y: f64| {
+                    assert!(
+                        (x - y).abs() <= 1e-14 * x.abs().max(y.abs()),
+                        "line {shown:?}: {x} vs {y}"
+                    );
+                };
+                close(a.latency_ms, b.latency_ms);
                 a.latency_ms = 0.0;
                 b.latency_ms = 0.0;
+                for (x, y) in [
+                    (&mut a.time_to_first_token_ms, &mut b.time_to_first_token_ms),
+                    (&mut a.tokens_per_second, &mut b.tokens_per_second),
+                ] {
+                    assert_eq!(x.is_some(), y.is_some(), "line {shown:?}");
+                    if let (Some(x), Some(y)) = (x, y) {
+                        close(*x, *y);
+                        *x = 0.0;
+                        *y = 0.0;
+                    }
+                }
                 assert_eq!(a, b, "line {shown:?}");
             }
             (a, b) => assert_eq!(a, b, "line {shown:?}"),
@@ -653,6 +701,30 @@ mod tests {
             "{}".into(),
             "".into(),
             "null".into(),
+            STREAMED_LINE.into(),
+            STREAMED_LINE.replace("412.5", "null"),
+            STREAMED_LINE.replace("297.1", "null"),
+            STREAMED_LINE.replace("412.5", "412"),
+            STREAMED_LINE.replace("412.5", "-0"),
+            STREAMED_LINE.replace("412.5", "4.125e2"),
+            STREAMED_LINE.replace("412.5", "NaN"),
+            STREAMED_LINE.replace("412.5", "1e400"),
+            STREAMED_LINE.replace("412.5", "\"412.5\""),
+            STREAMED_LINE.replace("412.5", "true"),
+            STREAMED_LINE.replace("412.5", "[]"),
+            STREAMED_LINE.replace("297.1", "123456789012345678901234567890"),
+            STREAMED_LINE.replace(
+                "\"tokens_per_second\":297.1",
+                "\"tokens_per_second\":297.1,\"time_to_first_token_ms\":1",
+            ),
+            STREAMED_LINE.replace(
+                "\"time_to_first_token_ms\":412.5,\"tokens_per_second\":297.1",
+                "\"tokens_per_second\":297.1,\"time_to_first_token_ms\":412.5",
+            ),
+            STREAMED_LINE.replace(
+                "\"time_to_first_token_ms\"",
+                "\"time_to_first_token_m\\u0073\"",
+            ),
         ];
         for line in &cases {
             check_same(line.as_bytes());
@@ -665,6 +737,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn stream_timing_reads_when_present_and_is_none_when_not() {
+        let r = parse_line(STREAMED_LINE.as_bytes()).expect("a record");
+        assert_eq!(r.time_to_first_token_ms, Some(412.5));
+        assert_eq!(r.tokens_per_second, Some(297.1));
+        let nulls = STREAMED_LINE
+            .replace("412.5", "null")
+            .replace("297.1", "null");
+        let r = parse_line(nulls.as_bytes()).expect("a record");
+        assert_eq!(
+            (r.time_to_first_token_ms, r.tokens_per_second),
+            (None, None)
+        );
+        // The Python original's line has neither field.
+        let r = parse_line(SEED_LINE.as_bytes()).expect("a record");
+        assert_eq!(
+            (r.time_to_first_token_ms, r.tokens_per_second),
+            (None, None)
+        );
+        // A field given twice is not a record, as for serde.
+        let twice = STREAMED_LINE.replace(
+            "\"tokens_per_second\":297.1",
+            "\"tokens_per_second\":297.1,\"time_to_first_token_ms\":1",
+        );
+        assert!(parse_line(twice.as_bytes()).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -672,16 +771,16 @@ mod tests {
         /// readers disagree.
         #[test]
         fn mutated_lines_read_the_same(
-            cut in 0usize..400,
-            at in 0usize..400,
+            cut in 0usize..460,
+            at in 0usize..460,
             byte in prop::sample::select(b"{}[]\",:0123456789.-+eEnulltrfas \\\t\x01\xc3\xa9".to_vec()),
             insert in any::<bool>(),
-            compact in any::<bool>(),
+            shape in 0usize..3,
         ) {
-            let base = if compact {
-                SEED_LINE.replace(", ", ",").replace(": ", ":")
-            } else {
-                SEED_LINE.to_string()
+            let base = match shape {
+                0 => SEED_LINE.to_string(),
+                1 => SEED_LINE.replace(", ", ",").replace(": ", ":"),
+                _ => STREAMED_LINE.to_string(),
             };
             let mut line = base.into_bytes();
             let at = at.min(line.len());
@@ -693,6 +792,35 @@ mod tests {
             check_same(&line);
             line.truncate(cut.min(line.len()));
             check_same(&line);
+        }
+
+        /// Any value of the stream timing fields, in any number form (or null, or left out),
+        /// reads the same with both readers.
+        #[test]
+        fn stream_timing_values_read_the_same(
+            ttft in prop::option::of(any::<f64>()),
+            tps in prop::option::of(any::<f64>()),
+            form in 0usize..3,
+            leave_out in any::<bool>(),
+        ) {
+            let show = |v: Option<f64>| match v {
+                None => "null".to_owned(),
+                Some(v) => match form {
+                    0 => format!("{v}"),
+                    1 => format!("{v:e}"),
+                    _ => format!("{v:.3}"),
+                },
+            };
+            let mut line = STREAMED_LINE
+                .replace("412.5", &show(ttft))
+                .replace("297.1", &show(tps));
+            if leave_out {
+                line = line.replace(&format!(",\"tokens_per_second\":{}", show(tps)), "");
+            }
+            check_same(line.as_bytes());
+            if let (Some(r), Some(v)) = (parse_line(line.as_bytes()), ttft) {
+                prop_assert_eq!(r.time_to_first_token_ms.is_some(), v.is_finite());
+            }
         }
     }
 }

@@ -46,6 +46,10 @@ pub(crate) struct Acc {
     tokens_completion: u64,
     latency_sum: f64,
     latencies: Vec<f64>,
+    /// Times to first token of the records that have one (streamed replies).
+    ttfts: Vec<f64>,
+    tokens_per_second_sum: f64,
+    tokens_per_second_count: u64,
 }
 
 impl Acc {
@@ -65,6 +69,13 @@ impl Acc {
             .saturating_add(r.tokens_completion.unwrap_or(0));
         self.latency_sum += r.latency_ms;
         self.latencies.push(r.latency_ms);
+        if let Some(t) = r.time_to_first_token_ms {
+            self.ttfts.push(t);
+        }
+        if let Some(v) = r.tokens_per_second {
+            self.tokens_per_second_sum += v;
+            self.tokens_per_second_count += 1;
+        }
     }
 
     fn merge(&mut self, mut o: Acc) {
@@ -83,6 +94,13 @@ impl Acc {
         } else {
             self.latencies.append(&mut o.latencies);
         }
+        if self.ttfts.is_empty() {
+            self.ttfts = o.ttfts;
+        } else {
+            self.ttfts.append(&mut o.ttfts);
+        }
+        self.tokens_per_second_sum += o.tokens_per_second_sum;
+        self.tokens_per_second_count += o.tokens_per_second_count;
     }
 
     fn finish(mut self, skipped_lines: u64, unreadable_files: u64) -> AggregateStats {
@@ -122,6 +140,16 @@ impl Acc {
         s.tokens_prompt = self.tokens_prompt;
         s.tokens_completion = self.tokens_completion;
         s.total_tokens_used = self.tokens_prompt.saturating_add(self.tokens_completion);
+        s.streamed_calls = self.ttfts.len() as u64;
+        if !self.ttfts.is_empty() {
+            let [p50, p95] = percentiles(&mut self.ttfts, [0.50, 0.95]);
+            s.p50_time_to_first_token_ms = Some(p50);
+            s.p95_time_to_first_token_ms = Some(p95);
+        }
+        if self.tokens_per_second_count > 0 {
+            s.avg_tokens_per_second =
+                Some(self.tokens_per_second_sum / self.tokens_per_second_count as f64);
+        }
         s
     }
 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Lines written by the Python original's collector (`json.dumps(asdict(m))`) read back: missing
 /// optional fields take the Python original's defaults and a timestamp without a UTC offset means UTC.
 /// `template_version`, `template_hash` and `provider` are ours; they are left out of a line
-/// when `None`.
+/// when `None`. `time_to_first_token_ms` and `tokens_per_second` are ours too; they are always
+/// written (a number or `null`), and a line without them (the Python original's, or ours from
+/// before streaming) reads them as `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptMetrics {
     /// Hash of the prompt (the Python original's cache key or template hash).
@@ -62,6 +64,55 @@ pub struct PromptMetrics {
     /// Provider name (`ollama`, `openai`, ...), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// Milliseconds from sending the request to the first delta (text or reasoning) of the
+    /// reply, of the attempt whose reply was kept; `None` when the reply was not streamed
+    /// (the non-streaming path, a cache hit, or a call that failed before any delta).
+    #[serde(default)]
+    pub time_to_first_token_ms: Option<f64>,
+    /// Completion tokens per second of generation after the first token, by the rule of
+    /// [`tokens_per_second`]; `None` when it is not known (see there).
+    #[serde(default)]
+    pub tokens_per_second: Option<f64>,
+}
+
+/// The one rule for [`PromptMetrics::tokens_per_second`]: the completion tokens over the
+/// generation time after the first token, in seconds, that is
+///
+/// `tokens_completion / ((response_latency_ms - ttft_ms) / 1000)`
+///
+/// where `response_latency_ms` is the time from sending the request to the end of the reply
+/// (the final frame of the stream) and `ttft_ms` the time from sending it to the first delta,
+/// both of the same attempt — the one whose reply was kept, not the record's `latency_ms`,
+/// which also counts earlier attempts, rendering and validation. The prompt's processing (the
+/// wait for the first token) is left out, so the figure is the model's writing speed.
+///
+/// `None` when the completion tokens are unknown, when the reply was not streamed (no
+/// `ttft_ms`: the non-streaming path cannot tell prompt processing from generation, so it
+/// gives no figure rather than a different one), or when the generation time is not a
+/// positive finite number (a reply that came in one delta, or inconsistent timings).
+///
+/// ```
+/// use prompt_metrics::tokens_per_second;
+///
+/// // 300 tokens, first delta after 500 ms, reply complete after 2,500 ms: 300 / 2 s.
+/// assert_eq!(tokens_per_second(Some(300), 2500.0, Some(500.0)), Some(150.0));
+/// assert_eq!(tokens_per_second(None, 2500.0, Some(500.0)), None);
+/// assert_eq!(tokens_per_second(Some(300), 2500.0, None), None);
+/// assert_eq!(tokens_per_second(Some(300), 500.0, Some(500.0)), None);
+/// ```
+pub fn tokens_per_second(
+    tokens_completion: Option<u64>,
+    response_latency_ms: f64,
+    ttft_ms: Option<f64>,
+) -> Option<f64> {
+    let tokens = tokens_completion?;
+    let ttft = ttft_ms.filter(|t| t.is_finite() && *t >= 0.0)?;
+    let generation_ms = response_latency_ms - ttft;
+    if !(generation_ms.is_finite() && generation_ms > 0.0) {
+        return None;
+    }
+    let rate = tokens as f64 / (generation_ms / 1000.0);
+    rate.is_finite().then_some(rate)
 }
 
 fn default_true() -> bool {
@@ -98,7 +149,34 @@ impl PromptMetrics {
             template_version: None,
             template_hash: None,
             provider: None,
+            time_to_first_token_ms: None,
+            tokens_per_second: None,
         }
+    }
+
+    /// Sets the stream timing of the reply: [`time_to_first_token_ms`](Self::time_to_first_token_ms)
+    /// to `ttft_ms` (`None` for a reply that was not streamed) and
+    /// [`tokens_per_second`](Self::tokens_per_second) by the rule of [`tokens_per_second`] from
+    /// this record's `tokens_completion`, so set the token counts first.
+    ///
+    /// `response_latency_ms` is the time from sending the request to the end of the reply, of
+    /// the same attempt as `ttft_ms`. A `ttft_ms` that is negative or not finite is treated
+    /// as unknown (`None`), so the record stays writable.
+    ///
+    /// ```
+    /// use prompt_metrics::PromptMetrics;
+    ///
+    /// let mut m = PromptMetrics::new("3f2a", "writer", "write_chapter", "qwen3:30b", 0.8, 4200.0);
+    /// m.tokens_completion = Some(600);
+    /// m.set_stream_timing(Some(1000.0), 4000.0);
+    /// assert_eq!(m.time_to_first_token_ms, Some(1000.0));
+    /// assert_eq!(m.tokens_per_second, Some(200.0));
+    /// ```
+    pub fn set_stream_timing(&mut self, ttft_ms: Option<f64>, response_latency_ms: f64) {
+        let ttft_ms = ttft_ms.filter(|t| t.is_finite() && *t >= 0.0);
+        self.time_to_first_token_ms = ttft_ms;
+        self.tokens_per_second =
+            tokens_per_second(self.tokens_completion, response_latency_ms, ttft_ms);
     }
 
     /// The Python original's notion of success: validation passed and no error.

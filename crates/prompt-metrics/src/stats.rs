@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 
 /// Aggregates over the records a query selected, with the Python original's field names.
 ///
-/// Rates are fractions between 0 and 1; with no records every figure is 0.
+/// Rates are fractions between 0 and 1; with no records every figure is 0 (the stream timing
+/// figures, which the Python original does not have, are `None`).
 /// Percentiles follow the Python original's rule: sort the latencies and take the element at index
-/// `min(floor(n * p), n - 1)`.
+/// `min(floor(n * p), n - 1)`; the time-to-first-token percentiles follow the same rule over the
+/// records that have a time to first token.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AggregateStats {
     /// Number of records selected.
@@ -52,6 +54,22 @@ pub struct AggregateStats {
     pub tokens_prompt: u64,
     /// Sum of completion tokens.
     pub tokens_completion: u64,
+    /// Records with a time to first token (streamed replies); the two figures below are over
+    /// these alone.
+    #[serde(default)]
+    pub streamed_calls: u64,
+    /// Median time to first token in milliseconds, over the records that have one (the
+    /// Python original's percentile rule); `None` when none has.
+    #[serde(default)]
+    pub p50_time_to_first_token_ms: Option<f64>,
+    /// 95th percentile time to first token in milliseconds, over the records that have one
+    /// (the Python original's percentile rule); `None` when none has.
+    #[serde(default)]
+    pub p95_time_to_first_token_ms: Option<f64>,
+    /// Mean of the records' [`tokens_per_second`](crate::PromptMetrics::tokens_per_second),
+    /// over the records that have it; `None` when none has.
+    #[serde(default)]
+    pub avg_tokens_per_second: Option<f64>,
     /// Malformed, truncated or unknown-shaped lines skipped in the files the query read,
     /// whatever group they might have belonged to. Agent, task and version queries read in
     /// full only the lines that can hold the agent (those holding `"<agent>"` literally, or an

@@ -212,6 +212,12 @@ impl MetricsSink for JsonlStore {
     fn record(&self, metrics: PromptMetrics) -> Result<(), MetricsError> {
         check_finite("temperature", metrics.temperature)?;
         check_finite("latency_ms", metrics.latency_ms)?;
+        if let Some(v) = metrics.time_to_first_token_ms {
+            check_finite("time_to_first_token_ms", v)?;
+        }
+        if let Some(v) = metrics.tokens_per_second {
+            check_finite("tokens_per_second", v)?;
+        }
         let year = metrics.timestamp.year();
         if !(0..=9999).contains(&year) {
             return Err(MetricsError::InvalidRecord {

@@ -50,6 +50,30 @@ const STAT_ROWS: &[(&str, &str, Fmt)] = &[
     ("total_tokens_used", "total tokens", Fmt::Int),
 ];
 
+/// The stream timing statistics, shown after [`STAT_ROWS`] when the group has streamed
+/// records.
+const STREAM_ROWS: &[(&str, &str, Fmt)] = &[
+    ("streamed_calls", "streamed calls", Fmt::Int),
+    (
+        "p50_time_to_first_token_ms",
+        "p50 time to first token",
+        Fmt::Ms,
+    ),
+    (
+        "p95_time_to_first_token_ms",
+        "p95 time to first token",
+        Fmt::Ms,
+    ),
+    ("avg_tokens_per_second", "avg tokens/s", Fmt::Float),
+];
+
+/// Whether a group's statistics include streamed records (and so stream timing figures).
+fn has_stream_timing(map: &Map<String, Value>) -> bool {
+    map.get("streamed_calls")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 0)
+}
+
 #[derive(Clone, Copy)]
 enum Fmt {
     Int,
@@ -91,7 +115,12 @@ fn print_stats(title: &str, map: &Map<String, Value>) -> CliResult<()> {
         ui::print_warning(&format!("no calls recorded for {title}"));
     }
     let mut table = Table::new(&[("metric", Align::Left), ("value", Align::Right)]);
-    for (key, label, fmt) in STAT_ROWS {
+    let stream_rows = if has_stream_timing(map) {
+        STREAM_ROWS
+    } else {
+        &[]
+    };
+    for (key, label, fmt) in STAT_ROWS.iter().chain(stream_rows) {
         table.row(vec![(*label).to_owned(), fmt_stat(map, key, *fmt)]);
     }
     skipped_note(map);
@@ -111,26 +140,32 @@ const CMP_COLUMNS: &[(&str, &str, Fmt)] = &[
     ("total_tokens_used", "tokens", Fmt::Int),
 ];
 
+/// Columns added to the comparison tables when some row has streamed records (`-` in the
+/// rows without).
+const CMP_STREAM_COLUMNS: &[(&str, &str, Fmt)] = &[
+    ("p50_time_to_first_token_ms", "ttft p50", Fmt::Ms),
+    ("p95_time_to_first_token_ms", "ttft p95", Fmt::Ms),
+    ("avg_tokens_per_second", "tok/s", Fmt::Float),
+];
+
 fn print_comparison(
     title: &str,
     first: &str,
     rows: &[(String, Map<String, Value>)],
 ) -> CliResult<()> {
     let p = Paint::stdout();
+    let stream_columns = if rows.iter().any(|(_, m)| has_stream_timing(m)) {
+        CMP_STREAM_COLUMNS
+    } else {
+        &[]
+    };
+    let shown = || CMP_COLUMNS.iter().chain(stream_columns);
     let mut columns = vec![(first, Align::Left)];
-    columns.extend(
-        CMP_COLUMNS
-            .iter()
-            .map(|(_, label, _)| (*label, Align::Right)),
-    );
+    columns.extend(shown().map(|(_, label, _)| (*label, Align::Right)));
     let mut table = Table::new(&columns);
     for (name, map) in rows {
         let mut cells = vec![name.clone()];
-        cells.extend(
-            CMP_COLUMNS
-                .iter()
-                .map(|(key, _, fmt)| fmt_stat(map, key, *fmt)),
-        );
+        cells.extend(shown().map(|(key, _, fmt)| fmt_stat(map, key, *fmt)));
         table.row(cells);
     }
     if let Some((_, m)) = rows.first() {
