@@ -859,6 +859,10 @@ pub(crate) fn fill_success(record: &mut PromptMetrics, response: &ChatResponse, 
     record.validation_passed = true;
     record.response_length = response.content.chars().count() as u64;
     response.model.clone_into(&mut record.model);
+    // After the token counts: tokens/s is derived from them.
+    if let Some(ttft_ms) = response.time_to_first_token_ms() {
+        record.set_stream_timing(Some(ttft_ms), response.latency.as_secs_f64() * 1000.0);
+    }
 }
 
 pub(crate) fn fill_failure(record: &mut PromptMetrics, failed: &Failed) {
@@ -869,9 +873,7 @@ pub(crate) fn fill_failure(record: &mut PromptMetrics, failed: &Failed) {
 
 fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Reply {
     Reply {
-        time_to_first_token_ms: response
-            .time_to_first_token
-            .map(|t| t.as_secs_f64() * 1000.0),
+        time_to_first_token_ms: response.time_to_first_token_ms(),
         content: response.content,
         model: response.model,
         tokens_prompt: response.tokens_prompt,

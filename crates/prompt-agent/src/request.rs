@@ -429,6 +429,14 @@ pub struct ChatResponse {
     pub time_to_first_token: Option<Duration>,
 }
 
+impl ChatResponse {
+    /// [`time_to_first_token`](Self::time_to_first_token) in milliseconds, as every record
+    /// and reply reports it.
+    pub fn time_to_first_token_ms(&self) -> Option<f64> {
+        self.time_to_first_token.map(|t| t.as_secs_f64() * 1000.0)
+    }
+}
+
 /// Assembles a stream's events into a [`ChatResponse`], keeping every delta with its offset.
 #[derive(Debug)]
 pub struct StreamAssembler {

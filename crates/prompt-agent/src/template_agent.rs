@@ -246,11 +246,7 @@ impl TemplateAgent {
             cache_key: key_hex.clone(),
             reasoning: response.reasoning.clone(),
             time_to_first_token_ms: (!cache_hit)
-                .then(|| {
-                    response
-                        .time_to_first_token
-                        .map(|t| t.as_secs_f64() * 1000.0)
-                })
+                .then(|| response.time_to_first_token_ms())
                 .flatten(),
         };
         let out = match (&result, leader) {

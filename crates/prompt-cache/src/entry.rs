@@ -11,15 +11,24 @@
 //! {"key":"<64 hex>","response":"...","model":"...","provider":"..."|null,
 //!  "temperature":0.8|null,"created_at":"<RFC 3339, UTC>","expires_at":"<RFC 3339>"|null,
 //!  "hit_count":3,"tokens_prompt":900|null,"tokens_completion":500|null,
-//!  "finish_reason":"stop"|null,"latency_ms":12.5|null,"checksum":"xxh3:<16 hex>"}
+//!  "finish_reason":"stop"|null,"latency_ms":12.5|null,
+//!  "reasoning":"...","deltas":[[0,12,35210],[1,40,36002],...],"checksum":"xxh3:<16 hex>"}
 //! ```
 //!
-//! - The fields up to `latency_ms` are [`CachedResponse`]'s, written by `serde_json` in this
-//!   order (timestamps as chrono writes them); `checksum` is appended last.
+//! - The fields up to `deltas` are [`CachedResponse`]'s, written by `serde_json` in this
+//!   order (timestamps as chrono writes them); `checksum` is appended last. `reasoning` and
+//!   `deltas` are left out when there are none (a reply that was not streamed): such an entry
+//!   is written exactly as before they existed.
+//! - `deltas` records how a streamed reply arrived, one `[kind, end, offset_us]` per piece:
+//!   kind `0` is response text and `1` reasoning text, `end` the byte position in that text
+//!   where the piece ends, `offset_us` when it arrived (microseconds after the request was
+//!   sent). The texts are not stored twice; pieces that do not cover `response` and
+//!   `reasoning` exactly (out of order, off a character boundary, short of the end) make the
+//!   entry corrupt.
 //! - `checksum` is `xxh3:` and the XXH3-64 digest, in 16 lowercase hex digits, of the entry's
 //!   content as [`CachedResponse::feed_content`] encodes it: every field a hit returns (key,
 //!   response, model, provider, temperature, created and expiry times, token counts, finish
-//!   reason, latency). `hit_count` is not covered: it is bookkeeping that changes with every
+//!   reason, latency, reasoning, deltas). `hit_count` is not covered: it is bookkeeping that changes with every
 //!   hit (Redis increments it beside the entry), and a file damaged only there is served with
 //!   that count. Floats are covered as `serde_json`'s reader reads them back, which is not
 //!   always the value written: `NaN` and infinities are written as `null`, and its default
@@ -87,6 +96,62 @@ pub struct CachedResponse {
     /// Latency of the original model call, in milliseconds.
     #[serde(default)]
     pub latency_ms: Option<f64>,
+    /// Reasoning text the model sent apart from the response (streamed replies), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// How a streamed reply arrived: its pieces in order, as positions into `response` and
+    /// `reasoning` with their time offsets (empty when the reply was not streamed). A hit
+    /// replays them with [`CachedResponse::pieces`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<CachedDelta>,
+}
+
+/// One piece of a streamed reply, stored without its text: the text is the part of the
+/// entry's `response` (or `reasoning`) from the previous piece of the same kind up to `end`.
+/// Stored as a JSON array `[kind, end, offset_us]` with kind `0` (response) or `1`
+/// (reasoning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "(u8, u64, u64)", into = "(u8, u64, u64)")]
+pub struct CachedDelta {
+    /// Whether the piece is reasoning text (else response text).
+    pub reasoning: bool,
+    /// Byte position in its text where the piece ends (on a character boundary).
+    pub end: u64,
+    /// When the piece arrived, in microseconds after the request was sent.
+    pub offset_us: u64,
+}
+
+impl TryFrom<(u8, u64, u64)> for CachedDelta {
+    type Error = String;
+    fn try_from((kind, end, offset_us): (u8, u64, u64)) -> Result<Self, String> {
+        let reasoning = match kind {
+            0 => false,
+            1 => true,
+            other => return Err(format!("unknown delta kind {other}")),
+        };
+        Ok(Self {
+            reasoning,
+            end,
+            offset_us,
+        })
+    }
+}
+
+impl From<CachedDelta> for (u8, u64, u64) {
+    fn from(d: CachedDelta) -> Self {
+        (u8::from(d.reasoning), d.end, d.offset_us)
+    }
+}
+
+/// One piece of a cached streamed reply, with its text (see [`CachedResponse::pieces`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedPiece<'a> {
+    /// Whether the text is reasoning (else response text).
+    pub reasoning: bool,
+    /// The piece's text.
+    pub text: &'a str,
+    /// When the piece arrived, in microseconds after the request was sent.
+    pub offset_us: u64,
 }
 
 impl CachedResponse {
@@ -105,7 +170,78 @@ impl CachedResponse {
             tokens_completion: None,
             finish_reason: None,
             latency_ms: None,
+            reasoning: None,
+            deltas: Vec::new(),
         }
+    }
+
+    /// Records how a streamed reply arrived, from its pieces in order: `(is_reasoning, text,
+    /// offset_us)`. Sets `response` and `reasoning` to the pieces' concatenation, so they
+    /// always agree with [`deltas`](Self::deltas).
+    pub fn set_pieces<'a>(&mut self, pieces: impl IntoIterator<Item = (bool, &'a str, u64)>) {
+        let mut response = String::new();
+        let mut reasoning: Option<String> = None;
+        self.deltas.clear();
+        for (is_reasoning, text, offset_us) in pieces {
+            let target = if is_reasoning {
+                reasoning.get_or_insert_with(String::new)
+            } else {
+                &mut response
+            };
+            target.push_str(text);
+            self.deltas.push(CachedDelta {
+                reasoning: is_reasoning,
+                end: target.len() as u64,
+                offset_us,
+            });
+        }
+        self.response = response.into();
+        self.reasoning = reasoning;
+    }
+
+    /// The pieces of a streamed reply with their text, in the order they arrived (none when
+    /// the reply was not streamed). An entry served by a cache always has pieces that cover
+    /// `response` and `reasoning` exactly (checked when it is read); on an entry built by hand
+    /// whose deltas do not fit its texts, the pieces stop at the first that does not.
+    pub fn pieces(&self) -> impl Iterator<Item = CachedPiece<'_>> + '_ {
+        let mut at = [0usize; 2];
+        let texts = [&*self.response, self.reasoning.as_deref().unwrap_or("")];
+        self.deltas.iter().map_while(move |d| {
+            let kind = usize::from(d.reasoning);
+            let end = usize::try_from(d.end).ok()?;
+            let text = texts[kind].get(at[kind]..end)?;
+            at[kind] = end;
+            Some(CachedPiece {
+                reasoning: d.reasoning,
+                text,
+                offset_us: d.offset_us,
+            })
+        })
+    }
+
+    /// Whether `deltas` cover `response` and `reasoning` exactly: every piece ends on a
+    /// character boundary no earlier than the previous piece of its kind, and the last piece
+    /// of each kind ends at the end of its text. True when there are no deltas.
+    pub(crate) fn deltas_fit(&self) -> bool {
+        if self.deltas.is_empty() {
+            return true;
+        }
+        let lens = [
+            self.response.len(),
+            self.reasoning.as_ref().map_or(0, String::len),
+        ];
+        if self.pieces().count() != self.deltas.len() {
+            return false;
+        }
+        (0..2).all(|kind| {
+            let last = self
+                .deltas
+                .iter()
+                .rev()
+                .find(|d| usize::from(d.reasoning) == kind)
+                .map_or(0, |d| d.end as usize);
+            last == lens[kind]
+        })
     }
 
     /// Whether the entry has expired at `now` (an entry expiring exactly at `now` has).
@@ -132,6 +268,8 @@ impl CachedResponse {
             tokens_completion,
             finish_reason,
             latency_ms,
+            reasoning,
+            deltas,
         } = self;
         fn text(h: &mut Xxh3, s: &str) {
             h.update(&(s.len() as u64).to_le_bytes());
@@ -170,6 +308,16 @@ impl CachedResponse {
             text(h, r);
         }
         opt_u64(h, float(*latency_ms).map(f64::to_bits));
+        tag(h, reasoning.is_some());
+        if let Some(r) = reasoning {
+            text(h, r);
+        }
+        h.update(&(deltas.len() as u64).to_le_bytes());
+        for d in deltas {
+            h.update(&[u8::from(d.reasoning)]);
+            h.update(&d.end.to_le_bytes());
+            h.update(&d.offset_us.to_le_bytes());
+        }
     }
 
     /// The checksum of the entry's content as it is (an entry just read).
@@ -197,7 +345,9 @@ impl CachedResponse {
             + self.response.len()
             + self.model.len()
             + self.provider.as_ref().map_or(0, String::len)
-            + self.finish_reason.as_ref().map_or(0, String::len)) as u64
+            + self.finish_reason.as_ref().map_or(0, String::len)
+            + self.reasoning.as_ref().map_or(0, String::len)
+            + self.deltas.len() * std::mem::size_of::<CachedDelta>()) as u64
     }
 }
 
@@ -264,7 +414,7 @@ pub(crate) fn decode(bytes: &[u8], key: &CacheKey, key_hex: &str) -> Decoded {
     let Some((entry, sum)) = read else {
         return Decoded::Corrupt;
     };
-    if entry.key != *key || entry.response.trim().is_empty() {
+    if entry.key != *key || entry.response.trim().is_empty() || !entry.deltas_fit() {
         return Decoded::Corrupt;
     }
     match sum {
@@ -622,11 +772,68 @@ mod tests {
 
     /// Every position of a stored entry, every truncation and a range of replacement bytes:
     /// never decoded as a changed entry.
+    /// `sample()` as a streamed reply with reasoning.
+    fn streamed_sample() -> CachedResponse {
+        let mut e = sample();
+        e.set_pieces([
+            (true, "Weigh the tide.", 800),
+            (false, "The morning sun.", 1_200),
+            (true, " Then é.", 1_300),
+            (false, "\nLine ✓", 1_900),
+        ]);
+        e
+    }
+
+    #[test]
+    fn pieces_give_back_what_set_pieces_took() {
+        let e = streamed_sample();
+        assert_eq!(&*e.response, "The morning sun.\nLine ✓");
+        assert_eq!(e.reasoning.as_deref(), Some("Weigh the tide. Then é."));
+        let pieces: Vec<_> = e.pieces().map(|p| (p.reasoning, p.text, p.offset_us)).collect();
+        assert_eq!(
+            pieces,
+            [
+                (true, "Weigh the tide.", 800),
+                (false, "The morning sun.", 1_200),
+                (true, " Then é.", 1_300),
+                (false, "\nLine ✓", 1_900),
+            ]
+        );
+        assert!(e.deltas_fit());
+        assert_eq!(sample().pieces().count(), 0);
+    }
+
+    /// Deltas that do not cover the texts exactly are corrupt even under a matching checksum.
+    #[test]
+    fn deltas_that_do_not_fit_their_texts_are_corrupt() {
+        let good = streamed_sample();
+        let damage: [fn(&mut CachedResponse); 5] = [
+            |e| e.deltas[3].end -= 3,                  // short of the response's end
+            |e| e.deltas[3].end = e.deltas[1].end - 1, // before the previous piece
+            |e| e.deltas[2].end -= 2,                  // inside `é`
+            |e| e.reasoning = None,                    // reasoning pieces without reasoning
+            |e| e.deltas.truncate(2),                  // reasoning text no piece covers
+        ];
+        for (i, f) in damage.iter().enumerate() {
+            let mut e = good.clone();
+            f(&mut e);
+            assert!(!e.deltas_fit(), "case {i}");
+            let mut out = Vec::new();
+            encode(&e, &mut out).expect("encode");
+            assert!(matches!(decode_for(&out, &e.key), Decoded::Corrupt), "case {i}");
+        }
+    }
+
     #[test]
     fn no_single_byte_change_or_cut_is_read_as_a_changed_entry() {
-        let e = sample();
+        for e in [sample(), streamed_sample()] {
+            no_change_or_cut_is_read_as_changed(&e);
+        }
+    }
+
+    fn no_change_or_cut_is_read_as_changed(e: &CachedResponse) {
         let mut out = Vec::new();
-        encode(&e, &mut out).expect("encode");
+        encode(e, &mut out).expect("encode");
         let Decoded::Verified(original) = decode_for(&out, &e.key) else {
             panic!("undamaged entry does not verify");
         };

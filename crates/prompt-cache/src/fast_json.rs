@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use crate::entry::{parse_checksum, parse_utc};
-use crate::{CacheKey, CachedResponse};
+use crate::{CacheKey, CachedDelta, CachedResponse};
 
 /// Reads `bytes` as one compact entry object for `expected` (whose 64 hex digits are
 /// `expected_hex`), with the stored checksum if the object has one; `None` when they are not in
@@ -42,6 +42,8 @@ pub(crate) fn parse(
     let mut tokens_completion = None;
     let mut finish_reason = None;
     let mut latency_ms = None;
+    let mut reasoning = None;
+    let mut deltas = Vec::new();
     let mut checksum = None;
 
     c.eat(b'{')?;
@@ -107,6 +109,15 @@ pub(crate) fn parse(
                 checksum = Some(parse_checksum(c.string(&mut scratch)?)?);
                 1 << 12
             }
+            b"reasoning" => {
+                // Written only when present: `null` is serde_json's to read.
+                reasoning = Some(c.string(&mut scratch)?.to_owned());
+                1 << 13
+            }
+            b"deltas" => {
+                c.deltas(&mut deltas)?;
+                1 << 14
+            }
             _ => return None,
         };
         if seen & bit != 0 {
@@ -135,6 +146,8 @@ pub(crate) fn parse(
         tokens_completion,
         finish_reason,
         latency_ms,
+        reasoning,
+        deltas,
     };
     Some((entry, checksum))
 }
@@ -256,6 +269,38 @@ impl<'a> Cursor<'a> {
         self.u64().map(Some)
     }
 
+    /// `[[kind,end,offset_us],...]` as serde_json writes it (no whitespace), kinds 0 and 1.
+    fn deltas(&mut self, out: &mut Vec<CachedDelta>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.eat(b'[')?;
+            let reasoning = match self.u64()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            self.eat(b',')?;
+            let end = self.u64()?;
+            self.eat(b',')?;
+            let offset_us = self.u64()?;
+            self.eat(b']')?;
+            out.push(CachedDelta {
+                reasoning,
+                end,
+                offset_us,
+            });
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
     fn opt_f64(&mut self) -> Option<Option<f64>> {
         if self.null() {
             return Some(None);
@@ -312,6 +357,43 @@ pub(crate) mod tests {
         e.finish_reason = Some("stop".to_owned());
         e.latency_ms = Some(12.5);
         e
+    }
+
+    /// `sample()` as a streamed reply with reasoning.
+    fn streamed() -> CachedResponse {
+        let mut e = sample();
+        e.set_pieces([
+            (true, "Think \"first\".", 900),
+            (false, "The morning sun.", 1500),
+            (false, "\nLine é ✓", 2100),
+        ]);
+        e
+    }
+
+    #[test]
+    fn reads_streamed_entries_and_declines_odd_deltas() {
+        let e = streamed();
+        let text = serde_json::to_string(&e).expect("json");
+        assert!(text.contains("\"deltas\":[[1,"), "{text}");
+        let fast = parse(text.as_bytes(), &e.key).expect("fast path");
+        assert!(same(&fast, &e));
+        for case in [
+            text.replacen("[[1,", "[[2,", 1),
+            text.replacen("[[1,", "[[-1,", 1),
+            text.replacen("[[1,", "[ [1,", 1),
+            text.replacen("[[1,", "[[1.0,", 1),
+            text.replacen("\"deltas\":[", "\"deltas\":[],\"x\":[", 1),
+            text.replacen("\"reasoning\":\"Think", "\"reasoning\":null,\"r\":\"", 1),
+            text.replacen("]]", "]", 1),
+        ] {
+            match (parse(case.as_bytes(), &e.key), serde(case.as_bytes())) {
+                (Some(fast), Some(slow)) => assert!(same(&fast, &slow), "{case}"),
+                (Some(fast), None) => panic!("accepted what serde_json refuses: {case} -> {fast:?}"),
+                (None, _) => {}
+            }
+        }
+        let empty = text.replacen("\"deltas\":[", "\"deltas\":[],\"d\":[", 1);
+        assert!(parse(empty.as_bytes(), &e.key).is_none());
     }
 
     #[test]
@@ -414,13 +496,14 @@ pub(crate) mod tests {
                 prop::option::of(arb_text()),
                 prop::option::of(-1e12f64..1e12),
             ),
+            prop::option::of(prop::collection::vec((any::<bool>(), arb_text(), any::<u64>()), 0..6)),
         )
             .prop_map(
-                |(key, response, model, provider, temperature, secs, nanos, exp, hits, rest)| {
+                |(key, response, model, provider, temperature, secs, nanos, exp, hits, rest, stream)| {
                     let at = |s: i64, n: u32| -> DateTime<Utc> {
                         Utc.timestamp_opt(s, n).single().unwrap_or_default()
                     };
-                    CachedResponse {
+                    let mut entry = CachedResponse {
                         key: CacheKey::from_bytes(key),
                         response: response.into(),
                         model,
@@ -433,7 +516,18 @@ pub(crate) mod tests {
                         tokens_completion: rest.1,
                         finish_reason: rest.2,
                         latency_ms: rest.3,
+                        reasoning: None,
+                        deltas: Vec::new(),
+                    };
+                    if let Some(pieces) = stream {
+                        // A streamed reply ends with a piece of response text (an entry with
+                        // a blank response is never stored).
+                        let last = (false, "end", u64::MAX);
+                        entry.set_pieces(
+                            pieces.iter().map(|(r, t, at)| (*r, t.as_str(), *at)).chain([last]),
+                        );
                     }
+                    entry
                 },
             )
     }

@@ -55,7 +55,7 @@ mod response_cache;
 mod store;
 
 pub use config::CacheConfig;
-pub use entry::CachedResponse;
+pub use entry::{CachedDelta, CachedPiece, CachedResponse};
 pub use error::CacheError;
 pub use key::{CacheKey, CacheKeyBuilder, ParseKeyError};
 #[cfg(feature = "redis")]

@@ -138,6 +138,28 @@ fn put_get_hit_counts_shared_between_clients() {
 }
 
 #[test]
+fn a_streamed_reply_comes_back_piece_by_piece() {
+    let Some(server) = Server::start("a_streamed_reply_comes_back_piece_by_piece") else {
+        return;
+    };
+    let cache = RedisCache::connect(&server.url(), "app", DAY).expect("connect");
+    let mut e = entry(7);
+    e.set_pieces([(true, "Hmm.", 400), (false, "Once ", 900), (false, "upon.", 1_400)]);
+    cache.put(e, None).expect("put");
+    let hit = cache.get(&key(7)).expect("get").expect("hit");
+    assert_eq!(&*hit.response, "Once upon.");
+    assert_eq!(hit.reasoning.as_deref(), Some("Hmm."));
+    let pieces: Vec<_> = hit
+        .pieces()
+        .map(|p| (p.reasoning, p.text, p.offset_us))
+        .collect();
+    assert_eq!(
+        pieces,
+        [(true, "Hmm.", 400), (false, "Once ", 900), (false, "upon.", 1_400)]
+    );
+}
+
+#[test]
 fn ttl_is_redis_expiry() {
     let Some(server) = Server::start("ttl_is_redis_expiry") else {
         return;
