@@ -221,6 +221,12 @@ pub struct GenerateOptions {
     pub task: Option<String>,
     /// The call's request options: model, temperature, max tokens, length bounds…
     pub request: RequestOptions,
+    /// Replay a reply that did not stream from the provider for this call (a cache hit, an
+    /// identical call's reply) with its original pacing, each delta at the offset it first
+    /// arrived at, instead of all at once ([`TemplateAgent::generate_stream`] only).
+    ///
+    /// [`TemplateAgent::generate_stream`]: crate::TemplateAgent::generate_stream
+    pub paced_replay: bool,
 }
 
 impl GenerateOptions {

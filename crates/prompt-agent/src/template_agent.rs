@@ -1,7 +1,7 @@
 //! [`TemplateAgent`]: the Python original's EnhancedBaseAgent. Template → cache → provider → metrics.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prompt_cache::{CacheKey, CachedResponse};
 use prompt_metrics::PromptMetrics;
@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::agent::{Agent, Failed, GenerateOptions, fill_failure, fill_success, length_check};
 use crate::error::AgentError;
-use crate::request::{ChatRequest, ChatResponse, Delta, RequestOptions};
+use crate::request::{ChatRequest, ChatResponse, Delta, RequestOptions, TimedDelta};
 use crate::stream::{EventSender, GenerationEvent, GenerationStream};
 use crate::system::SystemInner;
 
@@ -200,15 +200,8 @@ impl TemplateAgent {
             hit.model.clone_into(&mut record.model);
             record.response_length = hit.response.chars().count() as u64;
             self.agent.record(record);
-            let response = ChatResponse {
-                content: hit.response.to_string(),
-                model: hit.model,
-                tokens_prompt: hit.tokens_prompt,
-                tokens_completion: hit.tokens_completion,
-                finish_reason: hit.finish_reason,
-                ..ChatResponse::default()
-            };
-            replay(&response, events);
+            let response = response_from_hit(&hit);
+            replay(&response, events, options.paced_replay).await;
             return Ok(Generation {
                 content: response.content,
                 model: response.model,
@@ -256,7 +249,7 @@ impl TemplateAgent {
             }
             (Ok(ok), false) => {
                 // Served by an identical call in flight: no tokens spent by this call.
-                replay(&ok.response, events);
+                replay(&ok.response, events, options.paced_replay).await;
                 record.cache_hit = true;
                 ok.response.model.clone_into(&mut record.model);
                 record.response_length = ok.response.content.chars().count() as u64;
@@ -373,6 +366,13 @@ impl TemplateAgent {
                     entry.tokens_completion = response.tokens_completion;
                     entry.finish_reason = response.finish_reason.clone();
                     entry.latency_ms = Some(response.latency.as_secs_f64() * 1000.0);
+                    entry.reasoning.clone_from(&response.reasoning);
+                    if !response.deltas.is_empty() {
+                        entry.set_pieces(response.deltas.iter().map(|d| {
+                            let reasoning = matches!(d.delta, Delta::Reasoning(_));
+                            (reasoning, d.delta.text(), (d.offset_ms * 1000.0).round() as u64)
+                        }));
+                    }
                     if let Err(e) = cache.put(entry, self.system.cache_ttl) {
                         tracing::warn!(agent = %self.agent.name(), key = %prepared.cache_key, error = %e, "cache write failed");
                     }
@@ -415,10 +415,35 @@ impl RequestOptions {
     }
 }
 
+/// A cache hit as the response it stored: text, usage, finish reason, reasoning, and the
+/// deltas of a streamed reply as they first arrived.
+fn response_from_hit(hit: &CachedResponse) -> ChatResponse {
+    ChatResponse {
+        content: hit.response.to_string(),
+        model: hit.model.clone(),
+        tokens_prompt: hit.tokens_prompt,
+        tokens_completion: hit.tokens_completion,
+        finish_reason: hit.finish_reason.clone(),
+        reasoning: hit.reasoning.clone(),
+        deltas: hit
+            .pieces()
+            .map(|p| TimedDelta {
+                offset_ms: p.offset_us as f64 / 1000.0,
+                delta: if p.reasoning {
+                    Delta::Reasoning(p.text.to_owned())
+                } else {
+                    Delta::Text(p.text.to_owned())
+                },
+            })
+            .collect(),
+        ..ChatResponse::default()
+    }
+}
+
 /// Sends a reply that did not come from this call's own stream (a cache hit, an identical
-/// call's reply) to a streaming caller: its recorded deltas when it has them, else its
-/// reasoning and text whole.
-fn replay(response: &ChatResponse, events: Option<&EventSender>) {
+/// call's reply) to a streaming caller: its recorded deltas when it has them, at once or
+/// (`paced`) each at its original offset; else its reasoning and text whole.
+async fn replay(response: &ChatResponse, events: Option<&EventSender>, paced: bool) {
     let Some(events) = events else { return };
     if response.deltas.is_empty() {
         let whole = [
@@ -428,9 +453,19 @@ fn replay(response: &ChatResponse, events: Option<&EventSender>) {
         for delta in whole.into_iter().flatten() {
             let _ = events.send(GenerationEvent::Delta(delta));
         }
-    } else {
-        for timed in &response.deltas {
-            let _ = events.send(GenerationEvent::Delta(timed.delta.clone()));
+        return;
+    }
+    let start = tokio::time::Instant::now();
+    for timed in &response.deltas {
+        if paced {
+            let offset = Duration::try_from_secs_f64(timed.offset_ms / 1000.0).unwrap_or_default();
+            tokio::time::sleep_until(start + offset).await;
+        }
+        if events
+            .send(GenerationEvent::Delta(timed.delta.clone()))
+            .is_err()
+        {
+            return; // The caller dropped the stream.
         }
     }
 }

@@ -12,23 +12,26 @@
 //!  "temperature":0.8|null,"created_at":"<RFC 3339, UTC>","expires_at":"<RFC 3339>"|null,
 //!  "hit_count":3,"tokens_prompt":900|null,"tokens_completion":500|null,
 //!  "finish_reason":"stop"|null,"latency_ms":12.5|null,
-//!  "reasoning":"...","deltas":[[0,12,35210],[1,40,36002],...],"checksum":"xxh3:<16 hex>"}
+//!  "reasoning":"...","streamed_response":"...","deltas":[[0,12,35210],[1,40,36002],...],
+//!  "checksum":"xxh3:<16 hex>"}
 //! ```
 //!
 //! - The fields up to `deltas` are [`CachedResponse`]'s, written by `serde_json` in this
-//!   order (timestamps as chrono writes them); `checksum` is appended last. `reasoning` and
-//!   `deltas` are left out when there are none (a reply that was not streamed): such an entry
-//!   is written exactly as before they existed.
+//!   order (timestamps as chrono writes them); `checksum` is appended last. `reasoning`,
+//!   `streamed_response` and `deltas` are left out when there are none (a reply that was not
+//!   streamed): such an entry is written exactly as before they existed.
 //! - `deltas` records how a streamed reply arrived, one `[kind, end, offset_us]` per piece:
 //!   kind `0` is response text and `1` reasoning text, `end` the byte position in that text
 //!   where the piece ends, `offset_us` when it arrived (microseconds after the request was
-//!   sent). The texts are not stored twice; pieces that do not cover `response` and
-//!   `reasoning` exactly (out of order, off a character boundary, short of the end) make the
-//!   entry corrupt.
+//!   sent). The response text the pieces point into is `streamed_response`, present only
+//!   when the text as it streamed differs from `response` (which callers store cleaned:
+//!   `<think>` blocks removed, trimmed); otherwise `response` itself, not stored twice.
+//!   Pieces that do not cover their texts exactly (out of order, off a character boundary,
+//!   short of the end), or a `streamed_response` without pieces, make the entry corrupt.
 //! - `checksum` is `xxh3:` and the XXH3-64 digest, in 16 lowercase hex digits, of the entry's
 //!   content as [`CachedResponse::feed_content`] encodes it: every field a hit returns (key,
 //!   response, model, provider, temperature, created and expiry times, token counts, finish
-//!   reason, latency, reasoning, deltas). `hit_count` is not covered: it is bookkeeping that changes with every
+//!   reason, latency, reasoning, streamed text, deltas). `hit_count` is not covered: it is bookkeeping that changes with every
 //!   hit (Redis increments it beside the entry), and a file damaged only there is served with
 //!   that count. Floats are covered as `serde_json`'s reader reads them back, which is not
 //!   always the value written: `NaN` and infinities are written as `null`, and its default
@@ -99,15 +102,22 @@ pub struct CachedResponse {
     /// Reasoning text the model sent apart from the response (streamed replies), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
-    /// How a streamed reply arrived: its pieces in order, as positions into `response` and
-    /// `reasoning` with their time offsets (empty when the reply was not streamed). A hit
-    /// replays them with [`CachedResponse::pieces`].
+    /// The response text exactly as it streamed, when that differs from `response` (which a
+    /// caller may have cleaned: `<think>` blocks removed, trimmed). The text pieces of
+    /// `deltas` are positions into this text, or into `response` when it is `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streamed_response: Option<String>,
+    /// How a streamed reply arrived: its pieces in order, as positions into the streamed
+    /// response text and `reasoning`, with their time offsets (empty when the reply was not
+    /// streamed). Set with [`CachedResponse::set_pieces`]; a hit replays them with
+    /// [`CachedResponse::pieces`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deltas: Vec<CachedDelta>,
 }
 
 /// One piece of a streamed reply, stored without its text: the text is the part of the
-/// entry's `response` (or `reasoning`) from the previous piece of the same kind up to `end`.
+/// entry's streamed response text (or `reasoning`) from the previous piece of the same kind up
+/// to `end`.
 /// Stored as a JSON array `[kind, end, offset_us]` with kind `0` (response) or `1`
 /// (reasoning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,22 +181,24 @@ impl CachedResponse {
             finish_reason: None,
             latency_ms: None,
             reasoning: None,
+            streamed_response: None,
             deltas: Vec::new(),
         }
     }
 
     /// Records how a streamed reply arrived, from its pieces in order: `(is_reasoning, text,
-    /// offset_us)`. Sets `response` and `reasoning` to the pieces' concatenation, so they
-    /// always agree with [`deltas`](Self::deltas).
+    /// offset_us)`. Sets `reasoning` to the reasoning pieces' concatenation, and
+    /// `streamed_response` to the text pieces' when that is not `response` itself (set
+    /// `response` first), so the texts always agree with [`deltas`](Self::deltas).
     pub fn set_pieces<'a>(&mut self, pieces: impl IntoIterator<Item = (bool, &'a str, u64)>) {
-        let mut response = String::new();
+        let mut streamed = String::new();
         let mut reasoning: Option<String> = None;
         self.deltas.clear();
         for (is_reasoning, text, offset_us) in pieces {
             let target = if is_reasoning {
                 reasoning.get_or_insert_with(String::new)
             } else {
-                &mut response
+                &mut streamed
             };
             target.push_str(text);
             self.deltas.push(CachedDelta {
@@ -195,17 +207,23 @@ impl CachedResponse {
                 offset_us,
             });
         }
-        self.response = response.into();
+        self.streamed_response =
+            (!self.deltas.is_empty() && streamed != *self.response).then_some(streamed);
         self.reasoning = reasoning;
+    }
+
+    /// The streamed response text the text pieces point into.
+    fn streamed_text(&self) -> &str {
+        self.streamed_response.as_deref().unwrap_or(&self.response)
     }
 
     /// The pieces of a streamed reply with their text, in the order they arrived (none when
     /// the reply was not streamed). An entry served by a cache always has pieces that cover
-    /// `response` and `reasoning` exactly (checked when it is read); on an entry built by hand
-    /// whose deltas do not fit its texts, the pieces stop at the first that does not.
+    /// the streamed text and `reasoning` exactly (checked when it is read); on an entry built
+    /// by hand whose deltas do not fit its texts, the pieces stop at the first that does not.
     pub fn pieces(&self) -> impl Iterator<Item = CachedPiece<'_>> + '_ {
         let mut at = [0usize; 2];
-        let texts = [&*self.response, self.reasoning.as_deref().unwrap_or("")];
+        let texts = [self.streamed_text(), self.reasoning.as_deref().unwrap_or("")];
         self.deltas.iter().map_while(move |d| {
             let kind = usize::from(d.reasoning);
             let end = usize::try_from(d.end).ok()?;
@@ -219,15 +237,16 @@ impl CachedResponse {
         })
     }
 
-    /// Whether `deltas` cover `response` and `reasoning` exactly: every piece ends on a
-    /// character boundary no earlier than the previous piece of its kind, and the last piece
-    /// of each kind ends at the end of its text. True when there are no deltas.
+    /// Whether `deltas` cover the streamed text and `reasoning` exactly: every piece ends on
+    /// a character boundary no earlier than the previous piece of its kind, and the last piece
+    /// of each kind ends at the end of its text. True when there are no deltas and no
+    /// streamed text.
     pub(crate) fn deltas_fit(&self) -> bool {
         if self.deltas.is_empty() {
-            return true;
+            return self.streamed_response.is_none();
         }
         let lens = [
-            self.response.len(),
+            self.streamed_text().len(),
             self.reasoning.as_ref().map_or(0, String::len),
         ];
         if self.pieces().count() != self.deltas.len() {
@@ -269,6 +288,7 @@ impl CachedResponse {
             finish_reason,
             latency_ms,
             reasoning,
+            streamed_response,
             deltas,
         } = self;
         fn text(h: &mut Xxh3, s: &str) {
@@ -312,6 +332,10 @@ impl CachedResponse {
         if let Some(r) = reasoning {
             text(h, r);
         }
+        tag(h, streamed_response.is_some());
+        if let Some(r) = streamed_response {
+            text(h, r);
+        }
         h.update(&(deltas.len() as u64).to_le_bytes());
         for d in deltas {
             h.update(&[u8::from(d.reasoning)]);
@@ -347,6 +371,7 @@ impl CachedResponse {
             + self.provider.as_ref().map_or(0, String::len)
             + self.finish_reason.as_ref().map_or(0, String::len)
             + self.reasoning.as_ref().map_or(0, String::len)
+            + self.streamed_response.as_ref().map_or(0, String::len)
             + self.deltas.len() * std::mem::size_of::<CachedDelta>()) as u64
     }
 }
@@ -708,6 +733,16 @@ mod tests {
         }
     }
 
+    /// Gives a blank response a text (a blank one is never stored), keeping its pieces.
+    fn non_blank(e: &mut CachedResponse) {
+        if e.response.trim().is_empty() {
+            if !e.deltas.is_empty() && e.streamed_response.is_none() {
+                e.streamed_response = Some(e.response.to_string());
+            }
+            e.response = "x".into();
+        }
+    }
+
     fn sample() -> CachedResponse {
         let key = CacheKey::builder("t").message("user", "hi").finish();
         let mut e =
@@ -787,7 +822,7 @@ mod tests {
     #[test]
     fn pieces_give_back_what_set_pieces_took() {
         let e = streamed_sample();
-        assert_eq!(&*e.response, "The morning sun.\nLine ✓");
+        assert_eq!(e.streamed_response.as_deref(), Some("The morning sun.\nLine ✓"));
         assert_eq!(e.reasoning.as_deref(), Some("Weigh the tide. Then é."));
         let pieces: Vec<_> = e.pieces().map(|p| (p.reasoning, p.text, p.offset_us)).collect();
         assert_eq!(
@@ -801,18 +836,26 @@ mod tests {
         );
         assert!(e.deltas_fit());
         assert_eq!(sample().pieces().count(), 0);
+        // Pieces that spell `response` itself do not store it twice.
+        let mut same = sample();
+        let text = same.response.clone();
+        let (a, b) = text.split_at(5);
+        same.set_pieces([(false, a, 10), (false, b, 20)]);
+        assert_eq!(same.streamed_response, None);
+        assert_eq!(same.pieces().map(|p| p.text).collect::<String>(), &*text);
     }
 
     /// Deltas that do not cover the texts exactly are corrupt even under a matching checksum.
     #[test]
     fn deltas_that_do_not_fit_their_texts_are_corrupt() {
         let good = streamed_sample();
-        let damage: [fn(&mut CachedResponse); 5] = [
+        let damage: [fn(&mut CachedResponse); 6] = [
             |e| e.deltas[3].end -= 3,                  // short of the response's end
             |e| e.deltas[3].end = e.deltas[1].end - 1, // before the previous piece
             |e| e.deltas[2].end -= 2,                  // inside `é`
             |e| e.reasoning = None,                    // reasoning pieces without reasoning
             |e| e.deltas.truncate(2),                  // reasoning text no piece covers
+            |e| e.deltas.clear(),                      // streamed text without pieces
         ];
         for (i, f) in damage.iter().enumerate() {
             let mut e = good.clone();
@@ -876,9 +919,7 @@ mod tests {
         #[test]
         fn everything_encode_writes_verifies(e in arb_entry(), odd in any::<u64>(), nonfinite in any::<bool>()) {
             let mut e = e;
-            if e.response.trim().is_empty() {
-                e.response = "x".into();
-            }
+            non_blank(&mut e);
             e.latency_ms = Some(f64::from_bits(odd)).filter(|f| f.is_finite());
             if nonfinite {
                 e.temperature = Some(f64::NAN);
@@ -901,9 +942,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let mut e = e;
-            if e.response.trim().is_empty() {
-                e.response = "x".into();
-            }
+            non_blank(&mut e);
             let mut out = Vec::new();
             encode(&e, &mut out).expect("encode");
             let Decoded::Verified(original) = decode_for(&out, &e.key) else {

@@ -43,6 +43,7 @@ pub(crate) fn parse(
     let mut finish_reason = None;
     let mut latency_ms = None;
     let mut reasoning = None;
+    let mut streamed_response = None;
     let mut deltas = Vec::new();
     let mut checksum = None;
 
@@ -114,9 +115,13 @@ pub(crate) fn parse(
                 reasoning = Some(c.string(&mut scratch)?.to_owned());
                 1 << 13
             }
+            b"streamed_response" => {
+                streamed_response = Some(c.string(&mut scratch)?.to_owned());
+                1 << 14
+            }
             b"deltas" => {
                 c.deltas(&mut deltas)?;
-                1 << 14
+                1 << 15
             }
             _ => return None,
         };
@@ -147,6 +152,7 @@ pub(crate) fn parse(
         finish_reason,
         latency_ms,
         reasoning,
+        streamed_response,
         deltas,
     };
     Some((entry, checksum))
@@ -384,6 +390,7 @@ pub(crate) mod tests {
             text.replacen("[[1,", "[[1.0,", 1),
             text.replacen("\"deltas\":[", "\"deltas\":[],\"x\":[", 1),
             text.replacen("\"reasoning\":\"Think", "\"reasoning\":null,\"r\":\"", 1),
+            text.replacen("\"streamed_response\":\"", "\"streamed_response\":null,\"s\":\"", 1),
             text.replacen("]]", "]", 1),
         ] {
             match (parse(case.as_bytes(), &e.key), serde(case.as_bytes())) {
@@ -517,15 +524,11 @@ pub(crate) mod tests {
                         finish_reason: rest.2,
                         latency_ms: rest.3,
                         reasoning: None,
+                        streamed_response: None,
                         deltas: Vec::new(),
                     };
                     if let Some(pieces) = stream {
-                        // A streamed reply ends with a piece of response text (an entry with
-                        // a blank response is never stored).
-                        let last = (false, "end", u64::MAX);
-                        entry.set_pieces(
-                            pieces.iter().map(|(r, t, at)| (*r, t.as_str(), *at)).chain([last]),
-                        );
+                        entry.set_pieces(pieces.iter().map(|(r, t, at)| (*r, t.as_str(), *at)));
                     }
                     entry
                 },

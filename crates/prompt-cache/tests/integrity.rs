@@ -32,10 +32,12 @@ fn full_entry(i: u64) -> CachedResponse {
     e.tokens_completion = Some(512);
     e.finish_reason = Some("stop".to_owned());
     e.latency_ms = Some(12_171.220_160_481_445);
-    // Streamed, with reasoning: the pieces are covered by the checksum too.
+    // Streamed, with reasoning and an inline think block the stored `response` left out:
+    // the pieces and the streamed text are covered by the checksum too.
     let chapter = format!(" chapter {i}.\nShe said \"go\".");
     e.set_pieces([
         (true, "The valley first.", 700),
+        (false, "<think>\n</think>\n\n", 900),
         (false, "The morning sun rose over the valley,", 1_250),
         (false, chapter.as_str(), 1_900),
     ]);

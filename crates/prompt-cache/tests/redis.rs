@@ -147,7 +147,8 @@ fn a_streamed_reply_comes_back_piece_by_piece() {
     e.set_pieces([(true, "Hmm.", 400), (false, "Once ", 900), (false, "upon.", 1_400)]);
     cache.put(e, None).expect("put");
     let hit = cache.get(&key(7)).expect("get").expect("hit");
-    assert_eq!(&*hit.response, "Once upon.");
+    assert_eq!(&*hit.response, "response 7");
+    assert_eq!(hit.streamed_response.as_deref(), Some("Once upon."));
     assert_eq!(hit.reasoning.as_deref(), Some("Hmm."));
     let pieces: Vec<_> = hit
         .pieces()
