@@ -109,7 +109,7 @@ pub enum ProviderError {
         env_var: String,
     },
     /// A streamed reply stopped arriving: no data for `idle` after `received_chars` characters.
-    #[error("{provider}: stream from {url} stalled: no data for {}s after {received_chars} characters", .idle.as_secs_f64())]
+    #[error("{provider}: stream from {url} stalled: no data for {} s after {} characters", .idle.as_secs_f64(), thousands(*.received_chars))]
     Stalled {
         /// Provider name.
         provider: String,
@@ -122,7 +122,7 @@ pub enum ProviderError {
     },
     /// A streamed reply broke off: the connection dropped, the stream ended without its final
     /// frame, or a frame was not valid.
-    #[error("{provider}: stream broken after {received_chars} characters: {message}")]
+    #[error("{provider}: stream broken after {} characters: {message}", thousands(*.received_chars))]
     StreamBroken {
         /// Provider name.
         provider: String,
@@ -160,6 +160,19 @@ pub enum ProviderError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn fmt_retry_after(retry_after: Option<Duration>) -> String {
@@ -381,6 +394,21 @@ impl AgentError {
                 reason: reason.clone(),
             },
             other => AgentError::Shared(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_have_thousands_separators() {
+        for (n, want) in [
+            (0, "0"),
+            (999, "999"),
+            (1_234, "1,234"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(super::thousands(n), want);
         }
     }
 }

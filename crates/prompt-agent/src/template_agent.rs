@@ -370,7 +370,11 @@ impl TemplateAgent {
                     if !response.deltas.is_empty() {
                         entry.set_pieces(response.deltas.iter().map(|d| {
                             let reasoning = matches!(d.delta, Delta::Reasoning(_));
-                            (reasoning, d.delta.text(), (d.offset_ms * 1000.0).round() as u64)
+                            (
+                                reasoning,
+                                d.delta.text(),
+                                (d.offset_ms * 1000.0).round() as u64,
+                            )
                         }));
                     }
                     if let Err(e) = cache.put(entry, self.system.cache_ttl) {

@@ -223,7 +223,10 @@ impl CachedResponse {
     /// by hand whose deltas do not fit its texts, the pieces stop at the first that does not.
     pub fn pieces(&self) -> impl Iterator<Item = CachedPiece<'_>> + '_ {
         let mut at = [0usize; 2];
-        let texts = [self.streamed_text(), self.reasoning.as_deref().unwrap_or("")];
+        let texts = [
+            self.streamed_text(),
+            self.reasoning.as_deref().unwrap_or(""),
+        ];
         self.deltas.iter().map_while(move |d| {
             let kind = usize::from(d.reasoning);
             let end = usize::try_from(d.end).ok()?;
@@ -822,9 +825,15 @@ mod tests {
     #[test]
     fn pieces_give_back_what_set_pieces_took() {
         let e = streamed_sample();
-        assert_eq!(e.streamed_response.as_deref(), Some("The morning sun.\nLine ✓"));
+        assert_eq!(
+            e.streamed_response.as_deref(),
+            Some("The morning sun.\nLine ✓")
+        );
         assert_eq!(e.reasoning.as_deref(), Some("Weigh the tide. Then é."));
-        let pieces: Vec<_> = e.pieces().map(|p| (p.reasoning, p.text, p.offset_us)).collect();
+        let pieces: Vec<_> = e
+            .pieces()
+            .map(|p| (p.reasoning, p.text, p.offset_us))
+            .collect();
         assert_eq!(
             pieces,
             [
@@ -863,7 +872,10 @@ mod tests {
             assert!(!e.deltas_fit(), "case {i}");
             let mut out = Vec::new();
             encode(&e, &mut out).expect("encode");
-            assert!(matches!(decode_for(&out, &e.key), Decoded::Corrupt), "case {i}");
+            assert!(
+                matches!(decode_for(&out, &e.key), Decoded::Corrupt),
+                "case {i}"
+            );
         }
     }
 

@@ -390,12 +390,18 @@ pub(crate) mod tests {
             text.replacen("[[1,", "[[1.0,", 1),
             text.replacen("\"deltas\":[", "\"deltas\":[],\"x\":[", 1),
             text.replacen("\"reasoning\":\"Think", "\"reasoning\":null,\"r\":\"", 1),
-            text.replacen("\"streamed_response\":\"", "\"streamed_response\":null,\"s\":\"", 1),
+            text.replacen(
+                "\"streamed_response\":\"",
+                "\"streamed_response\":null,\"s\":\"",
+                1,
+            ),
             text.replacen("]]", "]", 1),
         ] {
             match (parse(case.as_bytes(), &e.key), serde(case.as_bytes())) {
                 (Some(fast), Some(slow)) => assert!(same(&fast, &slow), "{case}"),
-                (Some(fast), None) => panic!("accepted what serde_json refuses: {case} -> {fast:?}"),
+                (Some(fast), None) => {
+                    panic!("accepted what serde_json refuses: {case} -> {fast:?}")
+                }
                 (None, _) => {}
             }
         }
@@ -503,10 +509,25 @@ pub(crate) mod tests {
                 prop::option::of(arb_text()),
                 prop::option::of(-1e12f64..1e12),
             ),
-            prop::option::of(prop::collection::vec((any::<bool>(), arb_text(), any::<u64>()), 0..6)),
+            prop::option::of(prop::collection::vec(
+                (any::<bool>(), arb_text(), any::<u64>()),
+                0..6,
+            )),
         )
             .prop_map(
-                |(key, response, model, provider, temperature, secs, nanos, exp, hits, rest, stream)| {
+                |(
+                    key,
+                    response,
+                    model,
+                    provider,
+                    temperature,
+                    secs,
+                    nanos,
+                    exp,
+                    hits,
+                    rest,
+                    stream,
+                )| {
                     let at = |s: i64, n: u32| -> DateTime<Utc> {
                         Utc.timestamp_opt(s, n).single().unwrap_or_default()
                     };

@@ -144,7 +144,11 @@ fn a_streamed_reply_comes_back_piece_by_piece() {
     };
     let cache = RedisCache::connect(&server.url(), "app", DAY).expect("connect");
     let mut e = entry(7);
-    e.set_pieces([(true, "Hmm.", 400), (false, "Once ", 900), (false, "upon.", 1_400)]);
+    e.set_pieces([
+        (true, "Hmm.", 400),
+        (false, "Once ", 900),
+        (false, "upon.", 1_400),
+    ]);
     cache.put(e, None).expect("put");
     let hit = cache.get(&key(7)).expect("get").expect("hit");
     assert_eq!(&*hit.response, "response 7");
@@ -156,7 +160,11 @@ fn a_streamed_reply_comes_back_piece_by_piece() {
         .collect();
     assert_eq!(
         pieces,
-        [(true, "Hmm.", 400), (false, "Once ", 900), (false, "upon.", 1_400)]
+        [
+            (true, "Hmm.", 400),
+            (false, "Once ", 900),
+            (false, "upon.", 1_400)
+        ]
     );
 }
 
