@@ -130,6 +130,10 @@ Examples:
         /// On a terminal, also print the model's reasoning ("thinking") text as it arrives, dimmed
         #[arg(long)]
         show_thinking: bool,
+        /// On a terminal, print a cached streamed reply with the pacing it first arrived at
+        /// (default: at once)
+        #[arg(long)]
+        paced_replay: bool,
     },
     /// Run many generations from a JSONL file of jobs, resumable
     #[command(after_help = "\

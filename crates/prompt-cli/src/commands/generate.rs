@@ -107,6 +107,7 @@ pub(crate) struct GenerateArgs<'a> {
     pub(crate) vars: &'a VarsArgs,
     pub(crate) provider: &'a ProviderArgs,
     pub(crate) show_thinking: bool,
+    pub(crate) paced_replay: bool,
 }
 
 /// Prints a streamed reply on a terminal as it arrives: text as is, reasoning dimmed (only
@@ -174,6 +175,7 @@ pub(crate) fn generate(args: &GenerateArgs<'_>, settings: &Settings, quiet: bool
     let options = GenerateOptions {
         version: version_req(&r)?,
         examples: args.vars.examples,
+        paced_replay: args.paced_replay,
         ..gen_.options()
     };
     let runtime = super::runtime()?;

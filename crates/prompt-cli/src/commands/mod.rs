@@ -34,12 +34,14 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
             vars,
             provider,
             show_thinking,
+            paced_replay,
         } => generate::generate(
             &generate::GenerateArgs {
                 template: &template,
                 vars: &vars,
                 provider: &provider,
                 show_thinking,
+                paced_replay,
             },
             settings,
             quiet,
