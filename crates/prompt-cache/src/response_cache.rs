@@ -411,10 +411,6 @@ impl ResponseCache {
         }
         Ok(Some(out))
     }
-
-    fn expires_at(&self, now: DateTime<Utc>, ttl: Duration) -> Option<DateTime<Utc>> {
-        add_duration(now, ttl)
-    }
 }
 
 impl CacheStore for ResponseCache {
@@ -472,7 +468,7 @@ impl CacheStore for ResponseCache {
         }
         let now = self.config.clock.now();
         entry.created_at = now;
-        entry.expires_at = self.expires_at(now, ttl.unwrap_or(self.config.ttl));
+        entry.expires_at = add_duration(now, ttl.unwrap_or(self.config.ttl));
         let key = entry.key;
         let hits = entry.hit_count;
         // One allocation shared by memory and the disk writer.

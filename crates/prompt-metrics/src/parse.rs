@@ -733,7 +733,7 @@ mod tests {
         assert!(parse_line(cases[1].as_bytes()).is_some());
         assert_eq!(
             parse_line(cases[3].as_bytes()).map(|r| r.agent.into_owned()),
-            Some("writer".to_string())
+            Some("writer".to_owned())
         );
     }
 
@@ -778,9 +778,9 @@ mod tests {
             shape in 0usize..3,
         ) {
             let base = match shape {
-                0 => SEED_LINE.to_string(),
+                0 => SEED_LINE.to_owned(),
                 1 => SEED_LINE.replace(", ", ",").replace(": ", ":"),
-                _ => STREAMED_LINE.to_string(),
+                _ => STREAMED_LINE.to_owned(),
             };
             let mut line = base.into_bytes();
             let at = at.min(line.len());

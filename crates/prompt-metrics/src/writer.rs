@@ -262,7 +262,7 @@ fn lock_exclusive(file: &File) -> bool {
     loop {
         match flock(file, FlockOperation::LockExclusive) {
             Ok(()) => return true,
-            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::INTR) => {}
             Err(_) => return false,
         }
     }

@@ -63,7 +63,7 @@ fn python_original_lines_read_back() {
         py_line("writer", "write_chapter", "qwen3:30b", "2026-01-20T10:00:00+00:00", "1000.0", ("null", "null"), true, "null"),
         py_line("writer", "revise", "dolphin3:8b", "2026-01-20T11:30:00+02:00", "500.0", ("10", "20"), false, "\"Ollama timed out: caf\\u00e9 \\\"x\\\"\""),
         // The Python original's oldest shape: optional fields left out take the dataclass defaults.
-        "{\"prompt_hash\": \"abc\", \"agent\": \"writer\", \"task\": \"write_chapter\", \"model\": \"qwen3:30b\", \"temperature\": 0.8, \"timestamp\": \"2026-01-20T11:00:00\", \"latency_ms\": 2000}".to_string(),
+        "{\"prompt_hash\": \"abc\", \"agent\": \"writer\", \"task\": \"write_chapter\", \"model\": \"qwen3:30b\", \"temperature\": 0.8, \"timestamp\": \"2026-01-20T11:00:00\", \"latency_ms\": 2000}".to_owned(),
     ];
     write_file(dir.path(), "2026-01-20", &lines);
     let store = store_at(dir.path(), now());
@@ -228,15 +228,15 @@ fn bad_lines_are_skipped_and_counted_without_hiding_good_ones() {
     let truncated = good("writer")[..100].to_string();
     let lines = vec![
         good("writer"),
-        "not json at all".to_string(),
+        "not json at all".to_owned(),
         truncated,
         good("writer").replace("\"agent\": \"writer\", ", ""), // unknown shape: no agent
         good("writer").replace("5.0", "NaN"),                  // Python's float('nan')
         good("writer").replace("5.0", "Infinity"),
         good("writer").replace("\"cache_hit\": false", "\"cache_hit\": \"no\""),
-        "[1, 2, 3]".to_string(),
+        "[1, 2, 3]".to_owned(),
         String::new(), // blank lines are neither records nor errors
-        "   ".to_string(),
+        "   ".to_owned(),
         good("editor"),
         good("writer"),
     ];
@@ -440,7 +440,7 @@ fn cleanup_removes_whole_days_before_the_cutoff_only() {
         "2026-01-18",
         "2026-01-20",
     ] {
-        write_file(dir.path(), day, &["x".to_string()]);
+        write_file(dir.path(), day, &["x".to_owned()]);
     }
     for other in [
         "notes.txt",

@@ -122,8 +122,8 @@ impl<'a> Reader<'a> {
             let (event, span) = self.next()?;
             let pos = pos_of(&span);
             match field {
-                Field::Variables => doc.variables = Some(self.variables(event, pos)?),
-                Field::Examples => doc.examples = Some(self.examples(event, pos)?),
+                Field::Variables => doc.variables = Some(self.variables(&event, pos)?),
+                Field::Examples => doc.examples = Some(self.examples(&event, pos)?),
                 _ => {
                     let value = Sp {
                         value: self.value(event, 1)?,
@@ -156,7 +156,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `variables:` — a map of names (in file order, each with its position) to declarations.
-    fn variables(&mut self, event: Event<'a>, pos: Pos) -> Option<Sp<Declarations>> {
+    fn variables(&mut self, event: &Event<'a>, pos: Pos) -> Option<Sp<Declarations>> {
         if !matches!(event, Event::MappingStart(_, 0, None)) {
             return None;
         }
@@ -186,7 +186,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `examples:` — a list of values, each with its position.
-    fn examples(&mut self, event: Event<'a>, pos: Pos) -> Option<Sp<Vec<Sp<Value>>>> {
+    fn examples(&mut self, event: &Event<'a>, pos: Pos) -> Option<Sp<Vec<Sp<Value>>>> {
         if !matches!(event, Event::SequenceStart(_, 0, None)) {
             return None;
         }

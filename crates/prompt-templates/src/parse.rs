@@ -991,7 +991,7 @@ fn examples(ctx: &mut Ctx<'_>, raw: &Sp<Vec<Sp<Value>>>) -> Vec<(Example, Pos)> 
         };
         let output = match map.get("output") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            None | Some(Value::Null) | Some(Value::String(_)) => {
+            None | Some(Value::Null | Value::String(_)) => {
                 ctx.error(
                     pos,
                     format!("example {n}: missing or empty required field `output`"),

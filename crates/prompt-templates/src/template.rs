@@ -94,6 +94,7 @@ pub(crate) fn new_environment() -> Environment<'static> {
 
 /// The engine's `trim` filter, minus its intermediate copy of the result (the engine's
 /// version builds a `String` and then copies it into the value).
+#[allow(clippy::needless_pass_by_value)] // minijinja passes filter arguments by value
 fn trim(value: StringInput<'_>, chars: Option<std::borrow::Cow<'_, str>>) -> JinjaValue {
     let trimmed = match chars {
         Some(chars) => {

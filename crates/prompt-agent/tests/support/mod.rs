@@ -30,6 +30,7 @@ pub struct Reply {
 }
 
 impl Reply {
+    #[allow(clippy::needless_pass_by_value)] // callers build the body in place with json!
     pub fn json(status: u16, body: Value) -> Self {
         Self::raw(status, body.to_string())
     }

@@ -12,7 +12,7 @@ use crate::error::{CliError, CliResult};
 use crate::ui::{self, Align, Paint, Table};
 
 /// A one-line error for a cache that cannot be opened or used, with where to fix it.
-pub(crate) fn cache_error(e: CacheError, settings: &AppSettings) -> CliError {
+pub(crate) fn cache_error(e: &CacheError, settings: &AppSettings) -> CliError {
     let hint = match settings.cache_url() {
         None => format!(
             "check that {} is a writable directory (--cache-dir DIR or PROMPT_CACHE_DIR)",
@@ -28,7 +28,7 @@ pub(crate) fn cache_error(e: CacheError, settings: &AppSettings) -> CliError {
 /// Opens the cache the settings name: the directory, or Redis with `--cache-url`.
 pub(crate) fn open_cache(settings: &Settings) -> CliResult<Arc<dyn CacheStore>> {
     settings.app.open_cache().map_err(|e| match e {
-        AgentError::Cache(c) => cache_error(c, &settings.app),
+        AgentError::Cache(c) => cache_error(&c, &settings.app),
         other => settings_error(&other),
     })
 }
@@ -75,10 +75,10 @@ fn duration(secs: f64) -> String {
     }
 }
 
-pub(crate) fn cache(cmd: CacheCommand, settings: &Settings) -> CliResult<()> {
+pub(crate) fn cache(cmd: &CacheCommand, settings: &Settings) -> CliResult<()> {
     let location = settings.cache_location();
     let store = open_cache(settings)?;
-    let err = |e: CacheError| cache_error(e, &settings.app);
+    let err = |e: CacheError| cache_error(&e, &settings.app);
     let where_ = describe(&location);
     match cmd {
         CacheCommand::Stats => {

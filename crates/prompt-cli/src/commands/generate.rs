@@ -59,9 +59,9 @@ pub(crate) fn generator(settings: &Settings, args: &ProviderArgs) -> CliResult<G
 pub(crate) fn agent_error(e: AgentError, settings: &ProviderSettings) -> CliError {
     let app = &settings.app;
     match e {
-        AgentError::Template(t) => template_error(t, &app.templates_dir()),
-        AgentError::Cache(c) => cache_error(c, app),
-        AgentError::Metrics(m) => metrics_error(m, &app.metrics_dir()),
+        AgentError::Template(t) => template_error(&t, &app.templates_dir()),
+        AgentError::Cache(c) => cache_error(&c, app),
+        AgentError::Metrics(m) => metrics_error(&m, &app.metrics_dir()),
         AgentError::Provider { ref source, .. } => {
             let hint = provider_hint(source, settings.kind);
             CliError::failure(e.to_string()).hint(hint)

@@ -12,7 +12,7 @@ use crate::error::{CliError, CliResult};
 use crate::report::{ReportData, render_html};
 use crate::ui::{self, Align, Paint, Table};
 
-pub(crate) fn metrics_error(e: MetricsError, dir: &Path) -> CliError {
+pub(crate) fn metrics_error(e: &MetricsError, dir: &Path) -> CliError {
     CliError::failure(e.to_string()).hint(format!(
         "check the metrics directory {} (--metrics-dir DIR or PROMPT_METRICS_DIR)",
         dir.display()
@@ -20,7 +20,7 @@ pub(crate) fn metrics_error(e: MetricsError, dir: &Path) -> CliError {
 }
 
 pub(crate) fn open_metrics(settings: &Settings) -> CliResult<JsonlStore> {
-    JsonlStore::open(settings.metrics_dir()).map_err(|e| metrics_error(e, &settings.metrics_dir()))
+    JsonlStore::open(settings.metrics_dir()).map_err(|e| metrics_error(&e, &settings.metrics_dir()))
 }
 
 fn to_map<T: Serialize>(value: &T) -> CliResult<Map<String, Value>> {
@@ -180,7 +180,7 @@ fn print_comparison(
 pub(crate) fn metrics(cmd: MetricsCommand, settings: &Settings) -> CliResult<()> {
     let dir = settings.metrics_dir();
     let store = open_metrics(settings)?;
-    let err = |e: MetricsError| metrics_error(e, &dir);
+    let err = |e: MetricsError| metrics_error(&e, &dir);
     match cmd {
         MetricsCommand::Agent { agent, days } => {
             let stats = store.agent_stats(&agent, days.days).map_err(err)?;
@@ -255,7 +255,7 @@ pub(crate) fn metrics(cmd: MetricsCommand, settings: &Settings) -> CliResult<()>
 fn report(store: &JsonlStore, days: u32, out: &Path, json: bool) -> CliResult<()> {
     let overview = store
         .overview(days)
-        .map_err(|e| metrics_error(e, store.dir()))?;
+        .map_err(|e| metrics_error(&e, store.dir()))?;
     let data = ReportData::new(overview, days, store.now());
     let calls = data.total.calls();
     let skipped_lines = data.skipped_lines;

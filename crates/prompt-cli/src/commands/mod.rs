@@ -26,7 +26,7 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
         Command::Templates(cmd) => templates::templates(cmd, settings),
         Command::Render { template, vars } => templates::render(&template, &vars, settings),
         Command::Validate { dir } => templates::validate(dir.as_deref(), settings),
-        Command::Cache(cmd) => cache::cache(cmd, settings),
+        Command::Cache(cmd) => cache::cache(&cmd, settings),
         Command::Metrics(cmd) => metrics::metrics(cmd, settings),
         Command::Doctor { provider } => doctor::doctor(&provider, settings),
         Command::Generate {

@@ -14,7 +14,7 @@ use crate::ui::{self, Align, Paint, Table};
 use crate::vars::{self, TemplateRef, VarMap};
 
 /// Maps a template error to a one-line error with a hint.
-pub(crate) fn template_error(e: TemplateError, dir: &Path) -> CliError {
+pub(crate) fn template_error(e: &TemplateError, dir: &Path) -> CliError {
     let hint = match &e {
         TemplateError::NotFound { .. } => {
             format!("`prompt templates list` shows the templates in {}", dir.display())
@@ -41,7 +41,7 @@ pub(crate) fn open_store(settings: &Settings) -> CliResult<TemplateStore> {
     let dir = settings.templates();
     check_templates_dir(&dir)?;
     settings.app.open_templates().map_err(|e| match e {
-        AgentError::Template(e) => template_error(e, &dir),
+        AgentError::Template(e) => template_error(&e, &dir),
         other => CliError::failure(other.to_string()),
     })
 }
@@ -76,7 +76,7 @@ pub(crate) fn load(store: &TemplateStore, r: &TemplateRef) -> CliResult<Arc<Prom
     let version = version_req(r)?;
     store
         .load(&r.agent, &r.task, version)
-        .map_err(|e| template_error(e, store.dir()))
+        .map_err(|e| template_error(&e, store.dir()))
 }
 
 /// Collects the variables of `--vars FILE` and `--var k=v` (parsed by the template's types).
@@ -90,7 +90,7 @@ pub(crate) fn collect_vars(template: &PromptTemplate, args: &VarsArgs) -> CliRes
         let parsed = if template.variables().iter().any(|v| v.name == key) {
             template
                 .parse_var(key, value)
-                .map_err(|e| template_error(e, Path::new(".")))?
+                .map_err(|e| template_error(&e, Path::new(".")))?
         } else {
             Value::String(value.to_owned())
         };
@@ -114,7 +114,7 @@ pub(crate) fn templates(cmd: TemplatesCommand, settings: &Settings) -> CliResult
 fn list(store: &TemplateStore, agent: Option<&str>, json: bool) -> CliResult<()> {
     let infos = store
         .list(agent)
-        .map_err(|e| template_error(e, store.dir()))?;
+        .map_err(|e| template_error(&e, store.dir()))?;
     if json {
         let items: Vec<Value> = infos
             .iter()
@@ -269,7 +269,7 @@ pub(crate) fn render(template: &str, args: &VarsArgs, settings: &Settings) -> Cl
     } else {
         t.render(&vars)
     }
-    .map_err(|e| template_error(e, store.dir()))?;
+    .map_err(|e| template_error(&e, store.dir()))?;
     if settings.json {
         return ui::print_json(&json!({
             "agent": t.agent(),
@@ -301,7 +301,7 @@ pub(crate) fn validate(dir: Option<&Path>, settings: &Settings) -> CliResult<()>
         ))
         .hint("pass the directory: prompt validate DIR"));
     }
-    let report = prompt_templates::lint(dir).map_err(|e| template_error(e, dir))?;
+    let report = prompt_templates::lint(dir).map_err(|e| template_error(&e, dir))?;
     if settings.json {
         let diagnostics: Vec<Value> = report
             .diagnostics
