@@ -602,7 +602,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SEED_LINE: &str = r#"{"prompt_hash": "ab12", "agent": "writer", "task": "write_chapter", "model": "qwen3:30b", "temperature": 0.8, "timestamp": "2026-01-20T14:03:22.123456", "latency_ms": 8523.25, "tokens_prompt": 1200, "tokens_completion": null, "cache_hit": false, "validation_passed": true, "retry_count": 0, "error": null, "response_length": 4200, "language_detected": "en"}"#;
+    const ORIGINAL_LINE: &str = r#"{"prompt_hash": "ab12", "agent": "writer", "task": "write_chapter", "model": "qwen3:30b", "temperature": 0.8, "timestamp": "2026-01-20T14:03:22.123456", "latency_ms": 8523.25, "tokens_prompt": 1200, "tokens_completion": null, "cache_hit": false, "validation_passed": true, "retry_count": 0, "error": null, "response_length": 4200, "language_detected": "en"}"#;
 
     /// A line as our writer puts it for a streamed reply: our fields after the Python
     /// original's, the stream timing last.
@@ -646,58 +646,58 @@ mod tests {
     #[test]
     fn fast_parser_agrees_with_serde_on_edge_cases() {
         let cases: Vec<String> = vec![
-            SEED_LINE.into(),
-            SEED_LINE.replace(", ", ",").replace(": ", ":"),
-            format!("  {SEED_LINE}\r"),
-            SEED_LINE.replace("\"agent\": \"writer\"", "\"agent\": \"wr\\u0069ter\""),
-            SEED_LINE.replace("\"agent\"", "\"\\u0061gent\""),
-            SEED_LINE.replace("\"agent\": \"writer\", ", ""),
-            SEED_LINE.replace("\"error\": null", "\"error\": \"caf\\u00e9 timed out\""),
-            SEED_LINE.replace("\"error\": null", "\"error\": 5"),
-            SEED_LINE.replace("\"error\": null", "\"error\": \"\\ud800\""),
-            SEED_LINE.replace("8523.25", "NaN"),
-            SEED_LINE.replace("8523.25", "Infinity"),
-            SEED_LINE.replace("8523.25", "1e400"),
-            SEED_LINE.replace("8523.25", "-1E-3"),
-            SEED_LINE.replace("8523.25", "8523"),
-            SEED_LINE.replace("8523.25", "08523"),
-            SEED_LINE.replace("8523.25", "8523."),
-            SEED_LINE.replace("8523.25", "123456789012345678901234567890"),
-            SEED_LINE.replace("1200", "-0"),
-            SEED_LINE.replace("1200", "-1"),
-            SEED_LINE.replace("1200", "1.0"),
-            SEED_LINE.replace("1200", "1e3"),
-            SEED_LINE.replace("1200", "18446744073709551616"),
-            SEED_LINE.replace("\"retry_count\": 0", "\"retry_count\": 4294967296"),
-            SEED_LINE.replace("\"retry_count\": 0", "\"retry_count\": 4294967295"),
-            SEED_LINE.replace("\"cache_hit\": false", "\"cache_hit\": null"),
-            SEED_LINE.replace(
+            ORIGINAL_LINE.into(),
+            ORIGINAL_LINE.replace(", ", ",").replace(": ", ":"),
+            format!("  {ORIGINAL_LINE}\r"),
+            ORIGINAL_LINE.replace("\"agent\": \"writer\"", "\"agent\": \"wr\\u0069ter\""),
+            ORIGINAL_LINE.replace("\"agent\"", "\"\\u0061gent\""),
+            ORIGINAL_LINE.replace("\"agent\": \"writer\", ", ""),
+            ORIGINAL_LINE.replace("\"error\": null", "\"error\": \"caf\\u00e9 timed out\""),
+            ORIGINAL_LINE.replace("\"error\": null", "\"error\": 5"),
+            ORIGINAL_LINE.replace("\"error\": null", "\"error\": \"\\ud800\""),
+            ORIGINAL_LINE.replace("8523.25", "NaN"),
+            ORIGINAL_LINE.replace("8523.25", "Infinity"),
+            ORIGINAL_LINE.replace("8523.25", "1e400"),
+            ORIGINAL_LINE.replace("8523.25", "-1E-3"),
+            ORIGINAL_LINE.replace("8523.25", "8523"),
+            ORIGINAL_LINE.replace("8523.25", "08523"),
+            ORIGINAL_LINE.replace("8523.25", "8523."),
+            ORIGINAL_LINE.replace("8523.25", "123456789012345678901234567890"),
+            ORIGINAL_LINE.replace("1200", "-0"),
+            ORIGINAL_LINE.replace("1200", "-1"),
+            ORIGINAL_LINE.replace("1200", "1.0"),
+            ORIGINAL_LINE.replace("1200", "1e3"),
+            ORIGINAL_LINE.replace("1200", "18446744073709551616"),
+            ORIGINAL_LINE.replace("\"retry_count\": 0", "\"retry_count\": 4294967296"),
+            ORIGINAL_LINE.replace("\"retry_count\": 0", "\"retry_count\": 4294967295"),
+            ORIGINAL_LINE.replace("\"cache_hit\": false", "\"cache_hit\": null"),
+            ORIGINAL_LINE.replace(
                 "\"cache_hit\": false",
                 "\"cache_hit\": true, \"cache_hit\": true",
             ),
-            SEED_LINE.replace(
+            ORIGINAL_LINE.replace(
                 "\"language_detected\": \"en\"",
                 "\"extra\": {\"a\": [1, 2.5, null, \"x\\n\"]}, \"z\": []",
             ),
-            SEED_LINE.replace("\"language_detected\": \"en\"", "\"extra\": {\"a\": [1,]}"),
-            SEED_LINE.replace(
+            ORIGINAL_LINE.replace("\"language_detected\": \"en\"", "\"extra\": {\"a\": [1,]}"),
+            ORIGINAL_LINE.replace(
                 "\"language_detected\": \"en\"",
                 "\"template_version\": 3, \"template_hash\": \"ff\", \"provider\": \"ollama\"",
             ),
-            SEED_LINE.replace(
+            ORIGINAL_LINE.replace(
                 "\"language_detected\": \"en\"",
                 "\"template_version\": null",
             ),
-            SEED_LINE.replace(
+            ORIGINAL_LINE.replace(
                 "2026-01-20T14:03:22.123456",
                 "2026-01-20T14:03:22.123456+02:00",
             ),
-            SEED_LINE.replace("2026-01-20T14:03:22.123456", "yesterday"),
-            SEED_LINE.replace("\"task\": \"write_chapter\"", "\"task\": \"a\tb\""),
-            format!("{SEED_LINE} x"),
-            format!("{SEED_LINE},"),
-            format!("[{SEED_LINE}]"),
-            SEED_LINE[..SEED_LINE.len() / 2].into(),
+            ORIGINAL_LINE.replace("2026-01-20T14:03:22.123456", "yesterday"),
+            ORIGINAL_LINE.replace("\"task\": \"write_chapter\"", "\"task\": \"a\tb\""),
+            format!("{ORIGINAL_LINE} x"),
+            format!("{ORIGINAL_LINE},"),
+            format!("[{ORIGINAL_LINE}]"),
+            ORIGINAL_LINE[..ORIGINAL_LINE.len() / 2].into(),
             "{}".into(),
             "".into(),
             "null".into(),
@@ -751,7 +751,7 @@ mod tests {
             (None, None)
         );
         // The Python original's line has neither field.
-        let r = parse_line(SEED_LINE.as_bytes()).expect("a record");
+        let r = parse_line(ORIGINAL_LINE.as_bytes()).expect("a record");
         assert_eq!(
             (r.time_to_first_token_ms, r.tokens_per_second),
             (None, None)
@@ -778,8 +778,8 @@ mod tests {
             shape in 0usize..3,
         ) {
             let base = match shape {
-                0 => SEED_LINE.to_owned(),
-                1 => SEED_LINE.replace(", ", ",").replace(": ", ":"),
+                0 => ORIGINAL_LINE.to_owned(),
+                1 => ORIGINAL_LINE.replace(", ", ",").replace(": ", ":"),
                 _ => STREAMED_LINE.to_owned(),
             };
             let mut line = base.into_bytes();
