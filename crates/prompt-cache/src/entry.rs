@@ -808,8 +808,6 @@ mod tests {
         assert!(matches!(decode_for(&plain, &e.key), Decoded::Unchecked(_)));
     }
 
-    /// Every position of a stored entry, every truncation and a range of replacement bytes:
-    /// never decoded as a changed entry.
     /// `sample()` as a streamed reply with reasoning.
     fn streamed_sample() -> CachedResponse {
         let mut e = sample();
@@ -879,6 +877,8 @@ mod tests {
         }
     }
 
+    /// Every position of a stored entry (plain and streamed), every truncation and a range of
+    /// replacement bytes: never decoded as a changed entry.
     #[test]
     fn no_single_byte_change_or_cut_is_read_as_a_changed_entry() {
         for e in [sample(), streamed_sample()] {

@@ -1182,6 +1182,12 @@ struct RefProblem {
 /// no tag ever reads a file.
 fn template_ref_problems(text: &str, resolves: impl Fn(&str) -> bool) -> Vec<RefProblem> {
     const RESOLVABLE: &str = "only `system_prompt` and `user_prompt_template` (the bodies of the same file) can be included or imported";
+    // A name the linter cannot know before render time: a warning.
+    let computed_name = |keyword: &str, at: usize| RefProblem {
+        at,
+        error: false,
+        message: format!("`{keyword}` of a computed template name cannot be checked; {RESOLVABLE}"),
+    };
     let mut out = Vec::new();
     for (region, range) in regions(text) {
         let tag = &text[range.clone()];
@@ -1218,13 +1224,7 @@ fn template_ref_problems(text: &str, resolves: impl Fn(&str) -> bool) -> Vec<Ref
                 continue;
             }
             None => {
-                out.push(RefProblem {
-                    at: expr_at,
-                    error: false,
-                    message: format!(
-                        "`{keyword}` of a computed template name cannot be checked; {RESOLVABLE}"
-                    ),
-                });
+                out.push(computed_name(keyword, expr_at));
                 continue;
             }
         };
@@ -1245,13 +1245,7 @@ fn template_ref_problems(text: &str, resolves: impl Fn(&str) -> bool) -> Vec<Ref
             .next();
         if !ends && !next_word.is_some_and(|w| follows.contains(&w)) {
             // More expression after the literal (`"a" ~ b`, `"a" if c else "b"`, ...).
-            out.push(RefProblem {
-                at: expr_at,
-                error: false,
-                message: format!(
-                    "`{keyword}` of a computed template name cannot be checked; {RESOLVABLE}"
-                ),
-            });
+            out.push(computed_name(keyword, expr_at));
             continue;
         }
         let ignore_missing = keyword == "include" && {
