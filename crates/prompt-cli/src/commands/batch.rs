@@ -41,11 +41,11 @@ struct Tally {
     written: usize,
 }
 
-/// How often the bar's message about the jobs in flight is rebuilt (the bar itself redraws
-/// at most this often too, on its own tick).
+/// How often the line about the jobs in flight (under the bar) is rebuilt; the bar draws it
+/// on its own, throttled, ticks.
 const LIVE_REFRESH: Duration = Duration::from_millis(200);
 
-/// Jobs in flight named in the bar's message; the rest are counted.
+/// Jobs in flight named under the bar; the rest are counted.
 const LIVE_SHOWN: usize = 3;
 
 /// What a job in flight has received so far, for the progress bar. The job's task adds to it
@@ -139,7 +139,7 @@ fn compact(n: u64) -> String {
     }
 }
 
-/// The bar's message: the characters received so far by the first [`LIVE_SHOWN`] jobs in
+/// The line under the bar: the characters received so far by the first [`LIVE_SHOWN`] jobs in
 /// flight (token counts come only with the end of a reply, so a running job shows
 /// characters), how many more run, and the completion tokens of the replies generated so far.
 fn live_message(running: &[(usize, usize, u32)], tokens_out: u64) -> String {
@@ -161,11 +161,7 @@ fn live_message(running: &[(usize, usize, u32)], tokens_out: u64) -> String {
     if tokens_out > 0 {
         parts.push(format!("{} tokens out", compact(tokens_out)));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("· {}", parts.join(" · "))
-    }
+    parts.join(" · ")
 }
 
 /// Progress: a bar on a terminal (with what the jobs in flight have received so far), plain
@@ -193,11 +189,12 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar =
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            // `wide_msg`: the message about the jobs in flight is cut to the terminal's width.
+            // The jobs in flight get a line of their own under the bar (the bar's line is
+            // about full on an 80-column terminal), cut to the terminal's width.
             let template = if Paint::stderr().on() {
-                "{spinner:.cyan} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} jobs · {per_sec} · ETA {eta} {wide_msg}"
+                "{spinner:.cyan} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} jobs · {per_sec} · ETA {eta}\n  {wide_msg}"
             } else {
-                "{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} jobs · {per_sec} · ETA {eta} {wide_msg}"
+                "{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} jobs · {per_sec} · ETA {eta}\n  {wide_msg}"
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
@@ -221,7 +218,7 @@ impl Progress {
         }
     }
 
-    /// Rebuilds the bar's message from the meters of the jobs in flight.
+    /// Rebuilds the line under the bar from the meters of the jobs in flight.
     fn refresh(&self) {
         if let Self::Bar {
             bar,
@@ -557,7 +554,7 @@ mod tests {
     #[test]
     fn the_message_names_the_first_jobs_in_flight_and_counts_the_rest() {
         assert_eq!(live_message(&[], 0), "");
-        assert_eq!(live_message(&[], 1_280), "· 1.3k tokens out");
+        assert_eq!(live_message(&[], 1_280), "1.3k tokens out");
         let running = [
             (2, 3_214, 1),
             (3, 0, 2),
@@ -567,7 +564,7 @@ mod tests {
         ];
         assert_eq!(
             live_message(&running, 640),
-            "· line 2: 3.2k chars · line 3 (try 2): 0 chars · line 5: 812 chars · +2 running · 640 tokens out"
+            "line 2: 3.2k chars · line 3 (try 2): 0 chars · line 5: 812 chars · +2 running · 640 tokens out"
         );
     }
 
