@@ -492,3 +492,40 @@ fn a_terminal_sees_the_jobs_in_flight_grow_under_the_bar() {
         assert_eq!(r["tokens_completion"], 640, "{r}");
     }
 }
+
+/// Batch jobs stream their replies unless streaming is off; with `--no-stream` the server is
+/// asked for whole replies and the result lines are the same.
+#[test]
+fn batch_streams_unless_streaming_is_off() {
+    let server = FakeOllama::start();
+    let sb = Sandbox::new();
+    sb.write("jobs.jsonl", &scene_jobs(2));
+    let mut results = Vec::new();
+    for (flags, streamed) in [(&[][..], true), (&["--no-stream"][..], false)] {
+        let out = format!("results-{streamed}.jsonl");
+        let mut args = vec![
+            "batch",
+            "jobs.jsonl",
+            "--out",
+            &out,
+            "--provider",
+            "ollama",
+            "--base-url",
+            &server.url,
+            "--no-cache",
+        ];
+        args.extend_from_slice(flags);
+        let run = sb.run(&args);
+        run.ok();
+        assert_eq!(server.last_body().unwrap()["stream"], streamed);
+        let mut lines = result_lines(&sb.read(&out));
+        lines.sort_by_key(|r| r["line"].as_u64());
+        for r in &mut lines {
+            assert_eq!(r["ok"], true, "{r}");
+            r.as_object_mut().unwrap().remove("latency_ms");
+        }
+        results.push(lines);
+    }
+    assert_eq!(server.chats(), 4);
+    assert_eq!(results[0], results[1], "the same lines, latency aside");
+}
