@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::support::{FakeOllama, Sandbox, result_lines, root};
 
 /// A jobs file of `n` write_scene jobs (distinct variables, so no cache hits between them).
-fn scene_jobs(n: usize) -> String {
+pub(crate) fn scene_jobs(n: usize) -> String {
     let mut text = String::from("# scenes\n");
     for i in 0..n {
         let job = json!({
@@ -405,4 +405,127 @@ fn a_killed_batch_leaves_no_lock_that_blocks_the_next() {
     assert_eq!(lines_of(&results), (2..=7).collect());
     assert_eq!(results.len(), 6, "each job once");
     assert!(!sb.path().join("out/results.jsonl.lock").exists());
+}
+
+/// On a terminal (a pseudo-terminal via `script`) the line under the progress bar shows the
+/// characters each job in flight has received so far, while the server still holds back the
+/// ends of the replies; the results are the same as elsewhere.
+#[test]
+fn a_terminal_sees_the_jobs_in_flight_grow_under_the_bar() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: `script` (util-linux) is not installed");
+        return;
+    }
+    let server = FakeOllama::start();
+    server.hold_stream_ends();
+    let sb = Sandbox::new();
+    sb.write("jobs.jsonl", &scene_jobs(3));
+    let command = format!(
+        "{} batch jobs.jsonl --out results.jsonl --provider ollama --base-url {} --templates {} --concurrency 3",
+        env!("CARGO_BIN_EXE_prompt"),
+        server.url,
+        crate::support::templates().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(sb.path())
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "120")
+        .env_remove("PROMPT_PROVIDER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut seen = String::new();
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(seen.clone());
+        }
+        seen
+    });
+    // Every piece but the last of each reply has arrived (over 3,000 characters): the line
+    // under the bar names each job with a count in thousands, before any job is done.
+    let in_thousands = |seen: &str, line: usize| {
+        seen.split(&format!("line {line}: ")).skip(1).any(|rest| {
+            rest.split(" chars")
+                .next()
+                .is_some_and(|n| n.ends_with('k'))
+        })
+    };
+    let mut early = String::new();
+    while !(2..=4).all(|line| in_thousands(&early, line)) {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(seen) => early = seen,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the jobs in flight never showed their characters: {early:?}");
+            }
+        }
+    }
+    assert!(early.contains("0/3 jobs"), "{early:?}");
+    assert!(
+        !early.contains("tokens out"),
+        "no job is done yet: {early:?}"
+    );
+    assert_eq!(server.chats(), 3);
+    server.release();
+    let status = child.wait().expect("wait");
+    let all = reader.join().expect("reader");
+    assert!(status.success(), "{all}");
+    assert!(all.contains("3 job(s): 3 ok"), "{all}");
+    let results = result_lines(&sb.read("results.jsonl"));
+    assert_eq!(lines_of(&results), BTreeSet::from([2, 3, 4]));
+    for r in &results {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["tokens_completion"], 640, "{r}");
+    }
+}
+
+/// Batch jobs stream their replies unless streaming is off; with `--no-stream` the server is
+/// asked for whole replies and the result lines are the same.
+#[test]
+fn batch_streams_unless_streaming_is_off() {
+    let server = FakeOllama::start();
+    let sb = Sandbox::new();
+    sb.write("jobs.jsonl", &scene_jobs(2));
+    let mut results = Vec::new();
+    for (flags, streamed) in [(&[][..], true), (&["--no-stream"][..], false)] {
+        let out = format!("results-{streamed}.jsonl");
+        let mut args = vec![
+            "batch",
+            "jobs.jsonl",
+            "--out",
+            &out,
+            "--provider",
+            "ollama",
+            "--base-url",
+            &server.url,
+            "--no-cache",
+        ];
+        args.extend_from_slice(flags);
+        let run = sb.run(&args);
+        run.ok();
+        assert_eq!(server.last_body().unwrap()["stream"], streamed);
+        let mut lines = result_lines(&sb.read(&out));
+        lines.sort_by_key(|r| r["line"].as_u64());
+        for r in &mut lines {
+            assert_eq!(r["ok"], true, "{r}");
+            r.as_object_mut().unwrap().remove("latency_ms");
+        }
+        results.push(lines);
+    }
+    assert_eq!(server.chats(), 4);
+    assert_eq!(results[0], results[1], "the same lines, latency aside");
 }

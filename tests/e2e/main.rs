@@ -6,6 +6,7 @@
 mod support;
 
 mod batch;
+mod breaker;
 mod errors;
 mod generate;
 mod keys;

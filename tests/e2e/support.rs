@@ -400,3 +400,55 @@ pub(crate) fn assert_error(run: &Run, code: i32, needle: &str) {
         run.stdout
     );
 }
+
+impl Sandbox {
+    /// Starts `prompt` with `args`, its stdout and stderr piped; end it with [`wait_within`].
+    pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs `prompt` with `args` to the end, failing the test (after killing it) when it has
+    /// not ended within `limit`: a guard against hangs, not a speed check.
+    pub(crate) fn run_within(&self, args: &[&str], limit: Duration) -> Run {
+        wait_within(self.spawn(args), limit)
+    }
+}
+
+/// Waits for a child started by [`Sandbox::spawn`], reading its output as it comes; kills it
+/// and fails the test when it has not ended within `limit`.
+pub(crate) fn wait_within(mut child: std::process::Child, limit: Duration) -> Run {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("prompt did not end within {limit:?} (killed)\nstderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
+    }
+}

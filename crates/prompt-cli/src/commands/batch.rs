@@ -1,11 +1,17 @@
 //! `prompt batch`: many generations from a JSONL file, resumable, interruptible.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use prompt_agent::{GenerateOptions, PromptSystem, VersionReq};
+use prompt_agent::{
+    AgentError, Delta, GenerateOptions, GenerationEvent, PromptSystem, StreamItem, VersionReq,
+};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -35,11 +41,143 @@ struct Tally {
     written: usize,
 }
 
-/// Progress: a bar on a terminal, plain lines otherwise, nothing with `-q`.
+/// How often the line about the jobs in flight (under the bar) is rebuilt; the bar draws it
+/// on its own, throttled, ticks.
+const LIVE_REFRESH: Duration = Duration::from_millis(200);
+
+/// Jobs in flight named under the bar; the rest are counted.
+const LIVE_SHOWN: usize = 3;
+
+/// What a job in flight has received so far, for the progress bar. The job's task adds to it
+/// as deltas arrive (one atomic add each); the bar reads it on its refresh tick.
+#[derive(Debug)]
+struct Meter {
+    /// Characters (reply text and reasoning) of the current attempt.
+    chars: AtomicUsize,
+    /// The attempt under way (1 for the first).
+    attempt: AtomicU32,
+}
+
+impl Meter {
+    fn event(&self, event: &GenerationEvent) {
+        match event {
+            GenerationEvent::Delta(Delta::Text(text) | Delta::Reasoning(text)) => {
+                self.chars
+                    .fetch_add(text.chars().count(), Ordering::Relaxed);
+            }
+            // The deltas of the failed attempt are void: the count starts over.
+            GenerationEvent::Retry { attempt, .. } => {
+                self.chars.store(0, Ordering::Relaxed);
+                self.attempt.store(*attempt, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The meters of the jobs in flight, by their line in the jobs file.
+#[derive(Debug, Clone, Default)]
+struct Running(Arc<Mutex<BTreeMap<usize, Arc<Meter>>>>);
+
+impl Running {
+    /// A meter for the job on `line`, listed until the returned guard is dropped.
+    fn start(&self, line: usize) -> MeterGuard {
+        let meter = Arc::new(Meter {
+            chars: AtomicUsize::new(0),
+            attempt: AtomicU32::new(1),
+        });
+        self.lock().insert(line, meter.clone());
+        MeterGuard {
+            running: self.clone(),
+            line,
+            meter,
+        }
+    }
+
+    /// `(line, characters, attempt)` of each job in flight, by line.
+    fn snapshot(&self) -> Vec<(usize, usize, u32)> {
+        self.lock()
+            .iter()
+            .map(|(line, m)| {
+                (
+                    *line,
+                    m.chars.load(Ordering::Relaxed),
+                    m.attempt.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Arc<Meter>>> {
+        // A panic while holding the lock leaves a map that is still whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A job's place in [`Running`]; dropping it (the job ended or was stopped) removes it.
+#[derive(Debug)]
+struct MeterGuard {
+    running: Running,
+    line: usize,
+    meter: Arc<Meter>,
+}
+
+impl Drop for MeterGuard {
+    fn drop(&mut self) {
+        self.running.lock().remove(&self.line);
+    }
+}
+
+/// A count in few characters: `950`, `3.2k`, `48k`, `1.3M`.
+fn compact(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..10_000 => format!("{:.1}k", n as f64 / 1e3),
+        10_000..1_000_000 => format!("{}k", n / 1_000),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+/// The line under the bar: the characters received so far by the first [`LIVE_SHOWN`] jobs in
+/// flight (token counts come only with the end of a reply, so a running job shows
+/// characters), how many more run, and the completion tokens of the replies generated so far.
+fn live_message(running: &[(usize, usize, u32)], tokens_out: u64) -> String {
+    let mut parts: Vec<String> = running
+        .iter()
+        .take(LIVE_SHOWN)
+        .map(|&(line, chars, attempt)| {
+            let retry = if attempt > 1 {
+                format!(" (try {attempt})")
+            } else {
+                String::new()
+            };
+            format!("line {line}{retry}: {} chars", compact(chars as u64))
+        })
+        .collect();
+    if running.len() > LIVE_SHOWN {
+        parts.push(format!("+{} running", running.len() - LIVE_SHOWN));
+    }
+    if tokens_out > 0 {
+        parts.push(format!("{} tokens out", compact(tokens_out)));
+    }
+    parts.join(" · ")
+}
+
+/// Progress: a bar on a terminal (with what the jobs in flight have received so far), plain
+/// lines otherwise, nothing with `-q`.
 #[derive(Debug)]
 enum Progress {
-    Bar(ProgressBar),
-    Lines { total: usize, done: usize },
+    Bar {
+        bar: ProgressBar,
+        running: Running,
+        /// Completion tokens of the replies generated (not cache hits) so far.
+        tokens_out: u64,
+    },
+    Lines {
+        total: usize,
+        done: usize,
+    },
     Quiet,
 }
 
@@ -51,24 +189,55 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar =
                 ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            // The jobs in flight get a line of their own under the bar (the bar's line is
+            // about full on an 80-column terminal), cut to the terminal's width.
             let template = if Paint::stderr().on() {
-                "{spinner:.cyan} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} jobs · {per_sec} · ETA {eta} {msg}"
+                "{spinner:.cyan} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} jobs · {per_sec} · ETA {eta}\n  {wide_msg}"
             } else {
-                "{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} jobs · {per_sec} · ETA {eta} {msg}"
+                "{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} jobs · {per_sec} · ETA {eta}\n  {wide_msg}"
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
             }
             bar.enable_steady_tick(Duration::from_millis(120));
-            Self::Bar(bar)
+            Self::Bar {
+                bar,
+                running: Running::default(),
+                tokens_out: 0,
+            }
         } else {
             Self::Lines { total, done: 0 }
         }
     }
 
+    /// A meter for a job about to start, when the bar shows the jobs in flight.
+    fn meter(&self, line: usize) -> Option<MeterGuard> {
+        match self {
+            Self::Bar { running, .. } => Some(running.start(line)),
+            Self::Lines { .. } | Self::Quiet => None,
+        }
+    }
+
+    /// Rebuilds the line under the bar from the meters of the jobs in flight.
+    fn refresh(&self) {
+        if let Self::Bar {
+            bar,
+            running,
+            tokens_out,
+        } = self
+        {
+            bar.set_message(live_message(&running.snapshot(), *tokens_out));
+        }
+    }
+
     fn job_done(&mut self, r: &ResultLine) {
         match self {
-            Self::Bar(bar) => {
+            Self::Bar {
+                bar, tokens_out, ..
+            } => {
+                if r.ok && r.cache_hit != Some(true) {
+                    *tokens_out += r.tokens_completion.unwrap_or(0);
+                }
                 bar.inc(1);
                 if !r.ok {
                     bar.println(format!(
@@ -102,21 +271,30 @@ impl Progress {
 
     fn note(&self, text: &str) {
         match self {
-            Self::Bar(bar) => bar.println(text),
+            Self::Bar { bar, .. } => bar.println(text),
             Self::Lines { .. } => eprintln!("{text}"),
             Self::Quiet => {}
         }
     }
 
     fn finish(&self) {
-        if let Self::Bar(bar) = self {
+        if let Self::Bar { bar, .. } = self {
             bar.finish_and_clear();
         }
     }
 }
 
 /// Runs one job to its result line; never fails (a failure is a line with `ok: false`).
-async fn run_job(system: PromptSystem, job: Job, base: GenerateOptions) -> ResultLine {
+///
+/// The reply is streamed (whole replies, with `stream = false`, arrive as one piece); `meter`,
+/// when given, counts what has arrived for the progress bar. The result is the same as the
+/// non-streaming call's.
+async fn run_job(
+    system: PromptSystem,
+    job: Job,
+    base: GenerateOptions,
+    meter: Option<MeterGuard>,
+) -> ResultLine {
     let version = match &job.template.version {
         None => VersionReq::Latest,
         Some(v) => match v.parse::<VersionReq>() {
@@ -130,10 +308,29 @@ async fn run_job(system: PromptSystem, job: Job, base: GenerateOptions) -> Resul
         ..base
     };
     let agent = system.template_agent(&job.template.agent);
-    match agent
-        .generate_from_template(&job.template.task, &job.vars, &options)
-        .await
-    {
+    let mut stream = agent.generate_stream(&job.template.task, &job.vars, &options);
+    let mut result = Err(AgentError::Shared(
+        "the generation ended without a result".to_owned(),
+    ));
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(StreamItem::Event(event)) => {
+                if let Some(guard) = &meter {
+                    guard.meter.event(&event);
+                }
+            }
+            Ok(StreamItem::Done(generation)) => {
+                result = Ok(generation);
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(meter);
+    match result {
         Ok(g) => ResultLine {
             line: job.line,
             template: job.template_text.clone(),
@@ -229,11 +426,15 @@ pub(crate) fn batch(args: &BatchArgs<'_>, settings: &Settings, quiet: bool) -> C
         let mut interrupted = false;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
+        let live = matches!(progress, Progress::Bar { .. });
+        let mut refresh = tokio::time::interval(LIVE_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             while !interrupted && set.len() < concurrency {
                 match queue.next() {
                     Some(job) => {
-                        set.spawn(run_job(system.clone(), job, base.clone()));
+                        let meter = progress.meter(job.line);
+                        set.spawn(run_job(system.clone(), job, base.clone(), meter));
                     }
                     None => break,
                 }
@@ -271,6 +472,7 @@ pub(crate) fn batch(args: &BatchArgs<'_>, settings: &Settings, quiet: bool) -> C
                         }
                     }
                 }
+                _ = refresh.tick(), if live => progress.refresh(),
             }
         }
         Ok::<_, CliError>((tally, interrupted, queue.len()))
@@ -334,4 +536,58 @@ pub(crate) fn batch(args: &BatchArgs<'_>, settings: &Settings, quiet: bool) -> C
         .hint("fix the cause and run again with --retry-failed"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_compact() {
+        assert_eq!(compact(0), "0");
+        assert_eq!(compact(999), "999");
+        assert_eq!(compact(3_214), "3.2k");
+        assert_eq!(compact(48_100), "48k");
+        assert_eq!(compact(1_340_000), "1.3M");
+    }
+
+    #[test]
+    fn the_message_names_the_first_jobs_in_flight_and_counts_the_rest() {
+        assert_eq!(live_message(&[], 0), "");
+        assert_eq!(live_message(&[], 1_280), "1.3k tokens out");
+        let running = [
+            (2, 3_214, 1),
+            (3, 0, 2),
+            (5, 812, 1),
+            (9, 40, 1),
+            (11, 7, 1),
+        ];
+        assert_eq!(
+            live_message(&running, 640),
+            "line 2: 3.2k chars · line 3 (try 2): 0 chars · line 5: 812 chars · +2 running · 640 tokens out"
+        );
+    }
+
+    #[test]
+    fn meters_count_characters_start_over_on_a_retry_and_leave_with_their_job() {
+        let running = Running::default();
+        let guard = running.start(4);
+        let other = running.start(7);
+        guard
+            .meter
+            .event(&GenerationEvent::Delta(Delta::Reasoning("héllo".into())));
+        guard
+            .meter
+            .event(&GenerationEvent::Delta(Delta::Text(" world".into())));
+        assert_eq!(running.snapshot(), [(4, 11, 1), (7, 0, 1)]);
+        guard.meter.event(&GenerationEvent::Retry {
+            attempt: 2,
+            reason: "x".into(),
+        });
+        assert_eq!(running.snapshot(), [(4, 0, 2), (7, 0, 1)]);
+        drop(guard);
+        assert_eq!(running.snapshot(), [(7, 0, 1)]);
+        drop(other);
+        assert!(running.snapshot().is_empty());
+    }
 }
