@@ -36,7 +36,7 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Self {
+    fn from(out: &Output) -> Self {
         Self {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -97,7 +97,7 @@ impl Sandbox {
 
     /// Runs `prompt` with `args` to the end.
     pub(crate) fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.cmd(args).output().unwrap())
+        Run::from(&self.cmd(args).output().unwrap())
     }
 
     /// Runs `prompt` with extra environment variables.
@@ -106,7 +106,7 @@ impl Sandbox {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Run::from(cmd.output().unwrap())
+        Run::from(&cmd.output().unwrap())
     }
 
     pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -241,14 +241,14 @@ async fn chat(
         return (status, Json(json!({"error": "injected failure"}))).into_response();
     }
     if body["stream"] == json!(true) {
-        return stream_chat(state, body).into_response();
+        return stream_chat(&state, body).into_response();
     }
     whole_chat(State(state), Json(body)).await.into_response()
 }
 
 /// A streamed `/api/chat` reply: one NDJSON line per piece, then the final frame; with a gate
 /// set, the last piece waits for it.
-fn stream_chat(state: Arc<FakeState>, body: Value) -> axum::response::Response {
+fn stream_chat(state: &FakeState, body: Value) -> axum::response::Response {
     let model = body["model"].as_str().unwrap_or("unknown").to_owned();
     let user = last_user(&body);
     *state.last_body.lock().unwrap() = Some(body);
