@@ -24,9 +24,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use self::criterion::{CRATE_BENCHES, Outcome, Settings};
+use self::criterion::{CRATE_BENCHES, Estimate, Outcome, Settings};
 use self::data::{BenchData, METRICS_1M, METRICS_100K};
-use self::report::{Figure, ROWS, Row};
+use self::report::{Figure, ROWS, Row, RowSpec, Unit};
 
 const USAGE: &str = "usage: cargo xtask bench [--quick]
 
@@ -100,7 +100,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             let ours = if skipped {
                 Err("not measured in --quick runs".to_owned())
             } else {
-                our_figure(spec.ours, outcomes.get(spec.package))
+                our_figure(spec, outcomes.get(spec.package))
             };
             let peer = spec.peer.map(|p| {
                 if skipped {
@@ -114,7 +114,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
 
     println!();
     println!(
-        "promptkit bench ({mode}) — mean time per operation; ratio = peer ÷ promptkit (> 1: we are faster)"
+        "promptkit bench ({mode}) — mean time per operation (a rate where the unit ends in /s); ratio = peer ÷ promptkit (> 1: we are faster)"
     );
     println!();
     let table = report::table(&rows);
@@ -221,31 +221,50 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// Sum of the criterion means named in `ids` (each `a|b` takes whichever exists).
-fn our_figure(ids: &[&str], outcome: Option<&Outcome>) -> Figure {
-    let (means, failure) = match outcome {
-        Some(Outcome::Measured(means, failure)) => (means, failure),
+/// A row's figure: the sum of the criterion means named in `spec.ours` (each `a|b` takes
+/// whichever exists) less those named in `spec.minus`; for a rate row, that sum divided by the
+/// items (`Throughput::Elements`) its benches declare, i.e. the time per item.
+fn our_figure(spec: &RowSpec, outcome: Option<&Outcome>) -> Figure {
+    let (estimates, failure) = match outcome {
+        Some(Outcome::Measured(estimates, failure)) => (estimates, failure),
         Some(Outcome::Unavailable(why)) => return Err(why.clone()),
         None => return Err("no bench for this crate".to_owned()),
     };
+    let find = |id: &str| -> Result<&Estimate, String> {
+        if let Some(found) = id.split('|').find_map(|alt| estimates.get(alt)) {
+            return Ok(found);
+        }
+        if let Some(failure) = failure {
+            return Err(format!("bench stopped before `{id}`: {failure}"));
+        }
+        let have: Vec<&str> = estimates.keys().map(String::as_str).collect();
+        Err(format!(
+            "no criterion result `{id}` (measured: {})",
+            have.join(", ")
+        ))
+    };
     let mut total = 0.0;
-    for id in ids {
-        let found = id.split('|').find_map(|alt| means.get(alt));
-        match found {
-            Some(mean) => total += mean,
-            None => {
-                if let Some(failure) = failure {
-                    return Err(format!("bench stopped before `{id}`: {failure}"));
-                }
-                let have: Vec<&str> = means.keys().map(String::as_str).collect();
-                return Err(format!(
-                    "no criterion result `{id}` (measured: {})",
-                    have.join(", ")
-                ));
-            }
+    let mut elements = 0;
+    for id in spec.ours {
+        let estimate = find(id)?;
+        total += estimate.mean_ns;
+        if let Unit::PerSecond(items) = spec.unit {
+            elements += estimate.elements.ok_or_else(|| {
+                format!("`{id}` declares no Throughput::Elements to count {items} by")
+            })?;
         }
     }
-    Ok(total)
+    for id in spec.minus {
+        total -= find(id)?.mean_ns;
+    }
+    match spec.unit {
+        Unit::Time => Ok(total),
+        Unit::PerSecond(_) if elements == 0 => Err(format!(
+            "`{}` declares zero elements",
+            spec.ours.join(" + ")
+        )),
+        Unit::PerSecond(_) => Ok(total / elements as f64),
+    }
 }
 
 fn peer_figure(docs: &BTreeMap<&str, Result<Value, String>>, script: &str, result: &str) -> Figure {
@@ -481,35 +500,52 @@ fn machine_info(root: &Path) -> Value {
 mod tests {
     use super::*;
 
+    /// A time row over these criterion ids.
+    fn spec(ours: &'static [&'static str]) -> RowSpec {
+        RowSpec {
+            ours,
+            minus: &[],
+            unit: Unit::Time,
+            ..ROWS[0]
+        }
+    }
+
+    fn measured(estimates: &[(&str, Estimate)], failure: Option<&str>) -> Outcome {
+        Outcome::Measured(
+            estimates
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            failure.map(str::to_owned),
+        )
+    }
+
     #[test]
     fn our_figure_sums_components_and_takes_either_alternative() {
-        let means: BTreeMap<String, f64> = [
-            ("cache/key_derivation", 2000.0),
-            ("cache/get_hit", 100.0),
-            ("metrics/agent_stats/100k", 5.0),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let measured = Outcome::Measured(means.clone(), None);
+        let estimates = [
+            ("cache/key_derivation", Estimate::mean(2000.0)),
+            ("cache/get_hit", Estimate::mean(100.0)),
+            ("metrics/agent_stats/100k", Estimate::mean(5.0)),
+        ];
+        let ok = measured(&estimates, None);
         assert_eq!(
-            our_figure(&["cache/key_derivation", "cache/get_hit"], Some(&measured)),
+            our_figure(&spec(&["cache/key_derivation", "cache/get_hit"]), Some(&ok)),
             Ok(2100.0)
         );
         assert_eq!(
             our_figure(
-                &["metrics/agent_stats_100k|metrics/agent_stats/100k"],
-                Some(&measured)
+                &spec(&["metrics/agent_stats_100k|metrics/agent_stats/100k"]),
+                Some(&ok)
             ),
             Ok(5.0)
         );
-        let missing = our_figure(&["cache/put"], Some(&measured)).unwrap_err();
+        let missing = our_figure(&spec(&["cache/put"]), Some(&ok)).unwrap_err();
         assert!(
             missing.contains("no criterion result `cache/put`"),
             "{missing}"
         );
-        let stopped = Outcome::Measured(means, Some("cargo bench failed (exit 101): boom".into()));
-        let why = our_figure(&["cache/put"], Some(&stopped)).unwrap_err();
+        let stopped = measured(&estimates, Some("cargo bench failed (exit 101): boom"));
+        let why = our_figure(&spec(&["cache/put"]), Some(&stopped)).unwrap_err();
         assert!(
             why.contains("bench stopped before `cache/put`") && why.contains("boom"),
             "{why}"
@@ -517,9 +553,49 @@ mod tests {
         let unavailable =
             Outcome::Unavailable("prompt-agent/benches/agent.rs not written yet".into());
         assert_eq!(
-            our_figure(&["agent/template_hit"], Some(&unavailable)),
+            our_figure(&spec(&["agent/template_hit"]), Some(&unavailable)),
             Err("prompt-agent/benches/agent.rs not written yet".to_owned())
         );
+    }
+
+    #[test]
+    fn our_figure_subtracts_a_baseline_and_divides_rates_by_elements() {
+        let outcome = measured(
+            &[
+                ("agent/stream_call", Estimate::mean(250_000.0)),
+                ("agent/whole_call", Estimate::mean(20_000.0)),
+                (
+                    "agent/stream_hit_replay",
+                    Estimate {
+                        mean_ns: 120_000.0,
+                        elements: Some(600),
+                    },
+                ),
+            ],
+            None,
+        );
+        let overhead = RowSpec {
+            minus: &["agent/whole_call"],
+            ..spec(&["agent/stream_call"])
+        };
+        assert_eq!(our_figure(&overhead, Some(&outcome)), Ok(230_000.0));
+        let missing_baseline = RowSpec {
+            minus: &["agent/nothing"],
+            ..overhead
+        };
+        assert!(our_figure(&missing_baseline, Some(&outcome)).is_err());
+
+        let rate = RowSpec {
+            unit: Unit::PerSecond("deltas"),
+            ..spec(&["agent/stream_hit_replay"])
+        };
+        assert_eq!(our_figure(&rate, Some(&outcome)), Ok(200.0));
+        let no_elements = RowSpec {
+            unit: Unit::PerSecond("deltas"),
+            ..spec(&["agent/stream_call"])
+        };
+        let why = our_figure(&no_elements, Some(&outcome)).unwrap_err();
+        assert!(why.contains("no Throughput::Elements"), "{why}");
     }
 
     #[test]

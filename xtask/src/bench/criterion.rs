@@ -36,12 +36,32 @@ pub(crate) const CRATE_BENCHES: &[CrateBench] = &[
     },
 ];
 
-/// The outcome of one crate's bench: its means by criterion id (`group/function[/param]`)
-/// with, when the bench failed part-way, why; or why there are none.
+/// The outcome of one crate's bench: its estimates by criterion id
+/// (`group/function[/param]`) with, when the bench failed part-way, why; or why there are none.
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
-    Measured(BTreeMap<String, f64>, Option<String>),
+    Measured(BTreeMap<String, Estimate>, Option<String>),
     Unavailable(String),
+}
+
+/// What criterion measured of one benchmark.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Estimate {
+    /// Mean time per iteration, in nanoseconds.
+    pub(crate) mean_ns: f64,
+    /// The items one iteration handles, when the bench declares `Throughput::Elements`.
+    pub(crate) elements: Option<u64>,
+}
+
+impl Estimate {
+    /// An estimate without a declared throughput.
+    #[cfg(test)]
+    pub(crate) fn mean(mean_ns: f64) -> Self {
+        Self {
+            mean_ns,
+            elements: None,
+        }
+    }
 }
 
 /// How criterion is asked to measure.
@@ -161,8 +181,11 @@ fn failure_reason(log_path: &Path, code: Option<i32>) -> String {
 }
 
 /// Every benchmark under `criterion_dir` whose `new/estimates.json` was written since
-/// `since`: criterion id → mean point estimate in nanoseconds.
-pub(crate) fn read_estimates(criterion_dir: &Path, since: SystemTime) -> BTreeMap<String, f64> {
+/// `since`: criterion id → mean point estimate in nanoseconds, with the declared elements.
+pub(crate) fn read_estimates(
+    criterion_dir: &Path,
+    since: SystemTime,
+) -> BTreeMap<String, Estimate> {
     let mut out = BTreeMap::new();
     let mut stack = vec![criterion_dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -175,8 +198,8 @@ pub(crate) fn read_estimates(criterion_dir: &Path, since: SystemTime) -> BTreeMa
                 continue;
             }
             if entry.file_name() == "new" {
-                if let Some((id, mean)) = read_one(&path, since) {
-                    out.insert(id, mean);
+                if let Some((id, estimate)) = read_one(&path, since) {
+                    out.insert(id, estimate);
                 }
             } else if entry.file_name() != "base" && entry.file_name() != "report" {
                 stack.push(path);
@@ -186,7 +209,7 @@ pub(crate) fn read_estimates(criterion_dir: &Path, since: SystemTime) -> BTreeMa
     out
 }
 
-fn read_one(new_dir: &Path, since: SystemTime) -> Option<(String, f64)> {
+fn read_one(new_dir: &Path, since: SystemTime) -> Option<(String, Estimate)> {
     let estimates_path = new_dir.join("estimates.json");
     let modified = fs::metadata(&estimates_path)
         .and_then(|m| m.modified())
@@ -197,8 +220,9 @@ fn read_one(new_dir: &Path, since: SystemTime) -> Option<(String, f64)> {
     let estimates = read_json(&estimates_path)?;
     let benchmark = read_json(&new_dir.join("benchmark.json"))?;
     let id = benchmark["full_id"].as_str()?.to_owned();
-    let mean = estimates["mean"]["point_estimate"].as_f64()?;
-    Some((id, mean))
+    let mean_ns = estimates["mean"]["point_estimate"].as_f64()?;
+    let elements = benchmark["throughput"]["Elements"].as_u64();
+    Some((id, Estimate { mean_ns, elements }))
 }
 
 #[cfg(test)]
@@ -207,11 +231,16 @@ mod tests {
     use std::time::Duration;
 
     fn write_bench(dir: &Path, rel: &str, id: &str, mean: f64) {
+        write_bench_with(dir, rel, id, mean, "null");
+    }
+
+    /// A criterion result as criterion 0.7 writes it, `throughput` as JSON.
+    fn write_bench_with(dir: &Path, rel: &str, id: &str, mean: f64, throughput: &str) {
         let new = dir.join(rel).join("new");
         fs::create_dir_all(&new).unwrap();
         fs::write(
             new.join("benchmark.json"),
-            format!("{{\"full_id\": \"{id}\"}}"),
+            format!("{{\"full_id\": \"{id}\", \"throughput\": {throughput}}}"),
         )
         .unwrap();
         fs::write(
@@ -231,9 +260,38 @@ mod tests {
             "metrics/agent_stats/100k",
             2.5e7,
         );
+        write_bench_with(
+            dir.path(),
+            "agent/stream_hit_replay",
+            "agent/stream_hit_replay",
+            1.2e5,
+            r#"{"Elements": 600}"#,
+        );
+        write_bench_with(
+            dir.path(),
+            "cache/checksum_2k/xxh3",
+            "cache/checksum_2k/xxh3",
+            185.0,
+            r#"{"Bytes": 2422}"#,
+        );
         let means = read_estimates(dir.path(), SystemTime::now() - Duration::from_secs(60));
-        assert_eq!(means.get("cache/get_hit"), Some(&150.5));
-        assert_eq!(means.get("metrics/agent_stats/100k"), Some(&2.5e7));
+        assert_eq!(means.get("cache/get_hit"), Some(&Estimate::mean(150.5)));
+        assert_eq!(
+            means.get("metrics/agent_stats/100k"),
+            Some(&Estimate::mean(2.5e7))
+        );
+        assert_eq!(
+            means.get("agent/stream_hit_replay"),
+            Some(&Estimate {
+                mean_ns: 1.2e5,
+                elements: Some(600)
+            })
+        );
+        assert_eq!(
+            means.get("cache/checksum_2k/xxh3").and_then(|e| e.elements),
+            None,
+            "only Throughput::Elements counts items"
+        );
         let later = read_estimates(dir.path(), SystemTime::now() + Duration::from_secs(60));
         assert!(
             later.is_empty(),

@@ -32,6 +32,35 @@ impl Target {
     }
 }
 
+/// How a row's figure is measured and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Time per operation: the criterion mean per iteration, shown in ns, µs, ms or s.
+    Time,
+    /// A rate of the named items (`"deltas"`): the figure is the time per item (the criterion
+    /// mean divided by the bench's `Throughput::Elements`), shown as items per second. A
+    /// target of such a row is a time per item.
+    PerSecond(&'static str),
+}
+
+impl Unit {
+    /// The unit's name in the JSON summary: `"time"` or `"<items>/s"`.
+    pub(crate) fn label(self) -> String {
+        match self {
+            Unit::Time => "time".to_owned(),
+            Unit::PerSecond(items) => format!("{items}/s"),
+        }
+    }
+
+    /// `ns` (a time per operation or per item) as this unit shows it.
+    pub(crate) fn format(self, ns: f64) -> String {
+        match self {
+            Unit::Time => format_auto(ns),
+            Unit::PerSecond(items) => format!("{} {items}/s", format_rate(ns)),
+        }
+    }
+}
+
 /// Where a row's peer figure comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerRef {
@@ -52,6 +81,11 @@ pub(crate) struct RowSpec {
     pub(crate) package: &'static str,
     /// Criterion ids summed to make our figure; `a|b` accepts either name.
     pub(crate) ours: &'static [&'static str],
+    /// Criterion ids whose means are subtracted from the sum of `ours`: the row is then the
+    /// cost of one path over a baseline measured in the same run (time rows only).
+    pub(crate) minus: &'static [&'static str],
+    /// How the figure is measured and shown.
+    pub(crate) unit: Unit,
     pub(crate) peer: Option<PeerRef>,
     pub(crate) target: Target,
     /// Only measured in full runs (the 1M-record data set).
@@ -116,6 +150,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "template cold load (open+parse+compile)",
         package: "prompt-templates",
         ours: &["templates/cold_load"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(JINJA_COMPILE),
         target: Target::AtMost(100.0 * US),
         full_only: false,
@@ -125,6 +161,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "template warm load",
         package: "prompt-templates",
         ours: &["templates/warm_load"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::AtMost(100.0),
         full_only: false,
@@ -134,6 +172,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "render writer/write_chapter",
         package: "prompt-templates",
         ours: &["templates/render_write_chapter|templates/render"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(JINJA_RENDER),
         target: Target::Both(3.0 * US, 4.0),
         full_only: false,
@@ -143,6 +183,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache key derivation (2 KB + 1.5 KB)",
         package: "prompt-cache",
         ours: &["cache/key_derivation"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(SHA256),
         target: Target::None,
         full_only: false,
@@ -152,6 +194,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache get hit (key given)",
         package: "prompt-cache",
         ours: &["cache/get_hit"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(DC_GET),
         target: Target::AtMost(200.0),
         full_only: false,
@@ -161,6 +205,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache get hit incl. key derivation",
         package: "prompt-cache",
         ours: &["cache/key_derivation", "cache/get_hit"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(DC_SHA_GET),
         target: Target::RatioAtLeast(5.0),
         full_only: false,
@@ -170,6 +216,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache get miss (memory, then disk)",
         package: "prompt-cache",
         ours: &["cache/get_miss"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(DC_MISS),
         target: Target::None,
         full_only: false,
@@ -179,6 +227,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache get miss, memory tier only",
         package: "prompt-cache",
         ours: &["cache/get_miss_memory_only"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::None,
         full_only: false,
@@ -188,6 +238,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache put (caller's thread)",
         package: "prompt-cache",
         ours: &["cache/put"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(DC_SET),
         target: Target::AtMost(5.0 * US),
         full_only: false,
@@ -197,6 +249,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache reload of 10k entries",
         package: "prompt-cache",
         ours: &["cache/reload_10k"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(DC_OPEN),
         target: Target::AtMost(30.0 * MS),
         full_only: false,
@@ -206,6 +260,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache put into a full cache, 1k entries",
         package: "prompt-cache",
         ours: &["cache/put_full_cache/1000"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::AtMost(5.0 * US),
         full_only: false,
@@ -215,6 +271,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "cache put into a full cache, 10k entries",
         package: "prompt-cache",
         ours: &["cache/put_full_cache/10000|cache/put_full_cache"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::AtMost(5.0 * US),
         full_only: false,
@@ -224,6 +282,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "metrics record (caller's thread)",
         package: "prompt-metrics",
         ours: &["metrics/record"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::AtMost(1.0 * US),
         full_only: false,
@@ -233,6 +293,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "metrics record, sustained (waits for the writer)",
         package: "prompt-metrics",
         ours: &["metrics/record_sustained"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::None,
         full_only: false,
@@ -242,6 +304,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "agent_stats, 100k records",
         package: "prompt-metrics",
         ours: &["metrics/agent_stats_100k|metrics/agent_stats/100k"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(duck("duckdb_agent_stats_100k")),
         target: Target::None,
         full_only: false,
@@ -251,6 +315,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "model_comparison, 100k records",
         package: "prompt-metrics",
         ours: &["metrics/model_comparison_100k|metrics/model_comparison/100k"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(duck("duckdb_model_comparison_100k")),
         target: Target::None,
         full_only: false,
@@ -260,6 +326,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "agent_stats, 1M records",
         package: "prompt-metrics",
         ours: &["metrics/agent_stats_1m|metrics/agent_stats/1m"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(duck("duckdb_agent_stats_1m")),
         target: Target::RatioAtLeast(1.0),
         full_only: true,
@@ -269,6 +337,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "model_comparison, 1M records",
         package: "prompt-metrics",
         ours: &["metrics/model_comparison_1m|metrics/model_comparison/1m"],
+        minus: &[],
+        unit: Unit::Time,
         peer: Some(duck("duckdb_model_comparison_1m")),
         target: Target::None,
         full_only: true,
@@ -278,6 +348,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "template agent overhead, cache hit",
         package: "prompt-agent",
         ours: &["agent/template_hit"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::AtMost(20.0 * US),
         full_only: false,
@@ -287,6 +359,8 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "template agent overhead, cache miss",
         package: "prompt-agent",
         ours: &["agent/template_miss"],
+        minus: &[],
+        unit: Unit::Time,
         peer: None,
         target: Target::None,
         full_only: false,
@@ -296,6 +370,52 @@ pub(crate) const ROWS: &[RowSpec] = &[
         workload: "template agent hits, 2 threads (wall time per call)",
         package: "prompt-agent",
         ours: &["agent/concurrent_2_threads"],
+        minus: &[],
+        unit: Unit::Time,
+        peer: None,
+        target: Target::None,
+        full_only: false,
+    },
+    RowSpec {
+        id: "agent.stream_hit_replay",
+        workload: "streamed cache hit replayed (600 deltas)",
+        package: "prompt-agent",
+        ours: &["agent/stream_hit_replay"],
+        minus: &[],
+        unit: Unit::PerSecond("deltas"),
+        peer: None,
+        target: Target::None,
+        full_only: false,
+    },
+    RowSpec {
+        id: "agent.stream_call",
+        workload: "streamed call, instant provider (600 deltas)",
+        package: "prompt-agent",
+        ours: &["agent/stream_call"],
+        minus: &[],
+        unit: Unit::Time,
+        peer: None,
+        target: Target::None,
+        full_only: false,
+    },
+    RowSpec {
+        id: "agent.whole_call",
+        workload: "same call, streaming off (whole reply)",
+        package: "prompt-agent",
+        ours: &["agent/whole_call"],
+        minus: &[],
+        unit: Unit::Time,
+        peer: None,
+        target: Target::None,
+        full_only: false,
+    },
+    RowSpec {
+        id: "agent.stream_overhead",
+        workload: "streaming overhead per call (streamed − whole)",
+        package: "prompt-agent",
+        ours: &["agent/stream_call"],
+        minus: &["agent/whole_call"],
+        unit: Unit::Time,
         peer: None,
         target: Target::None,
         full_only: false,
@@ -378,9 +498,15 @@ impl Row {
         json!({
             "id": self.spec.id,
             "workload": self.spec.workload,
+            "unit": self.spec.unit.label(),
             "ours_ns": self.ours.as_ref().ok(),
+            "ours_per_s": match self.spec.unit {
+                Unit::PerSecond(_) => self.ours.as_ref().ok().filter(|ns| **ns > 0.0).map(|ns| 1e9 / ns),
+                Unit::Time => None,
+            },
             "ours_error": self.ours.as_ref().err(),
             "ours_criterion_ids": self.spec.ours,
+            "ours_minus_criterion_ids": self.spec.minus,
             "peer": self.spec.peer.map(|p| p.label),
             "peer_ns": self.peer.as_ref().and_then(|p| p.as_ref().ok()),
             "peer_error": self.peer.as_ref().and_then(|p| p.as_ref().err()),
@@ -414,8 +540,10 @@ fn judge(target: Target, ours: &Figure, peer: Option<&Figure>) -> Status {
     }
 }
 
-/// A unit for nanoseconds: (divisor, suffix).
+/// A unit for nanoseconds (by magnitude, so that a negative difference reads like a positive
+/// one): (divisor, suffix).
 fn unit_for(ns: f64) -> (f64, &'static str) {
+    let ns = ns.abs();
     if ns < 1e3 {
         (1.0, "ns")
     } else if ns < 1e6 {
@@ -429,6 +557,33 @@ fn unit_for(ns: f64) -> (f64, &'static str) {
 
 fn format_in(ns: f64, (div, suffix): (f64, &str)) -> String {
     let v = ns / div;
+    let decimals = if v.abs() >= 100.0 {
+        0
+    } else if v.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.decimals$} {suffix}")
+}
+
+/// Items per second for `ns` per item, with a decimal prefix (`4.41 M`); `n/a` when the time
+/// is not positive.
+fn format_rate(ns: f64) -> String {
+    if ns <= 0.0 || !ns.is_finite() {
+        return "n/a".to_owned();
+    }
+    let rate = 1e9 / ns;
+    let (div, prefix) = if rate >= 1e9 {
+        (1e9, "G")
+    } else if rate >= 1e6 {
+        (1e6, "M")
+    } else if rate >= 1e3 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
+    let v = rate / div;
     let decimals = if v >= 100.0 {
         0
     } else if v >= 10.0 {
@@ -436,7 +591,11 @@ fn format_in(ns: f64, (div, suffix): (f64, &str)) -> String {
     } else {
         2
     };
-    format!("{v:.decimals$} {suffix}")
+    if prefix.is_empty() {
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.decimals$} {prefix}")
+    }
 }
 
 /// A target in the unit that suits it, without trailing zeros (`100 µs`, `1.5 ms`).
@@ -479,15 +638,19 @@ pub(crate) fn table(rows: &[Row]) -> String {
             (a, b) => a.or(b),
         };
         let unit = unit_for(smallest.unwrap_or(1.0));
+        let show = |v: f64| match row.spec.unit {
+            Unit::Time => format_in(v, unit),
+            rate @ Unit::PerSecond(_) => rate.format(v),
+        };
         let na = if row.status == Status::Skipped {
             "skipped"
         } else {
             "n/a"
         };
-        let ours_cell = ours.map_or_else(|| na.to_owned(), |v| format_in(v, unit));
+        let ours_cell = ours.map_or_else(|| na.to_owned(), show);
         let peer_cell = match (&row.peer, row.spec.peer) {
             (None, _) | (_, None) => "—".to_owned(),
-            (Some(Ok(v)), Some(p)) => format!("{} ({})", format_in(*v, unit), p.label),
+            (Some(Ok(v)), Some(p)) => format!("{} ({})", show(*v), p.label),
             (Some(Err(_)), Some(p)) => format!("{na} ({})", p.label),
         };
         let ratio_cell = match (&row.peer, row.ratio()) {
@@ -544,7 +707,8 @@ pub(crate) fn table(rows: &[Row]) -> String {
     out
 }
 
-/// Lines comparing our figures with the previous summary's, row by row.
+/// Lines comparing our figures with the previous summary's, row by row (rows whose previous
+/// figure was not positive, e.g. an overhead lost in the noise, have no percentage to show).
 pub(crate) fn compare(previous: &Value, rows: &[Row]) -> Vec<String> {
     let Some(old_rows) = previous["rows"].as_array() else {
         return Vec::new();
@@ -556,7 +720,9 @@ pub(crate) fn compare(previous: &Value, rows: &[Row]) -> Vec<String> {
             .iter()
             .find(|r| r["id"] == row.spec.id)
             .and_then(|r| r["ours_ns"].as_f64());
-        let Some(old) = old else { continue };
+        let Some(old) = old.filter(|old| *old > 0.0) else {
+            continue;
+        };
         let change = (new - old) / old * 100.0;
         let word = if change <= -5.0 {
             "faster"
@@ -568,8 +734,8 @@ pub(crate) fn compare(previous: &Value, rows: &[Row]) -> Vec<String> {
         lines.push(format!(
             "  {:<52} {:>10} → {:>10}  {change:+6.1}%  {word}",
             row.spec.workload,
-            format_auto(old),
-            format_auto(new)
+            row.spec.unit.format(old),
+            row.spec.unit.format(new)
         ));
     }
     lines
@@ -585,6 +751,8 @@ mod tests {
             workload: "w",
             package: "p",
             ours: &["g/f"],
+            minus: &[],
+            unit: Unit::Time,
             peer: peer.then_some(JINJA_RENDER),
             target,
             full_only: false,
@@ -701,6 +869,75 @@ mod tests {
             lines[0].contains("-50.0%") && lines[0].contains("faster"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn rate_rows_show_items_per_second_and_overheads_may_be_negative() {
+        assert_eq!(format_rate(226.5), "4.42 M");
+        assert_eq!(format_rate(20_000.0), "50.0 k");
+        assert_eq!(format_rate(2e9), "0.50");
+        assert_eq!(format_rate(0.0), "n/a");
+        let rate = Row::new(
+            RowSpec {
+                unit: Unit::PerSecond("deltas"),
+                ..spec(Target::None, false)
+            },
+            Ok(226.5),
+            None,
+            false,
+        );
+        let t = table(std::slice::from_ref(&rate));
+        assert!(t.contains(" 4.42 M deltas/s |"), "{t}");
+        let json = rate.to_json();
+        assert_eq!(json["unit"], "deltas/s");
+        assert_eq!(json["ours_ns"], 226.5);
+        let per_s = json["ours_per_s"].as_f64().unwrap();
+        assert!((per_s - 1e9 / 226.5).abs() < 1e-3, "{json}");
+
+        let overhead = Row::new(spec(Target::None, false), Ok(-1_500.0), None, false);
+        assert!(table(&[overhead]).contains(" -1.50 µs |"));
+
+        let previous = json!({ "rows": [ { "id": "x.y", "ours_ns": 200.0 } ] });
+        let lines = compare(&previous, &[rate]);
+        assert!(
+            lines[0].contains("5.00 M deltas/s") && lines[0].contains("4.42 M deltas/s"),
+            "{lines:?}"
+        );
+        let lost_in_noise = json!({ "rows": [ { "id": "x.y", "ours_ns": -10.0 } ] });
+        let row = Row::new(spec(Target::None, false), Ok(100.0), None, false);
+        assert!(compare(&lost_in_noise, &[row]).is_empty());
+    }
+
+    #[test]
+    fn rate_rows_subtract_nothing_and_judge_no_time() {
+        for row in ROWS {
+            if let Unit::PerSecond(_) = row.unit {
+                assert!(row.minus.is_empty(), "{}", row.id);
+                assert_eq!(row.target, Target::None, "{}", row.id);
+            }
+        }
+    }
+
+    /// The agent rows name benchmarks its bench defines: a renamed bench would otherwise show
+    /// up as n/a only in a full run.
+    #[test]
+    fn agent_rows_name_benchmarks_of_the_agent_bench() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/prompt-agent/benches/agent.rs"
+        );
+        let source = std::fs::read_to_string(path).unwrap();
+        assert!(source.contains("benchmark_group(\"agent\")"));
+        for row in ROWS.iter().filter(|r| r.package == "prompt-agent") {
+            for id in row.ours.iter().chain(row.minus) {
+                let function = id.strip_prefix("agent/").unwrap_or_else(|| panic!("{id}"));
+                assert!(
+                    source.contains(&format!("bench_function(\"{function}\"")),
+                    "{}: no benchmark `{function}` in {path}",
+                    row.id
+                );
+            }
+        }
     }
 
     #[test]
