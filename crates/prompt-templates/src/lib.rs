@@ -65,6 +65,7 @@ mod error;
 mod fast_yaml;
 mod limits;
 mod lint;
+mod messages;
 mod parse;
 mod simple;
 mod spec;
@@ -74,6 +75,7 @@ mod template;
 pub use error::{TemplateError, VarProblem};
 pub use limits::{RenderBudget, RenderLimits};
 pub use lint::{Diagnostic, LintReport, Severity, lint};
+pub use messages::{Message, Role, ToolCall, ToolChoice, ToolDefinition};
 pub use spec::{
     Example, Metadata, ModelDefaults, UnknownVarType, ValidationRules, VarType, VariableSpec,
 };
