@@ -172,6 +172,10 @@ pub fn strip_think(text: &str) -> String {
     out.trim().to_owned()
 }
 
+/// What the retry loop asks of a reply: its think-stripped text and its tool calls give the
+/// value the caller wants, or the reason to try again.
+pub(crate) type ReplyCheck<'a, V> = dyn Fn(&str, &[ToolCall]) -> Result<V, String> + Sync + 'a;
+
 /// The length check of a request: its `min_length` (else [`DEFAULT_MIN_LENGTH`]) and
 /// `max_length`. A reply that calls tools may have little or no text: only `max_length`
 /// applies to it.
@@ -722,7 +726,7 @@ impl Agent {
     pub(crate) async fn execute<V>(
         &self,
         mut request: ChatRequest,
-        check: &(dyn Fn(&str, &[ToolCall]) -> Result<V, String> + Sync),
+        check: &ReplyCheck<'_, V>,
         feedback: bool,
         events: Option<&EventSender>,
     ) -> Result<Attempted<V>, Failed> {
@@ -770,7 +774,7 @@ impl Agent {
     async fn execute_inner<V>(
         &self,
         request: &mut ChatRequest,
-        check: &(dyn Fn(&str, &[ToolCall]) -> Result<V, String> + Sync),
+        check: &ReplyCheck<'_, V>,
         feedback: bool,
         events: Option<&EventSender>,
     ) -> Result<Attempted<V>, Failed> {
