@@ -14,7 +14,7 @@ use granit_parser::{Event, Options, Parser, ScalarStyle, Span, StrInput};
 use serde_json::Value;
 
 use crate::Vars;
-use crate::parse::{Declarations, Doc, Pos, Sp};
+use crate::parse::{Declarations, Doc, Item, Items, Pos, Sp};
 
 /// Files larger than this go to serde-saphyr (far below its own limits on scalar bytes).
 const MAX_SOURCE_BYTES: usize = 1 << 20;
@@ -52,6 +52,9 @@ enum Field {
     Examples,
     Metadata,
     Model,
+    Messages,
+    Tools,
+    ToolChoice,
     Other,
 }
 
@@ -116,6 +119,9 @@ impl<'a> Reader<'a> {
                 "examples" => Field::Examples,
                 "metadata" => Field::Metadata,
                 "model" => Field::Model,
+                "messages" => Field::Messages,
+                "tools" => Field::Tools,
+                "tool_choice" => Field::ToolChoice,
                 _ => Field::Other,
             };
             seen.push(key);
@@ -124,6 +130,8 @@ impl<'a> Reader<'a> {
             match field {
                 Field::Variables => doc.variables = Some(self.variables(&event, pos)?),
                 Field::Examples => doc.examples = Some(self.examples(&event, pos)?),
+                Field::Messages => doc.messages = Some(self.items(&event, pos)?),
+                Field::Tools => doc.tools = Some(self.items(&event, pos)?),
                 _ => {
                     let value = Sp {
                         value: self.value(event, 1)?,
@@ -138,10 +146,17 @@ impl<'a> Reader<'a> {
                         Field::Validation => &mut doc.validation,
                         Field::Metadata => &mut doc.metadata,
                         Field::Model => &mut doc.model,
-                        Field::Variables | Field::Examples | Field::Other => continue,
+                        Field::ToolChoice => &mut doc.tool_choice,
+                        Field::Variables
+                        | Field::Examples
+                        | Field::Messages
+                        | Field::Tools
+                        | Field::Other => continue,
                     };
-                    let optional =
-                        matches!(field, Field::Validation | Field::Metadata | Field::Model);
+                    let optional = matches!(
+                        field,
+                        Field::Validation | Field::Metadata | Field::Model | Field::ToolChoice
+                    );
                     if optional && value.value.is_null() {
                         return None;
                     }
@@ -202,6 +217,55 @@ impl<'a> Reader<'a> {
             });
         }
         Some(Sp { value: out, pos })
+    }
+
+    /// `messages:` or `tools:` — a list of maps, each key and value with its position.
+    /// Anything else (an empty value, a scalar, an entry that is not a map) is left to
+    /// serde-saphyr.
+    fn items(&mut self, event: &Event<'a>, pos: Pos) -> Option<Sp<Items>> {
+        if !matches!(event, Event::SequenceStart(_, 0, None)) {
+            return None;
+        }
+        let mut out = Vec::new();
+        loop {
+            let (event, span) = self.next()?;
+            match event {
+                Event::SequenceEnd => break,
+                Event::MappingStart(_, 0, None) => {}
+                _ => return None,
+            }
+            let item_pos = pos_of(&span);
+            let mut entries: Vec<(Sp<String>, Sp<Value>)> = Vec::new();
+            loop {
+                let (event, span) = self.next()?;
+                let key = match event {
+                    Event::MappingEnd => break,
+                    Event::Scalar(text, style, 0, None) if key_is_string(&text, style) => text,
+                    _ => return None,
+                };
+                if entries.iter().any(|(k, _)| k.value == key) {
+                    return None;
+                }
+                let key = Sp {
+                    value: key.into_owned(),
+                    pos: pos_of(&span),
+                };
+                let (event, span) = self.next()?;
+                let value = Sp {
+                    value: self.value(event, 3)?,
+                    pos: pos_of(&span),
+                };
+                entries.push((key, value));
+            }
+            out.push(Sp {
+                value: Item::Map(entries),
+                pos: item_pos,
+            });
+        }
+        Some(Sp {
+            value: Items::List(out),
+            pos,
+        })
     }
 
     /// The value starting with `event`, at nesting `depth`.

@@ -65,6 +65,7 @@ mod error;
 mod fast_yaml;
 mod limits;
 mod lint;
+mod messages;
 mod parse;
 mod simple;
 mod spec;
@@ -74,11 +75,12 @@ mod template;
 pub use error::{TemplateError, VarProblem};
 pub use limits::{RenderBudget, RenderLimits};
 pub use lint::{Diagnostic, LintReport, Severity, lint};
+pub use messages::{Message, Role, ToolCall, ToolChoice, ToolDefinition, UnknownRole};
 pub use spec::{
     Example, Metadata, ModelDefaults, UnknownVarType, ValidationRules, VarType, VariableSpec,
 };
 pub use store::{TemplateInfo, TemplateStore, VersionReq};
-pub use template::{PromptTemplate, RenderedPrompt};
+pub use template::{MessageEntry, PromptTemplate, RenderedPrompt};
 
 /// The variables of one render: names to JSON values.
 pub type Vars = serde_json::Map<String, serde_json::Value>;
