@@ -550,7 +550,7 @@ fn check(
                     Pos::of(value),
                     format!(
                         "`{field}` cannot be used together with `messages` (line {}): a template has either `system_prompt` and `user_prompt_template`, or `messages`",
-                        messages.pos.line
+                        key_line(ctx.source, "messages").unwrap_or(messages.pos.line)
                     ),
                 );
             }
@@ -570,10 +570,11 @@ fn check(
     };
 
     // Declarations.
+    let mut broken = Vec::new();
     let variables = raw
         .variables
         .as_ref()
-        .map(|v| variables(ctx, v))
+        .map(|v| variables(ctx, v, &mut broken))
         .unwrap_or_default();
     let validation: Option<ValidationRules> = section(ctx, "validation", raw.validation.as_ref());
     if let (Some(v), Some(spanned)) = (&validation, &raw.validation)
@@ -595,7 +596,7 @@ fn check(
     let entries = raw
         .messages
         .as_ref()
-        .map(|m| message_entries(ctx, m, &variables));
+        .map(|m| message_entries(ctx, m, &variables, &broken));
     if let (Some(entries), Some(raw_examples)) = (&entries, &raw.examples)
         && entries.complete
         && !examples.is_empty()
@@ -1083,12 +1084,38 @@ impl BodyOrigin {
                 col: self.pos.col + usize::from(self.quoted) + col - 1,
             }
         } else {
+            // A block scalar whose position is its first line of text: its lines follow one
+            // by one, each indented by the block's indentation.
+            let file_line = self.pos.line + line - 1;
+            let indent = match (
+                source.lines().nth(file_line - 1),
+                body.lines().nth(line - 1),
+            ) {
+                (Some(f), Some(b)) => leading_ws(f).saturating_sub(leading_ws(b)),
+                _ => 0,
+            };
             Pos {
-                line: self.pos.line + line - 1,
-                col,
+                line: file_line,
+                col: indent + col,
             }
         }
     }
+}
+
+/// The line of a top-level key written in block style (`key:` at the start of a line).
+fn key_line(source: &str, key: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|line| {
+            [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|k| line.starts_with(k.as_str()))
+        })
+        .map(|i| i + 1)
 }
 
 fn leading_ws(line: &str) -> usize {
@@ -1128,7 +1155,14 @@ fn body_field(
     }
 }
 
-fn variables(ctx: &mut Ctx<'_>, raw: &Sp<Declarations>) -> Vec<(VariableSpec, Pos)> {
+/// The declared variables, in file order; a declaration with errors is kept as a required
+/// variable of type `any` so that its uses are not reported as undeclared, and its name is
+/// added to `broken`.
+fn variables(
+    ctx: &mut Ctx<'_>,
+    raw: &Sp<Declarations>,
+    broken: &mut Vec<String>,
+) -> Vec<(VariableSpec, Pos)> {
     let mut out: Vec<(VariableSpec, Pos)> = Vec::new();
     for (name, decl) in &raw.value {
         let pos = Pos::of(name);
@@ -1141,12 +1175,15 @@ fn variables(ctx: &mut Ctx<'_>, raw: &Sp<Declarations>) -> Vec<(VariableSpec, Po
             ctx.error(pos, format!("variable `{name}` is declared twice"));
             continue;
         }
-        let spec = variable(ctx, &name, decl).unwrap_or(VariableSpec {
-            name,
-            ty: VarType::Any,
-            description: String::new(),
-            required: true,
-            default: None,
+        let spec = variable(ctx, &name, decl).unwrap_or_else(|| {
+            broken.push(name.clone());
+            VariableSpec {
+                name,
+                ty: VarType::Any,
+                description: String::new(),
+                required: true,
+                default: None,
+            }
         });
         out.push((spec, pos));
     }
@@ -1416,6 +1453,7 @@ fn message_entries(
     ctx: &mut Ctx<'_>,
     raw: &Sp<Items>,
     variables: &[(VariableSpec, Pos)],
+    broken: &[String],
 ) -> ParsedEntries {
     let mut out = ParsedEntries {
         list: Vec::new(),
@@ -1481,6 +1519,8 @@ fn message_entries(
                                 out.list.push(ParsedEntry::History { var });
                             }
                         }
+                        // Its declaration has errors of its own, already reported.
+                        Some(_) if broken.contains(name) => {}
                         Some(var) => ctx.error(
                             history.pos,
                             format!(

@@ -134,7 +134,7 @@ fn jinja_syntax_error_points_into_the_file() {
     one(
         &content,
         &[
-            "writer/t_v1.yaml:8:24: error: Jinja syntax error in `user_prompt_template`: unexpected end of input, expected end of block",
+            "writer/t_v1.yaml:8:26: error: Jinja syntax error in `user_prompt_template`: unexpected end of input, expected end of block",
         ],
     );
     let content = base("").replace(
@@ -401,7 +401,7 @@ fn missing_directory_is_an_error() {
 fn shipped_templates_are_clean() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
     let report = lint(&dir).unwrap();
-    assert_eq!(report.files_checked, 4);
+    assert_eq!(report.files_checked, 6);
     assert!(report.diagnostics.is_empty(), "{:#?}", report.diagnostics);
 }
 
