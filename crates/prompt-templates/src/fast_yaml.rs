@@ -640,6 +640,44 @@ mod tests {
         )));
     }
 
+    /// `messages`, `tools` and `tool_choice`: read the same by both readers, or left to
+    /// serde-saphyr.
+    #[test]
+    fn message_lists_and_tools_agree_or_fall_back() {
+        const HEAD: &str = "version: 1\nagent: writer\ntask: t\n";
+        let fast = [
+            "messages:\n  - role: system\n    content: |\n      Be {{ mood }}.\n  - history: h\n  - {role: user, content: \"Go {{ x }}\"}\n",
+            "messages:\n- role: user\n  content: >\n    folded\n    text\n- history: h\n",
+            "messages: [{role: user, content: hi}, {history: h}]\n",
+            "messages: []\n",
+            "messages:\n  - {}\n",
+            "messages:\n  - role: user\n    content: x\n    extra: [1, {a: b}]\n",
+            "tools:\n  - name: f\n    description: \"Find\"\n    parameters:\n      type: object\n      properties:\n        name: { type: string }\n      required: [name]\ntool_choice: auto\n",
+            "tools: []\ntool_choice: { name: f }\n",
+            "tool_choice: required\n",
+        ];
+        for text in fast {
+            assert!(agrees(&format!("{HEAD}{text}")), "{text}");
+        }
+        let slow = [
+            "messages:\n",
+            "messages: ~\n",
+            "messages: hello\n",
+            "messages: {role: user}\n",
+            "messages:\n  - hello\n  - [a]\n",
+            "messages:\n  - role: user\n    role: system\n",
+            "messages:\n  - &m {role: user, content: x}\n  - *m\n",
+            "messages:\n  - 1: x\n",
+            "tools:\n",
+            "tools: 3\n",
+            "tool_choice:\n",
+            "tool_choice: ~\n",
+        ];
+        for text in slow {
+            assert!(!agrees(&format!("{HEAD}{text}")), "{text}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -653,6 +691,10 @@ mod tests {
             Just("examples:\n".to_owned()), Just("  - input: {a: x}\n    output: y\n".to_owned()),
             Just("metadata:\n".to_owned()), Just("  tags: [a, 1, 2.5, yes, ~]\n".to_owned()),
             Just("# comment\n".to_owned()), Just("---\n".to_owned()), Just("- item\n".to_owned()),
+            Just("messages:\n".to_owned()), Just("  - role: user\n    content: \"{{ a }}\"\n".to_owned()),
+            Just("  - history: h\n".to_owned()), Just("  - {role: system, content: x}\n".to_owned()),
+            Just("tools:\n".to_owned()), Just("  - name: f\n    parameters: { type: object }\n".to_owned()),
+            Just("tool_choice: auto\n".to_owned()), Just("tool_choice: { name: f }\n".to_owned()),
             Just("&a [*a]\n".to_owned()), Just("<<: *b\n".to_owned()), Just("  \n".to_owned()),
             "[a-z_]{1,8}: [ -~]{0,20}\n", "  [a-z]{1,4}: [ -~]{0,12}\n", "[ -~\n]{0,30}",
         ], 0..12)) {

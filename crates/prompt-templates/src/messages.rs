@@ -596,8 +596,8 @@ mod tests {
 
     use super::*;
 
-    fn problems(value: Value) -> Vec<(usize, String)> {
-        parse_messages(&value).unwrap_err()
+    fn problems(value: &Value) -> Vec<(usize, String)> {
+        parse_messages(value).unwrap_err()
     }
 
     #[test]
@@ -627,7 +627,7 @@ mod tests {
     #[test]
     fn every_problem_with_its_index() {
         assert_eq!(
-            problems(json!([
+            problems(&json!([
                 {"role": "user", "content": "ok"},
                 "hello",
                 {"role": "admin", "content": "x"},
@@ -678,7 +678,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            problems(json!("text")),
+            problems(&json!("text")),
             vec![(0, "expected a list of messages, got string".to_owned())]
         );
     }
