@@ -439,10 +439,15 @@ impl Agent {
             messages.push(ChatMessage::system(system));
         }
         if let Some(context) = context.filter(|c| !c.trim().is_empty()) {
-            messages.push(ChatMessage::system(format!("{CONTEXT_HEADER}{context}")));
+            messages.push(Self::context_message(context));
         }
         messages.push(ChatMessage::user(user));
         messages
+    }
+
+    /// The story context as the system message it is sent as: `CURRENT STORY CONTEXT:\n…`.
+    pub(crate) fn context_message(context: &str) -> ChatMessage {
+        ChatMessage::system(format!("{CONTEXT_HEADER}{context}"))
     }
 
     /// The request a plain [`generate`](Self::generate) call sends (quirks applied).

@@ -102,5 +102,5 @@ pub use provider::{
 pub use request::{
     ChatMessage, ChatRequest, ChatResponse, Delta, RequestOptions, ResponseFormat, Role,
     StreamAssembler, StreamEnd, StreamEvent, TimedDelta, ToolCall, ToolCallDelta, ToolChoice,
-    ToolDefinition, check_schema, check_tool_calls, tool_choice_json,
+    ToolDefinition, UnknownRole, check_schema, check_tool_calls, tool_choice_json,
 };

@@ -8,7 +8,9 @@ use std::time::Duration;
 use prompt_cache::CacheKey;
 use serde::{Deserialize, Serialize};
 
-pub use prompt_templates::{Message as ChatMessage, Role, ToolCall, ToolChoice, ToolDefinition};
+pub use prompt_templates::{
+    Message as ChatMessage, Role, ToolCall, ToolChoice, ToolDefinition, UnknownRole,
+};
 
 /// A tool choice as OpenAI's API spells it (`"auto"`, `"none"`, `"required"`, or
 /// `{"type": "function", "function": {"name": …}}`), for the wire and the cache key alike.

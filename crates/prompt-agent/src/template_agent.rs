@@ -12,8 +12,8 @@ use tokio::sync::OnceCell;
 use crate::agent::{Agent, Failed, GenerateOptions, fill_failure, fill_success, length_check};
 use crate::error::AgentError;
 use crate::request::{
-    ChatRequest, ChatResponse, Delta, RequestOptions, StreamEvent, TimedDelta, ToolCall,
-    ToolCallDelta,
+    ChatMessage, ChatRequest, ChatResponse, Delta, RequestOptions, Role, StreamEvent, TimedDelta,
+    ToolCall, ToolCallDelta,
 };
 use crate::stream::{EventSender, GenerationEvent, GenerationStream};
 use crate::system::SystemInner;
@@ -117,8 +117,13 @@ impl TemplateAgent {
         } else {
             template.render(vars)?
         };
+        let messages = if template.message_entries().is_empty() {
+            Agent::build_messages(&rendered.system, options.context.as_deref(), &rendered.user)
+        } else {
+            with_context(rendered.messages, options.context.as_deref())
+        };
         let request = self.agent.request_for(
-            Agent::build_messages(&rendered.system, options.context.as_deref(), &rendered.user),
+            messages,
             &options.request,
             Some(&RequestOptions::from_template(&template)),
         );
@@ -409,12 +414,15 @@ impl TemplateAgent {
 
 impl RequestOptions {
     /// The template layer of the request options: its `model:` defaults (name, temperature,
-    /// max tokens, top_p, stop, other options) and its `validation:` length bounds.
+    /// max tokens, top_p, stop, other options), its `validation:` length bounds and its
+    /// `tools:` and `tool_choice`.
     pub fn from_template(template: &PromptTemplate) -> RequestOptions {
         let rules = template.validation();
         let mut layer = RequestOptions {
             min_length: rules.min_length,
             max_length: rules.max_length,
+            tools: (!template.tools().is_empty()).then(|| template.tools().to_vec()),
+            tool_choice: template.tool_choice().cloned(),
             ..RequestOptions::default()
         };
         if let Some(d) = template.model() {
@@ -433,6 +441,20 @@ impl RequestOptions {
         }
         layer
     }
+}
+
+/// A message template's rendered conversation with the story context (if any) as a system
+/// message `CURRENT STORY CONTEXT:\n…` after its leading system messages, where a two-message
+/// template has it.
+fn with_context(mut messages: Vec<ChatMessage>, context: Option<&str>) -> Vec<ChatMessage> {
+    if let Some(context) = context.filter(|c| !c.trim().is_empty()) {
+        let at = messages
+            .iter()
+            .position(|m| m.role != Role::System)
+            .unwrap_or(messages.len());
+        messages.insert(at, Agent::context_message(context));
+    }
+    messages
 }
 
 /// A cache hit as the response it stored: text, usage, finish reason, reasoning, tool calls,

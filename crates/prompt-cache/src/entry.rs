@@ -275,6 +275,12 @@ impl CachedResponse {
         })
     }
 
+    /// Whether the entry has something to serve: a response that is not blank, or tool
+    /// calls. Caches refuse to store, and never serve, an entry without.
+    pub fn answers(&self) -> bool {
+        !self.response.trim().is_empty() || self.tool_calls.is_some()
+    }
+
     /// Whether the entry has expired at `now` (an entry expiring exactly at `now` has).
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| now >= e)
@@ -457,8 +463,7 @@ pub(crate) fn decode(bytes: &[u8], key: &CacheKey, key_hex: &str) -> Decoded {
     let Some((entry, sum)) = read else {
         return Decoded::Corrupt;
     };
-    let answers = !entry.response.trim().is_empty() || entry.tool_calls.is_some();
-    if entry.key != *key || !answers || !entry.deltas_fit() {
+    if entry.key != *key || !entry.answers() || !entry.deltas_fit() {
         return Decoded::Corrupt;
     }
     match sum {
