@@ -1,6 +1,6 @@
 //! `prompt --help`, `templates`, `render`, `validate`.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Sandbox, root, templates};
 
@@ -60,6 +60,28 @@ const RENDER_CASES: &[(&str, &[&str], &[&str])] = &[
             "draft=Mira woke up in the tower.",
         ],
         &["Mira woke up in the tower.", "The Glass Tower"],
+    ),
+    (
+        "interviewer/ask_followup",
+        &[
+            "--var",
+            "story_idea=A door in the rock",
+            "--var",
+            "answer=A keeper",
+        ],
+        &["A door in the rock", "A keeper"],
+    ),
+    (
+        "editor/check_continuity",
+        &[
+            "--var",
+            "chapter_number=4",
+            "--var",
+            "story_title=The Glass Tower",
+            "--var",
+            "draft=Mira woke up.",
+        ],
+        &["Mira woke up.", "The Glass Tower"],
     ),
 ];
 
@@ -174,29 +196,37 @@ fn render_each_shipped_template() {
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let mut sorted = keys.clone();
         sorted.sort_unstable();
-        assert_eq!(
-            sorted,
-            [
-                "agent",
-                "system",
-                "task",
-                "template_hash",
-                "user",
-                "version"
-            ]
-        );
+        // `system` and `user` for two-message templates; `tools` where declared.
+        let messages = v["messages"].as_array().expect("messages");
+        let two_message = v.get("system").is_some();
+        let mut want = vec!["agent", "messages", "task", "template_hash", "version"];
+        if two_message {
+            want.extend(["system", "user"]);
+        }
+        if v.get("tools").is_some() {
+            want.extend(["tool_choice", "tools"]);
+        }
+        want.sort_unstable();
+        assert_eq!(sorted, want, "{template}");
         let (agent, task) = template.split('@').next().unwrap().split_once('/').unwrap();
         assert_eq!(v["agent"], agent);
         assert_eq!(v["task"], task);
         assert_eq!(v["version"], 1);
         assert_eq!(v["template_hash"].as_str().unwrap().len(), 64);
-        for e in *expected {
-            let both = format!(
-                "{}{}",
-                v["system"].as_str().unwrap(),
-                v["user"].as_str().unwrap()
+        if two_message {
+            assert_eq!(messages.len(), 2, "{template}");
+            assert_eq!(
+                messages[0],
+                json!({"role": "system", "content": v["system"]})
             );
-            assert!(both.contains(e), "{template} --json lacks {e:?}");
+            assert_eq!(messages[1], json!({"role": "user", "content": v["user"]}));
+        }
+        let all: String = messages
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or_default())
+            .collect();
+        for e in *expected {
+            assert!(all.contains(e), "{template} --json lacks {e:?}");
         }
     }
 }

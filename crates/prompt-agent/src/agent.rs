@@ -21,7 +21,7 @@ use crate::error::{AgentError, ProviderError};
 use crate::provider::Provider;
 use crate::request::{
     ChatMessage, ChatRequest, ChatResponse, RequestOptions, ResponseFormat, Role, StreamAssembler,
-    StreamEvent,
+    StreamEvent, ToolCall, check_tool_calls,
 };
 use crate::settings::{
     DEFAULT_BREAKER_COOLDOWN_SECS, DEFAULT_BREAKER_FAILURES, DEFAULT_CONCURRENCY,
@@ -172,14 +172,22 @@ pub fn strip_think(text: &str) -> String {
     out.trim().to_owned()
 }
 
+/// What the retry loop asks of a reply: its think-stripped text and its tool calls give the
+/// value the caller wants, or the reason to try again.
+pub(crate) type ReplyCheck<'a, V> = dyn Fn(&str, &[ToolCall]) -> Result<V, String> + Sync + 'a;
+
 /// The length check of a request: its `min_length` (else [`DEFAULT_MIN_LENGTH`]) and
-/// `max_length`.
+/// `max_length`. A reply that calls tools may have little or no text: only `max_length`
+/// applies to it.
 pub(crate) fn length_check(
     request: &ChatRequest,
-) -> impl Fn(&str) -> Result<(), String> + Sync + use<> {
+) -> impl Fn(&str, &[ToolCall]) -> Result<(), String> + Sync + use<> {
     let min = request.options.min_length.unwrap_or(DEFAULT_MIN_LENGTH);
     let max = request.options.max_length;
-    move |content: &str| check_length(content, min, max)
+    move |content: &str, calls: &[ToolCall]| {
+        let min = if calls.is_empty() { min } else { 0 };
+        check_length(content, min, max)
+    }
 }
 
 /// Checks the length of a (think-stripped) reply in characters.
@@ -260,6 +268,9 @@ pub struct Reply {
     pub reasoning: Option<String>,
     /// Milliseconds from sending the (last) request to its first delta, for streamed replies.
     pub time_to_first_token_ms: Option<f64>,
+    /// The tools the model called, in order, arguments checked against their schemas (empty
+    /// when it called none).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// A parsed reply of [`Agent::generate_structured`].
@@ -428,10 +439,15 @@ impl Agent {
             messages.push(ChatMessage::system(system));
         }
         if let Some(context) = context.filter(|c| !c.trim().is_empty()) {
-            messages.push(ChatMessage::system(format!("{CONTEXT_HEADER}{context}")));
+            messages.push(Self::context_message(context));
         }
         messages.push(ChatMessage::user(user));
         messages
+    }
+
+    /// The story context as the system message it is sent as: `CURRENT STORY CONTEXT:\n…`.
+    pub(crate) fn context_message(context: &str) -> ChatMessage {
+        ChatMessage::system(format!("{CONTEXT_HEADER}{context}"))
     }
 
     /// The request a plain [`generate`](Self::generate) call sends (quirks applied).
@@ -514,8 +530,102 @@ impl Agent {
         options: &GenerateOptions,
         events: Option<&EventSender>,
     ) -> Result<Reply, AgentError> {
-        let started = Instant::now();
         let request = self.build_request(prompt, context, options);
+        self.send(request, options, events).await
+    }
+
+    /// Answers a whole conversation: `messages` as given (this agent's system prompt is not
+    /// added; put one first if you want it), with the call's options over this agent's. The
+    /// reply may call tools ([`RequestOptions::tools`]); its calls are in
+    /// [`Reply::tool_calls`], checked against the offered tools' schemas. Retries, validation
+    /// and the metrics record as for [`generate`](Self::generate).
+    pub async fn chat(
+        &self,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+    ) -> Result<Reply, AgentError> {
+        let request = self.request_for(messages.to_vec(), &options.request, None);
+        self.send(request, options, None).await
+    }
+
+    /// [`chat`](Self::chat) as a stream of deltas (tool calls in pieces), then the [`Reply`].
+    pub fn chat_stream(
+        &self,
+        messages: &[ChatMessage],
+        options: &GenerateOptions,
+    ) -> GenerationStream<Reply> {
+        let agent = self.clone();
+        let request = self.request_for(messages.to_vec(), &options.request, None);
+        let options = options.clone();
+        GenerationStream::spawn(move |events| async move {
+            agent.send(request, &options, Some(&events)).await
+        })
+    }
+
+    /// Runs a tool-calling conversation: asks the model, runs every tool it calls with
+    /// `run_tool` (its `Ok` text, or its `Err` text marked as an error, goes back as the tool's
+    /// result), and asks again, until a reply calls no tool or `max_rounds` replies have
+    /// called tools. Returns the last reply and the whole conversation (`messages`, then each
+    /// assistant turn and tool result). Each round is one [`chat`](Self::chat) call with its
+    /// own metrics record.
+    ///
+    /// ```no_run
+    /// # async fn demo(agent: prompt_agent::Agent) -> Result<(), prompt_agent::AgentError> {
+    /// use prompt_agent::{ChatMessage, GenerateOptions, RequestOptions, ToolDefinition};
+    /// use serde_json::json;
+    ///
+    /// let weather = ToolDefinition {
+    ///     name: "weather".into(),
+    ///     description: Some("Today's weather in a city".into()),
+    ///     parameters: json!({"type": "object", "properties": {"city": {"type": "string"}},
+    ///                        "required": ["city"]}),
+    /// };
+    /// let options = GenerateOptions::with_request(RequestOptions {
+    ///     tools: Some(vec![weather]),
+    ///     ..RequestOptions::default()
+    /// });
+    /// let (reply, _conversation) = agent
+    ///     .run_tools(vec![ChatMessage::user("Should I take an umbrella in Oslo?")], &options, 4,
+    ///         |call| match call.name.as_str() {
+    ///             "weather" => Ok(format!("rain in {}", call.arguments["city"])),
+    ///             other => Err(format!("no tool {other}")),
+    ///         })
+    ///     .await?;
+    /// println!("{}", reply.content);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_tools(
+        &self,
+        mut messages: Vec<ChatMessage>,
+        options: &GenerateOptions,
+        max_rounds: usize,
+        mut run_tool: impl FnMut(&ToolCall) -> Result<String, String>,
+    ) -> Result<(Reply, Vec<ChatMessage>), AgentError> {
+        let mut rounds = 0;
+        loop {
+            let reply = self.chat(&messages, options).await?;
+            if reply.tool_calls.is_empty() || rounds == max_rounds {
+                return Ok((reply, messages));
+            }
+            rounds += 1;
+            let mut turn = ChatMessage::assistant(reply.content.clone());
+            turn.tool_calls.clone_from(&reply.tool_calls);
+            messages.push(turn);
+            for call in &reply.tool_calls {
+                let result = run_tool(call).unwrap_or_else(|e| format!("error: {e}"));
+                messages.push(ChatMessage::tool_result(call.id.clone(), result));
+            }
+        }
+    }
+
+    /// Sends a built request through the retry loop and records the call.
+    async fn send(
+        &self,
+        request: ChatRequest,
+        options: &GenerateOptions,
+        events: Option<&EventSender>,
+    ) -> Result<Reply, AgentError> {
+        let started = Instant::now();
         let check = length_check(&request);
         let result = self.execute(request.clone(), &check, false, events).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -554,7 +664,7 @@ impl Agent {
         });
         options.request.min_length = Some(options.request.min_length.unwrap_or(0));
         let request = self.build_request(prompt, context, &options);
-        let check = |content: &str| parse_json::<T>(content);
+        let check = |content: &str, _: &[ToolCall]| parse_json::<T>(content);
         let result = self.execute(request.clone(), &check, true, None).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut record = self.plain_record(&request, &options, latency_ms);
@@ -621,7 +731,7 @@ impl Agent {
     pub(crate) async fn execute<V>(
         &self,
         mut request: ChatRequest,
-        check: &(dyn Fn(&str) -> Result<V, String> + Sync),
+        check: &ReplyCheck<'_, V>,
         feedback: bool,
         events: Option<&EventSender>,
     ) -> Result<Attempted<V>, Failed> {
@@ -669,7 +779,7 @@ impl Agent {
     async fn execute_inner<V>(
         &self,
         request: &mut ChatRequest,
-        check: &(dyn Fn(&str) -> Result<V, String> + Sync),
+        check: &ReplyCheck<'_, V>,
         feedback: bool,
         events: Option<&EventSender>,
     ) -> Result<Attempted<V>, Failed> {
@@ -720,7 +830,10 @@ impl Agent {
                 Err(e) => e,
                 Ok(mut response) => {
                     let cleaned = strip_think(&response.content);
-                    match check(&cleaned) {
+                    let offered = request.options.tool_definitions();
+                    let verdict = check_tool_calls(&response.tool_calls, offered)
+                        .and_then(|()| check(&cleaned, &response.tool_calls));
+                    match verdict {
                         Ok(value) => {
                             response.content = cleaned;
                             return Ok(Attempted {
@@ -888,6 +1001,7 @@ fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Repl
         latency_ms,
         retry_count,
         reasoning: response.reasoning,
+        tool_calls: response.tool_calls,
     }
 }
 

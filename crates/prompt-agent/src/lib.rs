@@ -101,5 +101,6 @@ pub use provider::{
 };
 pub use request::{
     ChatMessage, ChatRequest, ChatResponse, Delta, RequestOptions, ResponseFormat, Role,
-    StreamAssembler, StreamEnd, StreamEvent, TimedDelta, UnknownRole,
+    StreamAssembler, StreamEnd, StreamEvent, TimedDelta, ToolCall, ToolCallDelta, ToolChoice,
+    ToolDefinition, UnknownRole, check_schema, check_tool_calls, tool_choice_json,
 };

@@ -3,91 +3,25 @@
 //! The agent layers speak only these types; each provider module turns them into its own
 //! wire format.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use prompt_cache::CacheKey;
 use serde::{Deserialize, Serialize};
 
-/// Who wrote a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Instructions for the model.
-    System,
-    /// The user's turn.
-    User,
-    /// The model's own (earlier) turn.
-    Assistant,
-}
+pub use prompt_templates::{
+    Message as ChatMessage, Role, ToolCall, ToolChoice, ToolDefinition, UnknownRole,
+};
 
-impl Role {
-    /// The role's wire name: `"system"`, `"user"` or `"assistant"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
+/// A tool choice as OpenAI's API spells it (`"auto"`, `"none"`, `"required"`, or
+/// `{"type": "function", "function": {"name": …}}`), for the wire and the cache key alike.
+pub fn tool_choice_json(choice: &ToolChoice) -> serde_json::Value {
+    match choice {
+        ToolChoice::Auto => serde_json::json!("auto"),
+        ToolChoice::None => serde_json::json!("none"),
+        ToolChoice::Required => serde_json::json!("required"),
+        ToolChoice::Tool(name) => {
+            serde_json::json!({"type": "function", "function": {"name": name}})
         }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Error returned when parsing an unknown [`Role`] name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected \"system\", \"user\" or \"assistant\"")]
-pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "system" => Ok(Role::System),
-            "user" => Ok(Role::User),
-            "assistant" => Ok(Role::Assistant),
-            _ => Err(UnknownRole(s.to_owned())),
-        }
-    }
-}
-
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// Who wrote it.
-    pub role: Role,
-    /// The text.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A message with the given role and content.
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-        }
-    }
-
-    /// A system message.
-    pub fn system(content: impl Into<String>) -> Self {
-        Self::new(Role::System, content)
-    }
-
-    /// A user message.
-    pub fn user(content: impl Into<String>) -> Self {
-        Self::new(Role::User, content)
-    }
-
-    /// An assistant message.
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Self::new(Role::Assistant, content)
     }
 }
 
@@ -172,6 +106,12 @@ pub struct RequestOptions {
     pub min_length: Option<usize>,
     /// The longest reply (in characters) the caller accepts. Never sent to a server.
     pub max_length: Option<usize>,
+    /// Tools the model may call (OpenAI-style function definitions); replaced whole by an
+    /// upper layer, `Some(vec![])` offers none.
+    pub tools: Option<Vec<ToolDefinition>>,
+    /// Whether and which tool the model must call (OpenAI-compatible servers; Ollama has no
+    /// such option and decides itself).
+    pub tool_choice: Option<ToolChoice>,
 }
 
 impl RequestOptions {
@@ -219,6 +159,8 @@ impl RequestOptions {
             provider_options,
             min_length,
             max_length,
+            tools,
+            tool_choice,
         } = lower;
         fn fill<T: Clone>(upper: &mut Option<T>, lower: &Option<T>) {
             if upper.is_none() {
@@ -235,6 +177,8 @@ impl RequestOptions {
         fill(&mut self.format, format);
         fill(&mut self.min_length, min_length);
         fill(&mut self.max_length, max_length);
+        fill(&mut self.tools, tools);
+        fill(&mut self.tool_choice, tool_choice);
         for (k, v) in provider_options {
             if !self.provider_options.contains_key(k) {
                 self.provider_options.insert(k.clone(), v.clone());
@@ -246,6 +190,11 @@ impl RequestOptions {
     /// The stop sequences to send (none when unset).
     pub fn stop_sequences(&self) -> &[String] {
         self.stop.as_deref().unwrap_or(&[])
+    }
+
+    /// The tools to offer (none when unset).
+    pub fn tool_definitions(&self) -> &[ToolDefinition] {
+        self.tools.as_deref().unwrap_or(&[])
     }
 
     /// The pass-through options as a server receives them: `provider_options` with `top_p`
@@ -313,12 +262,25 @@ impl ChatRequest {
             provider_options: _, // in wire_options()
             min_length,
             max_length,
+            tools: _, // tool_definitions()
+            tool_choice,
         } = &self.options;
         let mut builder = CacheKey::builder(namespace)
             .provider(provider)
             .model(model.as_deref().unwrap_or_default());
-        for m in &self.messages {
+        for (i, m) in self.messages.iter().enumerate() {
             builder = builder.message(m.role.as_str(), &m.content);
+            // Tool calls and results as named options, so plain conversations keep their keys.
+            if !m.tool_calls.is_empty() {
+                let calls = serde_json::to_value(&m.tool_calls).unwrap_or_default();
+                builder = builder.option(&format!("promptkit.message.{i}.tool_calls"), &calls);
+            }
+            if let Some(id) = &m.tool_call_id {
+                builder = builder.option(
+                    &format!("promptkit.message.{i}.tool_call_id"),
+                    &serde_json::json!(id),
+                );
+            }
         }
         let format = format.as_ref().map(ResponseFormat::to_key_value);
         builder = builder
@@ -339,6 +301,16 @@ impl ChatRequest {
             (
                 "promptkit.max_length",
                 max_length.map(|n| serde_json::json!(n)),
+            ),
+            (
+                "promptkit.tools",
+                Some(self.options.tool_definitions())
+                    .filter(|t| !t.is_empty())
+                    .map(|t| serde_json::to_value(t).unwrap_or_default()),
+            ),
+            (
+                "promptkit.tool_choice",
+                tool_choice.as_ref().map(tool_choice_json),
             ),
         ];
         for (name, value) in named {
@@ -361,15 +333,172 @@ pub enum Delta {
     Text(String),
     /// Reasoning ("thinking") text, where the server sends it apart from the reply.
     Reasoning(String),
+    /// A piece of a tool call: the pieces with one `index` make one call.
+    ToolCall(ToolCallDelta),
 }
 
 impl Delta {
-    /// The delta's text, whatever its kind.
+    /// The delta's text, whatever its kind (a tool call's piece of arguments).
     pub fn text(&self) -> &str {
         match self {
             Delta::Text(t) | Delta::Reasoning(t) => t,
+            Delta::ToolCall(call) => &call.arguments,
         }
     }
+}
+
+/// A piece of a tool call as it streams: OpenAI-compatible servers send the id and name first
+/// and the arguments (JSON text) in fragments; Ollama sends each call whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// Which call of the reply this piece belongs to (0 for the first).
+    pub index: usize,
+    /// The call's id, on its first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The tool's name, on its first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A fragment of the arguments' JSON text.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// A tool call being put together from its [`ToolCallDelta`]s.
+#[derive(Debug, Clone, Default)]
+struct PartialCall {
+    id: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+/// The tool calls of a reply from their pieces, in index order. Arguments that are not a
+/// JSON object are kept as the JSON string of their text, for the agent to reject with the
+/// model's own words ([`check_tool_calls`]); a call without an id gets `call_<index>`.
+fn finish_calls(partial: Vec<PartialCall>) -> Vec<ToolCall> {
+    partial
+        .into_iter()
+        .enumerate()
+        .filter(|(_, p)| !p.name.is_empty() || !p.arguments.is_empty())
+        .map(|(i, p)| {
+            let text = if p.arguments.trim().is_empty() {
+                "{}"
+            } else {
+                &p.arguments
+            };
+            let arguments = match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => serde_json::Value::String(p.arguments.clone()),
+            };
+            ToolCall {
+                id: p.id.unwrap_or_else(|| format!("call_{i}")),
+                name: p.name,
+                arguments,
+            }
+        })
+        .collect()
+}
+
+/// Checks a reply's tool calls against the tools the request offered: each names an offered
+/// tool, its arguments are a JSON object, and they fit the tool's `parameters` schema
+/// ([`check_schema`]). The reason names the call and the problem.
+pub fn check_tool_calls(calls: &[ToolCall], tools: &[ToolDefinition]) -> Result<(), String> {
+    for call in calls {
+        let Some(tool) = tools.iter().find(|t| t.name == call.name) else {
+            let offered: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+            return Err(format!(
+                "tool call `{}` ({}) names a tool that was not offered (offered: {})",
+                call.name,
+                call.id,
+                if offered.is_empty() {
+                    "none".to_owned()
+                } else {
+                    offered.join(", ")
+                }
+            ));
+        };
+        if let serde_json::Value::String(text) = &call.arguments {
+            return Err(format!(
+                "tool call `{}` ({}): arguments are not a JSON object: {}",
+                call.name,
+                call.id,
+                crate::provider::snippet(text)
+            ));
+        }
+        check_schema(&call.arguments, &tool.parameters, "arguments")
+            .map_err(|problem| format!("tool call `{}` ({}): {problem}", call.name, call.id))?;
+    }
+    Ok(())
+}
+
+/// Checks `value` against the common subset of JSON Schema that tool parameters use: `type`
+/// (one name or a list), `properties`, `required`, `additionalProperties: false`, `items`
+/// and `enum`. Other keywords are not checked. The error names the path (`arguments.city`).
+pub fn check_schema(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    path: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    let Some(schema) = schema.as_object() else {
+        return Ok(());
+    };
+    if let Some(kinds) = schema.get("type") {
+        let names: Vec<&str> = match kinds {
+            Value::String(k) => vec![k.as_str()],
+            Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let fits = |k: &str| match k {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "number" => value.is_number(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            _ => true,
+        };
+        if !names.is_empty() && !names.iter().any(|k| fits(k)) {
+            return Err(format!(
+                "{path} should be {}, got {value}",
+                names.join(" or ")
+            ));
+        }
+    }
+    if let Some(Value::Array(allowed)) = schema.get("enum")
+        && !allowed.contains(value)
+    {
+        return Err(format!(
+            "{path} is {value}, not one of {}",
+            Value::Array(allowed.clone())
+        ));
+    }
+    if let Value::Object(map) = value {
+        let properties = schema.get("properties").and_then(Value::as_object);
+        if let Some(Value::Array(required)) = schema.get("required") {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !map.contains_key(name) {
+                    return Err(format!("{path}.{name} is required but missing"));
+                }
+            }
+        }
+        for (name, item) in map {
+            match properties.and_then(|p| p.get(name)) {
+                Some(sub) => check_schema(item, sub, &format!("{path}.{name}"))?,
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    return Err(format!("{path}.{name} is not a parameter of the tool"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Value::Array(items), Some(sub)) = (value, schema.get("items")) {
+        for (i, item) in items.iter().enumerate() {
+            check_schema(item, sub, &format!("{path}[{i}]"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A delta with its time offset from the start of the request, as recorded for a faithful
@@ -427,6 +556,8 @@ pub struct ChatResponse {
     pub deltas: Vec<TimedDelta>,
     /// Time from sending the request to the first delta (streamed replies only).
     pub time_to_first_token: Option<Duration>,
+    /// The tools the model called, in order (arguments parsed; see [`check_tool_calls`]).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl ChatResponse {
@@ -442,6 +573,7 @@ impl ChatResponse {
 pub struct StreamAssembler {
     started: std::time::Instant,
     response: ChatResponse,
+    calls: Vec<PartialCall>,
     received_chars: usize,
     done: bool,
 }
@@ -455,6 +587,7 @@ impl StreamAssembler {
                 model: model.to_owned(),
                 ..ChatResponse::default()
             },
+            calls: Vec::new(),
             received_chars: 0,
             done: false,
         }
@@ -476,6 +609,22 @@ impl StreamAssembler {
                         .reasoning
                         .get_or_insert_with(String::new)
                         .push_str(t),
+                    // A server cannot make us hold more calls than a reply could sensibly
+                    // have: pieces of calls past the 1,024th are dropped.
+                    Delta::ToolCall(piece) if piece.index >= 1024 => {}
+                    Delta::ToolCall(piece) => {
+                        if self.calls.len() <= piece.index {
+                            self.calls.resize(piece.index + 1, PartialCall::default());
+                        }
+                        let call = &mut self.calls[piece.index];
+                        if let Some(id) = &piece.id {
+                            call.id = Some(id.clone());
+                        }
+                        if let Some(name) = &piece.name {
+                            call.name.push_str(name);
+                        }
+                        call.arguments.push_str(&piece.arguments);
+                    }
                 }
                 self.response.deltas.push(TimedDelta {
                     offset_ms: elapsed.as_secs_f64() * 1000.0,
@@ -507,6 +656,7 @@ impl StreamAssembler {
     /// The assembled response (its latency is the time until now).
     pub fn finish(mut self) -> ChatResponse {
         self.response.latency = self.started.elapsed();
+        self.response.tool_calls = finish_calls(self.calls);
         self.response
     }
 }
@@ -534,9 +684,23 @@ mod tests {
             provider_options: [("top_k".to_owned(), json!(20))].into_iter().collect(),
             min_length: Some(200),
             max_length: Some(8000),
+            tools: Some(vec![lookup_tool("Looks a character up")]),
+            tool_choice: Some(ToolChoice::Auto),
             ..r.options
         };
         r
+    }
+
+    fn lookup_tool(description: &str) -> ToolDefinition {
+        ToolDefinition {
+            name: "lookup_character".into(),
+            description: Some(description.into()),
+            parameters: json!({
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "chapter": {"type": "integer"}},
+                "required": ["name"],
+            }),
+        }
     }
 
     /// The key encoding is the one keys had before `RequestOptions` (`promptkit.cache-key.v1`,
@@ -559,8 +723,129 @@ mod tests {
             .option("promptkit.max_length", &json!(8000))
             .option("top_k", &json!(20))
             .option("top_p", &json!(0.9))
+            .option(
+                "promptkit.tools",
+                &serde_json::to_value(vec![lookup_tool("Looks a character up")])
+                    .unwrap_or_default(),
+            )
+            .option("promptkit.tool_choice", &json!("auto"))
             .finish();
         assert_eq!(r.cache_key("ns", "ollama"), by_hand);
+    }
+
+    /// A changed tool description is another request; the same schema with its keys in
+    /// another order is the same one.
+    #[test]
+    fn tools_are_keyed_by_content_not_key_order() {
+        let r = full();
+        let mut described = r.clone();
+        described.options.tools = Some(vec![lookup_tool("Finds a character")]);
+        assert_ne!(r.cache_key("ns", "p"), described.cache_key("ns", "p"));
+        let mut reordered = r.clone();
+        let parameters: serde_json::Value = serde_json::from_str(
+            r#"{"required": ["name"], "properties": {"chapter": {"type": "integer"},
+                "name": {"type": "string"}}, "type": "object"}"#,
+        )
+        .unwrap_or_default();
+        reordered.options.tools = Some(vec![ToolDefinition {
+            parameters,
+            ..lookup_tool("Looks a character up")
+        }]);
+        assert_eq!(r.cache_key("ns", "p"), reordered.cache_key("ns", "p"));
+        // Tool calls and results in the conversation are part of the key too.
+        let mut called = r.clone();
+        let mut turn = ChatMessage::assistant("");
+        turn.tool_calls.push(ToolCall {
+            id: "call_0".into(),
+            name: "lookup_character".into(),
+            arguments: json!({"name": "Mira"}),
+        });
+        called.messages.push(turn);
+        let mut answered = called.clone();
+        answered
+            .messages
+            .push(ChatMessage::tool_result("call_0", "Mira: ferry pilot"));
+        let keys = [&r, &called, &answered].map(|q| q.cache_key("ns", "p"));
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+    }
+
+    #[test]
+    fn tool_calls_are_checked_against_the_offered_schemas() {
+        let tools = [lookup_tool("Looks a character up")];
+        let call = |arguments: serde_json::Value| ToolCall {
+            id: "call_0".into(),
+            name: "lookup_character".into(),
+            arguments,
+        };
+        assert_eq!(
+            check_tool_calls(&[call(json!({"name": "Mira"}))], &tools),
+            Ok(())
+        );
+        let cases = [
+            (
+                call(json!("{\"name\": ")),
+                "arguments are not a JSON object: {\"name\":",
+            ),
+            (call(json!({})), "arguments.name is required but missing"),
+            (
+                call(json!({"name": 7})),
+                "arguments.name should be string, got 7",
+            ),
+            (
+                call(json!({"name": "M", "chapter": 1.5})),
+                "arguments.chapter should be integer",
+            ),
+            (
+                ToolCall {
+                    name: "delete_story".into(),
+                    ..call(json!({}))
+                },
+                "`delete_story` (call_0) names a tool that was not offered (offered: lookup_character)",
+            ),
+        ];
+        for (c, want) in cases {
+            let err = check_tool_calls(&[c], &tools).expect_err(want);
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    /// Pieces of calls become whole calls in index order; unparsable arguments stay as text for
+    /// the check to reject; a call without an id gets one.
+    #[test]
+    fn the_assembler_puts_tool_calls_together() {
+        let mut a = StreamAssembler::new("m", std::time::Instant::now());
+        let piece = |index, id: Option<&str>, name: Option<&str>, arguments: &str| {
+            StreamEvent::Delta(Delta::ToolCall(ToolCallDelta {
+                index,
+                id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                arguments: arguments.to_owned(),
+            }))
+        };
+        for event in [
+            piece(0, Some("call_a"), Some("lookup_character"), "{\"na"),
+            piece(1, None, Some("weather"), "{\"city\""),
+            piece(0, None, None, "me\": \"Mira\"}"),
+            piece(1, None, None, ": "),
+        ] {
+            a.push(&event);
+        }
+        let r = a.finish();
+        assert_eq!(
+            r.tool_calls,
+            [
+                ToolCall {
+                    id: "call_a".into(),
+                    name: "lookup_character".into(),
+                    arguments: json!({"name": "Mira"})
+                },
+                ToolCall {
+                    id: "call_1".into(),
+                    name: "weather".into(),
+                    arguments: json!("{\"city\": ")
+                },
+            ]
+        );
     }
 
     #[test]
@@ -582,6 +867,8 @@ mod tests {
             provider_options,
             min_length,
             max_length,
+            tools,
+            tool_choice,
         } = full.options.clone();
         let variants = [
             RequestOptions {
@@ -628,6 +915,14 @@ mod tests {
                 max_length,
                 ..RequestOptions::default()
             },
+            RequestOptions {
+                tools,
+                ..RequestOptions::default()
+            },
+            RequestOptions {
+                tool_choice,
+                ..RequestOptions::default()
+            },
         ];
         let mut keys: Vec<CacheKey> = variants
             .into_iter()
@@ -640,7 +935,7 @@ mod tests {
         keys.push(base.cache_key("ns", "p"));
         keys.sort();
         keys.dedup();
-        assert_eq!(keys.len(), 12, "each option alone gives its own key");
+        assert_eq!(keys.len(), 14, "each option alone gives its own key");
     }
 
     #[test]

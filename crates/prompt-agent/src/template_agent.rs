@@ -11,9 +11,13 @@ use tokio::sync::OnceCell;
 
 use crate::agent::{Agent, Failed, GenerateOptions, fill_failure, fill_success, length_check};
 use crate::error::AgentError;
-use crate::request::{ChatRequest, ChatResponse, Delta, RequestOptions, TimedDelta};
+use crate::request::{
+    ChatMessage, ChatRequest, ChatResponse, Delta, RequestOptions, Role, StreamEvent, TimedDelta,
+    ToolCall, ToolCallDelta,
+};
 use crate::stream::{EventSender, GenerationEvent, GenerationStream};
 use crate::system::SystemInner;
+use futures_util::StreamExt;
 
 /// The result of [`TemplateAgent::generate_from_template`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,6 +48,9 @@ pub struct Generation {
     /// Milliseconds from sending the (last) request to its first delta, for replies streamed
     /// from the provider by this call (`None` for cache hits and whole replies).
     pub time_to_first_token_ms: Option<f64>,
+    /// The tools the model called, in order, arguments checked against the template's tool
+    /// schemas (empty when it called none).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// A template rendered into a request, before any cache lookup or provider call.
@@ -110,8 +117,13 @@ impl TemplateAgent {
         } else {
             template.render(vars)?
         };
+        let messages = if template.message_entries().is_empty() {
+            Agent::build_messages(&rendered.system, options.context.as_deref(), &rendered.user)
+        } else {
+            with_context(rendered.messages, options.context.as_deref())
+        };
         let request = self.agent.request_for(
-            Agent::build_messages(&rendered.system, options.context.as_deref(), &rendered.user),
+            messages,
             &options.request,
             Some(&RequestOptions::from_template(&template)),
         );
@@ -215,6 +227,7 @@ impl TemplateAgent {
                 cache_key: key_hex,
                 reasoning: response.reasoning,
                 time_to_first_token_ms: None,
+                tool_calls: response.tool_calls,
             });
         }
 
@@ -241,6 +254,7 @@ impl TemplateAgent {
             time_to_first_token_ms: (!cache_hit)
                 .then(|| response.time_to_first_token_ms())
                 .flatten(),
+            tool_calls: response.tool_calls.clone(),
         };
         let out = match (&result, leader) {
             (Ok(ok), true) => {
@@ -351,8 +365,10 @@ impl TemplateAgent {
             .await
         {
             Ok(done) => {
+                let answers = !done.response.content.trim().is_empty()
+                    || !done.response.tool_calls.is_empty();
                 if let Some(cache) = &self.system.cache
-                    && !done.response.content.trim().is_empty()
+                    && answers
                 {
                     let response = &done.response;
                     let mut entry = CachedResponse::new(
@@ -368,14 +384,19 @@ impl TemplateAgent {
                     entry.latency_ms = Some(response.latency.as_secs_f64() * 1000.0);
                     entry.reasoning.clone_from(&response.reasoning);
                     if !response.deltas.is_empty() {
-                        entry.set_pieces(response.deltas.iter().map(|d| {
-                            let reasoning = matches!(d.delta, Delta::Reasoning(_));
-                            (
-                                reasoning,
-                                d.delta.text(),
-                                (d.offset_ms * 1000.0).round() as u64,
-                            )
+                        // Text and reasoning as pieces; tool calls are stored whole below.
+                        entry.set_pieces(response.deltas.iter().filter_map(|d| {
+                            let reasoning = match d.delta {
+                                Delta::Text(_) => false,
+                                Delta::Reasoning(_) => true,
+                                Delta::ToolCall(_) => return None,
+                            };
+                            let offset_us = (d.offset_ms * 1000.0).round() as u64;
+                            Some((reasoning, d.delta.text(), offset_us))
                         }));
+                    }
+                    if !response.tool_calls.is_empty() {
+                        entry.tool_calls = serde_json::to_string(&response.tool_calls).ok();
                     }
                     if let Err(e) = cache.put(entry, self.system.cache_ttl) {
                         tracing::warn!(agent = %self.agent.name(), key = %prepared.cache_key, error = %e, "cache write failed");
@@ -393,12 +414,15 @@ impl TemplateAgent {
 
 impl RequestOptions {
     /// The template layer of the request options: its `model:` defaults (name, temperature,
-    /// max tokens, top_p, stop, other options) and its `validation:` length bounds.
+    /// max tokens, top_p, stop, other options), its `validation:` length bounds and its
+    /// `tools:` and `tool_choice`.
     pub fn from_template(template: &PromptTemplate) -> RequestOptions {
         let rules = template.validation();
         let mut layer = RequestOptions {
             min_length: rules.min_length,
             max_length: rules.max_length,
+            tools: (!template.tools().is_empty()).then(|| template.tools().to_vec()),
+            tool_choice: template.tool_choice().cloned(),
             ..RequestOptions::default()
         };
         if let Some(d) = template.model() {
@@ -419,10 +443,30 @@ impl RequestOptions {
     }
 }
 
-/// A cache hit as the response it stored: text, usage, finish reason, reasoning, and the
-/// deltas of a streamed reply as they first arrived.
+/// A message template's rendered conversation with the story context (if any) as a system
+/// message `CURRENT STORY CONTEXT:\n…` after its leading system messages, where a two-message
+/// template has it.
+fn with_context(mut messages: Vec<ChatMessage>, context: Option<&str>) -> Vec<ChatMessage> {
+    if let Some(context) = context.filter(|c| !c.trim().is_empty()) {
+        let at = messages
+            .iter()
+            .position(|m| m.role != Role::System)
+            .unwrap_or(messages.len());
+        messages.insert(at, Agent::context_message(context));
+    }
+    messages
+}
+
+/// A cache hit as the response it stored: text, usage, finish reason, reasoning, tool calls,
+/// and the deltas of a streamed reply as they first arrived (tool calls as one delta each,
+/// after the text).
 fn response_from_hit(hit: &CachedResponse) -> ChatResponse {
-    ChatResponse {
+    let tool_calls: Vec<ToolCall> = hit
+        .tool_calls
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let mut response = ChatResponse {
         content: hit.response.to_string(),
         model: hit.model.clone(),
         tokens_prompt: hit.tokens_prompt,
@@ -441,7 +485,23 @@ fn response_from_hit(hit: &CachedResponse) -> ChatResponse {
             })
             .collect(),
         ..ChatResponse::default()
+    };
+    if !response.deltas.is_empty() {
+        let last = response.deltas.last().map_or(0.0, |d| d.offset_ms);
+        for (index, call) in tool_calls.iter().enumerate() {
+            response.deltas.push(TimedDelta {
+                offset_ms: last,
+                delta: Delta::ToolCall(ToolCallDelta {
+                    index,
+                    id: Some(call.id.clone()),
+                    name: Some(call.name.clone()),
+                    arguments: call.arguments.to_string(),
+                }),
+            });
+        }
     }
+    response.tool_calls = tool_calls;
+    response
 }
 
 /// Sends a reply that did not come from this call's own stream (a cache hit, an identical
@@ -450,11 +510,8 @@ fn response_from_hit(hit: &CachedResponse) -> ChatResponse {
 async fn replay(response: &ChatResponse, events: Option<&EventSender>, paced: bool) {
     let Some(events) = events else { return };
     if response.deltas.is_empty() {
-        let whole = [
-            response.reasoning.clone().map(Delta::Reasoning),
-            Some(Delta::Text(response.content.clone())),
-        ];
-        for delta in whole.into_iter().flatten() {
+        let mut whole = crate::provider::whole_reply_events(response.clone());
+        while let Some(Ok(StreamEvent::Delta(delta))) = whole.next().await {
             let _ = events.send(GenerationEvent::Delta(delta));
         }
         return;

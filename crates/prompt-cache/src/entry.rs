@@ -13,13 +13,15 @@
 //!  "hit_count":3,"tokens_prompt":900|null,"tokens_completion":500|null,
 //!  "finish_reason":"stop"|null,"latency_ms":12.5|null,
 //!  "reasoning":"...","streamed_response":"...","deltas":[[0,12,35210],[1,40,36002],...],
-//!  "checksum":"xxh3:<16 hex>"}
+//!  "tool_calls":"[{\"id\":...}]","checksum":"xxh3:<16 hex>"}
 //! ```
 //!
 //! - The fields up to `deltas` are [`CachedResponse`]'s, written by `serde_json` in this
 //!   order (timestamps as chrono writes them); `checksum` is appended last. `reasoning`,
-//!   `streamed_response` and `deltas` are left out when there are none (a reply that was not
-//!   streamed): such an entry is written exactly as before they existed.
+//!   `streamed_response`, `deltas` and `tool_calls` are left out when there are none (a
+//!   reply that was not streamed and called no tool): such an entry is written exactly as
+//!   before they existed. `tool_calls` is the caller's JSON text of the reply's tool calls,
+//!   stored and served as is.
 //! - `deltas` records how a streamed reply arrived, one `[kind, end, offset_us]` per piece:
 //!   kind `0` is response text and `1` reasoning text, `end` the byte position in that text
 //!   where the piece ends, `offset_us` when it arrived (microseconds after the request was
@@ -31,7 +33,7 @@
 //! - `checksum` is `xxh3:` and the XXH3-64 digest, in 16 lowercase hex digits, of the entry's
 //!   content as [`CachedResponse::feed_content`] encodes it: every field a hit returns (key,
 //!   response, model, provider, temperature, created and expiry times, token counts, finish
-//!   reason, latency, reasoning, streamed text, deltas). `hit_count` is not covered: it is bookkeeping that changes with every
+//!   reason, latency, reasoning, streamed text, deltas, tool calls). `hit_count` is not covered: it is bookkeeping that changes with every
 //!   hit (Redis increments it beside the entry), and a file damaged only there is served with
 //!   that count. Floats are covered as `serde_json`'s reader reads them back, which is not
 //!   always the value written: `NaN` and infinities are written as `null`, and its default
@@ -41,7 +43,8 @@
 //!   `float_roundtrip` feature, or a future default) would find such entries corrupt once
 //!   (a miss, set aside, written again by the next `put`).
 //! - Readers verify the checksum before an entry is served (start-up loads, read-through reads,
-//!   Redis reads). A mismatch, a malformed `checksum`, another key, an empty response or
+//!   Redis reads). A mismatch, a malformed `checksum`, another key, an empty response (with
+//!   no tool calls) or
 //!   anything that is not such an object is corrupt: a miss, set aside (`corrupt/` on disk,
 //!   deleted in Redis) and counted in `CacheStats::corrupt`.
 //! - An object without `checksum` was written before checksums existed. It is still read and
@@ -113,6 +116,11 @@ pub struct CachedResponse {
     /// [`CachedResponse::pieces`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deltas: Vec<CachedDelta>,
+    /// The tool calls of the reply, as the JSON text the caller stored (the cache does not
+    /// read it), when it called any. A reply that only calls tools may have an empty
+    /// `response`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<String>,
 }
 
 /// One piece of a streamed reply, stored without its text: the text is the part of the
@@ -183,6 +191,7 @@ impl CachedResponse {
             reasoning: None,
             streamed_response: None,
             deltas: Vec::new(),
+            tool_calls: None,
         }
     }
 
@@ -266,6 +275,12 @@ impl CachedResponse {
         })
     }
 
+    /// Whether the entry has something to serve: a response that is not blank, or tool
+    /// calls. Caches refuse to store, and never serve, an entry without.
+    pub fn answers(&self) -> bool {
+        !self.response.trim().is_empty() || self.tool_calls.is_some()
+    }
+
     /// Whether the entry has expired at `now` (an entry expiring exactly at `now` has).
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| now >= e)
@@ -293,6 +308,7 @@ impl CachedResponse {
             reasoning,
             streamed_response,
             deltas,
+            tool_calls,
         } = self;
         fn text(h: &mut Xxh3, s: &str) {
             h.update(&(s.len() as u64).to_le_bytes());
@@ -339,6 +355,10 @@ impl CachedResponse {
         if let Some(r) = streamed_response {
             text(h, r);
         }
+        tag(h, tool_calls.is_some());
+        if let Some(calls) = tool_calls {
+            text(h, calls);
+        }
         h.update(&(deltas.len() as u64).to_le_bytes());
         for d in deltas {
             h.update(&[u8::from(d.reasoning)]);
@@ -375,6 +395,7 @@ impl CachedResponse {
             + self.finish_reason.as_ref().map_or(0, String::len)
             + self.reasoning.as_ref().map_or(0, String::len)
             + self.streamed_response.as_ref().map_or(0, String::len)
+            + self.tool_calls.as_ref().map_or(0, String::len)
             + self.deltas.len() * std::mem::size_of::<CachedDelta>()) as u64
     }
 }
@@ -442,7 +463,7 @@ pub(crate) fn decode(bytes: &[u8], key: &CacheKey, key_hex: &str) -> Decoded {
     let Some((entry, sum)) = read else {
         return Decoded::Corrupt;
     };
-    if entry.key != *key || entry.response.trim().is_empty() || !entry.deltas_fit() {
+    if entry.key != *key || !entry.answers() || !entry.deltas_fit() {
         return Decoded::Corrupt;
     }
     match sum {

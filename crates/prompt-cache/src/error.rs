@@ -8,7 +8,8 @@ use crate::CacheKey;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
-    /// `put` was given an empty (or whitespace-only) response; nothing was cached.
+    /// `put` was given an empty (or whitespace-only) response without tool calls; nothing was
+    /// cached.
     #[error("refused to cache an empty response for key {key}")]
     EmptyResponse {
         /// The entry's key.

@@ -29,7 +29,7 @@ pub(crate) fn parse(
 ) -> Option<(CachedResponse, Option<u64>)> {
     let mut c = Cursor { b: bytes, i: 0 };
     let mut scratch = String::new();
-    let mut seen = 0u16;
+    let mut seen = 0u32;
     let mut key: Option<CacheKey> = None;
     let mut response: Option<Arc<str>> = None;
     let mut model: Option<String> = None;
@@ -45,6 +45,7 @@ pub(crate) fn parse(
     let mut reasoning = None;
     let mut streamed_response = None;
     let mut deltas = Vec::new();
+    let mut tool_calls = None;
     let mut checksum = None;
 
     c.eat(b'{')?;
@@ -123,6 +124,11 @@ pub(crate) fn parse(
                 c.deltas(&mut deltas)?;
                 1 << 15
             }
+            b"tool_calls" => {
+                // Written only when present: `null` is serde_json's to read.
+                tool_calls = Some(c.string(&mut scratch)?.to_owned());
+                1 << 16
+            }
             _ => return None,
         };
         if seen & bit != 0 {
@@ -154,6 +160,7 @@ pub(crate) fn parse(
         reasoning,
         streamed_response,
         deltas,
+        tool_calls,
     };
     Some((entry, checksum))
 }
@@ -508,6 +515,7 @@ pub(crate) mod tests {
                 prop::option::of(any::<u64>()),
                 prop::option::of(arb_text()),
                 prop::option::of(-1e12f64..1e12),
+                prop::option::of(arb_text()),
             ),
             prop::option::of(prop::collection::vec(
                 (any::<bool>(), arb_text(), any::<u64>()),
@@ -547,6 +555,7 @@ pub(crate) mod tests {
                         reasoning: None,
                         streamed_response: None,
                         deltas: Vec::new(),
+                        tool_calls: rest.4,
                     };
                     if let Some(pieces) = stream {
                         entry.set_pieces(pieces.iter().map(|(r, t, at)| (*r, t.as_str(), *at)));

@@ -255,7 +255,7 @@ impl CacheStore for RedisCache {
     }
 
     fn put(&self, mut entry: CachedResponse, ttl: Option<Duration>) -> Result<(), CacheError> {
-        if entry.response.trim().is_empty() {
+        if !entry.answers() {
             return Err(CacheError::EmptyResponse { key: entry.key });
         }
         // Redis's own limit on a string value is 512 MB; refuse well before that.

@@ -166,8 +166,8 @@ impl Shard {
 ///   files, moves unreadable or corrupt files (checksum mismatches included) to
 ///   `cache_dir/corrupt/` (counted in [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
 ///   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
-/// - **Failures.** An empty response or one over `max_entry_bytes` is refused with an error
-///   ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
+/// - **Failures.** An empty response (without tool calls) or one over `max_entry_bytes` is
+///   refused with an error ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
 ///   in memory and counts [`CacheStats::write_failures`].
 #[derive(Debug)]
 pub struct ResponseCache {
@@ -454,7 +454,7 @@ impl CacheStore for ResponseCache {
     }
 
     fn put(&self, mut entry: CachedResponse, ttl: Option<Duration>) -> Result<(), CacheError> {
-        if entry.response.trim().is_empty() {
+        if !entry.answers() {
             return Err(CacheError::EmptyResponse { key: entry.key });
         }
         let size = entry.approx_size();

@@ -87,7 +87,8 @@ pub enum TemplateError {
     Render {
         /// The template, as `agent/task vN (path)`.
         template: String,
-        /// `system_prompt` or `user_prompt_template`.
+        /// The body: `system_prompt`, `user_prompt_template`, or `messages[N]` (the entry of
+        /// a `messages:` list, from 0).
         part: &'static str,
         /// The engine's message, with the line inside the body.
         message: String,
@@ -98,7 +99,7 @@ pub enum TemplateError {
     RenderBudget {
         /// The template, as `agent/task vN (path)`.
         template: String,
-        /// `system_prompt` or `user_prompt_template`.
+        /// The body: `system_prompt`, `user_prompt_template`, or `messages[N]`.
         part: &'static str,
         /// The bound it ran past.
         budget: RenderBudget,
@@ -167,6 +168,16 @@ pub enum VarProblem {
         /// The JSON type of the value given (`string`, `integer`, `null`, ...).
         found: &'static str,
     },
+    /// An item of a `messages` variable (a history) is not a valid message.
+    InvalidMessage {
+        /// The variable.
+        name: String,
+        /// The item's 0-based index in the list.
+        index: usize,
+        /// What is wrong with it, such as "role `admin` is not one of system, user,
+        /// assistant, tool".
+        reason: String,
+    },
 }
 
 impl VarProblem {
@@ -175,7 +186,8 @@ impl VarProblem {
         match self {
             Self::Missing { name, .. }
             | Self::Unknown { name }
-            | Self::TypeMismatch { name, .. } => name,
+            | Self::TypeMismatch { name, .. }
+            | Self::InvalidMessage { name, .. } => name,
         }
     }
 }
@@ -194,6 +206,11 @@ impl fmt::Display for VarProblem {
             } => {
                 write!(f, "variable `{name}` expects {expected}, got {found}")
             }
+            Self::InvalidMessage {
+                name,
+                index,
+                reason,
+            } => write!(f, "variable `{name}` item {index}: {reason}"),
         }
     }
 }

@@ -14,7 +14,7 @@ use granit_parser::{Event, Options, Parser, ScalarStyle, Span, StrInput};
 use serde_json::Value;
 
 use crate::Vars;
-use crate::parse::{Declarations, Doc, Pos, Sp};
+use crate::parse::{Declarations, Doc, Item, Items, Pos, Sp};
 
 /// Files larger than this go to serde-saphyr (far below its own limits on scalar bytes).
 const MAX_SOURCE_BYTES: usize = 1 << 20;
@@ -52,6 +52,9 @@ enum Field {
     Examples,
     Metadata,
     Model,
+    Messages,
+    Tools,
+    ToolChoice,
     Other,
 }
 
@@ -116,6 +119,9 @@ impl<'a> Reader<'a> {
                 "examples" => Field::Examples,
                 "metadata" => Field::Metadata,
                 "model" => Field::Model,
+                "messages" => Field::Messages,
+                "tools" => Field::Tools,
+                "tool_choice" => Field::ToolChoice,
                 _ => Field::Other,
             };
             seen.push(key);
@@ -124,6 +130,8 @@ impl<'a> Reader<'a> {
             match field {
                 Field::Variables => doc.variables = Some(self.variables(&event, pos)?),
                 Field::Examples => doc.examples = Some(self.examples(&event, pos)?),
+                Field::Messages => doc.messages = Some(self.items(&event, pos)?),
+                Field::Tools => doc.tools = Some(self.items(&event, pos)?),
                 _ => {
                     let value = Sp {
                         value: self.value(event, 1)?,
@@ -138,10 +146,17 @@ impl<'a> Reader<'a> {
                         Field::Validation => &mut doc.validation,
                         Field::Metadata => &mut doc.metadata,
                         Field::Model => &mut doc.model,
-                        Field::Variables | Field::Examples | Field::Other => continue,
+                        Field::ToolChoice => &mut doc.tool_choice,
+                        Field::Variables
+                        | Field::Examples
+                        | Field::Messages
+                        | Field::Tools
+                        | Field::Other => continue,
                     };
-                    let optional =
-                        matches!(field, Field::Validation | Field::Metadata | Field::Model);
+                    let optional = matches!(
+                        field,
+                        Field::Validation | Field::Metadata | Field::Model | Field::ToolChoice
+                    );
                     if optional && value.value.is_null() {
                         return None;
                     }
@@ -202,6 +217,55 @@ impl<'a> Reader<'a> {
             });
         }
         Some(Sp { value: out, pos })
+    }
+
+    /// `messages:` or `tools:` — a list of maps, each key and value with its position.
+    /// Anything else (an empty value, a scalar, an entry that is not a map) is left to
+    /// serde-saphyr.
+    fn items(&mut self, event: &Event<'a>, pos: Pos) -> Option<Sp<Items>> {
+        if !matches!(event, Event::SequenceStart(_, 0, None)) {
+            return None;
+        }
+        let mut out = Vec::new();
+        loop {
+            let (event, span) = self.next()?;
+            match event {
+                Event::SequenceEnd => break,
+                Event::MappingStart(_, 0, None) => {}
+                _ => return None,
+            }
+            let item_pos = pos_of(&span);
+            let mut entries: Vec<(Sp<String>, Sp<Value>)> = Vec::new();
+            loop {
+                let (event, span) = self.next()?;
+                let key = match event {
+                    Event::MappingEnd => break,
+                    Event::Scalar(text, style, 0, None) if key_is_string(&text, style) => text,
+                    _ => return None,
+                };
+                if entries.iter().any(|(k, _)| k.value == key) {
+                    return None;
+                }
+                let key = Sp {
+                    value: key.into_owned(),
+                    pos: pos_of(&span),
+                };
+                let (event, span) = self.next()?;
+                let value = Sp {
+                    value: self.value(event, 3)?,
+                    pos: pos_of(&span),
+                };
+                entries.push((key, value));
+            }
+            out.push(Sp {
+                value: Item::Map(entries),
+                pos: item_pos,
+            });
+        }
+        Some(Sp {
+            value: Items::List(out),
+            pos,
+        })
     }
 
     /// The value starting with `event`, at nesting `depth`.
@@ -576,6 +640,44 @@ mod tests {
         )));
     }
 
+    /// `messages`, `tools` and `tool_choice`: read the same by both readers, or left to
+    /// serde-saphyr.
+    #[test]
+    fn message_lists_and_tools_agree_or_fall_back() {
+        const HEAD: &str = "version: 1\nagent: writer\ntask: t\n";
+        let fast = [
+            "messages:\n  - role: system\n    content: |\n      Be {{ mood }}.\n  - history: h\n  - {role: user, content: \"Go {{ x }}\"}\n",
+            "messages:\n- role: user\n  content: >\n    folded\n    text\n- history: h\n",
+            "messages: [{role: user, content: hi}, {history: h}]\n",
+            "messages: []\n",
+            "messages:\n  - {}\n",
+            "messages:\n  - role: user\n    content: x\n    extra: [1, {a: b}]\n",
+            "tools:\n  - name: f\n    description: \"Find\"\n    parameters:\n      type: object\n      properties:\n        name: { type: string }\n      required: [name]\ntool_choice: auto\n",
+            "tools: []\ntool_choice: { name: f }\n",
+            "tool_choice: required\n",
+        ];
+        for text in fast {
+            assert!(agrees(&format!("{HEAD}{text}")), "{text}");
+        }
+        let slow = [
+            "messages:\n",
+            "messages: ~\n",
+            "messages: hello\n",
+            "messages: {role: user}\n",
+            "messages:\n  - hello\n  - [a]\n",
+            "messages:\n  - role: user\n    role: system\n",
+            "messages:\n  - &m {role: user, content: x}\n  - *m\n",
+            "messages:\n  - 1: x\n",
+            "tools:\n",
+            "tools: 3\n",
+            "tool_choice:\n",
+            "tool_choice: ~\n",
+        ];
+        for text in slow {
+            assert!(!agrees(&format!("{HEAD}{text}")), "{text}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -589,6 +691,10 @@ mod tests {
             Just("examples:\n".to_owned()), Just("  - input: {a: x}\n    output: y\n".to_owned()),
             Just("metadata:\n".to_owned()), Just("  tags: [a, 1, 2.5, yes, ~]\n".to_owned()),
             Just("# comment\n".to_owned()), Just("---\n".to_owned()), Just("- item\n".to_owned()),
+            Just("messages:\n".to_owned()), Just("  - role: user\n    content: \"{{ a }}\"\n".to_owned()),
+            Just("  - history: h\n".to_owned()), Just("  - {role: system, content: x}\n".to_owned()),
+            Just("tools:\n".to_owned()), Just("  - name: f\n    parameters: { type: object }\n".to_owned()),
+            Just("tool_choice: auto\n".to_owned()), Just("tool_choice: { name: f }\n".to_owned()),
             Just("&a [*a]\n".to_owned()), Just("<<: *b\n".to_owned()), Just("  \n".to_owned()),
             "[a-z_]{1,8}: [ -~]{0,20}\n", "  [a-z]{1,4}: [ -~]{0,12}\n", "[ -~\n]{0,30}",
         ], 0..12)) {

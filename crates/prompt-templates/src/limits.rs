@@ -5,8 +5,9 @@ use std::io;
 
 /// Bounds on one render, so that no input can make a render spin or fill memory.
 ///
-/// Each body (`system_prompt`, `user_prompt_template`, and each few-shot example's input
-/// rendered through the user prompt) is rendered with its own budget:
+/// Each body (`system_prompt`, `user_prompt_template`, each `content` of a `messages:` list,
+/// and each few-shot example's input rendered through the user prompt) is rendered with its
+/// own budget:
 ///
 /// - `fuel`: the engine's instruction budget (minijinja's fuel; most instructions cost 1,
 ///   included templates and called macros draw on the same budget). A body that runs out
@@ -15,7 +16,8 @@ use std::io;
 ///   use no fuel.
 /// - `max_bytes`: the longest rendered prompt, in bytes (UTF-8). Checked while rendering,
 ///   so an over-long body stops as soon as it passes the bound, and on the final prompts
-///   (also the user prompt with its few-shot examples).
+///   (also the user prompt with its few-shot examples); for a `messages:` list, on each
+///   rendered message (a history is inserted as given and not counted).
 ///
 /// The defaults are far above what real prompts use: the shipped templates need at most
 /// 63 units of fuel and 1,680 bytes of output (see `docs/TEMPLATE_FORMAT.md`).

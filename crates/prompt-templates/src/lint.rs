@@ -93,13 +93,17 @@ impl LintReport {
 
 /// Checks every template file under `dir` (recursively; hidden entries are skipped).
 ///
-/// Errors: invalid YAML or UTF-8; a missing or empty required field; Jinja syntax errors (at
-/// the line inside the file); a variable used in a body but not declared; a bad variable
-/// declaration; a file name or folder that disagrees with `version`/`agent`/`task`; two files
-/// claiming the same agent/task/version; an example whose `input` does not render; an
-/// `include`/`import`/`from`/`extends` of a template name that does not resolve (only the
-/// file's two bodies do) or that tries to leave the template directory.
-/// Warnings: a declared variable no body uses; a single-brace `{name}` placeholder naming a
+/// Errors: invalid YAML or UTF-8; a missing or empty required field (both bodies or a
+/// `messages` list, not both); Jinja syntax errors (at the line inside the file); a variable
+/// used in a body but not declared; a bad variable declaration; a file name or folder that
+/// disagrees with `version`/`agent`/`task`; two files claiming the same agent/task/version;
+/// an example whose `input` does not render; an `include`/`import`/`from`/`extends` of a
+/// template name that does not resolve (only the file's bodies do) or that tries to leave
+/// the template directory; a `messages` entry with an invalid role, a missing or empty
+/// `content`, or an unknown key; a `history` entry whose variable is not declared as
+/// `messages`; a tool whose `parameters` is not a JSON Schema object, or whose name is
+/// invalid or taken; a `tool_choice` naming a tool not declared.
+/// Warnings: a declared variable no body (or `history` entry) uses; a single-brace `{name}` placeholder naming a
 /// declared variable; an `include ... ignore missing` of a name that does not resolve; an
 /// include or import of a computed name.
 ///

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
@@ -16,11 +16,17 @@ use sha2::{Digest, Sha256};
 use crate::Vars;
 use crate::limits::RenderLimits;
 use crate::lint::{Diagnostic, Severity};
+use crate::messages::{
+    Message, Role, ToolChoice, ToolDefinition, is_tool_name, parse_messages, schema_problems,
+};
 use crate::simple::PlainBody;
 use crate::spec::{
     Example, Metadata, ModelDefaults, ValidationRules, VarType, VariableSpec, json_type_name,
 };
-use crate::template::{PromptTemplate, SYSTEM, USER, name_order, new_environment, to_jinja};
+use crate::template::{
+    Body, Entry, MessageEntry, PromptTemplate, SYSTEM, USER, message_part, messages_to_jinja,
+    name_order, new_environment, to_jinja,
+};
 
 /// The outcome of reading one file: the template when it has no error, and every diagnostic.
 #[derive(Debug)]
@@ -58,6 +64,114 @@ struct RawTemplate {
     examples: Option<Spanned<Vec<Spanned<Value>>>>,
     metadata: Option<Spanned<Value>>,
     model: Option<Spanned<Value>>,
+    #[serde(default)]
+    messages: ListField,
+    #[serde(default)]
+    tools: ListField,
+    tool_choice: Option<Spanned<Value>>,
+}
+
+/// A list field (`messages`, `tools`): `None` when the key is absent, `Some` with whatever
+/// it holds when present (also when empty).
+#[derive(Default)]
+struct ListField(Option<Spanned<RawList>>);
+
+impl<'de> Deserialize<'de> for ListField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Spanned::<RawList>::deserialize(deserializer).map(|v| ListField(Some(v)))
+    }
+}
+
+/// A list of mappings, each entry with its position; or, for messages about a value of
+/// another kind, its type name.
+enum RawList {
+    Items(Vec<Spanned<RawItem>>),
+    Other(&'static str),
+}
+
+/// A mapping in file order, with the position of each key and value; or, for messages
+/// about a value of another kind, its type name.
+enum RawItem {
+    Map(Vec<(Spanned<String>, Spanned<Value>)>),
+    Other(&'static str),
+}
+
+/// Reads any other kind of YAML value as its type name (the value itself is skipped).
+macro_rules! visit_others {
+    ($ty:ident) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<$ty, E> {
+            Ok($ty::Other("boolean"))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<$ty, E> {
+            Ok($ty::Other("integer"))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<$ty, E> {
+            Ok($ty::Other("integer"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$ty, E> {
+            Ok($ty::Other("number"))
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<$ty, E> {
+            Ok($ty::Other("string"))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<$ty, E> {
+            Ok($ty::Other("null"))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<$ty, E> {
+            Ok($ty::Other("null"))
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for RawList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = RawList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+            visit_others!(RawList);
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<RawItem>>()? {
+                    out.push(item);
+                }
+                Ok(RawList::Items(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawList, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(RawList::Other("object"))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = RawItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            visit_others!(RawItem);
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawItem, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawItem::Other("list"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawItem, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<Spanned<Value>>()?;
+                    out.push((key, value));
+                }
+                Ok(RawItem::Map(out))
+            }
+        }
+        deserializer.deserialize_any(ItemVisitor)
+    }
 }
 
 /// A required field: `None` when the key is absent, `Some(null)` when present but empty.
@@ -164,6 +278,54 @@ pub(crate) struct Doc {
     pub(crate) examples: Option<Sp<Vec<Sp<Value>>>>,
     pub(crate) metadata: Option<Sp<Value>>,
     pub(crate) model: Option<Sp<Value>>,
+    /// `messages:`, each entry with its keys and values and their positions.
+    pub(crate) messages: Option<Sp<Items>>,
+    /// `tools:`, each entry with its keys and values and their positions.
+    pub(crate) tools: Option<Sp<Items>>,
+    pub(crate) tool_choice: Option<Sp<Value>>,
+}
+
+/// A list of mappings (`messages`, `tools`), or the type name of another kind of value.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Items {
+    List(Vec<Sp<Item>>),
+    Other(&'static str),
+}
+
+/// A mapping in file order with the positions of its keys and values, or the type name of
+/// another kind of value.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Item {
+    Map(Vec<(Sp<String>, Sp<Value>)>),
+    Other(&'static str),
+}
+
+impl From<Spanned<RawList>> for Sp<Items> {
+    fn from(list: Spanned<RawList>) -> Self {
+        Sp {
+            pos: Pos::of_saphyr(&list),
+            value: match list.value {
+                RawList::Items(items) => Items::List(
+                    items
+                        .into_iter()
+                        .map(|item| Sp {
+                            pos: Pos::of_saphyr(&item),
+                            value: match item.value {
+                                RawItem::Map(entries) => Item::Map(
+                                    entries
+                                        .into_iter()
+                                        .map(|(k, v)| (Sp::from_saphyr(k), Sp::from_saphyr(v)))
+                                        .collect(),
+                                ),
+                                RawItem::Other(kind) => Item::Other(kind),
+                            },
+                        })
+                        .collect(),
+                ),
+                RawList::Other(kind) => Items::Other(kind),
+            },
+        }
+    }
 }
 
 impl From<RawTemplate> for Doc {
@@ -191,6 +353,9 @@ impl From<RawTemplate> for Doc {
             }),
             metadata: value(raw.metadata),
             model: value(raw.model),
+            messages: raw.messages.0.map(Sp::from),
+            tools: raw.tools.0.map(Sp::from),
+            tool_choice: value(raw.tool_choice),
         }
     }
 }
@@ -374,15 +539,42 @@ fn check(
     let task = name_field(ctx, "task", raw.task.as_ref());
     check_location(ctx, agent.as_ref(), task.as_ref(), version);
 
-    // Bodies.
-    let system = body_field(ctx, SYSTEM, raw.system_prompt.as_ref());
-    let user = body_field(ctx, USER, raw.user_prompt_template.as_ref());
+    // Bodies: `system_prompt` and `user_prompt_template`, or a `messages:` list.
+    let (system, user) = if let Some(messages) = &raw.messages {
+        for (field, value) in [
+            (SYSTEM, &raw.system_prompt),
+            (USER, &raw.user_prompt_template),
+        ] {
+            if let Some(value) = value {
+                ctx.error(
+                    Pos::of(value),
+                    format!(
+                        "`{field}` cannot be used together with `messages` (line {}): a template has either `system_prompt` and `user_prompt_template`, or `messages`",
+                        key_line(ctx.source, "messages").unwrap_or(messages.pos.line)
+                    ),
+                );
+            }
+        }
+        (None, None)
+    } else {
+        let neither = raw.system_prompt.is_none() && raw.user_prompt_template.is_none();
+        let hint = if neither {
+            " (or a `messages` list)"
+        } else {
+            ""
+        };
+        (
+            body_field(ctx, SYSTEM, raw.system_prompt.as_ref(), hint),
+            body_field(ctx, USER, raw.user_prompt_template.as_ref(), hint),
+        )
+    };
 
     // Declarations.
+    let mut broken = Vec::new();
     let variables = raw
         .variables
         .as_ref()
-        .map(|v| variables(ctx, v))
+        .map(|v| variables(ctx, v, &mut broken))
         .unwrap_or_default();
     let validation: Option<ValidationRules> = section(ctx, "validation", raw.validation.as_ref());
     if let (Some(v), Some(spanned)) = (&validation, &raw.validation)
@@ -401,18 +593,81 @@ fn check(
         .as_ref()
         .map(|e| examples(ctx, e))
         .unwrap_or_default();
+    let entries = raw
+        .messages
+        .as_ref()
+        .map(|m| message_entries(ctx, m, &variables, &broken));
+    if let (Some(entries), Some(raw_examples)) = (&entries, &raw.examples)
+        && entries.complete
+        && !examples.is_empty()
+        && !entries.list.iter().any(|e| {
+            matches!(
+                e,
+                ParsedEntry::Content {
+                    role: Role::User,
+                    ..
+                }
+            )
+        })
+    {
+        ctx.error(
+            Pos::of(raw_examples),
+            "`examples` need a `user` entry in `messages`: its body renders each example's `input`",
+        );
+    }
+    let tools = raw
+        .tools
+        .as_ref()
+        .map(|t| tools(ctx, t))
+        .unwrap_or_default();
+    let tool_choice = raw
+        .tool_choice
+        .as_ref()
+        .and_then(|c| tool_choice(ctx, c, &tools));
 
-    // Compile both bodies and compare the variables they use with the declared ones.
+    // Compile every body and compare the variables they use with the declared ones.
+    let sources: Vec<(&'static str, &String, BodyOrigin)> = match &entries {
+        Some(entries) => entries
+            .list
+            .iter()
+            .filter_map(|e| match e {
+                ParsedEntry::Content {
+                    part, text, origin, ..
+                } => Some((*part, text, *origin)),
+                ParsedEntry::History { .. } => None,
+            })
+            .collect(),
+        None => [(SYSTEM, &system), (USER, &user)]
+            .into_iter()
+            .filter_map(|(part, body)| body.as_ref().map(|(text, origin)| (part, text, *origin)))
+            .collect(),
+    };
+    let expected_bodies = match &entries {
+        Some(entries) if entries.complete => sources.len(),
+        Some(_) => usize::MAX,
+        None => 2,
+    };
+    let resolvable = if entries.is_some() {
+        "only the content bodies of the same file's `messages` entries (`messages[0]`, `messages[1]`, ...) can be included or imported"
+    } else {
+        "only `system_prompt` and `user_prompt_template` (the bodies of the same file) can be included or imported"
+    };
     let mut env = new_environment();
     let globals: HashSet<String> = if checks == Checks::Lint {
         env.globals().map(|(name, _)| name.to_owned()).collect()
     } else {
         HashSet::new()
     };
-    let mut used = HashSet::new();
+    let mut used: HashSet<String> = HashSet::new();
+    if let Some(entries) = &entries {
+        for entry in &entries.list {
+            if let ParsedEntry::History { var, .. } = entry {
+                used.insert(variables[*var].0.name.clone());
+            }
+        }
+    }
     let mut compiled_bodies = 0;
-    for (part, body) in [(SYSTEM, &system), (USER, &user)] {
-        let Some((text, origin)) = body else { continue };
+    for &(part, text, origin) in &sources {
         if let Err(err) = env.add_template_owned(part, text.clone()) {
             let pos = err.line().map_or(origin.start(), |line| {
                 let col = err.range().map_or(1, |r| col_at(text, r.start));
@@ -462,14 +717,15 @@ fn check(
         }
     }
     // Templates named by `include`, `import`, `from ... import` and `extends` must resolve
-    // exactly as they do at render time: only to the two bodies compiled in this engine.
+    // exactly as they do at render time: only to the bodies compiled in this engine.
     if checks == Checks::Lint {
-        for (part, body) in [(SYSTEM, &system), (USER, &user)] {
-            let Some((text, origin)) = body else { continue };
+        for &(part, text, origin) in &sources {
             if env.get_template(part).is_err() {
                 continue;
             }
-            for problem in template_ref_problems(text, |name| env.get_template(name).is_ok()) {
+            for problem in
+                template_ref_problems(text, |name| env.get_template(name).is_ok(), resolvable)
+            {
                 let p = offset_pos(text, problem.at);
                 let pos = origin.map(ctx.source, text, p.line, p.col);
                 let message = format!("in `{part}`: {}", problem.message);
@@ -481,12 +737,19 @@ fn check(
             }
         }
     }
-    if compiled_bodies == 2 && checks == Checks::Lint {
+    if compiled_bodies == expected_bodies && checks == Checks::Lint {
         for (spec, pos) in &variables {
             if !used.contains(&spec.name) {
                 ctx.warning(
                     *pos,
-                    format!("variable `{}` is declared but no body uses it", spec.name),
+                    if entries.is_some() {
+                        format!(
+                            "variable `{}` is declared but no body or `history` entry uses it",
+                            spec.name
+                        )
+                    } else {
+                        format!("variable `{}` is declared but no body uses it", spec.name)
+                    },
                 );
             }
         }
@@ -505,9 +768,7 @@ fn check(
     if ctx.has_errors() {
         return (None, claim);
     }
-    let (Some((agent, _)), Some((task, _)), Some((version, _)), Some((system, _)), Some((user, _))) =
-        (agent, task, version, system, user)
-    else {
+    let (Some((agent, _)), Some((task, _)), Some((version, _))) = (agent, task, version) else {
         return (None, claim);
     };
 
@@ -515,9 +776,80 @@ fn check(
     let (example_specs, example_pos): (Vec<Example>, Vec<Pos>) = examples.into_iter().unzip();
     let (specs, _): (Vec<VariableSpec>, Vec<Pos>) = variables.into_iter().unzip();
     let names: Arc<[Arc<str>]> = specs.iter().map(|s| Arc::from(s.name.as_str())).collect();
+
+    // The bodies, and the `messages:` list over them.
+    let mut bodies = Vec::new();
+    let mut compiled_entries = Vec::new();
+    let mut message_entries = Vec::new();
+    let (mut system_body, mut user_body) = (None, None);
+    match entries {
+        Some(entries) => {
+            for entry in entries.list {
+                match entry {
+                    ParsedEntry::Content {
+                        role, part, text, ..
+                    } => {
+                        let body = bodies.len();
+                        if role == Role::System && system_body.is_none() {
+                            system_body = Some(body);
+                        }
+                        if role == Role::User {
+                            user_body = Some(body);
+                        }
+                        compiled_entries.push(Entry::Content { role, body });
+                        message_entries.push(MessageEntry::Content {
+                            role,
+                            source: text.clone(),
+                        });
+                        bodies.push(Body {
+                            part,
+                            plain: PlainBody::parse(&text, &names),
+                            source: text,
+                        });
+                    }
+                    ParsedEntry::History { var, .. } => {
+                        compiled_entries.push(Entry::History { var });
+                        message_entries.push(MessageEntry::History {
+                            variable: specs[var].name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        None => {
+            let (Some((system, _)), Some((user, _))) = (system, user) else {
+                return (None, claim);
+            };
+            for (part, source) in [(SYSTEM, system), (USER, user)] {
+                bodies.push(Body {
+                    part,
+                    plain: PlainBody::parse(&source, &names),
+                    source,
+                });
+            }
+            (system_body, user_body) = (Some(0), Some(1));
+        }
+    }
+    let fallback_messages: Vec<Option<Vec<Message>>> =
+        if specs.iter().any(|s| s.ty == VarType::Messages) {
+            specs
+                .iter()
+                .map(|s| {
+                    (s.ty == VarType::Messages && !s.required)
+                        .then(|| parse_messages(&s.fallback_value()).unwrap_or_default())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     let mut template = PromptTemplate {
-        plain_system: PlainBody::parse(&system, &names),
-        plain_user: PlainBody::parse(&user, &names),
+        bodies,
+        entries: compiled_entries,
+        message_entries,
+        system_body,
+        user_body,
+        tools,
+        tool_choice,
         names,
         by_name: {
             let mut order: Vec<usize> = (0..specs.len()).collect();
@@ -526,8 +858,15 @@ fn check(
         },
         fallbacks: specs
             .iter()
-            .map(|s| (!s.required).then(|| to_jinja(&s.fallback_value())))
+            .enumerate()
+            .map(|(i, s)| {
+                (!s.required).then(|| match fallback_messages.get(i).and_then(Option::as_ref) {
+                    Some(messages) => messages_to_jinja(messages),
+                    None => to_jinja(&s.fallback_value()),
+                })
+            })
             .collect(),
+        fallback_messages,
         agent,
         task,
         version,
@@ -538,8 +877,6 @@ fn check(
         validation: validation.unwrap_or_default(),
         variables: specs,
         examples: example_specs,
-        system_source: system,
-        user_source: user,
         display_name,
         env,
         limits: RenderLimits::default(),
@@ -747,25 +1084,56 @@ impl BodyOrigin {
                 col: self.pos.col + usize::from(self.quoted) + col - 1,
             }
         } else {
+            // A block scalar whose position is its first line of text: its lines follow one
+            // by one, each indented by the block's indentation.
+            let file_line = self.pos.line + line - 1;
+            let indent = match (
+                source.lines().nth(file_line - 1),
+                body.lines().nth(line - 1),
+            ) {
+                (Some(f), Some(b)) => leading_ws(f).saturating_sub(leading_ws(b)),
+                _ => 0,
+            };
             Pos {
-                line: self.pos.line + line - 1,
-                col,
+                line: file_line,
+                col: indent + col,
             }
         }
     }
+}
+
+/// The line of a top-level key written in block style (`key:` at the start of a line).
+fn key_line(source: &str, key: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|line| {
+            [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|k| line.starts_with(k.as_str()))
+        })
+        .map(|i| i + 1)
 }
 
 fn leading_ws(line: &str) -> usize {
     line.chars().take_while(|c| *c == ' ' || *c == '\t').count()
 }
 
+/// A required body; `hint` is added to the message when it is missing.
 fn body_field(
     ctx: &mut Ctx<'_>,
     field: &str,
     value: Option<&Sp<Value>>,
+    hint: &str,
 ) -> Option<(String, BodyOrigin)> {
     let Some(value) = value else {
-        ctx.error(Pos::START, format!("missing required field `{field}`"));
+        ctx.error(
+            Pos::START,
+            format!("missing required field `{field}`{hint}"),
+        );
         return None;
     };
     let pos = Pos::of(value);
@@ -787,7 +1155,14 @@ fn body_field(
     }
 }
 
-fn variables(ctx: &mut Ctx<'_>, raw: &Sp<Declarations>) -> Vec<(VariableSpec, Pos)> {
+/// The declared variables, in file order; a declaration with errors is kept as a required
+/// variable of type `any` so that its uses are not reported as undeclared, and its name is
+/// added to `broken`.
+fn variables(
+    ctx: &mut Ctx<'_>,
+    raw: &Sp<Declarations>,
+    broken: &mut Vec<String>,
+) -> Vec<(VariableSpec, Pos)> {
     let mut out: Vec<(VariableSpec, Pos)> = Vec::new();
     for (name, decl) in &raw.value {
         let pos = Pos::of(name);
@@ -800,12 +1175,15 @@ fn variables(ctx: &mut Ctx<'_>, raw: &Sp<Declarations>) -> Vec<(VariableSpec, Po
             ctx.error(pos, format!("variable `{name}` is declared twice"));
             continue;
         }
-        let spec = variable(ctx, &name, decl).unwrap_or(VariableSpec {
-            name,
-            ty: VarType::Any,
-            description: String::new(),
-            required: true,
-            default: None,
+        let spec = variable(ctx, &name, decl).unwrap_or_else(|| {
+            broken.push(name.clone());
+            VariableSpec {
+                name,
+                ty: VarType::Any,
+                description: String::new(),
+                required: true,
+                default: None,
+            }
         });
         out.push((spec, pos));
     }
@@ -912,7 +1290,17 @@ fn variable(ctx: &mut Ctx<'_>, name: &str, decl: &Sp<Value>) -> Option<VariableS
                     );
                     ok = false;
                 }
-                if !ty.matches(default) {
+                if ty == VarType::Messages && default.is_array() {
+                    if let Err(problems) = parse_messages(default) {
+                        for (i, problem) in problems {
+                            ctx.error(
+                                pos,
+                                format!("variable `{name}`: default item {i}: {problem}"),
+                            );
+                        }
+                        ok = false;
+                    }
+                } else if !ty.matches(default) {
                     ctx.error(
                         pos,
                         format!(
@@ -1038,6 +1426,367 @@ fn examples(ctx: &mut Ctx<'_>, raw: &Sp<Vec<Sp<Value>>>) -> Vec<(Example, Pos)> 
         }
     }
     out
+}
+
+/// A `messages:` list as read: its valid entries, and whether every entry was valid.
+struct ParsedEntries {
+    list: Vec<ParsedEntry>,
+    complete: bool,
+}
+
+/// One valid entry of a `messages:` list.
+enum ParsedEntry {
+    /// `{role, content}`: `part` is the body's name, `messages[<index>]`.
+    Content {
+        role: Role,
+        part: &'static str,
+        text: String,
+        origin: BodyOrigin,
+    },
+    /// `{history: VAR}`, with the index of the declared variable.
+    History { var: usize },
+}
+
+/// Reads `messages:`: each entry is `{role: system|user|assistant, content: <Jinja>}` or
+/// `{history: VAR}` with `VAR` declared as `messages`.
+fn message_entries(
+    ctx: &mut Ctx<'_>,
+    raw: &Sp<Items>,
+    variables: &[(VariableSpec, Pos)],
+    broken: &[String],
+) -> ParsedEntries {
+    let mut out = ParsedEntries {
+        list: Vec::new(),
+        complete: false,
+    };
+    let items = match &raw.value {
+        Items::List(items) if !items.is_empty() => items,
+        Items::List(_) | Items::Other("null") => {
+            ctx.error(
+                raw.pos,
+                "`messages` is empty: list the messages, each `{role: ..., content: ...}` or `{history: VAR}`",
+            );
+            return out;
+        }
+        Items::Other(kind) => {
+            ctx.error(
+                raw.pos,
+                format!("`messages` must be a list of `{{role: ..., content: ...}}` or `{{history: VAR}}` entries, got {kind}"),
+            );
+            return out;
+        }
+    };
+    let mut complete = true;
+    for (index, item) in items.iter().enumerate() {
+        let at = format!("messages[{index}]");
+        let entries = match &item.value {
+            Item::Map(entries) if !entries.is_empty() => entries,
+            Item::Map(_) => {
+                ctx.error(
+                    item.pos,
+                    format!(
+                        "`{at}` is empty: write `{{role: ..., content: ...}}` or `{{history: VAR}}`"
+                    ),
+                );
+                complete = false;
+                continue;
+            }
+            Item::Other(kind) => {
+                ctx.error(
+                    item.pos,
+                    format!("`{at}` must be `{{role: ..., content: ...}}` or `{{history: VAR}}`, got {kind}"),
+                );
+                complete = false;
+                continue;
+            }
+        };
+        let get = |key: &str| entries.iter().find(|(k, _)| k.value == key).map(|(_, v)| v);
+        let errors_before = ctx.diagnostics.len();
+        if let Some(history) = get("history") {
+            for (key, _) in entries {
+                if key.value != "history" {
+                    ctx.error(
+                        key.pos,
+                        format!("`{at}`: unknown key `{}` in a history entry (write `{{history: VAR}}` alone)", key.value),
+                    );
+                }
+            }
+            match &history.value {
+                Value::String(name) => {
+                    match variables.iter().position(|(v, _)| &v.name == name) {
+                        Some(var) if variables[var].0.ty == VarType::Messages => {
+                            if ctx.diagnostics.len() == errors_before {
+                                out.list.push(ParsedEntry::History { var });
+                            }
+                        }
+                        // Its declaration has errors of its own, already reported.
+                        Some(_) if broken.contains(name) => {}
+                        Some(var) => ctx.error(
+                            history.pos,
+                            format!(
+                                "`{at}`: history variable `{name}` is declared as {}, not messages",
+                                variables[var].0.ty
+                            ),
+                        ),
+                        None => ctx.error(
+                            history.pos,
+                            format!("`{at}`: history variable `{name}` is not declared in `variables` (declare it with `type: messages`)"),
+                        ),
+                    }
+                }
+                other => ctx.error(
+                    history.pos,
+                    format!(
+                        "`{at}`: `history` must name a variable of type messages, got {}",
+                        json_type_name(other)
+                    ),
+                ),
+            }
+            complete &= ctx.diagnostics.len() == errors_before;
+            continue;
+        }
+        for (key, _) in entries {
+            if !matches!(key.value.as_str(), "role" | "content") {
+                ctx.error(
+                    key.pos,
+                    format!(
+                        "`{at}`: unknown key `{}` (expected role and content, or history)",
+                        key.value
+                    ),
+                );
+            }
+        }
+        let role = match get("role") {
+            None => {
+                ctx.error(item.pos, format!("`{at}`: missing `role`"));
+                None
+            }
+            Some(role) => match &role.value {
+                Value::String(name) => match name.parse::<Role>() {
+                    Ok(Role::Tool) => {
+                        ctx.error(
+                            role.pos,
+                            format!("`{at}`: role `tool` cannot be written in a template: tool results come in a `history` variable"),
+                        );
+                        None
+                    }
+                    Ok(r) => Some(r),
+                    Err(_) => {
+                        ctx.error(
+                            role.pos,
+                            format!("`{at}`: role `{name}` is not one of system, user, assistant"),
+                        );
+                        None
+                    }
+                },
+                other => {
+                    ctx.error(
+                        role.pos,
+                        format!(
+                            "`{at}`: `role` must be system, user or assistant, got {}",
+                            json_type_name(other)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let content = match get("content") {
+            None => {
+                ctx.error(item.pos, format!("`{at}`: missing `content`"));
+                None
+            }
+            Some(content) => match &content.value {
+                Value::String(text) if !text.trim().is_empty() => {
+                    Some((text.clone(), BodyOrigin::new(ctx.source, content.pos)))
+                }
+                Value::String(_) | Value::Null => {
+                    ctx.error(content.pos, format!("`{at}`: `content` is empty"));
+                    None
+                }
+                other => {
+                    ctx.error(
+                        content.pos,
+                        format!(
+                            "`{at}`: `content` must be a string, got {}",
+                            json_type_name(other)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        match (role, content) {
+            (Some(role), Some((text, origin))) if ctx.diagnostics.len() == errors_before => {
+                out.list.push(ParsedEntry::Content {
+                    role,
+                    part: message_part(index),
+                    text,
+                    origin,
+                });
+            }
+            _ => complete = false,
+        }
+    }
+    out.complete = complete;
+    out
+}
+
+/// Reads `tools:`: OpenAI-style function definitions `{name, description, parameters}`
+/// with distinct names and a JSON Schema object as `parameters` (an empty object schema
+/// when not given).
+fn tools(ctx: &mut Ctx<'_>, raw: &Sp<Items>) -> Vec<ToolDefinition> {
+    let items = match &raw.value {
+        Items::List(items) => items,
+        Items::Other("null") => return Vec::new(),
+        Items::Other(kind) => {
+            ctx.error(
+                raw.pos,
+                format!(
+                    "`tools` must be a list of `{{name, description, parameters}}`, got {kind}"
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<(ToolDefinition, Pos)> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let at = format!("tools[{index}]");
+        let Item::Map(entries) = &item.value else {
+            let kind = match &item.value {
+                Item::Other(kind) => kind,
+                Item::Map(_) => "object",
+            };
+            ctx.error(
+                item.pos,
+                format!("`{at}` must be `{{name, description, parameters}}`, got {kind}"),
+            );
+            continue;
+        };
+        let errors_before = ctx.diagnostics.len();
+        let get = |key: &str| entries.iter().find(|(k, _)| k.value == key).map(|(_, v)| v);
+        for (key, _) in entries {
+            if !matches!(key.value.as_str(), "name" | "description" | "parameters") {
+                ctx.error(
+                    key.pos,
+                    format!(
+                        "`{at}`: unknown key `{}` (expected name, description, parameters)",
+                        key.value
+                    ),
+                );
+            }
+        }
+        let name = match get("name") {
+            None => {
+                ctx.error(item.pos, format!("`{at}`: missing `name`"));
+                None
+            }
+            Some(name) => match &name.value {
+                Value::String(text) if is_tool_name(text) => {
+                    if let Some((_, first)) = out.iter().find(|(t, _)| &t.name == text) {
+                        ctx.error(
+                            name.pos,
+                            format!(
+                                "`{at}`: duplicate tool name `{text}` (first declared at line {})",
+                                first.line
+                            ),
+                        );
+                    }
+                    Some((text.clone(), name.pos))
+                }
+                Value::String(text) => {
+                    ctx.error(
+                        name.pos,
+                        format!("`{at}`: tool name {text:?} must be 1 to 64 letters, digits, `_` and `-`"),
+                    );
+                    None
+                }
+                other => {
+                    ctx.error(
+                        name.pos,
+                        format!(
+                            "`{at}`: `name` must be a string, got {}",
+                            json_type_name(other)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let shown = name
+            .as_ref()
+            .map_or_else(|| format!("`{at}`"), |(n, _)| format!("tool `{n}`"));
+        let description = match get("description") {
+            None => None,
+            Some(d) => match &d.value {
+                Value::Null => None,
+                Value::String(text) => Some(text.trim().to_owned()),
+                other => {
+                    ctx.error(
+                        d.pos,
+                        format!(
+                            "{shown}: `description` must be a string, got {}",
+                            json_type_name(other)
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let parameters = match get("parameters") {
+            None => serde_json::json!({ "type": "object", "properties": {} }),
+            Some(p) => {
+                for problem in schema_problems(&p.value) {
+                    ctx.error(
+                        p.pos,
+                        format!("{shown}: not a valid JSON Schema object: {problem}"),
+                    );
+                }
+                p.value.clone()
+            }
+        };
+        if let Some((name, pos)) = name
+            && ctx.diagnostics.len() == errors_before
+        {
+            out.push((
+                ToolDefinition {
+                    name,
+                    description,
+                    parameters,
+                },
+                pos,
+            ));
+        }
+    }
+    out.into_iter().map(|(tool, _)| tool).collect()
+}
+
+/// Reads `tool_choice:`, which must name a declared tool when it names one.
+fn tool_choice(ctx: &mut Ctx<'_>, raw: &Sp<Value>, tools: &[ToolDefinition]) -> Option<ToolChoice> {
+    let choice = match ToolChoice::from_value(&raw.value) {
+        Ok(choice) => choice,
+        Err(e) => {
+            ctx.error(raw.pos, format!("invalid `tool_choice`: {e}"));
+            return None;
+        }
+    };
+    match &choice {
+        ToolChoice::Tool(name) if !tools.iter().any(|t| &t.name == name) => {
+            ctx.error(
+                raw.pos,
+                format!("`tool_choice` names `{name}`, which is not declared in `tools`"),
+            );
+            None
+        }
+        ToolChoice::Required if tools.is_empty() => {
+            ctx.error(
+                raw.pos,
+                "`tool_choice: required` needs `tools`: the template declares none",
+            );
+            None
+        }
+        _ => Some(choice),
+    }
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`.
@@ -1178,15 +1927,18 @@ struct RefProblem {
 
 /// What the tags that load another template (`include`, `import`, `from`, `extends`) name,
 /// checked with `resolves` (the engine's own lookup). The engine has no loader: a name
-/// resolves only to a body of the same file (`system_prompt`, `user_prompt_template`), and
-/// no tag ever reads a file.
-fn template_ref_problems(text: &str, resolves: impl Fn(&str) -> bool) -> Vec<RefProblem> {
-    const RESOLVABLE: &str = "only `system_prompt` and `user_prompt_template` (the bodies of the same file) can be included or imported";
+/// resolves only to a body of the same file (`system_prompt`, `user_prompt_template`, or
+/// `messages[N]`), and no tag ever reads a file; `resolvable` says which names do.
+fn template_ref_problems(
+    text: &str,
+    resolves: impl Fn(&str) -> bool,
+    resolvable: &str,
+) -> Vec<RefProblem> {
     // A name the linter cannot know before render time: a warning.
     let computed_name = |keyword: &str, at: usize| RefProblem {
         at,
         error: false,
-        message: format!("`{keyword}` of a computed template name cannot be checked; {RESOLVABLE}"),
+        message: format!("`{keyword}` of a computed template name cannot be checked; {resolvable}"),
     };
     let mut out = Vec::new();
     for (region, range) in regions(text) {
@@ -1262,7 +2014,7 @@ fn template_ref_problems(text: &str, resolves: impl Fn(&str) -> bool) -> Vec<Ref
                 at: expr_at,
                 error: true,
                 message: format!(
-                    "`{keyword}` of {escaping:?} tries to leave the template directory; templates never read files: {RESOLVABLE}"
+                    "`{keyword}` of {escaping:?} tries to leave the template directory; templates never read files: {resolvable}"
                 ),
             });
         } else if !names.iter().any(|n| resolves(n)) {
@@ -1271,14 +2023,14 @@ fn template_ref_problems(text: &str, resolves: impl Fn(&str) -> bool) -> Vec<Ref
                     at: expr_at,
                     error: false,
                     message: format!(
-                        "`{keyword} {shown} ignore missing` includes nothing: no such template; {RESOLVABLE}"
+                        "`{keyword} {shown} ignore missing` includes nothing: no such template; {resolvable}"
                     ),
                 });
             } else {
                 out.push(RefProblem {
                     at: expr_at,
                     error: true,
-                    message: format!("`{keyword}` of {shown}: no such template; {RESOLVABLE}"),
+                    message: format!("`{keyword}` of {shown}: no such template; {resolvable}"),
                 });
             }
         }
@@ -1431,6 +2183,7 @@ mod tests {
              {% include 'gone' ignore missing %}{% raw %}{% include 'raw' %}{% endraw %}{# {% include 'c' %} #}\
              {% extends ['system_prompt'] %}{% include \"/etc/passwd\" ignore missing %}",
             known,
+            "only the bodies",
         );
         let found: Vec<(bool, &str)> = problems
             .iter()

@@ -26,10 +26,15 @@ pub enum VarType {
     Object,
     /// Any value at all.
     Any,
+    /// A conversation: a list of `{role, content}` mappings, with `tool_calls` on assistant
+    /// messages and `tool_call_id` on tool messages (see [`Message`](crate::Message)).
+    /// Inserted verbatim where a template's `messages:` list says `{history: VAR}`.
+    Messages,
 }
 
 impl VarType {
-    /// The canonical name: `string`, `integer`, `number`, `boolean`, `list`, `object`, `any`.
+    /// The canonical name: `string`, `integer`, `number`, `boolean`, `list`, `object`, `any`,
+    /// `messages`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::String => "string",
@@ -39,10 +44,14 @@ impl VarType {
             Self::List => "list",
             Self::Object => "object",
             Self::Any => "any",
+            Self::Messages => "messages",
         }
     }
 
     /// Whether `value` has this type (`null` never does, except for [`VarType::Any`]).
+    ///
+    /// For [`VarType::Messages`], every item must be a valid message (a render reports the
+    /// problems of each item, with its index).
     pub fn matches(self, value: &Value) -> bool {
         match self {
             Self::String => value.is_string(),
@@ -52,14 +61,16 @@ impl VarType {
             Self::List => value.is_array(),
             Self::Object => value.is_object(),
             Self::Any => true,
+            Self::Messages => crate::messages::is_messages(value),
         }
     }
 
-    /// The value an optional variable without a default takes: `""`, `[]`, `{}` or `null`.
+    /// The value an optional variable without a default takes: `""`, `[]` (also for
+    /// `messages`), `{}` or `null`.
     pub fn empty_value(self) -> Value {
         match self {
             Self::String => Value::String(String::new()),
-            Self::List => Value::Array(Vec::new()),
+            Self::List | Self::Messages => Value::Array(Vec::new()),
             Self::Object => Value::Object(Vars::new()),
             Self::Integer | Self::Number | Self::Boolean | Self::Any => Value::Null,
         }
@@ -88,7 +99,7 @@ impl fmt::Display for VarType {
 /// The error of [`VarType::from_str`]: the unknown type name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown variable type {0:?}: expected string, integer, number, boolean, list, object or any"
+    "unknown variable type {0:?}: expected string, integer, number, boolean, list, object, any or messages"
 )]
 pub struct UnknownVarType(pub String);
 
@@ -104,6 +115,7 @@ impl FromStr for VarType {
             "list" | "array" => Self::List,
             "object" | "dict" | "map" => Self::Object,
             "any" => Self::Any,
+            "messages" => Self::Messages,
             _ => return Err(UnknownVarType(s.trim().to_owned())),
         })
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::Vars;
 use crate::error::{TemplateError, VarProblem};
 use crate::limits::{CappedOutput, RenderBudget, RenderLimits};
+use crate::messages::{Message, Role, ToolChoice, ToolDefinition, parse_messages};
 use crate::simple::PlainBody;
 use crate::spec::{
     Example, Metadata, ModelDefaults, ValidationRules, VarType, VariableSpec, json_type_name,
@@ -21,16 +22,91 @@ pub(crate) const SYSTEM: &str = "system_prompt";
 /// Name of the compiled user body inside a template's engine.
 pub(crate) const USER: &str = "user_prompt_template";
 
-/// The two prompts a template renders to.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-pub struct RenderedPrompt {
-    /// The system prompt.
-    pub system: String,
-    /// The user prompt.
-    pub user: String,
+/// The name of the body of entry `index` of a `messages:` list, `messages[<index>]`: the
+/// name it is compiled under and the `part` its errors name.
+///
+/// Names are made once per index and then shared for the life of the process (one short
+/// string for each index any loaded template reaches), so errors can keep naming their
+/// part with a `&'static str`.
+pub(crate) fn message_part(index: usize) -> &'static str {
+    static NAMES: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
+    let mut names = NAMES.lock();
+    while names.len() <= index {
+        let name = format!("messages[{}]", names.len());
+        names.push(Box::leak(name.into_boxed_str()));
+    }
+    names[index]
 }
 
-/// A loaded template: its declarations and both bodies, compiled once.
+/// What a template renders to: the system and user prompts, and the whole list of
+/// messages to send.
+///
+/// For a template with `system_prompt` and `user_prompt_template`, `messages` is exactly
+/// `[system, user]` (the same strings as `system` and `user`). For a template with a
+/// `messages:` list, `messages` is the rendered list (histories inserted in place); `system`
+/// is then the content of its first `system` message and `user` the content of its last
+/// `user` message (each `""` when there is none), for display: send `messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct RenderedPrompt {
+    /// The system prompt (for a `messages:` template: the first system message's content).
+    pub system: String,
+    /// The user prompt (for a `messages:` template: the last user message's content).
+    pub user: String,
+    /// Every message, in order: what a chat API is sent.
+    pub messages: Vec<Message>,
+}
+
+impl RenderedPrompt {
+    /// The two prompts of a template with `system_prompt` and `user_prompt_template`.
+    fn pair(system: String, user: String) -> Self {
+        Self {
+            messages: vec![Message::system(system.clone()), Message::user(user.clone())],
+            system,
+            user,
+        }
+    }
+}
+
+/// One entry of a template's `messages:` list, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum MessageEntry {
+    /// `{role: ..., content: ...}`: a message whose content is a Jinja body.
+    Content {
+        /// `system`, `user` or `assistant`.
+        role: Role,
+        /// The Jinja source of the content.
+        #[serde(rename = "content")]
+        source: String,
+    },
+    /// `{history: VAR}`: the messages of a variable of type `messages`, inserted verbatim.
+    History {
+        /// The variable's name.
+        #[serde(rename = "history")]
+        variable: String,
+    },
+}
+
+/// A compiled body: its name in the engine (also the `part` its errors name), its source,
+/// and its plain form when it has one.
+#[derive(Debug)]
+pub(crate) struct Body {
+    pub(crate) part: &'static str,
+    pub(crate) source: String,
+    /// The body, when it is only text and variables (rendered without the engine).
+    pub(crate) plain: Option<PlainBody>,
+}
+
+/// One entry of a `messages:` list, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A message rendered from `bodies[body]`.
+    Content { role: Role, body: usize },
+    /// The messages of the declared variable `variables[var]`.
+    History { var: usize },
+}
+
+/// A loaded template: its declarations and its bodies, compiled once.
 ///
 /// Obtain one from [`TemplateStore::load`](crate::TemplateStore::load). Rendering does no parsing.
 pub struct PromptTemplate {
@@ -44,23 +120,36 @@ pub struct PromptTemplate {
     pub(crate) validation: ValidationRules,
     pub(crate) variables: Vec<VariableSpec>,
     pub(crate) examples: Vec<Example>,
-    pub(crate) system_source: String,
-    pub(crate) user_source: String,
+    /// Every body: `[system_prompt, user_prompt_template]`, or the content bodies of the
+    /// `messages:` list in file order.
+    pub(crate) bodies: Vec<Body>,
+    /// The `messages:` list; empty for a template with the two bodies.
+    pub(crate) entries: Vec<Entry>,
+    /// The `messages:` list as written.
+    pub(crate) message_entries: Vec<MessageEntry>,
+    /// The body shown as the system prompt: `system_prompt`, or the first system entry.
+    pub(crate) system_body: Option<usize>,
+    /// The body shown as the user prompt, which also renders each example's input:
+    /// `user_prompt_template`, or the last user entry.
+    pub(crate) user_body: Option<usize>,
+    /// Declared tools.
+    pub(crate) tools: Vec<ToolDefinition>,
+    /// Declared tool choice.
+    pub(crate) tool_choice: Option<ToolChoice>,
     /// `agent/task vN (path)`, used in every error message.
     pub(crate) display_name: String,
     /// The declared names, shared with every render context.
     pub(crate) names: Arc<[Arc<str>]>,
     /// For each declared variable, its value when not given (`None` when required).
     pub(crate) fallbacks: Vec<Option<JinjaValue>>,
+    /// For each declared variable of type `messages` (by index), its default messages when
+    /// it is optional; empty when no variable has that type.
+    pub(crate) fallback_messages: Vec<Option<Vec<Message>>>,
     /// Indices into `variables` in [`name_order`], to find a given variable's declaration
     /// by binary search.
     pub(crate) by_name: Vec<usize>,
-    /// Owns both compiled bodies.
+    /// Owns the compiled bodies.
     pub(crate) env: Environment<'static>,
-    /// The system body, when it is only text and variables (rendered without the engine).
-    pub(crate) plain_system: Option<PlainBody>,
-    /// The user body, when it is only text and variables (rendered without the engine).
-    pub(crate) plain_user: Option<PlainBody>,
     /// The render budget (the engine's fuel is set from it too).
     pub(crate) limits: RenderLimits,
 }
@@ -180,14 +269,34 @@ impl PromptTemplate {
         &self.examples
     }
 
-    /// The Jinja source of the system prompt.
+    /// The Jinja source of the system prompt (for a `messages:` template, of its first
+    /// `system` entry, or `""` when it has none).
     pub fn system_source(&self) -> &str {
-        &self.system_source
+        self.system_body
+            .map_or("", |i| self.bodies[i].source.as_str())
     }
 
-    /// The Jinja source of the user prompt.
+    /// The Jinja source of the user prompt (for a `messages:` template, of its last `user`
+    /// entry, or `""` when it has none).
     pub fn user_source(&self) -> &str {
-        &self.user_source
+        self.user_body
+            .map_or("", |i| self.bodies[i].source.as_str())
+    }
+
+    /// The `messages:` list as written in the file; empty for a template with
+    /// `system_prompt` and `user_prompt_template`.
+    pub fn message_entries(&self) -> &[MessageEntry] {
+        &self.message_entries
+    }
+
+    /// The tools the template declares (`tools:`), in file order.
+    pub fn tools(&self) -> &[ToolDefinition] {
+        &self.tools
+    }
+
+    /// The template's `tool_choice`, when it has one.
+    pub fn tool_choice(&self) -> Option<&ToolChoice> {
+        self.tool_choice.as_ref()
     }
 
     /// `agent/task vN (path)`, the name used in error messages.
@@ -214,26 +323,40 @@ impl PromptTemplate {
         }
     }
 
-    /// Renders both prompts.
+    /// Renders the prompts.
     ///
     /// Fails with [`TemplateError::Variables`] listing every missing required, unknown and
-    /// mistyped variable at once. Optional variables not given take their default, or `""`,
-    /// `[]`, `{}` or `none` by type. Values are emitted verbatim, never re-read as Jinja.
-    /// Fails with [`TemplateError::RenderBudget`] when a body runs past the template's
+    /// mistyped variable at once (and every invalid item of a `messages` variable, with its
+    /// index). Optional variables not given take their default, or `""`, `[]`, `{}` or
+    /// `none` by type. Values are emitted verbatim, never re-read as Jinja. Fails with
+    /// [`TemplateError::RenderBudget`] when a body runs past the template's
     /// [`limits`](Self::limits).
+    ///
+    /// A template with a `messages:` list renders each entry in order: a `content` body
+    /// into one message of its role, a `{history: VAR}` entry into the messages of `VAR`,
+    /// as given. A value's text stays inside the message its body renders, whatever it
+    /// contains; see [`RenderedPrompt`] for `system` and `user`.
     pub fn render(&self, vars: &Vars) -> Result<RenderedPrompt, TemplateError> {
         let ctx = Arc::new(self.context(vars)?);
+        if !self.entries.is_empty() {
+            return self.render_messages(&ctx, 0);
+        }
         let mut engine_ctx = None;
-        Ok(RenderedPrompt {
-            system: self.render_body(SYSTEM, &ctx, &mut engine_ctx)?,
-            user: self.render_body(USER, &ctx, &mut engine_ctx)?,
-        })
+        let system = self.render_body(0, &ctx, &mut engine_ctx)?;
+        let user = self.render_body(1, &ctx, &mut engine_ctx)?;
+        Ok(RenderedPrompt::pair(system, user))
     }
 
-    /// Renders both prompts, with up to `max_examples` few-shot examples ahead of the user
-    /// prompt.
+    /// Renders the prompts, with up to `max_examples` few-shot examples.
     ///
-    /// Each example's `input` is rendered through the user prompt. The user prompt becomes:
+    /// For a template with a `messages:` list, the examples become turns just before the
+    /// message of its last `user` entry: for each, a user message (that entry's body
+    /// rendered with the example's `input`, over the declared defaults) and an assistant
+    /// message (the example's `output`, trailing blanks removed). The example's `context`
+    /// is not sent.
+    ///
+    /// For a template with `system_prompt` and `user_prompt_template`, each example's
+    /// `input` is rendered through the user prompt, and the user prompt becomes:
     ///
     /// ```text
     /// Here are some examples:
@@ -254,8 +377,12 @@ impl PromptTemplate {
         vars: &Vars,
         max_examples: usize,
     ) -> Result<RenderedPrompt, TemplateError> {
-        let mut rendered = self.render(vars)?;
         let count = max_examples.min(self.examples.len());
+        if !self.entries.is_empty() {
+            let ctx = Arc::new(self.context(vars)?);
+            return self.render_messages(&ctx, count);
+        }
+        let mut rendered = self.render(vars)?;
         if count == 0 {
             return Ok(rendered);
         }
@@ -277,40 +404,86 @@ impl PromptTemplate {
         if user.len() > self.limits.max_bytes {
             return Err(self.over_budget(USER, RenderBudget::MaxBytes(self.limits.max_bytes)));
         }
+        rendered.messages[1].content.clone_from(&user);
         rendered.user = user;
         Ok(rendered)
     }
 
-    /// Renders the user prompt with an example's input.
-    pub(crate) fn render_example_input(&self, example: &Example) -> Result<String, TemplateError> {
-        let ctx = Arc::new(self.context(&example.input)?);
-        self.render_body(USER, &ctx, &mut None)
+    /// Renders a `messages:` list, with the first `examples` examples as turns ahead of the
+    /// last user entry.
+    fn render_messages(
+        &self,
+        ctx: &Arc<RenderContext>,
+        examples: usize,
+    ) -> Result<RenderedPrompt, TemplateError> {
+        let mut engine_ctx = None;
+        let mut messages = Vec::with_capacity(
+            self.entries.len()
+                + 2 * examples
+                + ctx.histories.iter().map(|(_, h)| h.len()).sum::<usize>(),
+        );
+        for entry in &self.entries {
+            match *entry {
+                Entry::Content { role, body } => {
+                    if examples > 0 && Some(body) == self.user_body {
+                        for example in self.examples.iter().take(examples) {
+                            messages.push(Message::user(self.render_example_input(example)?));
+                            messages.push(Message::assistant(example.output.trim_end()));
+                        }
+                    }
+                    let content = self.render_body(body, ctx, &mut engine_ctx)?;
+                    messages.push(Message {
+                        role,
+                        content,
+                        tool_calls: Vec::new(),
+                        tool_call_id: None,
+                    });
+                }
+                Entry::History { var } => {
+                    if let Some((_, history)) = ctx.histories.iter().find(|(v, _)| *v == var) {
+                        messages.extend(history.iter().cloned());
+                    }
+                }
+            }
+        }
+        let content = |message: Option<&Message>| message.map(|m| m.content.clone());
+        Ok(RenderedPrompt {
+            system: content(messages.iter().find(|m| m.role == Role::System)).unwrap_or_default(),
+            user: content(messages.iter().rev().find(|m| m.role == Role::User)).unwrap_or_default(),
+            messages,
+        })
     }
 
-    /// Renders one body: a plain one directly, any other with the engine (the engine's
-    /// context value is made once per render, when first needed).
+    /// Renders the user prompt (for a `messages:` template, the last user entry) with an
+    /// example's input.
+    pub(crate) fn render_example_input(&self, example: &Example) -> Result<String, TemplateError> {
+        let ctx = Arc::new(self.context(&example.input)?);
+        let Some(body) = self.user_body else {
+            return Ok(String::new());
+        };
+        self.render_body(body, &ctx, &mut None)
+    }
+
+    /// Renders `bodies[index]`: a plain one directly, any other with the engine (the
+    /// engine's context value is made once per render, when first needed).
     fn render_body(
         &self,
-        part: &'static str,
+        index: usize,
         ctx: &Arc<RenderContext>,
         engine_ctx: &mut Option<JinjaValue>,
     ) -> Result<String, TemplateError> {
-        let plain = if part == SYSTEM {
-            &self.plain_system
-        } else {
-            &self.plain_user
-        };
-        match plain {
+        let body = &self.bodies[index];
+        match &body.plain {
             Some(plain) => plain
                 .render(&ctx.values, self.limits.max_bytes)
                 .ok_or_else(|| {
-                    self.over_budget(part, RenderBudget::MaxBytes(self.limits.max_bytes))
+                    self.over_budget(body.part, RenderBudget::MaxBytes(self.limits.max_bytes))
                 }),
             None => {
                 let value = engine_ctx.get_or_insert_with(|| {
                     JinjaValue::from_dyn_object(DynObject::new(Arc::clone(ctx)))
                 });
-                self.render_part(part, value)
+                self.render_part(body, value)
             }
         }
     }
@@ -372,6 +545,21 @@ impl PromptTemplate {
                     Err(fail(format!("JSON value is a {}", json_type_name(&value))))
                 }
             }
+            VarType::Messages => {
+                let value: Value = serde_json::from_str(trimmed)
+                    .map_err(|e| fail(format!("invalid JSON: {e}")))?;
+                match parse_messages(&value) {
+                    Ok(_) => Ok(value),
+                    Err(problems) if value.is_array() => Err(fail(
+                        problems
+                            .iter()
+                            .map(|(i, p)| format!("item {i}: {p}"))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )),
+                    Err(_) => Err(fail(format!("JSON value is a {}", json_type_name(&value)))),
+                }
+            }
             VarType::Any => {
                 Ok(serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(raw.to_owned())))
             }
@@ -405,8 +593,19 @@ impl PromptTemplate {
         }
         let mut problems = Vec::new();
         let mut values = Vec::with_capacity(self.variables.len());
-        for ((spec, fallback), value) in self.variables.iter().zip(&self.fallbacks).zip(given) {
+        let mut histories = Vec::new();
+        for (index, ((spec, fallback), value)) in self
+            .variables
+            .iter()
+            .zip(&self.fallbacks)
+            .zip(given)
+            .enumerate()
+        {
             let value = *value;
+            if spec.ty == VarType::Messages {
+                self.messages_value(index, value, &mut values, &mut histories, &mut problems);
+                continue;
+            }
             match value {
                 Some(Value::Null) if !spec.required || spec.ty == VarType::Any => {
                     values.push(fallback.clone().unwrap_or_else(|| JinjaValue::from(())));
@@ -436,12 +635,62 @@ impl PromptTemplate {
         Ok(RenderContext {
             names: Arc::clone(&self.names),
             values,
+            histories,
         })
+    }
+
+    /// Checks the value of the `messages` variable `variables[index]` (given or not) and
+    /// keeps its messages for the render.
+    fn messages_value(
+        &self,
+        index: usize,
+        value: Option<&Value>,
+        values: &mut Vec<JinjaValue>,
+        histories: &mut Vec<(usize, Vec<Message>)>,
+        problems: &mut Vec<VarProblem>,
+    ) {
+        let spec = &self.variables[index];
+        let fallback = self
+            .fallback_messages
+            .get(index)
+            .and_then(Option::as_ref)
+            .zip(self.fallbacks[index].as_ref());
+        match (value, fallback) {
+            (None | Some(Value::Null), Some((messages, jinja))) => {
+                values.push(jinja.clone());
+                histories.push((index, messages.clone()));
+            }
+            (None, None) => problems.push(VarProblem::Missing {
+                name: spec.name.clone(),
+                expected: spec.ty,
+            }),
+            (Some(value), _) if !value.is_array() => problems.push(VarProblem::TypeMismatch {
+                name: spec.name.clone(),
+                expected: spec.ty,
+                found: json_type_name(value),
+            }),
+            (Some(value), _) => match parse_messages(value) {
+                Ok(messages) => {
+                    values.push(messages_to_jinja(&messages));
+                    histories.push((index, messages));
+                }
+                Err(found) => {
+                    problems.extend(found.into_iter().map(|(index, reason)| {
+                        VarProblem::InvalidMessage {
+                            name: spec.name.clone(),
+                            index,
+                            reason,
+                        }
+                    }));
+                }
+            },
+        }
     }
 
     /// Renders one body with the engine, within the budget: the engine stops when it runs
     /// out of fuel or at the first write past `max_bytes`.
-    fn render_part(&self, part: &'static str, ctx: &JinjaValue) -> Result<String, TemplateError> {
+    fn render_part(&self, body: &Body, ctx: &JinjaValue) -> Result<String, TemplateError> {
+        let part = body.part;
         let render_error = |message: String| TemplateError::Render {
             template: self.display_name.clone(),
             part,
@@ -451,11 +700,7 @@ impl PromptTemplate {
             .env
             .get_template(part)
             .map_err(|err| render_error(engine_message(&err)))?;
-        let source_len = if part == SYSTEM {
-            self.system_source.len()
-        } else {
-            self.user_source.len()
-        };
+        let source_len = body.source.len();
         let mut out = CappedOutput::new(source_len + source_len / 2, self.limits.max_bytes);
         if let Err(err) = template.render_captured_to(ctx, &mut out) {
             return Err(if out.over {
@@ -518,11 +763,19 @@ pub(crate) fn to_jinja(value: &Value) -> JinjaValue {
     }
 }
 
+/// A list of messages as an engine value: the list of their mappings, in the form a
+/// `messages` variable is read in (tool calls as `{id, name, arguments}`).
+pub(crate) fn messages_to_jinja(messages: &[Message]) -> JinjaValue {
+    to_jinja(&serde_json::to_value(messages).unwrap_or(Value::Null))
+}
+
 /// The variables of one render: declared names (shared) and their values.
 #[derive(Debug)]
 struct RenderContext {
     names: Arc<[Arc<str>]>,
     values: Vec<JinjaValue>,
+    /// The messages of each variable of type `messages`, by variable index.
+    histories: Vec<(usize, Vec<Message>)>,
 }
 
 impl Object for RenderContext {

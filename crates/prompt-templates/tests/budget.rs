@@ -228,6 +228,8 @@ fn shipped(store: &TemplateStore) -> Vec<(String, Arc<PromptTemplate>, Vars)> {
         ("writer", "write_scene"),
         ("editor", "edit_chapter"),
         ("architect", "create_characters"),
+        ("interviewer", "ask_followup"),
+        ("editor", "check_continuity"),
     ] {
         let t = store.load(agent, task, VersionReq::Latest).unwrap();
         let input = t.examples()[0].input.clone();
@@ -269,7 +271,14 @@ fn shipped_templates_render_well_under_the_default_budget() {
     let store = TemplateStore::open(root().join("templates")).unwrap();
     for (name, t, vars) in shipped(&store) {
         let rendered = render_all(&t, &vars).unwrap();
-        let bytes = rendered.system.len().max(rendered.user.len());
+        let bytes = rendered
+            .messages
+            .iter()
+            .map(|m| m.content.len())
+            .max()
+            .unwrap_or(0)
+            .max(rendered.system.len())
+            .max(rendered.user.len());
         let fuel = fuel_needed(&name, &vars);
         println!("{name}: fuel {fuel}, largest prompt {bytes} bytes");
         assert!(

@@ -134,7 +134,7 @@ fn jinja_syntax_error_points_into_the_file() {
     one(
         &content,
         &[
-            "writer/t_v1.yaml:8:24: error: Jinja syntax error in `user_prompt_template`: unexpected end of input, expected end of block",
+            "writer/t_v1.yaml:8:26: error: Jinja syntax error in `user_prompt_template`: unexpected end of input, expected end of block",
         ],
     );
     let content = base("").replace(
@@ -280,7 +280,7 @@ fn bad_variable_declarations() {
     let cases: &[(&str, &str)] = &[
         (
             "  size: \"huge - how big\"\n",
-            "writer/t_v1.yaml:8:9: error: variable `size`: unknown variable type \"huge\": expected string, integer, number, boolean, list, object or any (short form: \"<type> - <description>\")",
+            "writer/t_v1.yaml:8:9: error: variable `size`: unknown variable type \"huge\": expected string, integer, number, boolean, list, object, any or messages (short form: \"<type> - <description>\")",
         ),
         (
             "  size: { type: integer, required: true, default: 3 }\n",
@@ -372,9 +372,9 @@ fn output_is_sorted_and_stable() {
     ];
     let expected = [
         "architect/x_v1.yaml:1:1: error: missing required field `agent`",
-        "architect/x_v1.yaml:1:1: error: missing required field `system_prompt`",
+        "architect/x_v1.yaml:1:1: error: missing required field `system_prompt` (or a `messages` list)",
         "architect/x_v1.yaml:1:1: error: missing required field `task`",
-        "architect/x_v1.yaml:1:1: error: missing required field `user_prompt_template`",
+        "architect/x_v1.yaml:1:1: error: missing required field `user_prompt_template` (or a `messages` list)",
         "writer/t_v1.yaml:5:39: error: variable `nope` is used in `user_prompt_template` but not declared in `variables`",
         "writer/t_v1.yaml:7:3: warning: variable `topic` is declared but no body uses it",
     ];
@@ -401,7 +401,7 @@ fn missing_directory_is_an_error() {
 fn shipped_templates_are_clean() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
     let report = lint(&dir).unwrap();
-    assert_eq!(report.files_checked, 4);
+    assert_eq!(report.files_checked, 6);
     assert!(report.diagnostics.is_empty(), "{:#?}", report.diagnostics);
 }
 

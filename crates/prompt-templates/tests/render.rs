@@ -343,6 +343,24 @@ fn shown(system: &str, user: &str) -> String {
     format!("=== system ===\n{system}\n=== user ===\n{user}\n")
 }
 
+/// Rendered messages of a template for the snapshot files.
+fn shown_messages(messages: &[prompt_templates::Message]) -> String {
+    let mut out = String::new();
+    for m in messages {
+        out.push_str(&format!("=== {} ===\n{}\n", m.role, m.content));
+        for call in &m.tool_calls {
+            out.push_str(&format!(
+                "[tool call {} {}({})]\n",
+                call.id, call.name, call.arguments
+            ));
+        }
+        if let Some(id) = &m.tool_call_id {
+            out.push_str(&format!("[result of {id}]\n"));
+        }
+    }
+    out
+}
+
 fn check_snapshot(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/snapshots")
@@ -383,5 +401,42 @@ fn shipped_templates_render_as_expected() {
         let input = t.examples()[0].input.clone();
         let r = t.render_with_examples(&input, 1).unwrap();
         check_snapshot(&format!("{agent}__{task}.txt"), &shown(&r.system, &r.user));
+        assert_eq!(r.messages.len(), 2);
+    }
+    // The message-list templates, with their example as turns and a history.
+    let histories = [
+        (
+            "interviewer",
+            "ask_followup",
+            "history",
+            json!([
+                {"role": "user", "content": "I am ready. What is your first question?"},
+                {"role": "assistant", "content": "Who finds the door, and why are they alone?"},
+            ]),
+        ),
+        (
+            "editor",
+            "check_continuity",
+            "tool_turns",
+            json!([
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "call_1", "name": "lookup_character", "arguments": {"name": "Mira", "before_chapter": 2}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "Mira: a young cartographer, left-handed."},
+            ]),
+        ),
+    ];
+    for (agent, task, history_var, history) in histories {
+        let t = store.load(agent, task, VersionReq::Latest).unwrap();
+        assert_eq!(t.examples().len(), 1);
+        assert!(t.model().and_then(|m| m.name.as_deref()).is_some());
+        assert!(t.validation().min_length.is_some());
+        let mut input = t.examples()[0].input.clone();
+        input.insert(history_var.to_owned(), history);
+        let r = t.render_with_examples(&input, 1).unwrap();
+        check_snapshot(
+            &format!("{agent}__{task}.txt"),
+            &shown_messages(&r.messages),
+        );
     }
 }

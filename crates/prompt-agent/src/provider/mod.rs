@@ -11,7 +11,9 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, Delta, RequestOptions, StreamEnd, StreamEvent};
+use crate::request::{
+    ChatRequest, ChatResponse, Delta, RequestOptions, StreamEnd, StreamEvent, ToolCallDelta,
+};
 
 /// A streamed reply: [`StreamEvent::Delta`]s, then one [`StreamEvent::Done`]. Dropping it
 /// closes the connection to the server.
@@ -157,12 +159,78 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// The conversation as both wire formats send it: `[{"role": …, "content": …}, …]`.
-pub(crate) fn messages_json(request: &ChatRequest) -> serde_json::Value {
+/// How a wire format spells tool calls and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ToolWire {
+    /// Ollama: `{"function": {"name", "arguments": {…}}}`; results are `{"role": "tool",
+    /// "tool_name", "content"}`.
+    Ollama,
+    /// OpenAI: `{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}`;
+    /// results are `{"role": "tool", "tool_call_id", "content"}`.
+    OpenAi,
+}
+
+/// The conversation as a wire format sends it: `[{"role": …, "content": …}, …]`, with an
+/// assistant turn's tool calls and a tool result's call id where present.
+pub(crate) fn messages_json(request: &ChatRequest, wire: ToolWire) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let name_of = |id: &str| {
+        request
+            .messages
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|c| c.id == id)
+            .map(|c| c.name.clone())
+    };
     request
         .messages
         .iter()
-        .map(|m| serde_json::json!({ "role": m.role.as_str(), "content": m.content }))
+        .map(|m| {
+            let mut out = json!({ "role": m.role.as_str(), "content": m.content });
+            if !m.tool_calls.is_empty() {
+                let calls: Vec<Value> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| match wire {
+                        ToolWire::Ollama => {
+                            json!({"function": {"name": c.name, "arguments": c.arguments}})
+                        }
+                        ToolWire::OpenAi => json!({
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments.to_string()},
+                        }),
+                    })
+                    .collect();
+                out["tool_calls"] = Value::Array(calls);
+            }
+            if let Some(id) = &m.tool_call_id {
+                match wire {
+                    ToolWire::OpenAi => out["tool_call_id"] = json!(id),
+                    ToolWire::Ollama => {
+                        if let Some(name) = name_of(id) {
+                            out["tool_name"] = json!(name);
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The offered tools as both wire formats send them:
+/// `[{"type": "function", "function": {"name", "description", "parameters"}}]`.
+pub(crate) fn tools_json(tools: &[crate::request::ToolDefinition]) -> serde_json::Value {
+    tools
+        .iter()
+        .map(|t| {
+            let mut function = serde_json::json!({ "name": t.name, "parameters": t.parameters });
+            if let Some(d) = &t.description {
+                function["description"] = serde_json::json!(d);
+            }
+            serde_json::json!({ "type": "function", "function": function })
+        })
         .collect()
 }
 
@@ -175,6 +243,17 @@ pub fn whole_reply_events(response: ChatResponse) -> EventStream {
     }
     if !response.content.is_empty() {
         events.push(Ok(StreamEvent::Delta(Delta::Text(response.content))));
+    }
+    for (index, call) in response.tool_calls.into_iter().enumerate() {
+        events.push(Ok(StreamEvent::Delta(Delta::ToolCall(ToolCallDelta {
+            index,
+            id: Some(call.id),
+            name: Some(call.name),
+            arguments: match call.arguments {
+                serde_json::Value::String(raw) => raw,
+                other => other.to_string(),
+            },
+        }))));
     }
     events.push(Ok(StreamEvent::Done(StreamEnd {
         model: Some(response.model),
@@ -366,6 +445,8 @@ pub(crate) fn sampling_options(
         provider_options: _, // in wire_options()
         min_length: _,       // checked by the agent, never sent
         max_length: _,
+        tools: _,       // each format places them (tools_json)
+        tool_choice: _, // each format shapes it
     } = options;
     let typed = [
         (Some("temperature"), temperature.map(|t| json!(t))),

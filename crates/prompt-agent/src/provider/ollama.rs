@@ -7,12 +7,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    EventStream, Provider, WireNames, body_lines, broken, exchange, frames, http_client,
+    EventStream, Provider, ToolWire, WireNames, body_lines, broken, exchange, frames, http_client,
     messages_json, normalize_base_url, open_stream, parse_body, sampling_options, snippet,
-    status_error,
+    status_error, tools_json,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, Delta, ResponseFormat, StreamEnd, StreamEvent};
+use crate::request::{
+    ChatRequest, ChatResponse, Delta, ResponseFormat, StreamAssembler, StreamEnd, StreamEvent,
+    ToolCallDelta,
+};
 
 const NAME: &str = "ollama";
 
@@ -67,8 +70,13 @@ impl OllamaProvider {
         );
         let mut body = Map::new();
         body.insert("model".into(), json!(request.model()));
-        body.insert("messages".into(), messages_json(request));
+        body.insert("messages".into(), messages_json(request, ToolWire::Ollama));
         body.insert("stream".into(), Value::Bool(false));
+        // Ollama has no tool choice: the model decides whether to call one.
+        let tools = request.options.tool_definitions();
+        if !tools.is_empty() {
+            body.insert("tools".into(), tools_json(tools));
+        }
         if !options.is_empty() {
             body.insert("options".into(), Value::Object(options));
         }
@@ -149,6 +157,41 @@ struct MessageBody {
     content: Option<String>,
     /// Reasoning text, sent apart by thinking models.
     thinking: Option<String>,
+    /// Tool calls, each whole.
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+/// A tool call as Ollama sends it: `{"function": {"name", "arguments": {…}}}` (newer servers
+/// add an `id`; arguments are an object, or its JSON text on some servers).
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: Option<String>,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+/// The tool calls of one message as deltas, numbered from `first`.
+fn tool_call_deltas(calls: Vec<WireToolCall>, first: usize) -> impl Iterator<Item = Delta> {
+    calls.into_iter().enumerate().map(move |(i, call)| {
+        Delta::ToolCall(ToolCallDelta {
+            index: first + i,
+            id: call.id,
+            name: Some(call.function.name),
+            arguments: match call.function.arguments {
+                Value::String(text) => text,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            },
+        })
+    })
 }
 
 /// One NDJSON line of a streamed `/api/chat` reply.
@@ -164,8 +207,9 @@ struct StreamLine {
     error: Option<String>,
 }
 
-/// The events of one streamed line.
-fn stream_line_events(line: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+/// The events of one streamed line; `calls` counts the tool calls seen so far (Ollama sends
+/// each whole, possibly over several lines).
+fn stream_line_events(line: &str, calls: &mut usize) -> Result<Vec<StreamEvent>, ProviderError> {
     let parsed: StreamLine = serde_json::from_str(line)
         .map_err(|e| broken(NAME, format!("invalid frame ({e}): {}", snippet(line))))?;
     if let Some(message) = parsed.error {
@@ -184,6 +228,9 @@ fn stream_line_events(line: &str) -> Result<Vec<StreamEvent>, ProviderError> {
                 events.push(StreamEvent::Delta(delta));
             }
         }
+        let n = message.tool_calls.len();
+        events.extend(tool_call_deltas(message.tool_calls, *calls).map(StreamEvent::Delta));
+        *calls += n;
     }
     if parsed.done {
         events.push(StreamEvent::Done(StreamEnd {
@@ -233,14 +280,21 @@ impl Provider for OllamaProvider {
                 }
             });
         }
-        let content = parsed.message.and_then(|m| m.content).ok_or_else(|| {
-            ProviderError::InvalidResponse {
+        let Some(message) = parsed.message.filter(|m| m.content.is_some()) else {
+            return Err(ProviderError::InvalidResponse {
                 provider: NAME.to_owned(),
                 message: format!("POST {url}: no message.content in {}", snippet(body)),
-            }
-        })?;
+            });
+        };
+        // The same assembly as a stream's pieces: one rule for ids and unparsable arguments.
+        let mut calls = StreamAssembler::new(request.model(), started);
+        for delta in tool_call_deltas(message.tool_calls, 0) {
+            calls.push(&StreamEvent::Delta(delta));
+        }
         Ok(ChatResponse {
-            content,
+            content: message.content.unwrap_or_default(),
+            reasoning: message.thinking.filter(|t| !t.is_empty()),
+            tool_calls: calls.finish().tool_calls,
             model: parsed.model.unwrap_or_else(|| request.model().to_owned()),
             tokens_prompt: parsed.prompt_eval_count,
             tokens_completion: parsed.eval_count,
@@ -256,7 +310,12 @@ impl Provider for OllamaProvider {
         body["stream"] = Value::Bool(true);
         let send = self.client.post(&url).json(&body);
         match open_stream(NAME, &url, self.timeout, send).await? {
-            Ok(response) => Ok(frames(NAME, body_lines(NAME, response), stream_line_events)),
+            Ok(response) => {
+                let mut calls = 0;
+                Ok(frames(NAME, body_lines(NAME, response), move |line| {
+                    stream_line_events(line, &mut calls)
+                }))
+            }
             Err(reply) => Err(error_for_status(
                 reply.status,
                 &reply.headers,

@@ -10,12 +10,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    EventStream, Exchange, Provider, WireNames, broken, error_chain, exchange, frames, http_client,
-    messages_json, normalize_base_url, open_stream, parse_body, sampling_options, snippet,
-    status_error, transport_error, whole_reply_events,
+    EventStream, Exchange, Provider, ToolWire, WireNames, broken, error_chain, exchange, frames,
+    http_client, messages_json, normalize_base_url, open_stream, parse_body, sampling_options,
+    snippet, status_error, tools_json, transport_error, whole_reply_events,
 };
 use crate::error::ProviderError;
-use crate::request::{ChatRequest, ChatResponse, Delta, ResponseFormat, StreamEnd, StreamEvent};
+use crate::request::{
+    ChatRequest, ChatResponse, Delta, ResponseFormat, StreamAssembler, StreamEnd, StreamEvent,
+    ToolCallDelta, tool_choice_json,
+};
 
 const NAME: &str = "openai";
 
@@ -126,7 +129,14 @@ impl OpenAiProvider {
     pub fn request_body(request: &ChatRequest) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), json!(request.model()));
-        body.insert("messages".into(), messages_json(request));
+        body.insert("messages".into(), messages_json(request, ToolWire::OpenAi));
+        let tools = request.options.tool_definitions();
+        if !tools.is_empty() {
+            body.insert("tools".into(), tools_json(tools));
+        }
+        if let Some(choice) = &request.options.tool_choice {
+            body.insert("tool_choice".into(), tool_choice_json(choice));
+        }
         match &request.options.format {
             Some(ResponseFormat::Json) => {
                 body.insert("response_format".into(), json!({ "type": "json_object" }));
@@ -253,6 +263,37 @@ struct ChoiceMessage {
     reasoning_content: Option<String>,
     /// Reasoning text, as Ollama's and OpenRouter's compatible APIs name it.
     reasoning: Option<String>,
+    /// Tool calls (whole in a completion, in pieces in a stream's deltas).
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+/// A tool call as this API sends it; in a stream, a piece of one (`index` says which).
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: Option<usize>,
+    id: Option<String>,
+    #[serde(default)]
+    function: WireFunction,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunction {
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+impl WireToolCall {
+    fn into_delta(self, position: usize) -> ToolCallDelta {
+        ToolCallDelta {
+            index: self.index.unwrap_or(position),
+            id: self.id,
+            name: self.function.name,
+            arguments: self.function.arguments.unwrap_or_default(),
+        }
+    }
 }
 
 impl ChoiceMessage {
@@ -305,7 +346,18 @@ fn completion(
     };
     let usage = parsed.usage;
     let mut message = choice.message;
+    // The same assembly as a stream's pieces: one rule for ids and unparsable arguments.
+    let mut calls = StreamAssembler::new(requested_model, started);
+    for (position, call) in std::mem::take(&mut message.tool_calls)
+        .into_iter()
+        .enumerate()
+    {
+        calls.push(&StreamEvent::Delta(Delta::ToolCall(
+            call.into_delta(position),
+        )));
+    }
     Ok(ChatResponse {
+        tool_calls: calls.finish().tool_calls,
         reasoning: message.reasoning(),
         content: message.content.unwrap_or_default(),
         model: parsed.model.unwrap_or_else(|| requested_model.to_owned()),
@@ -353,6 +405,11 @@ impl ChunkParser {
                 }
                 if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                     events.push(StreamEvent::Delta(Delta::Text(text)));
+                }
+                for (position, call) in delta.tool_calls.into_iter().enumerate() {
+                    events.push(StreamEvent::Delta(Delta::ToolCall(
+                        call.into_delta(position),
+                    )));
                 }
             }
         }

@@ -645,6 +645,14 @@ impl Wire {
                     Delta::Reasoning(r) => {
                         json!({ "role": "assistant", "content": "", "thinking": r })
                     }
+                    // Ollama sends each call whole, arguments as an object.
+                    Delta::ToolCall(call) => {
+                        let arguments = serde_json::from_str::<Value>(&call.arguments)
+                            .unwrap_or_else(|_| json!(call.arguments));
+                        json!({ "role": "assistant", "content": "", "tool_calls": [
+                            { "function": { "name": call.name, "arguments": arguments } }
+                        ]})
+                    }
                 };
                 json!({
                     "model": STREAM_MODEL,
@@ -657,6 +665,20 @@ impl Wire {
                 let delta = match delta {
                     Delta::Text(t) => json!({ "content": t }),
                     Delta::Reasoning(r) => json!({ "reasoning_content": r }),
+                    Delta::ToolCall(call) => {
+                        let mut piece = json!({
+                            "index": call.index,
+                            "function": { "arguments": call.arguments },
+                        });
+                        if let Some(id) = &call.id {
+                            piece["id"] = json!(id);
+                            piece["type"] = json!("function");
+                        }
+                        if let Some(name) = &call.name {
+                            piece["function"]["name"] = json!(name);
+                        }
+                        json!({ "tool_calls": [piece] })
+                    }
                 };
                 json!({
                     "id": "chatcmpl-stream",

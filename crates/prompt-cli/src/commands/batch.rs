@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use prompt_agent::{
-    AgentError, Delta, GenerateOptions, GenerationEvent, PromptSystem, StreamItem, VersionReq,
+    AgentError, GenerateOptions, GenerationEvent, PromptSystem, StreamItem, VersionReq,
 };
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -61,9 +61,9 @@ struct Meter {
 impl Meter {
     fn event(&self, event: &GenerationEvent) {
         match event {
-            GenerationEvent::Delta(Delta::Text(text) | Delta::Reasoning(text)) => {
+            GenerationEvent::Delta(delta) => {
                 self.chars
-                    .fetch_add(text.chars().count(), Ordering::Relaxed);
+                    .fetch_add(delta.text().chars().count(), Ordering::Relaxed);
             }
             // The deltas of the failed attempt are void: the count starts over.
             GenerationEvent::Retry { attempt, .. } => {
@@ -577,10 +577,14 @@ mod tests {
         let other = running.start(7);
         guard
             .meter
-            .event(&GenerationEvent::Delta(Delta::Reasoning("héllo".into())));
+            .event(&GenerationEvent::Delta(prompt_agent::Delta::Reasoning(
+                "héllo".into(),
+            )));
         guard
             .meter
-            .event(&GenerationEvent::Delta(Delta::Text(" world".into())));
+            .event(&GenerationEvent::Delta(prompt_agent::Delta::Text(
+                " world".into(),
+            )));
         assert_eq!(running.snapshot(), [(4, 11, 1), (7, 0, 1)]);
         guard.meter.event(&GenerationEvent::Retry {
             attempt: 2,

@@ -97,6 +97,7 @@ pub(crate) fn generation_json(
         "cache_key": g.cache_key,
         "reasoning": g.reasoning,
         "time_to_first_token_ms": g.time_to_first_token_ms,
+        "tool_calls": g.tool_calls,
     })
 }
 
@@ -150,6 +151,8 @@ impl LivePrinter {
                 }
                 self.print(&text);
             }
+            // Tool calls are printed whole once the reply is complete and checked.
+            GenerationEvent::Delta(Delta::ToolCall(_)) => {}
             GenerationEvent::Retry { attempt, reason } => {
                 if self.printed && !self.ends_with_newline {
                     self.print("\n");
@@ -216,12 +219,19 @@ pub(crate) fn generate(args: &GenerateArgs<'_>, settings: &Settings, quiet: bool
         if !printer.ends_with_newline {
             ui::print_stdout("\n")?;
         }
-    } else {
+    } else if !g.content.is_empty() || g.tool_calls.is_empty() {
         let mut text = g.content.clone();
         if !text.ends_with('\n') {
             text.push('\n');
         }
         ui::print_stdout(&text)?;
+    }
+    // One line per tool call: `tool call <id>: <name> <arguments as JSON>`.
+    for call in &g.tool_calls {
+        ui::print_stdout(&format!(
+            "tool call {}: {} {}\n",
+            call.id, call.name, call.arguments
+        ))?;
     }
     if !quiet {
         let p = Paint::stderr();

@@ -270,24 +270,47 @@ pub(crate) fn render(template: &str, args: &VarsArgs, settings: &Settings) -> Cl
         t.render(&vars)
     }
     .map_err(|e| template_error(&e, store.dir()))?;
+    let two_message = t.message_entries().is_empty();
     if settings.json {
-        return ui::print_json(&json!({
+        let mut out = json!({
             "agent": t.agent(),
             "task": t.task(),
             "version": t.version(),
             "template_hash": t.content_hash(),
-            "system": rendered.system,
-            "user": rendered.user,
-        }));
+            "messages": rendered.messages,
+        });
+        // The keys of two-message templates, as before `messages` existed.
+        if two_message {
+            out["system"] = json!(rendered.system);
+            out["user"] = json!(rendered.user);
+        }
+        if !t.tools().is_empty() {
+            out["tools"] = json!(t.tools());
+            out["tool_choice"] = json!(t.tool_choice());
+        }
+        return ui::print_json(&out);
     }
     let p = Paint::stdout();
-    let out = format!(
-        "{}\n{}\n\n{}\n{}\n",
-        p.bold("── system ──"),
-        rendered.system.trim_end(),
-        p.bold("── user ──"),
-        rendered.user.trim_end()
-    );
+    let mut out = String::new();
+    for (i, m) in rendered.messages.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let heading = match &m.tool_call_id {
+            Some(id) => format!("── {} ({id}) ──", m.role),
+            None => format!("── {} ──", m.role),
+        };
+        out.push_str(&format!("{}\n", p.bold(&heading)));
+        if !m.content.trim_end().is_empty() {
+            out.push_str(&format!("{}\n", m.content.trim_end()));
+        }
+        for call in &m.tool_calls {
+            out.push_str(&format!(
+                "tool call {}: {} {}\n",
+                call.id, call.name, call.arguments
+            ));
+        }
+    }
     ui::print_stdout(&out)
 }
 
