@@ -8,6 +8,50 @@ fn chapter_vars() -> String {
     root().join("examples/chapter1.yaml").display().to_string()
 }
 
+/// A template with a tool: the tool reaches the server, and the reply's call comes back in
+/// `--json` as `tool_calls` (streamed and whole), and as a line of plain output.
+#[test]
+fn a_reply_that_calls_a_tool_shows_its_calls() {
+    let server = FakeOllama::start();
+    let sb = Sandbox::new();
+    let base = [
+        "generate",
+        "editor/check_continuity",
+        "--var",
+        "chapter_number=4",
+        "--var",
+        "story_title=The Glass Tower",
+        "--var",
+        "draft=Mira woke up.",
+        "--provider",
+        "ollama",
+        "--base-url",
+        &server.url,
+        "--no-cache",
+    ];
+    for extra in [&["--json"][..], &["--json", "--no-stream"][..]] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let out = sb.run(&args).json();
+        assert_eq!(
+            out["tool_calls"],
+            serde_json::json!([{"id": "call_0", "name": "lookup_character",
+                                "arguments": {"name": "Mira"}}]),
+            "{extra:?}: {out}"
+        );
+        assert_eq!(out["response"], "");
+        let body = server.last_body().unwrap();
+        assert_eq!(body["tools"][0]["function"]["name"], "lookup_character");
+        assert_eq!(body["stream"], extra.len() == 1);
+    }
+    let plain = sb.run(&base);
+    let text = plain.ok();
+    assert!(
+        text.contains(r#"tool call call_0: lookup_character {"name":"Mira"}"#),
+        "{text}"
+    );
+}
+
 #[test]
 fn generate_against_fake_ollama_then_from_cache() {
     let server = FakeOllama::start();

@@ -251,17 +251,25 @@ async fn chat(
 fn stream_chat(state: &FakeState, body: Value) -> axum::response::Response {
     let model = body["model"].as_str().unwrap_or("unknown").to_owned();
     let user = last_user(&body);
+    let calls = tool_calls_for(&body);
     *state.last_body.lock().unwrap() = Some(body);
     state.chats.fetch_add(1, Ordering::SeqCst);
     let gate = state.gate.lock().unwrap().clone();
     let delay = Duration::from_millis(state.delay_ms.load(Ordering::SeqCst));
-    let mut lines: Vec<String> = reply_pieces(&user)
-        .into_iter()
-        .map(|piece| {
-            json!({"model": model, "message": {"role": "assistant", "content": piece}, "done": false})
-                .to_string()
-        })
-        .collect();
+    let mut lines: Vec<String> = match calls {
+        Some(calls) => vec![
+            json!({"model": model, "message": {"role": "assistant", "content": "",
+                   "tool_calls": calls}, "done": false})
+            .to_string(),
+        ],
+        None => reply_pieces(&user)
+            .into_iter()
+            .map(|piece| {
+                json!({"model": model, "message": {"role": "assistant", "content": piece}, "done": false})
+                    .to_string()
+            })
+            .collect(),
+    };
     lines.push(
         json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true,
                "done_reason": "stop", "prompt_eval_count": 120, "eval_count": 640})
@@ -293,6 +301,12 @@ fn stream_chat(state: &FakeState, body: Value) -> axum::response::Response {
         .unwrap()
 }
 
+/// When the request offers tools, the fake calls the first one with `{"name": "Mira"}`.
+fn tool_calls_for(body: &Value) -> Option<Value> {
+    let name = body["tools"].as_array()?.first()?["function"]["name"].as_str()?;
+    Some(json!([{"function": {"name": name, "arguments": {"name": "Mira"}}}]))
+}
+
 fn last_user(body: &Value) -> String {
     body["messages"]
         .as_array()
@@ -311,13 +325,17 @@ async fn whole_chat(State(state): State<Arc<FakeState>>, Json(body): Json<Value>
     }
     let model = body["model"].as_str().unwrap_or("unknown").to_owned();
     let user = last_user(&body);
+    let calls = tool_calls_for(&body);
     *state.last_body.lock().unwrap() = Some(body);
     state.chats.fetch_add(1, Ordering::SeqCst);
-    let content = reply_pieces(&user).concat();
+    let (content, calls) = match calls {
+        Some(calls) => (String::new(), calls),
+        None => (reply_pieces(&user).concat(), json!([])),
+    };
     Json(json!({
         "model": model,
         "created_at": "2026-01-20T12:00:00Z",
-        "message": {"role": "assistant", "content": content},
+        "message": {"role": "assistant", "content": content, "tool_calls": calls},
         "done": true,
         "done_reason": "stop",
         "prompt_eval_count": 120,
