@@ -324,9 +324,9 @@ tool_choice: auto
 validation: { min_length: 1 }
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_template_sends_its_history_and_tools_and_keys_the_cache_on_them() {
-    let server = FakeServer::start(Reply::openai_ok("Consistent.")).await;
+/// A system with the `editor/check` conversation template, a cache on disk and `server`
+/// (not streaming: `FakeServer` answers whole); the directories live as long as the guard.
+fn conversation_system(wire: Wire, server: &FakeServer) -> (PromptSystem, [tempfile::TempDir; 2]) {
     let templates = tempfile::tempdir().expect("tempdir");
     support::write_template(templates.path(), "editor", "check", 1, CONVERSATION);
     let cache_dir = tempfile::tempdir().expect("tempdir");
@@ -334,11 +334,18 @@ async fn a_message_template_sends_its_history_and_tools_and_keys_the_cache_on_th
         prompt_cache::ResponseCache::open(prompt_cache::CacheConfig::new(cache_dir.path()))
             .expect("cache"),
     );
-    let system = fast_builder(provider(Wire::OpenAi, &server.base_url), templates.path())
+    let system = fast_builder(provider(wire, &server.base_url), templates.path())
         .cache(cache)
         .stream(false)
         .build()
         .expect("system");
+    (system, [templates, cache_dir])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_template_sends_its_history_and_tools_and_keys_the_cache_on_them() {
+    let server = FakeServer::start(Reply::openai_ok("Consistent.")).await;
+    let (system, _dirs) = conversation_system(Wire::OpenAi, &server);
     let agent = system.template_agent("editor");
     let vars = |history: Value| {
         let mut v = prompt_agent::Vars::new();
@@ -408,18 +415,7 @@ async fn a_message_template_sends_its_history_and_tools_and_keys_the_cache_on_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_call_reply_is_cached_and_served_with_its_calls() {
     let server = FakeServer::start(tool_reply(Wire::Ollama, r#"{"name": "Mira"}"#)).await;
-    let templates = tempfile::tempdir().expect("tempdir");
-    support::write_template(templates.path(), "editor", "check", 1, CONVERSATION);
-    let cache_dir = tempfile::tempdir().expect("tempdir");
-    let cache = Arc::new(
-        prompt_cache::ResponseCache::open(prompt_cache::CacheConfig::new(cache_dir.path()))
-            .expect("cache"),
-    );
-    let system = fast_builder(provider(Wire::Ollama, &server.base_url), templates.path())
-        .cache(cache)
-        .stream(false)
-        .build()
-        .expect("system");
+    let (system, _dirs) = conversation_system(Wire::Ollama, &server);
     let agent = system.template_agent("editor");
     let mut vars = prompt_agent::Vars::new();
     vars.insert("story_title".into(), json!("Salt"));
