@@ -312,6 +312,10 @@ impl Provider for InstantStreamProvider {
         "instant-stream"
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let end = Self::end(request);
         Ok(ChatResponse {

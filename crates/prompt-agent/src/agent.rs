@@ -900,7 +900,7 @@ impl Agent {
             after: limit,
         };
         let started = Instant::now();
-        if !self.stream {
+        if !self.stream || !self.provider.streams() {
             let response = tokio::time::timeout(limit, self.provider.chat(request))
                 .await
                 .map_err(|_| timed_out())??;

@@ -554,3 +554,32 @@ async fn the_breaker_fails_calls_fast_and_lets_one_probe_through_when_the_time_i
         .expect("closed breaker");
     assert_eq!(f.server.requests(), 5);
 }
+
+/// A provider that cannot stream (the offline echo provider) answers whole even when
+/// streaming is on: one delta, and no time to first token in the reply or the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_cannot_stream_answers_whole_without_a_time_to_first_token() {
+    let templates = tempfile::tempdir().expect("tempdir");
+    write_template(templates.path(), "writer", "write_scene", 1, SCENE);
+    let sink = MemorySink::new();
+    let system = fast_builder(
+        Arc::new(prompt_agent::EchoProvider::new()),
+        templates.path(),
+    )
+    .metrics(sink.clone())
+    .build()
+    .expect("system");
+    let got = collect(system.template_agent("writer").generate_stream(
+        "write_scene",
+        &vars("a pier at night"),
+        &GenerateOptions::default(),
+    ))
+    .await;
+    let deltas = got.deltas();
+    let g = got.generation();
+    assert_eq!(deltas, [text(&g.content)], "the whole reply as one delta");
+    assert_eq!(g.time_to_first_token_ms, None);
+    let record = sink.last();
+    assert_eq!(record.time_to_first_token_ms, None);
+    assert_eq!(record.tokens_per_second, None);
+}

@@ -33,6 +33,13 @@ pub trait Provider: Send + Sync + Debug {
     /// Sends one request and waits for the whole reply. Implementations do not retry.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
 
+    /// Whether [`chat_stream`](Self::chat_stream) really streams (the reply as it is
+    /// generated). When it does not (the default), agents call [`chat`](Self::chat) instead,
+    /// and the reply has no time to first token.
+    fn streams(&self) -> bool {
+        false
+    }
+
     /// Sends one request and streams the reply as it is generated. The default calls
     /// [`chat`](Self::chat) and yields the whole reply at once, for providers that cannot
     /// stream. Implementations do not retry and set no timeout on the body: the caller

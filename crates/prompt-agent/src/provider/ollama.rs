@@ -249,6 +249,10 @@ impl Provider for OllamaProvider {
         NAME
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let url = format!("{}/api/chat", self.base_url);
         let started = Instant::now();

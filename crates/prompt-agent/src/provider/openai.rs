@@ -429,6 +429,10 @@ impl Provider for OpenAiProvider {
         NAME
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let url = format!("{}/v1/chat/completions", self.base_url);
         let builder = self.authorize(self.client.post(&url))?;
