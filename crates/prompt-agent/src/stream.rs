@@ -55,7 +55,7 @@ pub(crate) type EventSender = mpsc::UnboundedSender<GenerationEvent>;
 /// while let Some(item) = stream.next().await {
 ///     match item? {
 ///         StreamItem::Event(GenerationEvent::Delta(Delta::Text(text))) => print!("{text}"),
-///         StreamItem::Event(GenerationEvent::Delta(Delta::Reasoning(_))) => {}
+///         StreamItem::Event(GenerationEvent::Delta(Delta::Reasoning(_) | Delta::ToolCall(_))) => {}
 ///         StreamItem::Event(GenerationEvent::Retry { .. }) => println!("\n[again]"),
 ///         StreamItem::Done(generation) => println!("\n{} ms", generation.latency_ms),
 ///     }
