@@ -365,11 +365,7 @@ impl TemplateAgent {
             .await
         {
             Ok(done) => {
-                let answers = !done.response.content.trim().is_empty()
-                    || !done.response.tool_calls.is_empty();
-                if let Some(cache) = &self.system.cache
-                    && answers
-                {
+                if let Some(cache) = &self.system.cache {
                     let response = &done.response;
                     let mut entry = CachedResponse::new(
                         prepared.cache_key,
@@ -398,7 +394,10 @@ impl TemplateAgent {
                     if !response.tool_calls.is_empty() {
                         entry.tool_calls = serde_json::to_string(&response.tool_calls).ok();
                     }
-                    if let Err(e) = cache.put(entry, self.system.cache_ttl) {
+                    // A reply with nothing to serve (blank, no tool calls) is not stored.
+                    if entry.answers()
+                        && let Err(e) = cache.put(entry, self.system.cache_ttl)
+                    {
                         tracing::warn!(agent = %self.agent.name(), key = %prepared.cache_key, error = %e, "cache write failed");
                     }
                 }
