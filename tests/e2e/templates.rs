@@ -462,3 +462,25 @@ fn validate_reports_includes_that_do_not_resolve() {
         out.stdout
     );
 }
+
+/// `templates show` of conversation templates: every entry in order, history and tools named.
+#[test]
+fn show_lists_the_entries_and_tools_of_a_conversation_template() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["templates", "show", "interviewer/ask_followup"]);
+    let text = out.ok();
+    let (system, history, user) = (
+        text.find("system:").expect("system entry"),
+        text.find("history: history").expect("history entry"),
+        text.rfind("user:").expect("user entry"),
+    );
+    assert!(system < history && history < user, "{text}");
+    let v = sb
+        .run(&["templates", "show", "editor/check_continuity", "--json"])
+        .json();
+    let entries = v["messages"].as_array().expect("messages");
+    assert_eq!(entries.last().unwrap(), &json!({"history": "tool_turns"}));
+    assert_eq!(entries[0]["role"], "system");
+    assert_eq!(v["tools"][0]["name"], "lookup_character");
+    assert_eq!(v["tool_choice"], "auto");
+}

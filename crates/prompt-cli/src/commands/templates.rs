@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use prompt_agent::AgentError;
-use prompt_templates::{PromptTemplate, TemplateError, TemplateStore, VersionReq};
+use prompt_templates::{MessageEntry, PromptTemplate, TemplateError, TemplateStore, VersionReq};
 use serde_json::{Value, json};
 
 use crate::cli::{TemplatesCommand, VarsArgs};
@@ -180,6 +180,9 @@ fn show(t: &PromptTemplate, json: bool) -> CliResult<()> {
             "examples": t.examples(),
             "system_prompt": t.system_source(),
             "user_prompt_template": t.user_source(),
+            "messages": t.message_entries(),
+            "tools": t.tools(),
+            "tool_choice": t.tool_choice(),
         }));
     }
     let p = Paint::stdout();
@@ -246,16 +249,48 @@ fn show(t: &PromptTemplate, json: bool) -> CliResult<()> {
         out.push_str(&table.render(p));
         out.push('\n');
     }
-    out.push_str(&format!(
-        "{}\n{}\n",
-        p.bold("system_prompt:"),
-        t.system_source().trim_end()
-    ));
-    out.push_str(&format!(
-        "\n{}\n{}\n",
-        p.bold("user_prompt_template:"),
-        t.user_source().trim_end()
-    ));
+    if t.message_entries().is_empty() {
+        out.push_str(&format!(
+            "{}\n{}\n",
+            p.bold("system_prompt:"),
+            t.system_source().trim_end()
+        ));
+        out.push_str(&format!(
+            "\n{}\n{}\n",
+            p.bold("user_prompt_template:"),
+            t.user_source().trim_end()
+        ));
+    } else {
+        // Every entry of a conversation template, in order.
+        for (i, entry) in t.message_entries().iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            match entry {
+                MessageEntry::Content { role, source } => {
+                    out.push_str(&format!(
+                        "{}\n{}\n",
+                        p.bold(&format!("{role}:")),
+                        source.trim_end()
+                    ));
+                }
+                MessageEntry::History { variable } => {
+                    out.push_str(&format!("{}\n", p.bold(&format!("history: {variable}"))));
+                }
+            }
+        }
+    }
+    if !t.tools().is_empty() {
+        out.push_str(&format!("\n{}\n", p.bold("tools:")));
+        for tool in t.tools() {
+            let description = tool.description.as_deref().unwrap_or_default();
+            out.push_str(&format!(
+                "  {} — {}\n",
+                tool.name,
+                first_line(description, 70)
+            ));
+        }
+    }
     ui::print_stdout(&out)
 }
 
