@@ -65,6 +65,7 @@ impl ChatAgent {
             key,
             template: None,
             started,
+            replay_flag: None,
         };
         self.inner.run(&call, options, None).await
     }
@@ -82,13 +83,14 @@ impl ChatAgent {
         let (request, key) = self.prepare(messages, options);
         let inner = self.inner.clone();
         let (task, options) = (task.to_owned(), options.clone());
-        GenerationStream::spawn(move |events| async move {
+        GenerationStream::spawn_with_hit(move |events, flag| async move {
             let call = Call {
                 task: &task,
                 request: &request,
                 key,
                 template: None,
                 started,
+                replay_flag: Some(&flag),
             };
             inner.run(&call, &options, Some(&events)).await
         })

@@ -1,6 +1,7 @@
 //! [`TemplateAgent`]: the Python original's EnhancedBaseAgent. Template → cache → provider → metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prompt_cache::{CacheKey, CachedResponse};
@@ -86,6 +87,8 @@ pub(crate) struct Call<'a> {
     pub(crate) template: Option<&'a Arc<PromptTemplate>>,
     /// When the call began (for its latency).
     pub(crate) started: Instant,
+    /// Set before a reply that did not stream from the provider for this call is replayed.
+    pub(crate) replay_flag: Option<&'a AtomicBool>,
 }
 
 pub(crate) type FlightResult = Result<Arc<FlightOk>, Arc<Failed>>;
@@ -169,7 +172,7 @@ impl TemplateAgent {
         vars: &Vars,
         options: &GenerateOptions,
     ) -> Result<Generation, AgentError> {
-        self.generate_with(task, vars, options, None).await
+        self.generate_with(task, vars, options, None, None).await
     }
 
     /// [`generate_from_template`](Self::generate_from_template) as a stream: the reply's
@@ -184,9 +187,9 @@ impl TemplateAgent {
     ) -> GenerationStream<Generation> {
         let agent = self.clone();
         let (task, vars, options) = (task.to_owned(), vars.clone(), options.clone());
-        GenerationStream::spawn(move |events| async move {
+        GenerationStream::spawn_with_hit(move |events, flag| async move {
             agent
-                .generate_with(&task, &vars, &options, Some(&events))
+                .generate_with(&task, &vars, &options, Some(&events), Some(&flag))
                 .await
         })
     }
@@ -197,6 +200,7 @@ impl TemplateAgent {
         vars: &Vars,
         options: &GenerateOptions,
         events: Option<&EventSender>,
+        replay_flag: Option<&AtomicBool>,
     ) -> Result<Generation, AgentError> {
         let started = Instant::now();
         let prepared = match self.prepare(task, vars, options) {
@@ -230,6 +234,7 @@ impl TemplateAgent {
             key: prepared.cache_key,
             template: Some(&prepared.template),
             started,
+            replay_flag,
         };
         self.run(&call, options, events).await
     }
@@ -250,7 +255,13 @@ impl TemplateAgent {
             key,
             template,
             started,
+            replay_flag,
         } = *call;
+        let mark_replay = || {
+            if let Some(flag) = replay_flag {
+                flag.store(true, Ordering::Release);
+            }
+        };
         let key_hex = key.to_hex();
         let (template_version, template_hash) = template.map_or((0, String::new()), |t| {
             (t.version(), t.content_hash().to_owned())
@@ -266,6 +277,7 @@ impl TemplateAgent {
             record.response_length = hit.response.chars().count() as u64;
             self.agent.record(record);
             let response = response_from_hit(&hit);
+            mark_replay();
             replay(&response, events, options.paced_replay).await;
             return Ok(Generation {
                 content: response.content,
@@ -330,6 +342,7 @@ impl TemplateAgent {
             }
             (Ok(ok), false) => {
                 // Served by an identical call in flight: no tokens spent by this call.
+                mark_replay();
                 replay(&ok.response, events, options.paced_replay).await;
                 record.cache_hit = true;
                 ok.response.model.clone_into(&mut record.model);

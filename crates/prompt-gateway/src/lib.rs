@@ -510,7 +510,7 @@ impl Gateway {
         };
         let hit = match &first {
             StreamItem::Done(generation) => generation.cache_hit,
-            StreamItem::Event(_) => false,
+            StreamItem::Event(_) => stream.is_replay(),
         };
         let chunks = Chunks {
             id: self.next_id(),
