@@ -680,3 +680,84 @@ async fn models_health_and_prometheus_metrics() {
         );
     }
 }
+
+#[tokio::test]
+async fn upstream_failures_map_to_429_and_502() {
+    let h = Harness::start(GatewayConfig::default()).await;
+    let (status, cache, body) = json_of(h.post(&chat("RATE me")).send().await.expect("send")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(cache.as_deref(), Some("miss"));
+    assert_eq!(error_code(&body), "rate_limited");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    let (status, _, body) = json_of(h.post(&chat("BOOM now")).send().await.expect("send")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["type"], "upstream_error");
+    let mut streamed = chat("BOOM streamed");
+    streamed["stream"] = json!(true);
+    let (status, _, body) = json_of(h.post(&streamed).send().await.expect("send")).await;
+    assert_eq!(
+        status, 502,
+        "an error before the first delta is an HTTP error: {body}"
+    );
+    let records = h.records();
+    assert_eq!(records.len(), 3, "failed calls leave their records too");
+    assert!(records.iter().all(|r| r.error.is_some()));
+}
+
+#[tokio::test]
+async fn the_request_timeout_answers_504_or_ends_the_stream_with_an_error() {
+    let h = Harness::start(GatewayConfig {
+        request_timeout: Some(Duration::from_millis(300)),
+        ..GatewayConfig::default()
+    })
+    .await;
+    // SLOW hangs upstream for far longer than the timeout after its first piece.
+    let (status, _, body) = json_of(h.post(&chat("SLOW whole")).send().await.expect("send")).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(error_code(&body), "timeout");
+    let mut streamed = chat("SLOW streamed");
+    streamed["stream"] = json!(true);
+    let response = h.post(&streamed).send().await.expect("send");
+    assert_eq!(response.status(), 200, "the stream had begun");
+    let text = tokio::time::timeout(BOUND, response.text())
+        .await
+        .expect("the stream ends within the bound")
+        .expect("body");
+    let frames = sse_data(&text);
+    let last: Value = serde_json::from_str(frames.last().expect("a frame")).expect("json");
+    assert_eq!(error_code(&last), "timeout", "{text}");
+    assert!(!text.contains("[DONE]"));
+}
+
+#[tokio::test]
+async fn known_sampling_fields_pass_through_and_bookkeeping_fields_do_not() {
+    let h = Harness::start(GatewayConfig::default()).await;
+    let mut request = chat("Sample me.");
+    request["presence_penalty"] = json!(0.5);
+    request["top_p"] = json!(0.9);
+    request["seed"] = json!(7);
+    request["stop"] = json!("END");
+    request["max_completion_tokens"] = json!(64);
+    request["response_format"] = json!({"type": "json_object"});
+    request["user"] = json!("someone@example.com");
+    request["metadata"] = json!({"run": "1"});
+    let (status, _, body) = json_of(h.post(&request).send().await.expect("send")).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = h.upstream.state.bodies.lock()[0].clone();
+    assert_eq!(sent["presence_penalty"], 0.5);
+    assert_eq!(sent["top_p"], 0.9);
+    assert_eq!(sent["seed"], 7);
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(sent["response_format"]["type"], "json_object");
+    assert!(sent.get("user").is_none(), "{sent}");
+    assert!(sent.get("metadata").is_none(), "{sent}");
+    // Each option is part of the key: without presence_penalty it is a miss.
+    let mut other = request.clone();
+    other
+        .as_object_mut()
+        .expect("object")
+        .remove("presence_penalty");
+    let response = h.post(&other).send().await.expect("send");
+    assert_eq!(response.headers()["x-promptkit-cache"], "miss");
+}

@@ -3,7 +3,8 @@
 //!
 //! The fake's answer depends on the last user message: `TOOL` asks for the `weather` tool,
 //! `SLOW` streams one piece and then waits (to see a client go away), `WAIT` answers after a
-//! short pause (to overlap identical requests); anything else gets a fixed reply, streamed
+//! short pause (to overlap identical requests), `RATE` is HTTP 429 and `BOOM` HTTP 500;
+//! anything else gets a fixed reply, streamed
 //! in three pieces or whole.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
@@ -122,6 +123,23 @@ async fn completions(
         .to_owned();
     let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
     let stream = body["stream"].as_bool().unwrap_or(false);
+    if last.contains("RATE") {
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(
+                json!({"error": {"message": "slow down", "type": "rate_limit_error",
+                                         "code": "rate_limit_exceeded"}}),
+            ),
+        )
+            .into_response();
+    }
+    if last.contains("BOOM") {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": {"message": "upstream exploded"}})),
+        )
+            .into_response();
+    }
     if last.contains("WAIT") {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -242,6 +260,11 @@ impl Drop for Harness {
 
 impl Harness {
     pub async fn start(config: GatewayConfig) -> Self {
+        Self::start_with(config, 1).await
+    }
+
+    /// With this many attempts per call.
+    pub async fn start_with(config: GatewayConfig, attempts: u32) -> Self {
         let upstream = FakeUpstream::start().await;
         let templates = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(templates.path().join("writer")).expect("mkdir");
@@ -259,7 +282,7 @@ impl Harness {
             .provider(Arc::new(provider))
             .cache(Arc::new(cache))
             .metrics(metrics.clone())
-            .max_attempts(1)
+            .max_attempts(attempts)
             .build()
             .expect("system");
         let app = router(system.clone(), config);
