@@ -104,6 +104,9 @@ pub struct GatewayConfig {
     /// Answer from the cache only and never call upstream: a miss is HTTP 404 with code
     /// `cache_miss`.
     pub replay_only: bool,
+    /// Skip the cache read for every request, as if each sent `Cache-Control: no-cache`
+    /// (replies are still stored).
+    pub no_cache: bool,
 }
 
 impl Default for GatewayConfig {
@@ -113,6 +116,7 @@ impl Default for GatewayConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: None,
             replay_only: false,
+            no_cache: false,
         }
     }
 }
@@ -127,6 +131,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("replay_only", &self.replay_only)
+            .field("no_cache", &self.no_cache)
             .finish()
     }
 }
@@ -373,15 +378,16 @@ impl Gateway {
 
     fn plan(&self, headers: &HeaderMap, body: &[u8]) -> Result<Plan, ApiError> {
         let parsed = CompletionRequest::parse(body)?;
-        let no_cache = headers
-            .get_all(header::CACHE_CONTROL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|d| {
-                d.trim().eq_ignore_ascii_case("no-cache")
-                    || d.trim().eq_ignore_ascii_case("no-store")
-            });
+        let no_cache = self.config.no_cache
+            || headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|d| {
+                    d.trim().eq_ignore_ascii_case("no-cache")
+                        || d.trim().eq_ignore_ascii_case("no-store")
+                });
         let mut options = GenerateOptions {
             no_cache,
             cache_only: self.config.replay_only,

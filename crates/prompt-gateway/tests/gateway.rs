@@ -761,3 +761,19 @@ async fn known_sampling_fields_pass_through_and_bookkeeping_fields_do_not() {
     let response = h.post(&other).send().await.expect("send");
     assert_eq!(response.headers()["x-promptkit-cache"], "miss");
 }
+
+#[tokio::test]
+async fn bodies_up_to_the_limit_are_read_whole_and_no_cache_config_skips_every_read() {
+    let h = Harness::start(GatewayConfig {
+        no_cache: true,
+        ..GatewayConfig::default()
+    })
+    .await;
+    // Larger than axum's default extractor limit (2 MiB), far below the gateway's 32 MiB.
+    let big = "x".repeat(3 * 1024 * 1024);
+    let (status, _, body) = json_of(h.post(&chat(&big)).send().await.expect("send")).await;
+    assert_eq!(status, 200, "{body}");
+    let response = h.post(&chat(&big)).send().await.expect("send");
+    assert_eq!(response.headers()["x-promptkit-cache"], "miss");
+    assert_eq!(h.upstream.calls(), 2);
+}

@@ -65,6 +65,7 @@ pub(crate) fn serve(
         max_body_bytes: args.max_body_bytes,
         request_timeout,
         replay_only: args.replay_only,
+        no_cache: generator.settings.no_cache,
     };
     let app = prompt_gateway::router(system.clone(), config);
     let upstream = system.provider().name().to_owned();

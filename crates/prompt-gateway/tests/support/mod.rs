@@ -57,6 +57,7 @@ impl FakeUpstream {
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
             .route("/v1/models", get(models))
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
