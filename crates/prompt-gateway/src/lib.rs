@@ -162,6 +162,7 @@ pub fn router(system: PromptSystem, config: GatewayConfig) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -171,6 +172,16 @@ async fn not_found() -> Response {
         "invalid_request_error",
         "unknown_url",
         "no such endpoint",
+    )
+    .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        "this endpoint does not take that HTTP method",
     )
     .into_response()
 }
