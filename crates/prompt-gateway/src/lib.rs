@@ -529,10 +529,18 @@ impl Gateway {
             StreamItem::Done(generation) => generation.cache_hit,
             StreamItem::Event(_) => stream.is_replay(),
         };
+        let mut model = plan.model;
+        if plan.template && plan.options.request.model.is_none() {
+            // The template's model default, as the request will name it.
+            let agent = self.system.template_agent(&plan.agent);
+            if let Ok(prepared) = agent.prepare(&plan.task, &plan.vars, &plan.options) {
+                prepared.request.model().clone_into(&mut model);
+            }
+        }
         let chunks = Chunks {
             id: self.next_id(),
             created: unix_now(),
-            model: plan.model,
+            model,
         };
         let gateway = self.clone();
         let include_usage = plan.include_usage;

@@ -306,6 +306,15 @@ async fn template_requests_render_on_the_server_and_name_bad_variables() {
         .await;
         assert_eq!(status, 400, "{name}: {body}");
     }
+    // Streamed, the chunks name the template's model.
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let response = h.post(&streamed).send().await.expect("send");
+    assert_eq!(response.headers()["x-promptkit-cache"], "hit");
+    let frames = sse_data(&response.text().await.expect("body"));
+    let first: Value = serde_json::from_str(&frames[0]).expect("json");
+    assert_eq!(first["model"], "template-model");
+
     // Streamed template errors are HTTP errors too, before any stream begins.
     let (status, _, body) = json_of(
         h.post(&json!({"template": "writer/greet", "vars": {}, "stream": true}))
