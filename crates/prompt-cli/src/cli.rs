@@ -342,6 +342,10 @@ pub struct ServeArgs {
     /// Answer from the cache only, never call upstream: a miss is HTTP 404 with code cache_miss
     #[arg(long)]
     pub replay_only: bool,
+    /// Upstream calls in flight at once.
+    #[arg(long, env = "PROMPT_CONCURRENCY", value_name = "N",
+          help = format!("Upstream calls in flight at once; more requests wait for a slot (identical ones share a call) [default: {DEFAULT_CONCURRENCY}]"))]
+    pub concurrency: Option<usize>,
 }
 
 /// `--days N`

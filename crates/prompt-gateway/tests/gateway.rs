@@ -786,3 +786,30 @@ async fn bodies_up_to_the_limit_are_read_whole_and_no_cache_config_skips_every_r
     assert_eq!(response.headers()["x-promptkit-cache"], "miss");
     assert_eq!(h.upstream.calls(), 2);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_a_whole_request_cancels_upstream() {
+    let h = Harness::start(GatewayConfig::default()).await;
+    // SLOW hangs upstream after its first piece; the client gives up long before.
+    let result = h
+        .post(&chat("SLOW: whole, then gone."))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(result.is_err(), "the client timed out");
+    tokio::time::timeout(BOUND, async {
+        while h
+            .upstream
+            .state
+            .gone
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the upstream stream is dropped");
+    let response = h.post(&chat("Next one.")).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+}

@@ -52,7 +52,11 @@ pub(crate) fn serve(
         Some(secs) => Some(Duration::from_secs_f64(secs)),
         None => None,
     };
-    let generator = generator(settings, provider)?;
+    let mut settings = settings.clone();
+    if args.concurrency.is_some() {
+        settings.app.concurrency = args.concurrency;
+    }
+    let generator = generator(&settings, provider)?;
     let system = generator.system.clone();
     if !addr.ip().is_loopback() && client_key.is_none() {
         eprintln!(
