@@ -13,7 +13,14 @@
 //! - `GET /health` — always open, even with a client key.
 //! - `GET /metrics` — the Prometheus text format.
 //!
-//! Errors are always OpenAI-style: `{"error": {"message", "type", "param", "code"}}`.
+//! Errors are always OpenAI-style: `{"error": {"message", "type", "param", "code"}}`: 400 for
+//! malformed JSON, wrong types and bad template variables (naming the field), 401 without the
+//! client key, 404 for an unknown template or a replay-only miss (code `cache_miss`), 413 over
+//! the body limit, 429/502/503/504 for upstream failures. A streamed request that fails before
+//! its first delta gets the HTTP error; once deltas have been sent, a failure (or an upstream
+//! attempt that broke off and would be retried — a client cannot take back text it has
+//! received) ends the stream with one `data: {"error": …}` frame and no `[DONE]`. A client that
+//! goes away drops the generation: the upstream call stops and nothing is cached.
 //!
 //! The gateway knows the OpenAI wire format of the *server* side; the provider modules of
 //! `prompt-agent` keep the client side. Binding, configuration files and shutdown are the
