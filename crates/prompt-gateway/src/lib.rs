@@ -155,7 +155,7 @@ type Shared = Arc<Gateway>;
 
 /// The OpenAI-compatible API over `system`: `POST /v1/chat/completions`, `GET /v1/models`,
 /// `GET /health` and `GET /metrics`. Mount it in your own server or serve it with
-/// [`axum::serve`].
+/// [`axum::serve()`].
 pub fn router(system: PromptSystem, config: GatewayConfig) -> Router {
     let state = Arc::new(Gateway {
         system,
