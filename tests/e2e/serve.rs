@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::Sandbox;
@@ -32,13 +32,14 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<Stri
     Ok(out)
 }
 
-#[test]
-fn serve_answers_caches_and_stops_cleanly_on_sigterm() {
-    let sb = Sandbox::new();
+/// Starts `prompt serve` with `args` on a free port and waits until /health answers.
+fn start_serve(sb: &Sandbox, args: &[&str]) -> (Child, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let mut all = vec!["serve", "--listen", &listen];
+    all.extend_from_slice(args);
     let child = sb
-        .cmd(&["serve", "--provider", "echo", "--listen", &listen])
+        .cmd(&all)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -54,6 +55,27 @@ fn serve_answers_caches_and_stops_cleanly_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    (child, port)
+}
+
+/// SIGTERM, then the exit code and stderr.
+fn stop(child: Child) -> (Option<i32>, String) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_answers_caches_and_stops_cleanly_on_sigterm() {
+    let sb = Sandbox::new();
+    let (child, port) = start_serve(&sb, &["--provider", "echo"]);
     let body = r#"{"model": "m", "messages": [{"role": "user", "content": "Hello there"}]}"#;
     let first = http(port, "POST", "/v1/chat/completions", body).unwrap();
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
@@ -64,14 +86,8 @@ fn serve_answers_caches_and_stops_cleanly_on_sigterm() {
     let bad = http(port, "POST", "/v1/chat/completions", "{oops").unwrap();
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("prompt serve: stopped"), "{stderr}");
     // Both calls left their metrics record (flushed at shutdown).
     let metrics: String = std::fs::read_dir(sb.path().join("output/metrics"))
@@ -107,4 +123,25 @@ fn serve_refuses_an_unset_client_key_variable_and_a_bad_address() {
     let run = sb.run(&["serve", "--provider", "echo", "--listen", "nowhere"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--listen"), "{}", run.stderr);
+}
+
+#[test]
+fn two_gateways_share_one_redis_cache() {
+    let Some(redis) = crate::redis::start_redis() else {
+        eprintln!("redis-server is not installed: skipping the shared-cache gateway test");
+        return;
+    };
+    let (a_sb, b_sb) = (Sandbox::new(), Sandbox::new());
+    let args = ["--provider", "echo", "--cache-url", redis.url.as_str()];
+    let (a, a_port) = start_serve(&a_sb, &args);
+    let (b, b_port) = start_serve(&b_sb, &args);
+    let body = r#"{"model": "m", "messages": [{"role": "user", "content": "Shared?"}]}"#;
+    let first = http(a_port, "POST", "/v1/chat/completions", body).unwrap();
+    assert!(first.contains("x-promptkit-cache: miss"), "{first}");
+    let second = http(b_port, "POST", "/v1/chat/completions", body).unwrap();
+    assert!(second.contains("x-promptkit-cache: hit"), "{second}");
+    for child in [a, b] {
+        let (code, stderr) = stop(child);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
 }
