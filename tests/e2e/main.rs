@@ -12,5 +12,6 @@ mod generate;
 mod keys;
 mod redis;
 mod report;
+mod serve;
 mod streaming;
 mod templates;

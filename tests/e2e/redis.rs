@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Sandbox, root};
 
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for RedisServer {
@@ -18,7 +18,7 @@ impl Drop for RedisServer {
 }
 
 /// Starts `redis-server` on a free loopback port; `None` when it is not installed.
-fn start_redis() -> Option<RedisServer> {
+pub(crate) fn start_redis() -> Option<RedisServer> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -235,6 +235,13 @@ pub struct GenerateOptions {
     ///
     /// [`TemplateAgent::generate_stream`]: crate::TemplateAgent::generate_stream
     pub paced_replay: bool,
+    /// Messages sent after the template's rendered ones (a conversation that continues a
+    /// template; [`TemplateAgent`](crate::TemplateAgent) only).
+    pub messages: Vec<ChatMessage>,
+    /// Answer from the cache only: a miss is [`AgentError::CacheMiss`] and the provider is
+    /// never called ([`TemplateAgent`](crate::TemplateAgent) and
+    /// [`ChatAgent`](crate::ChatAgent) only).
+    pub cache_only: bool,
 }
 
 impl GenerateOptions {

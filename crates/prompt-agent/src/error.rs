@@ -331,6 +331,17 @@ pub enum AgentError {
     /// A call that waited on an identical in-flight call got that call's failure.
     #[error("{0}")]
     Shared(String),
+    /// A cache-only call ([`GenerateOptions::cache_only`](crate::GenerateOptions::cache_only))
+    /// found nothing stored for its request.
+    #[error(
+        "agent {agent}: no cached reply for this request (key {key}) and the provider may not be called"
+    )]
+    CacheMiss {
+        /// The agent's name.
+        agent: String,
+        /// The request's cache key (64 hex chars).
+        key: String,
+    },
 }
 
 fn plural(n: u32) -> &'static str {
@@ -368,6 +379,7 @@ impl AgentError {
             AgentError::Cache(_) => "cache",
             AgentError::Metrics(_) => "metrics",
             AgentError::Shared(_) => "shared",
+            AgentError::CacheMiss { .. } => "cache_miss",
         }
     }
 

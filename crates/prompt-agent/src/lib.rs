@@ -66,6 +66,7 @@
 //! ```
 
 mod agent;
+mod chat_agent;
 mod error;
 mod provider;
 mod request;
@@ -79,6 +80,7 @@ pub use agent::{
     ModelQuirk, Reply, RetryPolicy, Structured, apply_quirks, check_length, default_quirks,
     strip_think,
 };
+pub use chat_agent::ChatAgent;
 pub use error::{AgentError, ProviderError};
 pub use settings::{
     DEFAULT_BREAKER_COOLDOWN_SECS, DEFAULT_BREAKER_FAILURES, DEFAULT_CACHE_DIR,

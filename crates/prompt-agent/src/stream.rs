@@ -5,6 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_core::Stream;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -69,6 +72,7 @@ pub struct GenerationStream<T> {
     result: oneshot::Receiver<Result<T, AgentError>>,
     finished: bool,
     task: tokio::task::JoinHandle<()>,
+    hit: Arc<AtomicBool>,
 }
 
 impl<T: Send + 'static> GenerationStream<T> {
@@ -90,7 +94,30 @@ impl<T: Send + 'static> GenerationStream<T> {
             result,
             finished: false,
             task,
+            hit: Arc::default(),
         }
+    }
+
+    /// Runs `work` on its own task; `work` gets the sender of the events and the flag it
+    /// sets before it replays a reply that did not stream from the provider for this call.
+    pub(crate) fn spawn_with_hit<F, Fut>(work: F) -> Self
+    where
+        F: FnOnce(EventSender, Arc<AtomicBool>) -> Fut,
+        Fut: Future<Output = Result<T, AgentError>> + Send + 'static,
+    {
+        let hit = Arc::new(AtomicBool::new(false));
+        let flag = hit.clone();
+        let mut stream = Self::spawn(move |events| work(events, flag));
+        stream.hit = hit;
+        stream
+    }
+
+    /// Whether the reply is a replay (a cache hit, or an identical call's reply) rather
+    /// than the provider's own stream for this call. Known from the first event on (a
+    /// server can choose its response headers by it); always `false` for plain
+    /// [`Agent`](crate::Agent) streams.
+    pub fn is_replay(&self) -> bool {
+        self.hit.load(Ordering::Acquire)
     }
 
     /// Waits for the end, dropping the events: the same result as the non-streaming call.

@@ -14,6 +14,7 @@ use prompt_templates::TemplateStore;
 use tokio::sync::Semaphore;
 
 use crate::agent::{Agent, DEFAULT_TEMPERATURE, ModelQuirk, RetryPolicy, default_quirks};
+use crate::chat_agent::ChatAgent;
 use crate::error::AgentError;
 use crate::provider::Provider;
 use crate::settings::{DEFAULT_CONCURRENCY, DEFAULT_MODEL, DEFAULT_NAMESPACE, Settings};
@@ -101,6 +102,12 @@ impl PromptSystem {
     /// The template agent `name` (templates in `<templates_dir>/<name>/`).
     pub fn template_agent(&self, name: &str) -> TemplateAgent {
         TemplateAgent::new(self.agent(name, name, ""), self.inner.clone())
+    }
+
+    /// The chat agent `name`: whole conversations (no template) on the template agents'
+    /// cached, single-flight, measured path, recorded under `name`.
+    pub fn chat_agent(&self, name: &str) -> ChatAgent {
+        ChatAgent::new(self.template_agent(name))
     }
 
     /// The template store.

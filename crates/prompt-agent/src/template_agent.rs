@@ -1,6 +1,7 @@
 //! [`TemplateAgent`]: the Python original's EnhancedBaseAgent. Template → cache → provider → metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use prompt_cache::{CacheKey, CachedResponse};
@@ -51,6 +52,8 @@ pub struct Generation {
     /// The tools the model called, in order, arguments checked against the template's tool
     /// schemas (empty when it called none).
     pub tool_calls: Vec<ToolCall>,
+    /// Why generation stopped, when reported (a cache hit reports the original call's).
+    pub finish_reason: Option<String>,
 }
 
 /// A template rendered into a request, before any cache lookup or provider call.
@@ -69,6 +72,23 @@ pub struct PreparedRequest {
 pub(crate) struct FlightOk {
     response: ChatResponse,
     retry_count: u32,
+}
+
+/// One call on the cached path: the request, its key and where its metrics record goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    /// The metrics task.
+    pub(crate) task: &'a str,
+    /// The request to send.
+    pub(crate) request: &'a ChatRequest,
+    /// Its cache key.
+    pub(crate) key: CacheKey,
+    /// The template it was rendered from, if any.
+    pub(crate) template: Option<&'a Arc<PromptTemplate>>,
+    /// When the call began (for its latency).
+    pub(crate) started: Instant,
+    /// Set before a reply that did not stream from the provider for this call is replayed.
+    pub(crate) replay_flag: Option<&'a AtomicBool>,
 }
 
 pub(crate) type FlightResult = Result<Arc<FlightOk>, Arc<Failed>>;
@@ -90,6 +110,11 @@ impl TemplateAgent {
     /// The agent's name (the template folder).
     pub fn name(&self) -> &str {
         self.agent.name()
+    }
+
+    /// The cache key of a request of this agent's provider in the system's namespace.
+    pub(crate) fn cache_key_of(&self, request: &ChatRequest) -> CacheKey {
+        request.cache_key(&self.system.namespace, self.agent.provider().name())
     }
 
     /// The underlying plain agent (same provider, limiter, metrics and retry policy).
@@ -117,17 +142,18 @@ impl TemplateAgent {
         } else {
             template.render(vars)?
         };
-        let messages = if template.message_entries().is_empty() {
+        let mut messages = if template.message_entries().is_empty() {
             Agent::build_messages(&rendered.system, options.context.as_deref(), &rendered.user)
         } else {
             with_context(rendered.messages, options.context.as_deref())
         };
+        messages.extend(options.messages.iter().cloned());
         let request = self.agent.request_for(
             messages,
             &options.request,
             Some(&RequestOptions::from_template(&template)),
         );
-        let cache_key = request.cache_key(&self.system.namespace, self.agent.provider().name());
+        let cache_key = self.cache_key_of(&request);
         Ok(PreparedRequest {
             template,
             request,
@@ -146,7 +172,7 @@ impl TemplateAgent {
         vars: &Vars,
         options: &GenerateOptions,
     ) -> Result<Generation, AgentError> {
-        self.generate_with(task, vars, options, None).await
+        self.generate_with(task, vars, options, None, None).await
     }
 
     /// [`generate_from_template`](Self::generate_from_template) as a stream: the reply's
@@ -161,9 +187,9 @@ impl TemplateAgent {
     ) -> GenerationStream<Generation> {
         let agent = self.clone();
         let (task, vars, options) = (task.to_owned(), vars.clone(), options.clone());
-        GenerationStream::spawn(move |events| async move {
+        GenerationStream::spawn_with_hit(move |events, flag| async move {
             agent
-                .generate_with(&task, &vars, &options, Some(&events))
+                .generate_with(&task, &vars, &options, Some(&events), Some(&flag))
                 .await
         })
     }
@@ -174,6 +200,7 @@ impl TemplateAgent {
         vars: &Vars,
         options: &GenerateOptions,
         events: Option<&EventSender>,
+        replay_flag: Option<&AtomicBool>,
     ) -> Result<Generation, AgentError> {
         let started = Instant::now();
         let prepared = match self.prepare(task, vars, options) {
@@ -201,18 +228,56 @@ impl TemplateAgent {
                 return Err(error);
             }
         };
-        let key_hex = prepared.cache_key.to_hex();
+        let call = Call {
+            task,
+            request: &prepared.request,
+            key: prepared.cache_key,
+            template: Some(&prepared.template),
+            started,
+            replay_flag,
+        };
+        self.run(&call, options, events).await
+    }
+
+    /// The cached, single-flight path of one prepared request, template or not: look the
+    /// request up in the cache (unless `options.no_cache`), call the provider on a miss
+    /// (identical concurrent calls share one provider call), store the validated reply and
+    /// write one metrics record — failed calls included.
+    pub(crate) async fn run(
+        &self,
+        call: &Call<'_>,
+        options: &GenerateOptions,
+        events: Option<&EventSender>,
+    ) -> Result<Generation, AgentError> {
+        let Call {
+            task: _,
+            request,
+            key,
+            template,
+            started,
+            replay_flag,
+        } = *call;
+        let mark_replay = || {
+            if let Some(flag) = replay_flag {
+                flag.store(true, Ordering::Release);
+            }
+        };
+        let key_hex = key.to_hex();
+        let (template_version, template_hash) = template.map_or((0, String::new()), |t| {
+            (t.version(), t.content_hash().to_owned())
+        });
 
         if !options.no_cache
-            && let Some(hit) = self.cache_get(&prepared.cache_key)
+            && let Some(hit) = self.cache_get(&key)
         {
             let latency_ms = elapsed_ms(started);
-            let mut record = self.base_record(task, &prepared, &key_hex, latency_ms);
+            let mut record = self.base_record(call, &key_hex, latency_ms);
             record.cache_hit = true;
             hit.model.clone_into(&mut record.model);
             record.response_length = hit.response.chars().count() as u64;
             self.agent.record(record);
             let response = response_from_hit(&hit);
+            mark_replay();
             replay(&response, events, options.paced_replay).await;
             return Ok(Generation {
                 content: response.content,
@@ -222,23 +287,36 @@ impl TemplateAgent {
                 latency_ms,
                 cache_hit: true,
                 retry_count: 0,
-                template_version: prepared.template.version(),
-                template_hash: prepared.template.content_hash().to_owned(),
+                template_version,
+                template_hash,
                 cache_key: key_hex,
                 reasoning: response.reasoning,
                 time_to_first_token_ms: None,
                 tool_calls: response.tool_calls,
+                finish_reason: response.finish_reason,
             });
         }
 
+        if options.cache_only {
+            let error = AgentError::CacheMiss {
+                agent: self.agent.name().to_owned(),
+                key: key_hex.clone(),
+            };
+            let mut record = self.base_record(call, &key_hex, elapsed_ms(started));
+            record.validation_passed = false;
+            record.error = Some(error.to_string());
+            self.agent.record(record);
+            return Err(error);
+        }
+
         let (result, leader) = if options.no_cache {
-            (self.call_and_store(&prepared, events).await, true)
+            (self.call_and_store(request, &key, events).await, true)
         } else {
-            self.single_flight(&prepared, events).await
+            self.single_flight(request, &key, events).await
         };
 
         let latency_ms = elapsed_ms(started);
-        let mut record = self.base_record(task, &prepared, &key_hex, latency_ms);
+        let mut record = self.base_record(call, &key_hex, latency_ms);
         let generation = |response: &ChatResponse, retry_count: u32, cache_hit: bool| Generation {
             content: response.content.clone(),
             model: response.model.clone(),
@@ -247,14 +325,15 @@ impl TemplateAgent {
             latency_ms,
             cache_hit,
             retry_count,
-            template_version: prepared.template.version(),
-            template_hash: prepared.template.content_hash().to_owned(),
+            template_version,
+            template_hash: template_hash.clone(),
             cache_key: key_hex.clone(),
             reasoning: response.reasoning.clone(),
             time_to_first_token_ms: (!cache_hit)
                 .then(|| response.time_to_first_token_ms())
                 .flatten(),
             tool_calls: response.tool_calls.clone(),
+            finish_reason: response.finish_reason.clone(),
         };
         let out = match (&result, leader) {
             (Ok(ok), true) => {
@@ -263,6 +342,7 @@ impl TemplateAgent {
             }
             (Ok(ok), false) => {
                 // Served by an identical call in flight: no tokens spent by this call.
+                mark_replay();
                 replay(&ok.response, events, options.paced_replay).await;
                 record.cache_hit = true;
                 ok.response.model.clone_into(&mut record.model);
@@ -283,18 +363,12 @@ impl TemplateAgent {
         out
     }
 
-    fn base_record(
-        &self,
-        task: &str,
-        prepared: &PreparedRequest,
-        key_hex: &str,
-        latency_ms: f64,
-    ) -> PromptMetrics {
-        let request = &prepared.request;
+    fn base_record(&self, call: &Call<'_>, key_hex: &str, latency_ms: f64) -> PromptMetrics {
+        let request = call.request;
         let mut record = PromptMetrics::new(
             &key_hex[..16],
             self.agent.name(),
-            task,
+            call.task,
             request.model(),
             request
                 .options
@@ -302,8 +376,10 @@ impl TemplateAgent {
                 .unwrap_or(self.agent.temperature()),
             latency_ms,
         );
-        record.template_version = Some(prepared.template.version());
-        record.template_hash = Some(prepared.template.content_hash().to_owned());
+        if let Some(template) = call.template {
+            record.template_version = Some(template.version());
+            record.template_hash = Some(template.content_hash().to_owned());
+        }
         record.provider = Some(self.agent.provider().name().to_owned());
         record
     }
@@ -323,30 +399,22 @@ impl TemplateAgent {
     /// this caller made the provider call.
     async fn single_flight(
         &self,
-        prepared: &PreparedRequest,
+        request: &ChatRequest,
+        key: &CacheKey,
         events: Option<&EventSender>,
     ) -> (FlightResult, bool) {
-        let flight: Flight = self
-            .system
-            .inflight
-            .lock()
-            .entry(prepared.cache_key)
-            .or_default()
-            .clone();
+        let flight: Flight = self.system.inflight.lock().entry(*key).or_default().clone();
         let mut leader = false;
         let result = flight
             .get_or_init(|| {
                 leader = true;
-                self.call_and_store(prepared, events)
+                self.call_and_store(request, key, events)
             })
             .await
             .clone();
         let mut inflight = self.system.inflight.lock();
-        if inflight
-            .get(&prepared.cache_key)
-            .is_some_and(|f| Arc::ptr_eq(f, &flight))
-        {
-            inflight.remove(&prepared.cache_key);
+        if inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            inflight.remove(key);
         }
         (result, leader)
     }
@@ -354,10 +422,10 @@ impl TemplateAgent {
     /// Calls the provider through the agent's retry loop; stores a validated, non-empty reply.
     async fn call_and_store(
         &self,
-        prepared: &PreparedRequest,
+        request: &ChatRequest,
+        key: &CacheKey,
         events: Option<&EventSender>,
     ) -> FlightResult {
-        let request = &prepared.request;
         let check = length_check(request);
         match self
             .agent
@@ -367,11 +435,8 @@ impl TemplateAgent {
             Ok(done) => {
                 if let Some(cache) = &self.system.cache {
                     let response = &done.response;
-                    let mut entry = CachedResponse::new(
-                        prepared.cache_key,
-                        response.content.as_str(),
-                        &response.model,
-                    );
+                    let mut entry =
+                        CachedResponse::new(*key, response.content.as_str(), &response.model);
                     entry.provider = Some(self.agent.provider().name().to_owned());
                     entry.temperature = request.options.temperature;
                     entry.tokens_prompt = response.tokens_prompt;
@@ -398,7 +463,7 @@ impl TemplateAgent {
                     if entry.answers()
                         && let Err(e) = cache.put(entry, self.system.cache_ttl)
                     {
-                        tracing::warn!(agent = %self.agent.name(), key = %prepared.cache_key, error = %e, "cache write failed");
+                        tracing::warn!(agent = %self.agent.name(), key = %key, error = %e, "cache write failed");
                     }
                 }
                 Ok(Arc::new(FlightOk {

@@ -20,7 +20,8 @@ Examples:
   prompt generate writer/write_chapter --vars examples/chapter1.yaml --provider echo
   prompt batch examples/jobs.jsonl --out results.jsonl --provider ollama --model qwen3:30b
   prompt metrics agent writer --days 7
-  prompt metrics report --out report.html";
+  prompt metrics report --out report.html
+  prompt serve --provider ollama --listen 127.0.0.1:8787";
 
 /// `prompt`: versioned prompt templates, cached generations and metrics from one command.
 #[derive(Debug, Parser)]
@@ -165,6 +166,31 @@ Examples:
         #[command(flatten)]
         provider: ProviderArgs,
     },
+    /// Serve an OpenAI-compatible API (chat completions, models, health, Prometheus metrics)
+    /// with the cache, metrics and templates in front of the provider
+    #[command(after_help = "\
+Point any OpenAI client at http://ADDR/v1. Every call goes through the response cache
+(x-promptkit-cache: hit|miss; Cache-Control: no-cache skips the read) and leaves a metrics
+record, under the agent and task of the X-Prompt-Agent and X-Prompt-Task headers (default
+gateway/chat). A body with \"template\": \"agent/task[@version]\" and \"vars\" is rendered here.
+SIGTERM or Ctrl-C stops taking requests, lets the ones in flight finish (at most 30 s), flushes
+the cache and metrics and exits 0.
+
+Examples:
+  prompt serve --provider ollama
+  PROMPT_CLIENT_KEY=s3cret prompt serve --provider openai --base-url http://10.0.0.5:8000/v1 \\
+      --listen 0.0.0.0:8787 --client-key-env PROMPT_CLIENT_KEY
+  prompt serve --provider ollama --replay-only     # answer from the cache only (CI)
+  curl http://127.0.0.1:8787/v1/chat/completions -H 'content-type: application/json' \\
+      -d '{\"model\": \"qwen3:8b\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'")]
+    Serve {
+        /// Server settings.
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Provider settings.
+        #[command(flatten)]
+        provider: ProviderArgs,
+    },
     /// Inspect and clean the response cache
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -293,6 +319,33 @@ Examples:
         #[arg(long, value_name = "FILE", default_value = "report.html")]
         out: PathBuf,
     },
+}
+
+/// The options of `prompt serve`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = prompt_gateway::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Environment variable holding the key clients must send as `Authorization: Bearer KEY`
+    /// (401 otherwise; /health stays open). The client's key is never sent upstream
+    #[arg(long, value_name = "NAME")]
+    pub client_key_env: Option<String>,
+    /// Largest request body accepted, in bytes (larger ones get HTTP 413)
+    #[arg(long, value_name = "BYTES", default_value_t = prompt_gateway::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Longest a chat completion may take, in seconds (HTTP 504) [default: the attempts' own
+    /// timeouts]
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout: Option<f64>,
+    /// Answer from the cache only, never call upstream: a miss is HTTP 404 with code cache_miss
+    #[arg(long)]
+    pub replay_only: bool,
+    /// Upstream calls in flight at once.
+    #[arg(long, env = "PROMPT_CONCURRENCY", value_name = "N",
+          help = format!("Upstream calls in flight at once; more requests wait for a slot (identical ones share a call) [default: {DEFAULT_CONCURRENCY}]"))]
+    pub concurrency: Option<usize>,
 }
 
 /// `--days N`

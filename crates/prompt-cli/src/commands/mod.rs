@@ -6,6 +6,7 @@ mod doctor;
 mod generate;
 mod metrics;
 mod provider;
+mod serve;
 mod templates;
 
 use crate::cli::Command;
@@ -46,6 +47,7 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
             settings,
             quiet,
         ),
+        Command::Serve { serve, provider } => serve::serve(&serve, &provider, settings, quiet),
         Command::Batch {
             jobs,
             out,

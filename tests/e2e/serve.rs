@@ -1,0 +1,147 @@
+//! `prompt serve`: the gateway as a process — it answers over loopback, and SIGTERM drains,
+//! flushes and exits 0.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::Sandbox;
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the raw response.
+fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Starts `prompt serve` with `args` on a free port and waits until /health answers.
+fn start_serve(sb: &Sandbox, args: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut all = vec!["serve", "--listen", &listen];
+    all.extend_from_slice(args);
+    let child = sb
+        .cmd(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if http(port, "GET", "/health", "").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+/// SIGTERM, then the exit code and stderr.
+fn stop(child: Child) -> (Option<i32>, String) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_answers_caches_and_stops_cleanly_on_sigterm() {
+    let sb = Sandbox::new();
+    let (child, port) = start_serve(&sb, &["--provider", "echo"]);
+    let body = r#"{"model": "m", "messages": [{"role": "user", "content": "Hello there"}]}"#;
+    let first = http(port, "POST", "/v1/chat/completions", body).unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.contains("x-promptkit-cache: miss"), "{first}");
+    assert!(first.contains("\"chat.completion\""), "{first}");
+    let second = http(port, "POST", "/v1/chat/completions", body).unwrap();
+    assert!(second.contains("x-promptkit-cache: hit"), "{second}");
+    let bad = http(port, "POST", "/v1/chat/completions", "{oops").unwrap();
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+
+    let (code, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("prompt serve: stopped"), "{stderr}");
+    // Both calls left their metrics record (flushed at shutdown).
+    let metrics: String = std::fs::read_dir(sb.path().join("output/metrics"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{metrics}");
+    assert_eq!(records[0]["agent"], "gateway");
+    assert_eq!(records[0]["task"], "chat");
+    assert_eq!(records[1]["cache_hit"], true);
+}
+
+#[test]
+fn serve_refuses_an_unset_client_key_variable_and_a_bad_address() {
+    let sb = Sandbox::new();
+    let run = sb.run(&[
+        "serve",
+        "--provider",
+        "echo",
+        "--client-key-env",
+        "PROMPT_TEST_NO_SUCH_KEY",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("PROMPT_TEST_NO_SUCH_KEY"),
+        "{}",
+        run.stderr
+    );
+    let run = sb.run(&["serve", "--provider", "echo", "--listen", "nowhere"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--listen"), "{}", run.stderr);
+}
+
+#[test]
+fn two_gateways_share_one_redis_cache() {
+    let Some(redis) = crate::redis::start_redis() else {
+        eprintln!("redis-server is not installed: skipping the shared-cache gateway test");
+        return;
+    };
+    let (a_sb, b_sb) = (Sandbox::new(), Sandbox::new());
+    let args = ["--provider", "echo", "--cache-url", redis.url.as_str()];
+    let (a, a_port) = start_serve(&a_sb, &args);
+    let (b, b_port) = start_serve(&b_sb, &args);
+    let body = r#"{"model": "m", "messages": [{"role": "user", "content": "Shared?"}]}"#;
+    let first = http(a_port, "POST", "/v1/chat/completions", body).unwrap();
+    assert!(first.contains("x-promptkit-cache: miss"), "{first}");
+    let second = http(b_port, "POST", "/v1/chat/completions", body).unwrap();
+    assert!(second.contains("x-promptkit-cache: hit"), "{second}");
+    for child in [a, b] {
+        let (code, stderr) = stop(child);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+}
