@@ -145,3 +145,79 @@ fn two_gateways_share_one_redis_cache() {
         assert_eq!(code, Some(0), "{stderr}");
     }
 }
+
+/// A real Prometheus server (the Debian package) scrapes `/metrics`: the target is up and the
+/// gateway's counters arrive. Skipped, saying so, where `prometheus` is not installed.
+#[test]
+fn a_real_prometheus_scrapes_the_gateway() {
+    let installed = std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("SKIPPED: `prometheus` (Debian package prometheus) is not installed");
+        return;
+    }
+    let sb = Sandbox::new();
+    let (child, port) = start_serve(&sb, &["--provider", "echo"]);
+    let body = r#"{"model": "m", "messages": [{"role": "user", "content": "Hello there"}]}"#;
+    let answer = http(port, "POST", "/v1/chat/completions", body).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let dir = sb.path().join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: promptkit\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ask until both series have a sample (a scrape a second), for a minute at most.
+    let query = |q: &str| {
+        http(prom_port, "GET", &format!("/api/v1/query?query={q}"), "").unwrap_or_default()
+    };
+    let started = Instant::now();
+    let (up, requests) = loop {
+        let up = query("up%7Bjob%3D%22promptkit%22%7D");
+        let requests = query("promptkit_gateway_requests_total");
+        if up.contains(r#""value":["#) && requests.contains(r#""value":["#) {
+            break (up, requests);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = prometheus.kill();
+            let out = prometheus.wait_with_output().unwrap();
+            panic!(
+                "no scrape within 60 s: up={up} requests={requests}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(up.contains(r#""1"]"#), "the target is up: {up}");
+    // The one chat completion, answered 200.
+    assert!(
+        requests.contains(r#""endpoint":"chat_completions""#)
+            && requests.contains(r#""status":"200""#)
+            && requests.contains(r#","1"]"#),
+        "{requests}"
+    );
+    let (code, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
+}
