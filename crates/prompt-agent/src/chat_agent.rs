@@ -7,7 +7,7 @@ use prompt_cache::CacheKey;
 
 use crate::agent::GenerateOptions;
 use crate::error::AgentError;
-use crate::request::{ChatMessage, ChatRequest};
+use crate::request::{ChatMessage, ChatRequest, RequestOptions};
 use crate::stream::GenerationStream;
 use crate::template_agent::{Call, Generation, TemplateAgent};
 
@@ -33,17 +33,23 @@ impl ChatAgent {
         self.inner.name()
     }
 
-    /// The request `messages` would be sent as (the call's options over the agent's over the
-    /// defaults, quirks applied) and its cache key, without calling anything.
+    /// The request `messages` would be sent as and its cache key, without calling anything:
+    /// the call's options over the agent's model over the defaults. A client's conversation
+    /// goes upstream as the client sent it: no model quirks (such as qwen's ` /no_think`) and
+    /// no agent temperature, so an option the client left out is the server's to choose.
     pub fn prepare(
         &self,
         messages: Vec<ChatMessage>,
         options: &GenerateOptions,
     ) -> (ChatRequest, CacheKey) {
-        let request = self
-            .inner
-            .agent()
-            .request_for(messages, &options.request, None);
+        let model_only = RequestOptions {
+            model: Some(self.inner.agent().model().to_owned()),
+            ..RequestOptions::default()
+        };
+        let request = ChatRequest {
+            messages,
+            options: RequestOptions::layered(&options.request, None, &model_only),
+        };
         let key = self.inner.cache_key_of(&request);
         (request, key)
     }

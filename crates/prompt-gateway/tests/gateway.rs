@@ -813,3 +813,20 @@ async fn a_client_that_leaves_a_whole_request_cancels_upstream() {
     let response = h.post(&chat("Next one.")).send().await.expect("send");
     assert_eq!(response.status(), 200);
 }
+
+/// A client's conversation goes upstream as it was sent: no temperature the client left out,
+/// no model quirk (qwen models get ` /no_think` only from the agents, never from a client).
+#[tokio::test]
+async fn a_plain_request_goes_upstream_as_the_client_sent_it() {
+    let h = Harness::start(GatewayConfig::default()).await;
+    let request = json!({"model": "qwen3:8b", "messages": [{"role": "user", "content": "Hi."}]});
+    let (status, _, body) = json_of(h.post(&request).send().await.expect("send")).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = h.upstream.state.bodies.lock()[0].clone();
+    assert!(sent.get("temperature").is_none(), "{sent}");
+    assert_eq!(sent["model"], "qwen3:8b");
+    assert_eq!(
+        sent["messages"],
+        json!([{"role": "user", "content": "Hi."}])
+    );
+}
