@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+#[cfg(test)]
+mod gateway_client;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
