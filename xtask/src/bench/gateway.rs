@@ -96,6 +96,8 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
     fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
 
     let upstream = FakeUpstream::start()?;
+    // The client key both gateways require (LiteLLM refuses to start without one).
+    let key = client_key();
     eprintln!("  fake upstream on {}", upstream.base_url());
     let wanted = |name: &str| settings.only.is_empty() || settings.only.iter().any(|o| o == name);
 
@@ -109,10 +111,10 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
         });
     }
     if wanted("promptkit") {
-        targets.push(start_promptkit(settings, &upstream, &work));
+        targets.push(start_promptkit(settings, &upstream, &work, &key));
     }
     if wanted("litellm") {
-        targets.push(start_litellm(settings, &upstream, &work));
+        targets.push(start_litellm(settings, &upstream, &work, &key));
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -162,21 +164,23 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
                     duration,
                     timeout: Duration::from_secs(10),
                     count_header: counts_cache.then_some("x-promptkit-cache"),
-                    headers: vec![("authorization".to_owned(), "Bearer sk-bench".to_owned())],
+                    headers: vec![("authorization".to_owned(), format!("Bearer {key}"))],
                 };
                 let bodies = workload_bodies(workload, &format!("{nonce}-{name}-{rate}"));
                 if let Bodies::Same(body) = &bodies {
                     // The warm-up call leaves the entry the hits are served from.
-                    let _ = runtime.block_on(
+                    let _ = runtime.block_on(async {
                         client
                             .post(&spec.url)
                             .header("content-type", "application/json")
-                            .header("authorization", "Bearer sk-bench")
+                            .header("authorization", format!("Bearer {key}"))
+                            .timeout(spec.timeout)
                             .body(body.as_ref().clone())
-                            .send(),
-                    );
+                            .send()
+                            .await
+                    });
                 }
-                let result = runtime.block_on(loadgen::run(&client, &spec, &bodies));
+                let result = loadgen::run(&runtime, &client, &spec, &bodies);
                 let upstream_calls = upstream.calls() - calls_before;
                 println!(
                     "{}",
@@ -464,13 +468,33 @@ pub(crate) fn ensure_litellm(python: Option<&Path>, log_dir: &Path) -> Result<St
     })
 }
 
+/// A fresh random client key: `sk-bench-` and 64 hex digits.
+fn client_key() -> String {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    let words: Vec<String> = (0..4u64)
+        .map(|i| {
+            format!(
+                "{:016x}",
+                state.hash_one((i, std::process::id(), Instant::now()))
+            )
+        })
+        .collect();
+    format!("sk-bench-{}", words.concat())
+}
+
 /// A free loopback port (bound, read, released).
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Builds `prompt` in release and starts `prompt serve`, or says why it cannot.
-fn start_promptkit(settings: &GatewaySettings, upstream: &FakeUpstream, work: &Path) -> Target {
+fn start_promptkit(
+    settings: &GatewaySettings,
+    upstream: &FakeUpstream,
+    work: &Path,
+    key: &str,
+) -> Target {
     let name = "promptkit";
     let unavailable = |why: String| Target::Unavailable { name, why };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -516,18 +540,24 @@ fn start_promptkit(settings: &GatewaySettings, upstream: &FakeUpstream, work: &P
         .arg(dir.join("metrics"))
         .args(["--templates"])
         .arg(settings.root.join("templates"))
+        .args(["--client-key-env", "PROMPT_BENCH_CLIENT_KEY"])
+        .env("PROMPT_BENCH_CLIENT_KEY", key)
         .arg("--quiet")
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(log_file(&log))
         .stderr(log_file(&log))
         .spawn();
-    let server = match child {
+    let mut server = match child {
         Ok(c) => Server(c),
         Err(e) => return unavailable(format!("cannot start {}: {e}", prompt.display())),
     };
     let base = format!("http://{listen}/v1");
-    match wait_ready(&format!("http://{listen}/health"), Duration::from_secs(30)) {
+    match wait_ready(
+        &format!("http://{listen}/health"),
+        Duration::from_secs(30),
+        Some(&mut server.0),
+    ) {
         Ok(()) => Target::Running {
             name,
             base,
@@ -577,7 +607,12 @@ general_settings:
 }
 
 /// Starts the LiteLLM proxy from the bench venv, or says why it cannot.
-fn start_litellm(settings: &GatewaySettings, upstream: &FakeUpstream, work: &Path) -> Target {
+fn start_litellm(
+    settings: &GatewaySettings,
+    upstream: &FakeUpstream,
+    work: &Path,
+    key: &str,
+) -> Target {
     let name = "LiteLLM proxy";
     let unavailable = |why: String| Target::Unavailable { name, why };
     if let Some(why) = &settings.litellm_missing {
@@ -613,6 +648,7 @@ fn start_litellm(settings: &GatewaySettings, upstream: &FakeUpstream, work: &Pat
             "1",
         ])
         .current_dir(&dir)
+        .env("LITELLM_MASTER_KEY", key)
         .env("LITELLM_TELEMETRY", "False")
         .env("LITELLM_LOG", "ERROR")
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -621,7 +657,7 @@ fn start_litellm(settings: &GatewaySettings, upstream: &FakeUpstream, work: &Pat
         .stdout(log_file(&log))
         .stderr(log_file(&log))
         .spawn();
-    let server = match child {
+    let mut server = match child {
         Ok(c) => Server(c),
         Err(e) => return unavailable(format!("cannot start {}: {e}", litellm.display())),
     };
@@ -629,6 +665,7 @@ fn start_litellm(settings: &GatewaySettings, upstream: &FakeUpstream, work: &Pat
     match wait_ready(
         &format!("http://127.0.0.1:{port}/health/liveliness"),
         Duration::from_secs(120),
+        Some(&mut server.0),
     ) {
         Ok(()) => Target::Running {
             name,
@@ -651,8 +688,8 @@ fn log_file(path: &Path) -> Stdio {
         .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
-/// Polls `url` with GET until it answers 200, for at most `limit`.
-fn wait_ready(url: &str, limit: Duration) -> Result<()> {
+/// Polls `url` with GET until it answers 200, for at most `limit`, or until `child` exits.
+fn wait_ready(url: &str, limit: Duration, mut child: Option<&mut Child>) -> Result<()> {
     let clock = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -660,7 +697,12 @@ fn wait_ready(url: &str, limit: Duration) -> Result<()> {
     let client = loadgen::client();
     let mut last = String::from("no answer");
     while clock.elapsed() < limit {
-        match runtime.block_on(client.get(url).timeout(Duration::from_secs(2)).send()) {
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            bail!("it exited ({status}) before {url} answered");
+        }
+        let answer = runtime
+            .block_on(async { client.get(url).timeout(Duration::from_secs(2)).send().await });
+        match answer {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => last = format!("status {}", r.status()),
             Err(e) => last = e.to_string(),
@@ -779,6 +821,35 @@ mod tests {
         assert_eq!(text, REPLY);
         assert!(streamed.contains("\"total_tokens\":34"), "{streamed}");
         assert_eq!(upstream.calls(), 2);
+    }
+
+    /// Readiness is polled from outside any runtime (as `run` does) and gives up in time.
+    #[test]
+    fn wait_ready_polls_until_the_server_answers() {
+        let upstream = FakeUpstream::start().unwrap_or_else(|e| panic!("{e:#}"));
+        let models = format!("{}/models", upstream.base_url());
+        wait_ready(&models, Duration::from_secs(5), None).unwrap_or_else(|e| panic!("{e:#}"));
+        let port = free_port().unwrap_or_else(|e| panic!("{e:#}"));
+        let err = wait_ready(
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_millis(600),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/health"), "{err:#}");
+        // A server that exits is noticed at once, not after the whole limit.
+        let mut child = Command::new("true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let clock = Instant::now();
+        let err = wait_ready(
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(20),
+            Some(&mut child),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("exited"), "{err:#}");
+        assert!(clock.elapsed() < Duration::from_secs(10));
     }
 
     /// A `prompt` without `serve` (any program that fails `serve --help`) is "not available".
