@@ -76,15 +76,41 @@ enum Target {
     },
 }
 
-/// A child server process, killed when dropped.
+/// A child server process in a process group of its own; the whole group (a server's worker
+/// processes too) is stopped when dropped: SIGTERM, then SIGKILL after 5 s.
 #[derive(Debug)]
 struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let signal = |name: &str| {
+            let _ = Command::new("kill")
+                .args([name, "--", &group])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
+        let clock = Instant::now();
+        while clock.elapsed() < Duration::from_secs(5) {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Workers that outlive their parent go too.
+        signal("-KILL");
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `cmd` in a new process group, so that [`Server`] can stop all it starts.
+fn own_group(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0)
 }
 
 /// Runs the section and returns its JSON document (`points`: one per gateway, workload and
@@ -101,21 +127,22 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
     eprintln!("  fake upstream on {}", upstream.base_url());
     let wanted = |name: &str| settings.only.is_empty() || settings.only.iter().any(|o| o == name);
 
-    let mut targets = Vec::new();
-    if wanted("direct") {
-        targets.push(Target::Running {
+    // Each gateway is started just before its points and stopped after them, so that none
+    // idles beside another's measurement.
+    let names: Vec<&str> = ["direct", "promptkit", "litellm"]
+        .into_iter()
+        .filter(|n| wanted(n))
+        .collect();
+    let start = |which: &str| match which {
+        "promptkit" => start_promptkit(settings, &upstream, &work, &key),
+        "litellm" => start_litellm(settings, &upstream, &work, &key),
+        _ => Target::Running {
             name: "upstream direct",
             base: upstream.base_url(),
             _server: None,
             counts_cache: false,
-        });
-    }
-    if wanted("promptkit") {
-        targets.push(start_promptkit(settings, &upstream, &work, &key));
-    }
-    if wanted("litellm") {
-        targets.push(start_litellm(settings, &upstream, &work, &key));
-    }
+        },
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -131,11 +158,12 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
         "gateway: open-loop load, {:.0} s per point, non-streaming POST /v1/chat/completions; \
          the load generator, the gateways and the fake upstream share this machine ({} cores)",
         settings.seconds,
-        std::thread::available_parallelism().map_or(0, usize::from)
+        cores()
     );
     println!("{}", header_line());
-    for target in &targets {
-        let (name, base, counts_cache) = match target {
+    for which in names {
+        let target = start(which);
+        let (name, base, counts_cache) = match &target {
             Target::Unavailable { name, why } => {
                 println!("{name:<16} n/a: {why}");
                 points.push(json!({ "gateway": name, "available": false, "why": why }));
@@ -148,6 +176,20 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
                 ..
             } => (*name, base.clone(), *counts_cache),
         };
+        // Warm-up: a few distinct calls, one after another, before the first point.
+        let warm = workload_bodies("miss", &format!("{nonce}-{name}-warm-up"));
+        for i in 0..20 {
+            let _ = runtime.block_on(async {
+                client
+                    .post(format!("{base}/chat/completions"))
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {key}"))
+                    .timeout(Duration::from_secs(10))
+                    .body(warm.body(i))
+                    .send()
+                    .await
+            });
+        }
         for workload in ["hit", "miss"] {
             let mut gave_out: Option<f64> = None;
             for rate in RATES {
@@ -201,7 +243,6 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
             }
         }
     }
-    drop(targets);
     Ok(json!({
         "same_machine": true,
         "note": "the load generator runs on the same machine as the gateways and the fake upstream",
@@ -468,6 +509,11 @@ pub(crate) fn ensure_litellm(python: Option<&Path>, log_dir: &Path) -> Result<St
     })
 }
 
+/// The machine's cores.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// A fresh random client key: `sk-bench-` and 64 hex digits.
 fn client_key() -> String {
     use std::hash::BuildHasher;
@@ -530,7 +576,7 @@ fn start_promptkit(
     let _ = fs::create_dir_all(&dir);
     let listen = format!("127.0.0.1:{port}");
     let log = settings.log_dir.join("gateway-promptkit.log");
-    let child = Command::new(&prompt)
+    let child = own_group(&mut Command::new(&prompt))
         .arg("serve")
         .args(["--listen", &listen])
         .args(["--provider", "openai", "--base-url", &upstream.base_url()])
@@ -636,20 +682,24 @@ fn start_litellm(
         Err(e) => return unavailable(format!("no free port: {e}")),
     };
     let log = settings.log_dir.join("gateway-litellm.log");
-    let child = Command::new(&litellm)
+    let child = own_group(&mut Command::new(&litellm))
         .arg("--config")
         .arg(&config)
+        // One worker per core, as `prompt serve` uses every core (each worker keeps its own
+        // in-memory cache).
         .args([
             "--host",
             "127.0.0.1",
             "--port",
             &port.to_string(),
             "--num_workers",
-            "1",
+            &cores().to_string(),
         ])
         .current_dir(&dir)
         .env("LITELLM_MASTER_KEY", key)
         .env("LITELLM_TELEMETRY", "False")
+        // The model cost map from the package, not fetched at start.
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .env("LITELLM_LOG", "ERROR")
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env_remove("DATABASE_URL")
@@ -850,6 +900,30 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("exited"), "{err:#}");
         assert!(clock.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Dropping a server stops its whole process group, children included.
+    #[test]
+    fn a_dropped_server_takes_its_workers_along() {
+        let mut cmd = Command::new("sh");
+        own_group(&mut cmd).args(["-c", "sleep 30 & echo $!; wait"]);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        }
+        let worker = line.trim().to_owned();
+        assert!(!worker.is_empty());
+        drop(Server(child));
+        // Gone, or a zombie its new parent has not reaped yet.
+        let state = fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default();
+        let running = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'));
+        assert!(!running, "worker {worker} outlived its server: {state}");
     }
 
     /// A `prompt` without `serve` (any program that fails `serve --help`) is "not available".

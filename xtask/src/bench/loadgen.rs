@@ -50,7 +50,8 @@ impl std::fmt::Debug for Bodies {
 }
 
 impl Bodies {
-    fn body(&self, i: u64) -> Vec<u8> {
+    /// The body of request `i`.
+    pub(crate) fn body(&self, i: u64) -> Vec<u8> {
         match self {
             Self::Same(body) => body.as_ref().clone(),
             Self::Distinct(make) => make(i),
