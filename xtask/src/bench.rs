@@ -12,6 +12,8 @@
 
 mod criterion;
 mod data;
+mod gateway;
+mod loadgen;
 mod peers;
 mod report;
 
@@ -28,19 +30,52 @@ use self::criterion::{CRATE_BENCHES, Estimate, Outcome, Settings};
 use self::data::{BenchData, METRICS_1M, METRICS_100K};
 use self::report::{Figure, ROWS, Row, RowSpec, Unit};
 
-const USAGE: &str = "usage: cargo xtask bench [--quick]
+const USAGE: &str =
+    "usage: cargo xtask bench [--quick] [--gateway | --no-gateway] [--gateway-seconds N]
+                        [--gateway-targets promptkit,litellm,direct]
 
-  --quick   short criterion runs (1 s warm-up, 2 s measurement, 10 samples), the 100k-record
-            data set only, few Python repetitions: a sanity check in under 3 minutes
-  (none)    criterion defaults, 100k and 1M records (PROMPTKIT_BENCH_1M=1)
+  --quick              short criterion runs (1 s warm-up, 2 s measurement, 10 samples), the
+                       100k-record data set only, few Python repetitions, 3 s gateway points
+  (none)               criterion defaults, 100k and 1M records (PROMPTKIT_BENCH_1M=1)
+  --gateway            only the gateway section: `prompt serve` and the LiteLLM proxy in front
+                       of one fake upstream at 100, 500, 1,000 and 2,000 QPS (open loop)
+  --no-gateway         everything but the gateway section
+  --gateway-seconds N  how long each gateway point sends requests [default: 10, --quick: 3]
+  --gateway-targets L  which gateways to measure [default: all three]
 ";
 
 /// Runs the benches; `args` are the words after `bench` (e.g. `--quick`).
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut quick = false;
-    for arg in args {
+    let mut gateway_mode = GatewayMode::Also;
+    let mut gateway_seconds: Option<f64> = None;
+    let mut gateway_targets = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--gateway" => gateway_mode = GatewayMode::Only,
+            "--no-gateway" => gateway_mode = GatewayMode::Skip,
+            "--gateway-seconds" => {
+                let value = args.next().and_then(|v| v.parse::<f64>().ok());
+                match value {
+                    Some(v) if v > 0.0 && v <= 600.0 => gateway_seconds = Some(v),
+                    _ => {
+                        bail!("--gateway-seconds needs a number of seconds in (0, 600]\n\n{USAGE}")
+                    }
+                }
+            }
+            "--gateway-targets" => {
+                let Some(list) = args.next() else {
+                    bail!("--gateway-targets needs a list\n\n{USAGE}");
+                };
+                for name in list.split(',') {
+                    if !["promptkit", "litellm", "direct"].contains(&name) {
+                        bail!("unknown gateway `{name}` (promptkit, litellm, direct)\n\n{USAGE}");
+                    }
+                    gateway_targets.push(name.to_owned());
+                }
+            }
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(());
@@ -53,6 +88,44 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let data_dir = target_dir.join("bench-data");
     let log_dir = target_dir.join("bench-logs");
     let mode = if quick { "quick" } else { "full" };
+    let gateway_settings = |venv: &peers::Venv| {
+        let litellm =
+            if gateway_targets.is_empty() || gateway_targets.iter().any(|t| t == "litellm") {
+                gateway::ensure_litellm(venv.python.as_deref(), &log_dir)
+            } else {
+                Err("not asked for".to_owned())
+            };
+        gateway::GatewaySettings {
+            root: root.to_path_buf(),
+            target_dir: target_dir.clone(),
+            log_dir: log_dir.clone(),
+            venv_python: venv.python.clone(),
+            litellm_missing: litellm.as_ref().err().cloned(),
+            litellm_version: litellm.ok(),
+            seconds: gateway_seconds.unwrap_or(if quick { 3.0 } else { 10.0 }),
+            only: gateway_targets.clone(),
+        }
+    };
+    if gateway_mode == GatewayMode::Only {
+        eprintln!("cargo xtask bench --gateway ({mode})");
+        eprintln!("[1/2] bench venv");
+        let venv = peers::ensure_venv(&target_dir.join("bench-venv"), &log_dir);
+        eprintln!("[2/2] gateway section");
+        let settings = gateway_settings(&venv);
+        let mut doc = gateway::run(&settings)?;
+        doc["machine"] = machine_info(root);
+        doc["mode"] = json!(mode);
+        let path = target_dir.join("bench-gateway.json");
+        data::write_json(&path, &doc)?;
+        println!();
+        println!(
+            "gateway figures written to {} ({:.0} s in all; logs in {})",
+            path.display(),
+            clock.elapsed().as_secs_f64(),
+            log_dir.display()
+        );
+        return Ok(());
+    }
     eprintln!(
         "cargo xtask bench ({mode}): inputs in {}",
         data_dir.display()
@@ -87,6 +160,20 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     // 4. peers
     eprintln!("[4/5] Python peers");
     let peer_docs = run_peers(root, &venv, &data, quick, &target_dir);
+
+    // 4b. gateway
+    let gateway_doc = if gateway_mode == GatewayMode::Skip {
+        json!({ "skipped": "--no-gateway" })
+    } else {
+        eprintln!("[4/5] gateway section");
+        match gateway::run(&gateway_settings(&venv)) {
+            Ok(doc) => doc,
+            Err(err) => {
+                eprintln!("  gateway section n/a: {err:#}");
+                json!({ "error": format!("{err:#}") })
+            }
+        }
+    };
 
     // 5. report
     eprintln!(
@@ -189,6 +276,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             json
         }).collect::<Vec<_>>(),
         "checks": checks,
+        "gateway": gateway_doc,
         "table": table,
         "elapsed_s": clock.elapsed().as_secs_f64(),
     });
@@ -201,6 +289,17 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         log_dir.display()
     );
     Ok(())
+}
+
+/// Whether a run measures the gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GatewayMode {
+    /// With the rest (the default).
+    Also,
+    /// Nothing else (`--gateway`).
+    Only,
+    /// Not at all (`--no-gateway`).
+    Skip,
 }
 
 /// What each peer figure is, printed under the table.

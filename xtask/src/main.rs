@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask ci | validate-templates [DIR] | bench [--quick]`.
+//! Project tasks: `cargo xtask ci | validate-templates [DIR] | bench [--quick] [--gateway]`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+#[cfg(test)]
+mod gateway_client;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -13,7 +15,9 @@ usage: cargo xtask <task>
 tasks:
   ci                         fmt --check, clippy -D warnings, validate-templates, all tests
   validate-templates [DIR]   lint the templates in DIR (default: templates/)
-  bench [--quick]            criterion benches and peer comparison (not run in CI)
+  bench [--quick] [--gateway | --no-gateway]
+                             criterion benches, peer comparison and the gateway load test
+                             (not run in CI; `bench --help` for the options)
 ";
 
 fn main() -> ExitCode {

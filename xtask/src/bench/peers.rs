@@ -98,7 +98,8 @@ pub(crate) fn ensure_venv(dir: &Path, log_dir: &Path) -> Venv {
     }
 }
 
-fn pip_install(python: &Path, packages: &[&str], log_path: &Path) -> bool {
+/// `python -m pip install packages`, its output appended to `log_path`; whether it succeeded.
+pub(crate) fn pip_install(python: &Path, packages: &[&str], log_path: &Path) -> bool {
     let Ok(log) = fs::OpenOptions::new()
         .create(true)
         .append(true)
