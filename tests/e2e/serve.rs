@@ -221,3 +221,104 @@ fn a_real_prometheus_scrapes_the_gateway() {
     let (code, stderr) = stop(child);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[path = "../gateway_client/driver.rs"]
+mod driver;
+
+/// The official `openai` Python client against `prompt serve` in front of a fake upstream:
+/// whole and streamed answers, a hit on the second call, tools, a template request, replay-only
+/// misses, the client key and bad input (tests/gateway_client/*.py; each script checks its own
+/// answers and the test fails on any failed check). Skipped, saying so, where
+/// `PROMPT_TEST_PYTHON` has no `openai` (`.ci/run` sets it up).
+#[test]
+fn the_official_openai_client_against_prompt_serve() {
+    let Some(python) = driver::client_python() else {
+        return;
+    };
+    let upstream = driver::FakeServer::start(&python, &["--role", "upstream"]);
+    let provider = ["--provider", "openai", "--base-url", &upstream.url];
+    let failed = |summary: &serde_json::Value| summary["ok"] != serde_json::Value::Bool(true);
+
+    // template.py's default template: `demo/greet`, a required `name` in the user message.
+    let sb = Sandbox::new();
+    let templates = sb.path().join("client-templates");
+    std::fs::create_dir_all(templates.join("demo")).unwrap();
+    std::fs::write(
+        templates.join("demo/greet_v1.yaml"),
+        "version: 1\nagent: demo\ntask: greet\nsystem_prompt: You greet people.\n\
+         user_prompt_template: Greet {{ name }}.\nvariables:\n  name: \"string - Who\"\n",
+    )
+    .unwrap();
+    let templates = templates.display().to_string();
+    let mut args = provider.to_vec();
+    args.extend(["--templates", &templates]);
+    let (child, port) = start_serve(&sb, &args);
+    let base = format!("http://127.0.0.1:{port}/v1");
+    for name in [
+        "chat_basic.py",
+        "chat_stream.py",
+        "cache_hit.py",
+        "tools.py",
+        "template.py",
+    ] {
+        let summary = driver::run_client_script(&python, &driver::script(name), &base, None);
+        assert!(!failed(&summary), "{name}: {summary}");
+    }
+    let (code, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Replay-only, on a fresh cache: every request is a miss answered 404 cache_miss.
+    let sb = Sandbox::new();
+    let mut args = provider.to_vec();
+    args.push("--replay-only");
+    let (child, port) = start_serve(&sb, &args);
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let summary =
+        driver::run_client_script(&python, &driver::script("replay_miss.py"), &base, None);
+    assert!(!failed(&summary), "replay_miss.py: {summary}");
+    let (code, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // A client key and a small body limit.
+    let sb = Sandbox::new();
+    let mut args = provider.to_vec();
+    args.extend([
+        "--client-key-env",
+        "GATEWAY_TEST_KEY",
+        "--max-body-bytes",
+        "4096",
+    ]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut all = vec!["serve", "--listen", &listen];
+    all.extend_from_slice(&args);
+    let child = sb
+        .cmd(&all)
+        .env("GATEWAY_TEST_KEY", "sk-gateway-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !http(port, "GET", "/health", "").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let key = Some("sk-gateway-test");
+    let summary = driver::run_client_script(&python, &driver::script("auth.py"), &base, key);
+    assert!(!failed(&summary), "auth.py: {summary}");
+    let summary = driver::run_client_script_with(
+        &python,
+        &driver::script("bad_input.py"),
+        &base,
+        key,
+        &["--max-body-bytes", "4096"],
+    );
+    assert!(!failed(&summary), "bad_input.py: {summary}");
+    let (code, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
+}
