@@ -34,12 +34,18 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<Stri
 
 /// Starts `prompt serve` with `args` on a free port and waits until /health answers.
 fn start_serve(sb: &Sandbox, args: &[&str]) -> (Child, u16) {
+    start_serve_with_env(sb, args, &[])
+}
+
+/// [`start_serve`] with these environment variables set for the server.
+fn start_serve_with_env(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut all = vec!["serve", "--listen", &listen];
     all.extend_from_slice(args);
     let child = sb
         .cmd(&all)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -288,25 +294,8 @@ fn the_official_openai_client_against_prompt_serve() {
         "--max-body-bytes",
         "4096",
     ]);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut all = vec!["serve", "--listen", &listen];
-    all.extend_from_slice(&args);
-    let child = sb
-        .cmd(&all)
-        .env("GATEWAY_TEST_KEY", "sk-gateway-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !http(port, "GET", "/health", "").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, port) =
+        start_serve_with_env(&sb, &args, &[("GATEWAY_TEST_KEY", "sk-gateway-test")]);
     let base = format!("http://127.0.0.1:{port}/v1");
     let key = Some("sk-gateway-test");
     let summary = driver::run_client_script(&python, &driver::script("auth.py"), &base, key);
