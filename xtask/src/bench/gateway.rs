@@ -594,26 +594,53 @@ fn start_promptkit(
         .stdout(log_file(&log))
         .stderr(log_file(&log))
         .spawn();
-    let mut server = match child {
+    let server = match child {
         Ok(c) => Server(c),
         Err(e) => return unavailable(format!("cannot start {}: {e}", prompt.display())),
     };
-    let base = format!("http://{listen}/v1");
-    match wait_ready(
-        &format!("http://{listen}/health"),
-        Duration::from_secs(30),
-        Some(&mut server.0),
-    ) {
-        Ok(()) => Target::Running {
-            name,
-            base,
-            _server: Some(server),
-            counts_cache: true,
-        },
-        Err(why) => unavailable(format!(
-            "prompt serve did not become ready: {why} (log: {})",
-            log.display()
-        )),
+    let started = Started {
+        name,
+        what: "prompt serve",
+        base: format!("http://{listen}/v1"),
+        health: format!("http://{listen}/health"),
+        within: Duration::from_secs(30),
+        counts_cache: true,
+        log: &log,
+    };
+    started.ready(server)
+}
+
+/// A gateway process just started, and how to tell it is ready.
+struct Started<'a> {
+    name: &'static str,
+    /// What to call it in errors.
+    what: &'static str,
+    base: String,
+    health: String,
+    within: Duration,
+    counts_cache: bool,
+    log: &'a Path,
+}
+
+impl Started<'_> {
+    /// Waits for its health URL: a running target, or why it is not available.
+    fn ready(self, mut server: Server) -> Target {
+        match wait_ready(&self.health, self.within, Some(&mut server.0)) {
+            Ok(()) => Target::Running {
+                name: self.name,
+                base: self.base,
+                _server: Some(server),
+                counts_cache: self.counts_cache,
+            },
+            Err(why) => Target::Unavailable {
+                name: self.name,
+                why: format!(
+                    "{} did not become ready: {why} (log: {})",
+                    self.what,
+                    self.log.display()
+                ),
+            },
+        }
     }
 }
 
@@ -707,27 +734,20 @@ fn start_litellm(
         .stdout(log_file(&log))
         .stderr(log_file(&log))
         .spawn();
-    let mut server = match child {
+    let server = match child {
         Ok(c) => Server(c),
         Err(e) => return unavailable(format!("cannot start {}: {e}", litellm.display())),
     };
-    let base = format!("http://127.0.0.1:{port}/v1");
-    match wait_ready(
-        &format!("http://127.0.0.1:{port}/health/liveliness"),
-        Duration::from_secs(120),
-        Some(&mut server.0),
-    ) {
-        Ok(()) => Target::Running {
-            name,
-            base,
-            _server: Some(server),
-            counts_cache: false,
-        },
-        Err(why) => unavailable(format!(
-            "the LiteLLM proxy did not become ready: {why} (log: {})",
-            log.display()
-        )),
-    }
+    let started = Started {
+        name,
+        what: "the LiteLLM proxy",
+        base: format!("http://127.0.0.1:{port}/v1"),
+        health: format!("http://127.0.0.1:{port}/health/liveliness"),
+        within: Duration::from_secs(120),
+        counts_cache: false,
+        log: &log,
+    };
+    started.ready(server)
 }
 
 fn log_file(path: &Path) -> Stdio {
