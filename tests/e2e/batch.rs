@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{FakeOllama, Sandbox, result_lines, root};
+use crate::support::{FakeOllama, Sandbox, Terminal, result_lines, root};
 
 /// A jobs file of `n` write_scene jobs (distinct variables, so no cache hits between them).
 pub(crate) fn scene_jobs(n: usize) -> String {
@@ -412,14 +412,6 @@ fn a_killed_batch_leaves_no_lock_that_blocks_the_next() {
 /// ends of the replies; the results are the same as elsewhere.
 #[test]
 fn a_terminal_sees_the_jobs_in_flight_grow_under_the_bar() {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    use std::sync::mpsc;
-
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: `script` (util-linux) is not installed");
-        return;
-    }
     let server = FakeOllama::start();
     server.hold_stream_ends();
     let sb = Sandbox::new();
@@ -430,31 +422,9 @@ fn a_terminal_sees_the_jobs_in_flight_grow_under_the_bar() {
         server.url,
         crate::support::templates().display()
     );
-    let mut child = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .current_dir(sb.path())
-        .env("NO_COLOR", "1")
-        .env("COLUMNS", "120")
-        .env_remove("PROMPT_PROVIDER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script runs");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut seen = String::new();
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            let _ = tx.send(seen.clone());
-        }
-        seen
-    });
+    let Some(mut terminal) = Terminal::start(sb.path(), &command, &[("COLUMNS", "120")]) else {
+        return;
+    };
     // Every piece but the last of each reply has arrived (over 3,000 characters): the line
     // under the bar names each job with a count in thousands, before any job is done.
     let in_thousands = |seen: &str, line: usize| {
@@ -464,16 +434,9 @@ fn a_terminal_sees_the_jobs_in_flight_grow_under_the_bar() {
                 .is_some_and(|n| n.ends_with('k'))
         })
     };
-    let mut early = String::new();
-    while !(2..=4).all(|line| in_thousands(&early, line)) {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(seen) => early = seen,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the jobs in flight never showed their characters: {early:?}");
-            }
-        }
-    }
+    let early = terminal.wait_until("the jobs in flight never showed their characters", |seen| {
+        (2..=4).all(|line| in_thousands(seen, line))
+    });
     assert!(early.contains("0/3 jobs"), "{early:?}");
     assert!(
         !early.contains("tokens out"),
@@ -481,9 +444,8 @@ fn a_terminal_sees_the_jobs_in_flight_grow_under_the_bar() {
     );
     assert_eq!(server.chats(), 3);
     server.release();
-    let status = child.wait().expect("wait");
-    let all = reader.join().expect("reader");
-    assert!(status.success(), "{all}");
+    let (ok, all) = terminal.finish();
+    assert!(ok, "{all}");
     assert!(all.contains("3 job(s): 3 ok"), "{all}");
     let results = result_lines(&sb.read("results.jsonl"));
     assert_eq!(lines_of(&results), BTreeSet::from([2, 3, 4]));

@@ -1,20 +1,11 @@
 //! Streaming from the command line: the reply appears on a terminal as it arrives.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-use crate::support::{FakeOllama, Sandbox, root, templates};
+use crate::support::{FakeOllama, Sandbox, Terminal, root, templates};
 
 /// `prompt generate` on a pseudo-terminal (via `script`) prints the first pieces of a
 /// streamed reply while the server still holds back its end.
 #[test]
 fn a_terminal_sees_the_reply_in_pieces_before_the_stream_ends() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: `script` (util-linux) is not installed");
-        return;
-    }
     let server = FakeOllama::start();
     server.hold_stream_ends();
     let sb = Sandbox::new();
@@ -26,50 +17,22 @@ fn a_terminal_sees_the_reply_in_pieces_before_the_stream_ends() {
         server.url,
         templates().display()
     );
-    let mut child = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .current_dir(sb.path())
-        .env("NO_COLOR", "1")
-        .env_remove("PROMPT_PROVIDER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script runs");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut seen = String::new();
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            let _ = tx.send(seen.clone());
-        }
-        seen
-    });
+    let Some(mut terminal) = Terminal::start(sb.path(), &command, &[]) else {
+        return;
+    };
     // The first piece must show while the server holds the end of the stream.
-    let mut early = String::new();
-    while !early.contains("FAKE OLLAMA REPLY") {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(seen) => early = seen,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no piece of the reply on the terminal before the stream ended: {early:?}");
-            }
-        }
-    }
+    let early = terminal.wait_until(
+        "no piece of the reply on the terminal before the stream ended",
+        |seen| seen.contains("FAKE OLLAMA REPLY"),
+    );
     assert!(
         !early.contains("cache miss"),
         "the status line comes only at the end: {early:?}"
     );
     assert_eq!(server.chats(), 1);
     server.release();
-    let status = child.wait().expect("wait");
-    let all = reader.join().expect("reader");
-    assert!(status.success(), "{all}");
+    let (ok, all) = terminal.finish();
+    assert!(ok, "{all}");
     let pieces = all.matches("The tide went out").count();
     assert_eq!(pieces, 60, "every piece printed once: {all}");
 }

@@ -470,3 +470,76 @@ pub(crate) fn wait_within(mut child: std::process::Child, limit: Duration) -> Ru
         stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
     }
 }
+
+/// A command run on a pseudo-terminal (`script -qfec` from util-linux), with what it has
+/// printed so far as it grows.
+pub(crate) struct Terminal {
+    child: std::process::Child,
+    seen: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<String>,
+    last: String,
+}
+
+impl Terminal {
+    /// Runs `command` (a shell command line) in `dir` with `env` set, `NO_COLOR` and no
+    /// `PROMPT_PROVIDER`; `None`, after saying SKIPPED, where `script` is not installed.
+    pub(crate) fn start(dir: &Path, command: &str, env: &[(&str, &str)]) -> Option<Self> {
+        use std::io::Read;
+        if Command::new("script").arg("--version").output().is_err() {
+            eprintln!("SKIPPED: `script` (util-linux) is not installed");
+            return None;
+        }
+        let mut child = Command::new("script")
+            .args(["-qfec", command, "/dev/null"])
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .env_remove("PROMPT_PROVIDER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script runs");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, seen) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut all = String::new();
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                all.push_str(&String::from_utf8_lossy(&buf[..n]));
+                let _ = tx.send(all.clone());
+            }
+            all
+        });
+        Some(Self {
+            child,
+            seen,
+            reader,
+            last: String::new(),
+        })
+    }
+
+    /// Waits until `done` holds for the output so far and returns that output; kills the
+    /// command and panics naming `what` when 20 s pass without new output first.
+    pub(crate) fn wait_until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        while !done(&self.last) {
+            match self.seen.recv_timeout(Duration::from_secs(20)) {
+                Ok(seen) => self.last = seen,
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("{what}: {:?}", self.last);
+                }
+            }
+        }
+        self.last.clone()
+    }
+
+    /// Waits for the command to end: whether it succeeded, and all it printed.
+    pub(crate) fn finish(mut self) -> (bool, String) {
+        let status = self.child.wait().expect("wait");
+        (status.success(), self.reader.join().expect("reader"))
+    }
+}
