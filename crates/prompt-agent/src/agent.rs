@@ -28,6 +28,7 @@ use crate::settings::{
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_QUEUE_TIMEOUT_SECS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECS,
 };
 use crate::stream::{CircuitBreaker, EventSender, GenerationEvent, GenerationStream};
+use crate::think::split_think;
 
 /// The shortest acceptable reply, in characters, when neither the call nor the template sets
 /// one (the Python original's rule).
@@ -143,33 +144,6 @@ pub fn apply_quirks(quirks: &[ModelQuirk], request: &mut ChatRequest) {
             user.content.push_str(&quirk.append_to_user);
         }
     }
-}
-
-/// Removes `<think>…</think>` blocks, an unclosed `<think>` and everything after it, and a
-/// leading reasoning part closed by a `</think>` that was never opened; then trims.
-pub fn strip_think(text: &str) -> String {
-    const OPEN: &str = "<think>";
-    const CLOSE: &str = "</think>";
-    let mut rest = text;
-    if let Some(close) = rest.find(CLOSE)
-        && !rest[..close].contains(OPEN)
-    {
-        rest = &rest[close + CLOSE.len()..];
-    }
-    let mut out = String::with_capacity(rest.len());
-    while let Some(open) = rest.find(OPEN) {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + OPEN.len()..];
-        match after.find(CLOSE) {
-            Some(close) => rest = &after[close + CLOSE.len()..],
-            None => {
-                rest = "";
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out.trim().to_owned()
 }
 
 /// What the retry loop asks of a reply: its think-stripped text and its tool calls give the
@@ -836,13 +810,16 @@ impl Agent {
             let error = match outcome {
                 Err(e) => e,
                 Ok(mut response) => {
-                    let cleaned = strip_think(&response.content);
+                    let (cleaned, thought) = split_think(&response.content);
                     let offered = request.options.tool_definitions();
                     let verdict = check_tool_calls(&response.tool_calls, offered)
                         .and_then(|()| check(&cleaned, &response.tool_calls));
                     match verdict {
                         Ok(value) => {
                             response.content = cleaned;
+                            if response.reasoning.is_none() {
+                                response.reasoning = thought;
+                            }
                             return Ok(Attempted {
                                 value,
                                 response,
@@ -1058,23 +1035,6 @@ pub(crate) fn parse_json<T: DeserializeOwned>(content: &str) -> Result<T, String
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn think_blocks_are_stripped() {
-        let cases = [
-            ("<think>plan</think>Answer.", "Answer."),
-            ("  <think>\na\n</think>\n\nAnswer. ", "Answer."),
-            ("A<think>x</think>B<think>y</think>C", "ABC"),
-            ("<think>only thinking, never closed", ""),
-            ("<think>done</think>", ""),
-            ("reasoning without an opening tag</think>Answer", "Answer"),
-            ("Answer then <think>cut off", "Answer then"),
-            ("No tags at all.", "No tags at all."),
-        ];
-        for (input, want) in cases {
-            assert_eq!(strip_think(input), want, "input {input:?}");
-        }
-    }
 
     #[test]
     fn length_checks_count_characters() {

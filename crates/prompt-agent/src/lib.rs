@@ -74,11 +74,11 @@ mod settings;
 mod stream;
 mod system;
 mod template_agent;
+mod think;
 
 pub use agent::{
     Agent, CONTEXT_HEADER, DEFAULT_MIN_LENGTH, DEFAULT_TASK, DEFAULT_TEMPERATURE, GenerateOptions,
     ModelQuirk, Reply, RetryPolicy, Structured, apply_quirks, check_length, default_quirks,
-    strip_think,
 };
 pub use chat_agent::ChatAgent;
 pub use error::{AgentError, ProviderError};
@@ -92,6 +92,7 @@ pub use settings::{
 pub use stream::{CircuitBreaker, GenerationEvent, GenerationStream, StreamItem};
 pub use system::{PromptSystem, PromptSystemBuilder};
 pub use template_agent::{Generation, PreparedRequest, TemplateAgent};
+pub use think::{split_think, strip_think};
 
 /// Re-exported from `prompt-templates`: template variables and version requests.
 pub use prompt_templates::{Vars, VersionReq};

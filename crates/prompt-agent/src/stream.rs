@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{AgentError, ProviderError};
 use crate::request::Delta;
+use crate::think::ThinkSplitter;
 
 /// What a streaming generation yields before its end.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +47,10 @@ pub(crate) type EventSender = mpsc::UnboundedSender<GenerationEvent>;
 /// A generation as a stream: [`StreamItem::Event`]s as the reply arrives, then one
 /// [`StreamItem::Done`] with the same result the non-streaming call returns (or one error).
 ///
+/// Reasoning a model writes inline as `<think>…</think>` comes out as
+/// [`Delta::Reasoning`], and the text deltas put together are the result's text (see
+/// [`split_think`](crate::split_think)), live and replayed alike.
+///
 /// The generation runs on its own task; dropping the stream stops it and closes the
 /// connection to the server. A reply that did not finish is never cached.
 ///
@@ -73,6 +78,9 @@ pub struct GenerationStream<T> {
     finished: bool,
     task: tokio::task::JoinHandle<()>,
     hit: Arc<AtomicBool>,
+    think: ThinkSplitter,
+    /// Deltas split off the last event, not yet handed out.
+    ready: std::collections::VecDeque<Delta>,
 }
 
 impl<T: Send + 'static> GenerationStream<T> {
@@ -95,6 +103,8 @@ impl<T: Send + 'static> GenerationStream<T> {
             finished: false,
             task,
             hit: Arc::default(),
+            think: ThinkSplitter::default(),
+            ready: std::collections::VecDeque::new(),
         }
     }
 
@@ -145,12 +155,25 @@ impl<T> Stream for GenerationStream<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if !this.events_done {
+        while this.ready.is_empty() && !this.events_done {
             match this.events.poll_recv(cx) {
-                Poll::Ready(Some(event)) => return Poll::Ready(Some(Ok(StreamItem::Event(event)))),
-                Poll::Ready(None) => this.events_done = true,
+                Poll::Ready(Some(GenerationEvent::Delta(delta))) => {
+                    this.think.push(delta, &mut this.ready);
+                }
+                Poll::Ready(Some(retry @ GenerationEvent::Retry { .. })) => {
+                    // The attempt's deltas are void: so is what the splitter held of them.
+                    this.think = ThinkSplitter::default();
+                    return Poll::Ready(Some(Ok(StreamItem::Event(retry))));
+                }
+                Poll::Ready(None) => {
+                    this.events_done = true;
+                    this.think.finish(&mut this.ready);
+                }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        if let Some(delta) = this.ready.pop_front() {
+            return Poll::Ready(Some(Ok(StreamItem::Event(GenerationEvent::Delta(delta)))));
         }
         if this.finished {
             return Poll::Ready(None);

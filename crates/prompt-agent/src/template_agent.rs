@@ -564,6 +564,16 @@ fn response_from_hit(hit: &CachedResponse) -> ChatResponse {
             });
         }
     }
+    if response.reasoning.is_none() && !response.deltas.is_empty() {
+        // Reasoning written inline in a streamed reply is stored in its text pieces.
+        let streamed: String = response
+            .deltas
+            .iter()
+            .filter(|d| matches!(d.delta, Delta::Text(_)))
+            .map(|d| d.delta.text())
+            .collect();
+        response.reasoning = crate::think::split_think(&streamed).1;
+    }
     response.tool_calls = tool_calls;
     response
 }

@@ -9,7 +9,8 @@
 //!   headers `X-Prompt-Agent` / `X-Prompt-Task` (default `gateway` / `chat`); a body with
 //!   `"template": "agent/task[@version]"` and `"vars"` is rendered on the server (any
 //!   `messages` follow the rendered ones) and recorded under the template's agent and task.
-//! - `GET /v1/models` — the upstream's models.
+//! - `GET /v1/models` — the upstream's models (replay-only: the configured model and the
+//!   templates' default models, without asking upstream).
 //! - `GET /health` — always open, even with a client key.
 //! - `GET /metrics` — the Prometheus text format.
 //!
@@ -109,7 +110,7 @@ pub struct GatewayConfig {
     /// in a stream that has begun). `None` leaves it to the agents' own timeouts.
     pub request_timeout: Option<Duration>,
     /// Answer from the cache only and never call upstream: a miss is HTTP 404 with code
-    /// `cache_miss`.
+    /// `cache_miss`, and `/v1/models` lists the configured model and the templates' models.
     pub replay_only: bool,
     /// Skip the cache read for every request, as if each sent `Cache-Control: no-cache`
     /// (replies are still stored).
@@ -209,8 +210,26 @@ async fn prometheus(State(gateway): State<Shared>, headers: HeaderMap) -> Respon
     with_cache_header(response, false)
 }
 
+/// The models a replay-only gateway can name without asking upstream: the configured model
+/// and every template's default model, sorted, each once.
+fn offline_models(system: &PromptSystem) -> Vec<String> {
+    let store = system.templates();
+    let mut names = vec![system.model().to_owned()];
+    for info in store.list(None).unwrap_or_default() {
+        if let Ok(template) = store.load(&info.agent, &info.task, VersionReq::Exact(info.version))
+            && let Some(name) = template.model().and_then(|m| m.name.clone())
+        {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 async fn models(State(gateway): State<Shared>, headers: HeaderMap) -> Response {
     let result = match gateway.authorize(&headers) {
+        Ok(()) if gateway.config.replay_only => Ok(offline_models(&gateway.system)),
         Ok(()) => gateway.system.provider().list_models().await.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,

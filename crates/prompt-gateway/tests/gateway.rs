@@ -8,7 +8,7 @@ use std::time::Duration;
 use prompt_agent::GenerateOptions;
 use prompt_gateway::GatewayConfig;
 use serde_json::{Value, json};
-use support::{Harness, REPLY, chat, sse_data};
+use support::{Harness, REPLY, THOUGHT, chat, sse_data};
 
 /// How long a test waits for something that should happen at once.
 const BOUND: Duration = Duration::from_secs(20);
@@ -133,6 +133,49 @@ async fn streams_chunks_with_usage_and_done_and_replays_a_hit() {
     // The gateway asked upstream to stream; its own client's stream flags are not forwarded
     // as options.
     assert_eq!(h.upstream.state.bodies.lock()[0]["stream"], true);
+}
+
+#[tokio::test]
+async fn inline_think_blocks_stream_as_reasoning_and_the_text_matches_the_whole_reply() {
+    let h = Harness::start(GatewayConfig::default()).await;
+    let mut request = chat("THINK, then answer.");
+    request["stream"] = json!(true);
+    let streamed_parts = |body: &str| -> (String, String) {
+        let frames = sse_data(body);
+        let mut text = String::new();
+        let mut reasoning = String::new();
+        for frame in frames.iter().filter(|f| *f != "[DONE]") {
+            let chunk: Value = serde_json::from_str(frame).expect("chunk json");
+            let delta = &chunk["choices"][0]["delta"];
+            assert!(
+                !delta["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("think>")
+            );
+            text.push_str(delta["content"].as_str().unwrap_or_default());
+            reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or_default());
+        }
+        (text, reasoning)
+    };
+    for expect_cache in ["miss", "hit"] {
+        let response = h.post(&request).send().await.expect("send");
+        assert_eq!(response.headers()["x-promptkit-cache"], expect_cache);
+        let (text, reasoning) = streamed_parts(&response.text().await.expect("body"));
+        assert_eq!((text.as_str(), reasoning.as_str()), (REPLY, THOUGHT));
+    }
+    // The whole reply, from the streamed entry and straight from upstream, says the same.
+    for no_cache in [false, true] {
+        let mut post = h.post(&chat("THINK, then answer."));
+        if no_cache {
+            post = post.header("cache-control", "no-cache");
+        }
+        let (status, _, whole) = json_of(post.send().await.expect("send")).await;
+        assert_eq!(status, 200);
+        assert_eq!(whole["choices"][0]["message"]["content"], REPLY);
+        assert_eq!(whole["choices"][0]["message"]["reasoning_content"], THOUGHT);
+    }
+    assert_eq!(h.upstream.calls(), 2);
 }
 
 #[tokio::test]
@@ -366,6 +409,25 @@ async fn replay_only_answers_hits_and_misses_with_cache_miss() {
     streamed["stream"] = json!(true);
     let (status, _, body) = json_of(h.post(&streamed).send().await.expect("send")).await;
     assert_eq!((status, error_code(&body)), (404, "cache_miss"));
+    // The model list is answered offline too: the configured model and the templates' models.
+    let (status, _, models) = json_of(
+        h.client
+            .get(format!("{}/v1/models", h.url))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 200, "{models}");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    let mut want = vec![h.system.model(), "template-model"];
+    want.sort_unstable();
+    assert_eq!(ids, want);
     assert_eq!(h.upstream.calls(), 0, "replay-only never calls upstream");
 
     // Record with a normal system over the same cache, then replay.

@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub const REPLY: &str = "Hello from the fake upstream.";
+/// The reasoning the fake upstream writes inline (`<think>…</think>`) when asked to THINK.
+pub const THOUGHT: &str = "Plan the answer.";
 
 #[derive(Debug, Default)]
 pub struct Upstream {
@@ -145,12 +147,16 @@ async fn completions(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let tool = last.contains("TOOL");
+    // A model that writes its reasoning inline, as `<think>…</think>` in the text.
+    let think = last.contains("THINK");
     let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
     if !stream {
         let message = if tool {
             json!({"role": "assistant", "content": null, "tool_calls": [{
                 "id": "call_1", "type": "function",
                 "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]})
+        } else if think {
+            json!({"role": "assistant", "content": format!("<think>{THOUGHT}</think>\n\n{REPLY}")})
         } else {
             json!({"role": "assistant", "content": REPLY})
         };
@@ -182,6 +188,17 @@ async fn completions(
             Value::Null,
         )));
         frames.push(sse(&chunk(json!({}), json!("tool_calls"))));
+    } else if think {
+        for piece in [
+            "<thi",
+            "nk>Plan the",
+            " answer.</think>\n",
+            "\nHello from the ",
+            "fake upstream.",
+        ] {
+            frames.push(sse(&chunk(json!({"content": piece}), Value::Null)));
+        }
+        frames.push(sse(&chunk(json!({}), json!("stop"))));
     } else {
         for piece in ["Hello ", "from the ", "fake upstream."] {
             frames.push(sse(&chunk(json!({"content": piece}), Value::Null)));
