@@ -66,8 +66,9 @@ enum Target {
     Running {
         name: &'static str,
         base: String,
-        /// Kept alive for as long as the target is measured.
-        _server: Option<Server>,
+        /// Kept alive for as long as the target is measured; its process group's CPU time is
+        /// read around each point.
+        server: Option<Server>,
         counts_cache: bool,
     },
     Unavailable {
@@ -139,7 +140,7 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
         _ => Target::Running {
             name: "upstream direct",
             base: upstream.base_url(),
-            _server: None,
+            server: None,
             counts_cache: false,
         },
     };
@@ -163,7 +164,7 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
     println!("{}", header_line());
     for which in names {
         let target = start(which);
-        let (name, base, counts_cache) = match &target {
+        let (name, base, counts_cache, group) = match &target {
             Target::Unavailable { name, why } => {
                 println!("{name:<16} n/a: {why}");
                 points.push(json!({ "gateway": name, "available": false, "why": why }));
@@ -173,8 +174,13 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
                 name,
                 base,
                 counts_cache,
-                ..
-            } => (*name, base.clone(), *counts_cache),
+                server,
+            } => (
+                *name,
+                base.clone(),
+                *counts_cache,
+                server.as_ref().map(|s| s.0.id()),
+            ),
         };
         // Warm-up: a few distinct calls, one after another, before the first point.
         let warm = workload_bodies("miss", &format!("{nonce}-{name}-warm-up"));
@@ -222,17 +228,27 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
                             .await
                     });
                 }
+                let cpu_before = group.and_then(group_cpu_seconds);
                 let result = loadgen::run(&runtime, &client, &spec, &bodies);
+                let cpu = cpu_before
+                    .zip(group.and_then(group_cpu_seconds))
+                    .map(|(before, after)| after - before);
+                // CPU time of the gateway's processes per request answered: what a request
+                // costs it, however busy the shared machine was.
+                let cpu_us = cpu
+                    .filter(|_| result.ok > 0)
+                    .map(|secs| secs * 1e6 / result.ok as f64);
                 let upstream_calls = upstream.calls() - calls_before;
                 println!(
                     "{}",
-                    point_line(name, workload, rate, &result, upstream_calls)
+                    point_line(name, workload, rate, &result, upstream_calls, cpu_us)
                 );
                 let mut doc = result.to_json(rate);
                 doc["gateway"] = json!(name);
                 doc["workload"] = json!(workload);
                 doc["available"] = json!(true);
                 doc["upstream_calls"] = json!(upstream_calls);
+                doc["gateway_cpu_us_per_request"] = json!(cpu_us);
                 doc["sustained"] = json!(sustained(&result, rate));
                 points.push(doc);
                 if gave_out_at(&result, rate) {
@@ -259,7 +275,7 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
 /// The column heads of the table.
 fn header_line() -> String {
     format!(
-        "{:<16} {:<5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10}  {}",
+        "{:<16} {:<5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}  {}",
         "gateway",
         "load",
         "offered",
@@ -269,6 +285,7 @@ fn header_line() -> String {
         "max ms",
         "errors",
         "upstream",
+        "cpu µs/r",
         "notes"
     )
 }
@@ -279,6 +296,7 @@ fn point_line(
     rate: f64,
     r: &LoadResult,
     upstream_calls: u64,
+    cpu_us: Option<f64>,
 ) -> String {
     let ms =
         |v: Option<u64>| v.map_or_else(|| "—".to_owned(), |ns| format!("{:.2}", ns as f64 / 1e6));
@@ -306,15 +324,58 @@ fn point_line(
         notes.push("NOT SUSTAINED".to_owned());
     }
     format!(
-        "{name:<16} {workload:<5} {rate:>7.0} {:>9.0} {:>9} {:>9} {:>9} {:>7} {:>10}  {}",
+        "{name:<16} {workload:<5} {rate:>7.0} {:>9.0} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}  {}",
         r.achieved_qps(),
         ms(loadgen::percentile(&r.latencies_ns, 50.0)),
         ms(loadgen::percentile(&r.latencies_ns, 99.0)),
         ms(r.latencies_ns.last().copied()),
         r.error_count(),
         upstream_calls,
+        cpu_us.map_or_else(|| "—".to_owned(), |us| format!("{us:.0}")),
         notes.join("; ")
     )
+}
+
+/// The CPU time (user and system, in seconds) used so far by the processes of process group
+/// `group`, read from `/proc`; `None` where `/proc` cannot be read.
+fn group_cpu_seconds(group: u32) -> Option<f64> {
+    let ticks_per_second = clock_ticks_per_second()?;
+    let mut ticks = 0u64;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((pgrp, used)) = parse_proc_stat(&stat)
+            && pgrp == group
+        {
+            ticks += used;
+        }
+    }
+    Some(ticks as f64 / ticks_per_second)
+}
+
+/// The process group and the CPU ticks (utime + stime + cutime + cstime) of a
+/// `/proc/<pid>/stat` line.
+fn parse_proc_stat(stat: &str) -> Option<(u32, u64)> {
+    // The command name (field 2) is in parentheses and may hold spaces: count from its end.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); pgrp is field 5, utime..cstime are fields 14 to 17.
+    let pgrp = fields.get(2)?.parse().ok()?;
+    let used = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    Some((pgrp, used))
+}
+
+fn clock_ticks_per_second() -> Option<f64> {
+    static TICKS: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    })
 }
 
 /// Whether a point kept up: at most 0.1 % errors and at least 95 % of the offered rate.
@@ -629,7 +690,7 @@ impl Started<'_> {
             Ok(()) => Target::Running {
                 name: self.name,
                 base: self.base,
-                _server: Some(server),
+                server: Some(server),
                 counts_cache: self.counts_cache,
             },
             Err(why) => Target::Unavailable {
@@ -800,6 +861,17 @@ mod tests {
             elapsed: Duration::from_secs_f64(secs),
             header_counts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn proc_stat_lines_give_the_group_and_the_cpu_ticks() {
+        let line = "4242 (prompt (serve)) S 1 4242 4242 0 -1 4194304 100 0 0 0 \
+                    250 31 7 2 20 0 9 0 1000 0 0";
+        assert_eq!(parse_proc_stat(line), Some((4242, 250 + 31 + 7 + 2)));
+        assert_eq!(parse_proc_stat("garbage"), None);
+        // This process's own line parses, with its own group.
+        let own = fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+        assert!(parse_proc_stat(&own).is_some(), "{own}");
     }
 
     #[test]
