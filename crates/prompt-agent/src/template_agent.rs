@@ -136,7 +136,7 @@ impl TemplateAgent {
         let template = self
             .system
             .templates
-            .load(self.agent.name(), task, options.version)?;
+            .load(self.agent.name(), task, options.version.clone())?;
         let rendered = if options.examples > 0 {
             template.render_with_examples(vars, options.examples)?
         } else {
