@@ -25,11 +25,15 @@ pub enum TemplateError {
         reason: &'static str,
     },
     /// A version requirement that is not `latest`, `N`, `vN` or a label name.
-    #[error("invalid template version {0:?}: expected \"latest\", \"N\" or \"vN\" with N >= 1, or a label")]
+    #[error(
+        "invalid template version {0:?}: expected \"latest\", \"N\" or \"vN\" with N >= 1, or a label"
+    )]
     InvalidVersionReq(String),
     /// A label name that is not letters, digits, `_` and `-` starting with a letter, or that
     /// reads as `latest` or a version.
-    #[error("invalid label {0:?}: a label is letters, digits, `_` and `-`, starting with a letter, and not `latest` or a version")]
+    #[error(
+        "invalid label {0:?}: a label is letters, digits, `_` and `-`, starting with a letter, and not `latest` or a version"
+    )]
     InvalidLabel(String),
     /// A label that the labels file does not give this template.
     #[error("template {template} has no label `{label}` in {}{}", path.display(), known_suffix(known))]

@@ -66,19 +66,19 @@ impl Labels {
             line,
             message,
         };
-        let map: BTreeMap<String, BTreeMap<String, BTreeMap<String, u32>>> =
-            toml::from_str(text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                bad(
-                    line,
-                    format!(
-                        "{} (expected [agent.task] tables of `label = version`)",
-                        e.message().trim()
-                    ),
-                )
-            })?;
+        let map: BTreeMap<String, BTreeMap<String, BTreeMap<String, u32>>> = toml::from_str(text)
+            .map_err(|e| {
+            let line = e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            bad(
+                line,
+                format!(
+                    "{} (expected [agent.task] tables of `label = version`)",
+                    e.message().trim()
+                ),
+            )
+        })?;
         for (agent, tasks) in &map {
             for (task, labels) in tasks {
                 for (label, version) in labels {
@@ -200,7 +200,9 @@ mod tests {
         for good in ["production", "staging", "v2-candidate", "prod_1", "Vx"] {
             assert!(is_label_name(good), "{good}");
         }
-        for bad in ["", "latest", "LATEST", "3", "v3", "V12", "1abc", "a b", "a/b", "-x"] {
+        for bad in [
+            "", "latest", "LATEST", "3", "v3", "V12", "1abc", "a b", "a/b", "-x",
+        ] {
             assert!(!is_label_name(bad), "{bad}");
         }
     }
@@ -211,7 +213,10 @@ mod tests {
         let mut labels = Labels::default();
         assert_eq!(labels.set("writer", "write_chapter", "production", 2), None);
         assert_eq!(labels.set("writer", "write_chapter", "staging", 3), None);
-        assert_eq!(labels.set("writer", "write_chapter", "production", 3), Some(2));
+        assert_eq!(
+            labels.set("writer", "write_chapter", "production", 3),
+            Some(2)
+        );
         let text = labels.to_toml();
         assert!(text.contains("[writer.write_chapter]\nproduction = 3\nstaging = 3\n"));
         assert_eq!(Labels::parse(path, &text).ok(), Some(labels));

@@ -354,12 +354,7 @@ impl TemplateStore {
         Ok(before)
     }
 
-    fn cached(
-        &self,
-        agent: &str,
-        task: &str,
-        version: &VersionReq,
-    ) -> Option<Arc<PromptTemplate>> {
+    fn cached(&self, agent: &str, task: &str, version: &VersionReq) -> Option<Arc<PromptTemplate>> {
         let cache = self.cache.read();
         let slot = cache.get(agent)?.get(task)?;
         match version {

@@ -330,21 +330,51 @@ fn labels_name_versions_and_move() {
     // No labels file yet: an unknown label, saying there are none.
     let err = store.load("writer", "chapter", production()).unwrap_err();
     assert!(matches!(err, TemplateError::UnknownLabel { .. }), "{err:?}");
-    assert!(err.to_string().contains("has no label `production`"), "{err}");
+    assert!(
+        err.to_string().contains("has no label `production`"),
+        "{err}"
+    );
 
-    assert_eq!(store.set_label("writer", "chapter", "production", 2).unwrap(), None);
+    assert_eq!(
+        store
+            .set_label("writer", "chapter", "production", 2)
+            .unwrap(),
+        None
+    );
     assert_eq!(user(&store, "writer", "chapter", production()), "two");
-    assert_eq!(store.load("writer", "chapter", production()).unwrap().version(), 2);
+    assert_eq!(
+        store
+            .load("writer", "chapter", production())
+            .unwrap()
+            .version(),
+        2
+    );
     // Moving it takes effect at the next load; the previous version is returned.
-    assert_eq!(store.set_label("writer", "chapter", "production", 10).unwrap(), Some(2));
+    assert_eq!(
+        store
+            .set_label("writer", "chapter", "production", 10)
+            .unwrap(),
+        Some(2)
+    );
     assert_eq!(user(&store, "writer", "chapter", production()), "ten");
     let text = std::fs::read_to_string(dir.path().join("labels.toml")).unwrap();
-    assert!(text.contains("[writer.chapter]\nproduction = 10\n"), "{text}");
+    assert!(
+        text.contains("[writer.chapter]\nproduction = 10\n"),
+        "{text}"
+    );
 
     // A label of another template, a version that does not exist, a bad name.
-    let err = store.load("writer", "scene", production()).unwrap_err().to_string();
-    assert!(err.contains("writer/scene has no label `production`"), "{err}");
-    let err = store.set_label("writer", "chapter", "staging", 7).unwrap_err();
+    let err = store
+        .load("writer", "scene", production())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("writer/scene has no label `production`"),
+        "{err}"
+    );
+    let err = store
+        .set_label("writer", "chapter", "staging", 7)
+        .unwrap_err();
     assert!(matches!(err, TemplateError::NotFound { .. }), "{err:?}");
     let err = store.set_label("writer", "chapter", "v3", 1).unwrap_err();
     assert!(matches!(err, TemplateError::InvalidLabel(_)), "{err:?}");
@@ -355,9 +385,18 @@ fn labels_name_versions_and_move() {
     assert!(err.contains("(it has: production)"), "{err}");
 
     // A broken labels file is an error naming its line, and the templates still load by number.
-    std::fs::write(dir.path().join("labels.toml"), "[writer.chapter]\nproduction = \"two\"\n")
-        .unwrap();
-    let err = store.load("writer", "chapter", production()).unwrap_err().to_string();
+    std::fs::write(
+        dir.path().join("labels.toml"),
+        "[writer.chapter]\nproduction = \"two\"\n",
+    )
+    .unwrap();
+    let err = store
+        .load("writer", "chapter", production())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("labels.toml:2: "), "{err}");
-    assert_eq!(user(&store, "writer", "chapter", VersionReq::Exact(1)), "one");
+    assert_eq!(
+        user(&store, "writer", "chapter", VersionReq::Exact(1)),
+        "one"
+    );
 }
