@@ -247,7 +247,7 @@ Examples:
         label: String,
         /// The candidate version (a number, or another label)
         #[arg(value_name = "VERSION")]
-        version: String,
+        candidate: String,
         /// The eval file whose cases decide
         #[arg(long, value_name = "FILE.yaml")]
         eval: PathBuf,
@@ -468,9 +468,9 @@ Examples:
         /// The label (letters, digits, `_`, `-`, starting with a letter)
         #[arg(value_name = "LABEL")]
         label: String,
-        /// The version it names
+        /// The version it names (a number, or another label)
         #[arg(value_name = "VERSION")]
-        version: String,
+        target: String,
     },
     /// List the labels, of every template or of one
     List {

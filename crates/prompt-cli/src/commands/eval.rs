@@ -420,10 +420,10 @@ pub(crate) fn label(cmd: LabelCommand, settings: &Settings) -> CliResult<()> {
         LabelCommand::Set {
             template,
             label,
-            version,
+            target,
         } => {
             let r = plain_template(&template)?;
-            let number = version_number(&store, &r, &version)?;
+            let number = version_number(&store, &r, &target)?;
             let before = store
                 .set_label(&r.agent, &r.task, &label, number)
                 .map_err(|e| template_error(&e, store.dir()))?;

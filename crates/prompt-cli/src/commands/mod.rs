@@ -68,7 +68,7 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
         Command::Promote {
             template,
             label,
-            version,
+            candidate,
             eval,
             force,
             eval_args,
@@ -77,7 +77,7 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
             &eval::PromoteCommand {
                 template: &template,
                 label: &label,
-                version: &version,
+                version: &candidate,
                 eval: &eval,
                 force,
                 eval_args: &eval_args,
