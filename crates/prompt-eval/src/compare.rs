@@ -250,8 +250,14 @@ impl RunStore {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
-        // Names are UTC times of one width, so the newest sorts last.
-        paths.sort();
+        // Names are UTC times of one width (`-N` added on a clash), so the newest sorts last.
+        paths.sort_by_key(|p| {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            match stem.rsplit_once('-') {
+                Some((time, n)) => (time.to_owned(), n.parse::<u32>().unwrap_or(0)),
+                None => (stem.to_owned(), 0),
+            }
+        });
         let mut skipped = 0;
         while let Some(path) = paths.pop() {
             match Self::load(&path) {

@@ -218,26 +218,30 @@ impl EvalFile {
             });
         }
 
-        let strings =
-            |list: Option<Vec<Spanned<Value>>>, what: &str| -> Result<Vec<String>, EvalError> {
-                list.unwrap_or_default()
-                    .into_iter()
-                    .map(|item| match &item.value {
-                        Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-                        other => Err(at(
-                            line(&item),
-                            format!("a {what} is a non-empty name, found {other}"),
-                        )),
-                    })
-                    .collect()
-            };
-        let models = strings(raw.models, "model")?;
-        let providers = strings(raw.providers, "provider")?;
-        for p in &providers {
-            if let Err(e) = p.parse::<prompt_agent::ProviderKind>() {
-                return Err(at(template_line.max(1), format!("`providers`: {e}")));
-            }
-        }
+        // A model is any non-empty name; a provider must be one the settings know.
+        let names = |list: Option<Vec<Spanned<Value>>>,
+                     what: &str,
+                     check: &dyn Fn(&str) -> Result<(), String>|
+         -> Result<Vec<String>, EvalError> {
+            list.unwrap_or_default()
+                .into_iter()
+                .map(|item| match &item.value {
+                    Value::String(s) if !s.trim().is_empty() => check(s.trim())
+                        .map(|()| s.trim().to_owned())
+                        .map_err(|why| at(line(&item), why)),
+                    other => Err(at(
+                        line(&item),
+                        format!("a {what} is a non-empty name, found {other}"),
+                    )),
+                })
+                .collect()
+        };
+        let models = names(raw.models, "model", &|_| Ok(()))?;
+        let providers = names(raw.providers, "provider", &|p| {
+            p.parse::<prompt_agent::ProviderKind>()
+                .map(|_| ())
+                .map_err(|e| format!("`providers`: {e}"))
+        })?;
 
         if raw.cases.value.is_empty() {
             return Err(at(
