@@ -84,7 +84,11 @@ async fn answer(State(script): State<Arc<Script>>, Json(body): Json<Value>) -> J
              "function": {"name": "lookup", "arguments": "{\"name\": \"Mira\"}"}}]}),
         None => json!({"role": "assistant", "content": format!("no reply scripted for {user}")}),
     };
-    let finish = if message["tool_calls"].is_null() { "stop" } else { "tool_calls" };
+    let finish = if message["tool_calls"].is_null() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
     Json(json!({
         "id": "chatcmpl-eval", "object": "chat.completion", "model": body["model"],
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
@@ -121,7 +125,13 @@ tools:
 fn prompt(sb: &Sandbox, server: &Scripted, args: &[&str]) -> Run {
     let templates = sb.path().join("templates");
     let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--provider", "openai", "--base-url", &server.url, "--no-stream"]);
+    all.extend([
+        "--provider",
+        "openai",
+        "--base-url",
+        &server.url,
+        "--no-stream",
+    ]);
     sb.run_env(&all, &[("PROMPT_TEMPLATES", templates.to_str().unwrap())])
 }
 
@@ -133,15 +143,60 @@ fn offline(sb: &Sandbox, args: &[&str]) -> Run {
 
 /// Every assertion kind: version 1's reply passes it, version 2's fails it.
 const KINDS: &[(&str, &str, Reply, Reply)] = &[
-    ("contains: \"pier\"", "contains", Reply::Text("on the pier tonight"), Reply::Text("on the dock tonight")),
-    ("not_contains: \"As an AI\"", "not_contains", Reply::Text("Mira waits here."), Reply::Text("As an AI I cannot")),
-    ("regex: \"^Chapter \\\\d+\"", "regex", Reply::Text("Chapter 12: Salt"), Reply::Text("Salt, chapter twelve")),
-    ("equals: \"yes, certainly\"", "equals", Reply::Text("yes, certainly"), Reply::Text("no, certainly not")),
-    ("min_length: 20", "min_length", Reply::Text("twenty-one characters"), Reply::Text("short reply")),
-    ("max_length: 15", "max_length", Reply::Text("short reply"), Reply::Text("a much longer reply than that")),
-    ("json: { type: object, required: [name] }", "json", Reply::Text("{\"name\": \"Mira\"}"), Reply::Text("{\"title\": \"Salt\"}")),
-    ("tool_call: lookup", "tool_call", Reply::CallLookup, Reply::Text("I call nothing at all")),
-    ("expr: \"vars.q in output and output | length > 12\"", "expr", Reply::Text("this is about expr"), Reply::Text("nothing relevant here")),
+    (
+        "contains: \"pier\"",
+        "contains",
+        Reply::Text("on the pier tonight"),
+        Reply::Text("on the dock tonight"),
+    ),
+    (
+        "not_contains: \"As an AI\"",
+        "not_contains",
+        Reply::Text("Mira waits here."),
+        Reply::Text("As an AI I cannot"),
+    ),
+    (
+        "regex: \"^Chapter \\\\d+\"",
+        "regex",
+        Reply::Text("Chapter 12: Salt"),
+        Reply::Text("Salt, chapter twelve"),
+    ),
+    (
+        "equals: \"yes, certainly\"",
+        "equals",
+        Reply::Text("yes, certainly"),
+        Reply::Text("no, certainly not"),
+    ),
+    (
+        "min_length: 20",
+        "min_length",
+        Reply::Text("twenty-one characters"),
+        Reply::Text("short reply"),
+    ),
+    (
+        "max_length: 15",
+        "max_length",
+        Reply::Text("short reply"),
+        Reply::Text("a much longer reply than that"),
+    ),
+    (
+        "json: { type: object, required: [name] }",
+        "json",
+        Reply::Text("{\"name\": \"Mira\"}"),
+        Reply::Text("{\"title\": \"Salt\"}"),
+    ),
+    (
+        "tool_call: lookup",
+        "tool_call",
+        Reply::CallLookup,
+        Reply::Text("I call nothing at all"),
+    ),
+    (
+        "expr: \"vars.q in output and output | length > 12\"",
+        "expr",
+        Reply::Text("this is about expr"),
+        Reply::Text("nothing relevant here"),
+    ),
 ];
 
 /// An eval file with one case per assertion kind (`q` is the kind's name).
@@ -182,7 +237,11 @@ fn the_matrix_passes_and_fails_each_assertion_kind_as_scripted() {
 
     let run = prompt(&sb, &server, &["eval", "kinds.yaml", "--json"]);
     assert_eq!(run.code, 1, "a failing assertion exits 1\n{}", run.stderr);
-    assert!(run.stderr.contains("9 of 18 cell(s) failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("9 of 18 cell(s) failed"),
+        "{}",
+        run.stderr
+    );
     let out = run.json();
     assert_eq!(out["passed"], json!(false));
     assert_eq!(out["cells"].as_array().unwrap().len(), 18);
@@ -200,7 +259,10 @@ fn the_matrix_passes_and_fails_each_assertion_kind_as_scripted() {
         let failures = fail["failures"].as_array().unwrap();
         assert_eq!(failures.len(), 1, "{kind}: {fail}");
         assert!(
-            failures[0]["assertion"].as_str().unwrap().starts_with(&format!("{kind}:")),
+            failures[0]["assertion"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{kind}:")),
             "{kind}: {fail}"
         );
         assert!(!failures[0]["reason"].as_str().unwrap().is_empty());
@@ -216,12 +278,16 @@ fn the_matrix_passes_and_fails_each_assertion_kind_as_scripted() {
     assert!(run.stdout.contains("1 · m1 · openai"), "{}", run.stdout);
     assert!(run.stdout.contains("pass rate"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("FAIL equals × 2 · m1 · openai: equals: \"yes, certainly\""),
+        run.stdout
+            .contains("FAIL equals × 2 · m1 · openai: equals: \"yes, certainly\""),
         "{}",
         run.stdout
     );
     let html = sb.read("eval.html");
-    assert!(html.contains(r#"data-cells="18" data-failed="9""#), "{html}");
+    assert!(
+        html.contains(r#"data-cells="18" data-failed="9""#),
+        "{html}"
+    );
     assert!(!html.contains("<script"));
     // Every call went through the cache: the second run made no new call.
     assert_eq!(server.chats(), 18);
@@ -237,7 +303,11 @@ fn repeats_reach_the_server_once_per_sample_and_sample_zero_is_the_plain_request
         "repeat.yaml",
         "template: qa/answer\nversions: [1]\ncases:\n  - name: pier\n    vars: { q: pier }\n    assert:\n      - contains: pier\n",
     );
-    let out = prompt(&sb, &server, &["eval", "repeat.yaml", "--repeat", "4", "--json"]);
+    let out = prompt(
+        &sb,
+        &server,
+        &["eval", "repeat.yaml", "--repeat", "4", "--json"],
+    );
     out.ok();
     let out = out.json();
     assert_eq!(server.chats(), 4, "4 samples, 4 distinct requests");
@@ -246,11 +316,20 @@ fn repeats_reach_the_server_once_per_sample_and_sample_zero_is_the_plain_request
     assert_eq!(out["cells"][0]["cache_hits"], json!(0));
 
     // Again: every sample is its own cache entry.
-    let again = prompt(&sb, &server, &["eval", "repeat.yaml", "--repeat", "4", "--json"]).json();
+    let again = prompt(
+        &sb,
+        &server,
+        &["eval", "repeat.yaml", "--repeat", "4", "--json"],
+    )
+    .json();
     assert_eq!(server.chats(), 4);
     assert_eq!(again["cells"][0]["cache_hits"], json!(4));
     // A plain generation of the same request is sample 0's entry.
-    let plain = prompt(&sb, &server, &["generate", "qa/answer@1", "--var", "q=pier", "--json"]);
+    let plain = prompt(
+        &sb,
+        &server,
+        &["generate", "qa/answer@1", "--var", "q=pier", "--json"],
+    );
     assert_eq!(plain.json()["cache_hit"], json!(true), "{}", plain.stdout);
     assert_eq!(server.chats(), 4);
     // One more sample is one more call.
@@ -272,7 +351,9 @@ fn compare_shows_exactly_the_cells_that_changed() {
     server.set("v2:c", Reply::Text("a bad reply"));
     let mut eval = "template: qa/answer\nversions: [1, 2]\ncases:\n".to_owned();
     for q in cases {
-        eval.push_str(&format!("  - name: {q}\n    vars: {{ q: {q} }}\n    assert:\n      - contains: good\n"));
+        eval.push_str(&format!(
+            "  - name: {q}\n    vars: {{ q: {q} }}\n    assert:\n      - contains: good\n"
+        ));
     }
     sb.write("cmp.yaml", &eval);
     let first = prompt(&sb, &server, &["eval", "cmp.yaml", "--json"]);
@@ -283,7 +364,18 @@ fn compare_shows_exactly_the_cells_that_changed() {
     // b × 1 breaks, c × 2 is fixed; the rest stays as it was.
     server.set("v1:b", Reply::Text("a bad reply"));
     server.set("v2:c", Reply::Text("a good reply now"));
-    let second = prompt(&sb, &server, &["eval", "cmp.yaml", "--no-cache", "--compare", "last", "--json"]);
+    let second = prompt(
+        &sb,
+        &server,
+        &[
+            "eval",
+            "cmp.yaml",
+            "--no-cache",
+            "--compare",
+            "last",
+            "--json",
+        ],
+    );
     assert_eq!(second.code, 1);
     let out = second.json();
     let changed: Vec<(String, String, String)> = out["compare"]["changed"]
@@ -307,22 +399,59 @@ fn compare_shows_exactly_the_cells_that_changed() {
     );
     assert_eq!(out["compare"]["unchanged"], json!(6));
     assert_eq!(out["compare"]["before"], json!(first_path));
-    assert!(out["compare"]["cells"][0]["latency_delta_ms"].as_f64().is_some());
+    assert!(
+        out["compare"]["cells"][0]["latency_delta_ms"]
+            .as_f64()
+            .is_some()
+    );
 
     // The same against a stored run by path, on the terminal: only the changed cells listed.
-    let text = prompt(&sb, &server, &["eval", "cmp.yaml", "--compare", &first_path]);
-    assert!(text.stdout.contains("2 cell(s) changed, 6 unchanged"), "{}", text.stdout);
-    assert!(text.stdout.contains("pass → fail b × 1 · m1 · openai"), "{}", text.stdout);
-    assert!(text.stdout.contains("fail → pass c × 2 · m1 · openai"), "{}", text.stdout);
+    let text = prompt(
+        &sb,
+        &server,
+        &["eval", "cmp.yaml", "--compare", &first_path],
+    );
+    assert!(
+        text.stdout.contains("2 cell(s) changed, 6 unchanged"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("pass → fail b × 1 · m1 · openai"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("fail → pass c × 2 · m1 · openai"),
+        "{}",
+        text.stdout
+    );
     assert!(!text.stdout.contains(" a × "), "{}", text.stdout);
 
     // A stored run that is not one is refused by name; `last` passes over it.
     let bad = sb.write("output/evals/cmp/99999999T999999.999Z.json", "{not json");
-    let run = prompt(&sb, &server, &["eval", "cmp.yaml", "--compare", bad.to_str().unwrap()]);
+    let run = prompt(
+        &sb,
+        &server,
+        &["eval", "cmp.yaml", "--compare", bad.to_str().unwrap()],
+    );
     assert_error(&run, 1, "not a stored eval run");
-    let run = prompt(&sb, &server, &["eval", "cmp.yaml", "--compare", "last", "--json"]);
-    assert!(run.stderr.contains("1 unreadable stored run(s)"), "{}", run.stderr);
-    assert!(run.json()["compare"]["changed"].as_array().unwrap().is_empty());
+    let run = prompt(
+        &sb,
+        &server,
+        &["eval", "cmp.yaml", "--compare", "last", "--json"],
+    );
+    assert!(
+        run.stderr.contains("1 unreadable stored run(s)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.json()["compare"]["changed"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(bad.is_file(), "an unreadable run is left where it is");
 }
 
@@ -339,7 +468,10 @@ fn labels_resolve_in_render_generate_batch_and_eval() {
     offline(&sb, &["label", "set", "qa/answer", "production", "2"]).ok();
     offline(&sb, &["label", "set", "qa/answer", "staging", "v3"]).ok();
     let labels = sb.read("templates/labels.toml");
-    assert!(labels.contains("[qa.answer]\nproduction = 2\nstaging = 3\n"), "{labels}");
+    assert!(
+        labels.contains("[qa.answer]\nproduction = 2\nstaging = 3\n"),
+        "{labels}"
+    );
     let list = offline(&sb, &["label", "list", "--json"]).json();
     assert_eq!(
         list,
@@ -350,7 +482,17 @@ fn labels_resolve_in_render_generate_batch_and_eval() {
     let render = offline(&sb, &["render", "qa/answer@production", "--var", "q=pier"]);
     assert!(render.ok().contains("v2:pier"), "{}", render.stdout);
 
-    let generated = prompt(&sb, &server, &["generate", "qa/answer@production", "--var", "q=pier", "--json"]);
+    let generated = prompt(
+        &sb,
+        &server,
+        &[
+            "generate",
+            "qa/answer@production",
+            "--var",
+            "q=pier",
+            "--json",
+        ],
+    );
     let generated = generated.json();
     assert_eq!(generated["version"], json!(2));
     assert_eq!(generated["response"], json!("on the pier tonight"));
@@ -363,7 +505,13 @@ fn labels_resolve_in_render_generate_batch_and_eval() {
     assert_eq!(ok["ok"], json!(true), "{ok}");
     assert_eq!(ok["template_version"], json!(2));
     let failed = lines.iter().find(|l| l["line"] == 2).unwrap();
-    assert!(failed["error"].as_str().unwrap().contains("no label `nolabel`"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("no label `nolabel`"),
+        "{failed}"
+    );
 
     // An eval file names labels like versions; its cells keep the label and the number.
     sb.write(
@@ -400,34 +548,116 @@ fn promotion_is_refused_on_a_regression_and_accepted_without_one() {
     offline(&sb, &["label", "set", "qa/answer", "production", "1"]).ok();
 
     // v2 fails every case v1 passes: refused, label unchanged, the diff printed.
-    let refused = prompt(&sb, &server, &["promote", "qa/answer", "production", "2", "--eval", "kinds.yaml"]);
+    let refused = prompt(
+        &sb,
+        &server,
+        &[
+            "promote",
+            "qa/answer",
+            "production",
+            "2",
+            "--eval",
+            "kinds.yaml",
+        ],
+    );
     assert_eq!(refused.code, 1, "{}\n{}", refused.stdout, refused.stderr);
-    assert!(refused.stdout.contains("9 cell(s) changed"), "{}", refused.stdout);
-    assert!(refused.stdout.contains("pass → fail contains × v2"), "{}", refused.stdout);
-    assert!(refused.stdout.contains("not promoted"), "{}", refused.stdout);
-    assert!(refused.stderr.contains("not moved: 9 regression(s)"), "{}", refused.stderr);
-    assert!(sb.read("templates/labels.toml").contains("production = 1\n"));
+    assert!(
+        refused.stdout.contains("9 cell(s) changed"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("pass → fail contains × v2"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("not promoted"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains("not moved: 9 regression(s)"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        sb.read("templates/labels.toml")
+            .contains("production = 1\n")
+    );
 
     // v3 passes everything v1 passes: promoted.
-    let accepted = prompt(&sb, &server, &["promote", "qa/answer", "production", "3", "--eval", "kinds.yaml", "--json"]);
+    let accepted = prompt(
+        &sb,
+        &server,
+        &[
+            "promote",
+            "qa/answer",
+            "production",
+            "3",
+            "--eval",
+            "kinds.yaml",
+            "--json",
+        ],
+    );
     let out = accepted.json();
     assert_eq!(accepted.code, 0, "{}", accepted.stderr);
     assert_eq!(out["moved"], json!(true));
     assert_eq!(out["from"], json!(1));
     assert_eq!(out["to"], json!(3));
     assert_eq!(out["regressions"], json!(0));
-    assert!(sb.read("templates/labels.toml").contains("production = 3\n"));
+    assert!(
+        sb.read("templates/labels.toml")
+            .contains("production = 3\n")
+    );
 
     // --force moves it despite the regression, and says so.
-    let forced = prompt(&sb, &server, &["promote", "qa/answer", "production", "2", "--eval", "kinds.yaml", "--force"]);
+    let forced = prompt(
+        &sb,
+        &server,
+        &[
+            "promote",
+            "qa/answer",
+            "production",
+            "2",
+            "--eval",
+            "kinds.yaml",
+            "--force",
+        ],
+    );
     assert_eq!(forced.code, 0, "{}", forced.stderr);
-    assert!(forced.stdout.contains("promoted with --force"), "{}", forced.stdout);
-    assert!(forced.stdout.contains("despite 9 regression(s)"), "{}", forced.stdout);
-    assert!(sb.read("templates/labels.toml").contains("production = 2\n"));
+    assert!(
+        forced.stdout.contains("promoted with --force"),
+        "{}",
+        forced.stdout
+    );
+    assert!(
+        forced.stdout.contains("despite 9 regression(s)"),
+        "{}",
+        forced.stdout
+    );
+    assert!(
+        sb.read("templates/labels.toml")
+            .contains("production = 2\n")
+    );
 
     // An eval file of another template is refused.
-    sb.write("other.yaml", "template: writer/write_scene\ncases:\n  - name: x\n    assert:\n      - contains: x\n");
-    let run = prompt(&sb, &server, &["promote", "qa/answer", "production", "3", "--eval", "other.yaml"]);
+    sb.write(
+        "other.yaml",
+        "template: writer/write_scene\ncases:\n  - name: x\n    assert:\n      - contains: x\n",
+    );
+    let run = prompt(
+        &sb,
+        &server,
+        &[
+            "promote",
+            "qa/answer",
+            "production",
+            "3",
+            "--eval",
+            "other.yaml",
+        ],
+    );
     assert_error(&run, 2, "evaluates writer/write_scene, not qa/answer");
 }
 
@@ -451,7 +681,11 @@ fn bad_eval_files_are_refused_with_their_line_before_any_call() {
         sb.write(name, text);
         let run = prompt(&sb, &server, &["eval", name]);
         assert_error(&run, 1, needle);
-        assert!(run.stderr.contains(&format!("{name}:")), "{name}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{name}:")),
+            "{name}: {}",
+            run.stderr
+        );
     }
     assert_eq!(server.chats(), 0, "no call before the file is checked");
 }

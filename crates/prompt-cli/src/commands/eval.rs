@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use prompt_eval::{
-    Change, Comparison, DEFAULT_RUNS_DIR, EvalError, EvalFile, EvalRun, ResolvedVersion,
+    Change, Column, Comparison, DEFAULT_RUNS_DIR, EvalError, EvalFile, EvalRun, ResolvedVersion,
     RunOptions, RunStore, Systems, VersionSpec, compare_runs, compare_versions,
 };
 use prompt_templates::TemplateStore;
@@ -86,7 +86,9 @@ fn run_file(
     };
     let run = runtime()?.block_on(prompt_eval::run(file, versions, &systems, &options));
     for system in std::iter::once(&systems.default).chain(systems.by_provider.values()) {
-        system.flush().map_err(|e| agent_error(e, &built.settings))?;
+        system
+            .flush()
+            .map_err(|e| agent_error(e, &built.settings))?;
     }
     Ok(run)
 }
@@ -102,26 +104,22 @@ pub(crate) fn eval(cmd: &EvalCommand<'_>, settings: &Settings) -> CliResult<()> 
     // The run compared with is read before this run is stored.
     let before = match cmd.compare {
         None => None,
-        Some("last") => match store.last(cmd.file).map_err(|e| eval_error(&e))? {
-            (found, skipped) => {
-                if skipped > 0 {
-                    ui::print_warning(&format!(
-                        "{skipped} unreadable stored run(s) in {} passed over",
-                        store.folder(cmd.file).display()
-                    ));
-                }
-                match found {
-                    Some((path, run)) => Some((path, run)),
-                    None => {
-                        ui::print_warning(&format!(
-                            "no stored run of {} to compare with yet",
-                            cmd.file.display()
-                        ));
-                        None
-                    }
-                }
+        Some("last") => {
+            let (found, skipped) = store.last(cmd.file).map_err(|e| eval_error(&e))?;
+            if skipped > 0 {
+                ui::print_warning(&format!(
+                    "{skipped} unreadable stored run(s) in {} passed over",
+                    store.folder(cmd.file).display()
+                ));
             }
-        },
+            if found.is_none() {
+                ui::print_warning(&format!(
+                    "no stored run of {} to compare with yet",
+                    cmd.file.display()
+                ));
+            }
+            found
+        }
         Some(path) => {
             let path = PathBuf::from(path);
             let run = RunStore::load(&path).map_err(|e| eval_error(&e))?;
@@ -136,9 +134,8 @@ pub(crate) fn eval(cmd: &EvalCommand<'_>, settings: &Settings) -> CliResult<()> 
 
     if let Some(path) = cmd.html {
         let page = render_html(&run, comparison.as_ref());
-        std::fs::write(path, page).map_err(|e| {
-            CliError::failure(format!("cannot write {}: {e}", path.display()))
-        })?;
+        std::fs::write(path, page)
+            .map_err(|e| CliError::failure(format!("cannot write {}: {e}", path.display())))?;
     }
     if settings.json {
         let mut value = serde_json::to_value(&run)
@@ -155,7 +152,11 @@ pub(crate) fn eval(cmd: &EvalCommand<'_>, settings: &Settings) -> CliResult<()> 
         if let Some(c) = &comparison {
             out.push_str(&comparison_text(c, paint));
         }
-        let _ = writeln!(out, "{}", paint.dim(&format!("stored {}", stored.display())));
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.dim(&format!("stored {}", stored.display()))
+        );
         if let Some(path) = cmd.html {
             let _ = writeln!(out, "{}", paint.dim(&format!("wrote {}", path.display())));
         }
@@ -182,6 +183,22 @@ fn comparison_json(c: &Comparison) -> serde_json::Value {
         "cells": c.cells,
     })
 }
+
+/// A total shown under the matrix: its name and how a column's figure is written.
+type Figure = (&'static str, fn(&Column) -> String);
+
+/// The totals under the matrix, on the terminal and in the HTML page alike.
+const FIGURES: [Figure; 4] = [
+    ("pass rate", |c| {
+        format!("{} ({}/{})", ui::percent(c.pass_rate), c.passed, c.cells)
+    }),
+    ("latency (mean)", |c| ui::millis(c.latency_ms)),
+    ("tokens", |c| c.tokens.to_string()),
+    ("cost", |c| {
+        c.cost_usd
+            .map_or_else(|| "-".to_owned(), |v| format!("${v:.4}"))
+    }),
+];
 
 /// The matrix: cases down, version · model · provider across; totals under it; then the
 /// failures with their reasons.
@@ -211,19 +228,11 @@ fn matrix_text(run: &EvalRun, paint: Paint) -> String {
         }
         table.row(row);
     }
-    let footer = |name: &str, f: &dyn Fn(&prompt_eval::Column) -> String| {
+    for (name, figure) in FIGURES {
         let mut row = vec![name.to_owned()];
-        row.extend(run.columns.iter().map(f));
-        row
-    };
-    table.row(footer("pass rate", &|c| {
-        format!("{} ({}/{})", ui::percent(c.pass_rate), c.passed, c.cells)
-    }));
-    table.row(footer("latency (mean)", &|c| ui::millis(c.latency_ms)));
-    table.row(footer("tokens", &|c| c.tokens.to_string()));
-    table.row(footer("cost", &|c| {
-        c.cost_usd.map_or_else(|| "-".to_owned(), |v| format!("${v:.4}"))
-    }));
+        row.extend(run.columns.iter().map(figure));
+        table.row(row);
+    }
     let mut out = format!(
         "{}\n",
         paint.bold(&format!(
@@ -295,8 +304,14 @@ fn comparison_text(c: &Comparison, paint: Paint) -> String {
             .iter()
             .map(|x| x.cost_delta_usd)
             .try_fold(0.0, |acc, d| d.map(|d| acc + d));
-        let cost = cost.map(|d| format!(", cost {d:+.4} USD")).unwrap_or_default();
-        let _ = writeln!(out, "{}", paint.dim(&format!("mean latency delta {mean:+.0} ms{cost}")));
+        let cost = cost
+            .map(|d| format!(", cost {d:+.4} USD"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.dim(&format!("mean latency delta {mean:+.0} ms{cost}"))
+        );
     }
     out
 }
@@ -339,7 +354,11 @@ td.pass{{color:#2f9e64;font-weight:600}} td.fail{{color:#d8453b;font-weight:700}
     for case in run.case_names() {
         let _ = write!(s, "<tr><td>{}</td>", esc(case));
         for column in &run.columns {
-            match run.cells.iter().find(|c| c.case == case && c.column() == column.key) {
+            match run
+                .cells
+                .iter()
+                .find(|c| c.case == case && c.column() == column.key)
+            {
                 Some(cell) => {
                     let title: Vec<String> = cell
                         .failures
@@ -361,25 +380,19 @@ td.pass{{color:#2f9e64;font-weight:600}} td.fail{{color:#d8453b;font-weight:700}
         }
         s.push_str("</tr>\n");
     }
-    let rows: [(&str, &dyn Fn(&prompt_eval::Column) -> String); 4] = [
-        ("pass rate", &|c| ui::percent(c.pass_rate)),
-        ("latency (mean)", &|c| ui::millis(c.latency_ms)),
-        ("tokens", &|c| c.tokens.to_string()),
-        ("cost", &|c| c.cost_usd.map_or_else(|| "-".to_owned(), |v| format!("${v:.4}"))),
-    ];
-    for (name, f) in rows {
+    for (name, figure) in FIGURES {
         let _ = write!(s, "<tr><th>{name}</th>");
         for c in &run.columns {
-            let _ = write!(s, "<td>{}</td>", esc(&f(c)));
+            let _ = write!(s, "<td>{}</td>", esc(&figure(c)));
         }
         s.push_str("</tr>\n");
     }
     s.push_str("</table>\n<table id=\"failures\"><caption>Failures</caption><tr><th>case</th><th>column</th><th>sample</th><th>assertion</th><th>why</th></tr>\n");
     for cell in run.cells.iter().filter(|c| !c.passed) {
         for f in &cell.failures {
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left;white-space:normal\">{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td style=\"text-align:left;white-space:normal\">{}</td></tr>",
                 esc(&cell.case),
                 esc(&cell.column().to_string()),
                 f.sample,
@@ -390,21 +403,23 @@ td.pass{{color:#2f9e64;font-weight:600}} td.fail{{color:#d8453b;font-weight:700}
     }
     s.push_str("</table>\n");
     if let Some(c) = comparison {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<table id=\"compare\"><caption>Changed since {}</caption><tr><th>case</th><th>column</th><th>change</th><th>latency Δ</th></tr>\n",
+            "<table id=\"compare\"><caption>Changed since {}</caption><tr><th>case</th><th>column</th><th>change</th><th>latency Δ</th></tr>",
             esc(&c.before)
         );
         for cell in c.changed() {
-            let _ = write!(
+            let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td>{} · {} · {}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td>{} · {} · {}</td><td>{}</td><td>{}</td></tr>",
                 esc(&cell.case),
                 esc(&cell.version),
                 esc(&cell.model),
                 esc(&cell.provider),
                 cell.change.label(),
-                cell.latency_delta_ms.map(|d| format!("{d:+.0} ms")).unwrap_or_default()
+                cell.latency_delta_ms
+                    .map(|d| format!("{d:+.0} ms"))
+                    .unwrap_or_default()
             );
         }
         s.push_str("</table>\n");
@@ -510,7 +525,9 @@ pub(crate) fn promote(cmd: &PromoteCommand<'_>, settings: &Settings) -> CliResul
     let built = generator(settings, cmd.provider)?;
     let store = built.system.templates();
     let candidate = version_number(store, &r, cmd.version)?;
-    let labels = store.labels().map_err(|e| template_error(&e, store.dir()))?;
+    let labels = store
+        .labels()
+        .map_err(|e| template_error(&e, store.dir()))?;
     let current = labels.get(&r.agent, &r.task, cmd.label);
     if current == Some(candidate) {
         return ui::print_stdout(&format!("{r}@{} is already v{candidate}\n", cmd.label));
@@ -522,8 +539,16 @@ pub(crate) fn promote(cmd: &PromoteCommand<'_>, settings: &Settings) -> CliResul
     };
     file.versions = current.into_iter().chain([candidate]).map(spec).collect();
     let versions = file.check(store).map_err(|e| eval_error(&e))?;
-    let run = run_file(&file, &versions, &built, cmd.eval_args, settings, cmd.provider)?;
-    let comparison = current.map(|n| compare_versions(&run, &format!("v{n}"), &format!("v{candidate}")));
+    let run = run_file(
+        &file,
+        &versions,
+        &built,
+        cmd.eval_args,
+        settings,
+        cmd.provider,
+    )?;
+    let comparison =
+        current.map(|n| compare_versions(&run, &format!("v{n}"), &format!("v{candidate}")));
     let regressions = comparison.as_ref().map_or(0, |c| c.regressions().count());
     let moved = regressions == 0 || cmd.force;
     if moved {
