@@ -180,6 +180,24 @@ impl Labels {
     }
 }
 
+/// The line of `label` in the `[agent.task]` table (1 when it cannot be found).
+pub(crate) fn label_line(text: &str, agent: &str, task: &str, label: &str) -> usize {
+    let header = format!("[{agent}.{task}]");
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            inside = t.replace([' ', '"'], "") == header;
+        } else if inside
+            && t.strip_prefix(label)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return i + 1;
+        }
+    }
+    1
+}
+
 /// The first line that assigns `key` (for messages about a value the parser accepted).
 fn line_of(text: &str, key: &str) -> usize {
     text.lines()
