@@ -689,3 +689,39 @@ fn bad_eval_files_are_refused_with_their_line_before_any_call() {
     }
     assert_eq!(server.chats(), 0, "no call before the file is checked");
 }
+
+/// `models` and `providers` cross with the versions: one column each, and only the
+/// OpenAI-compatible columns reach the server.
+#[test]
+fn models_and_providers_cross_with_versions() {
+    let sb = Sandbox::new();
+    write_templates(&sb);
+    let server = Scripted::start();
+    server.set("v1:pier", Reply::Text("on the pier tonight"));
+    sb.write(
+        "cross.yaml",
+        "template: qa/answer\nversions: [1]\nmodels: [m1, m2]\nproviders: [openai, echo]\ncases:\n  - name: pier\n    vars: { q: pier }\n    assert:\n      - contains: pier\n",
+    );
+    let out = prompt(&sb, &server, &["eval", "cross.yaml", "--json"]);
+    out.ok();
+    let out = out.json();
+    let columns: Vec<String> = out["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}/{}/{}", c["version"], c["model"], c["provider"]).replace('"', ""))
+        .collect();
+    assert_eq!(columns, ["1/m1/openai", "1/m1/echo", "1/m2/openai", "1/m2/echo"]);
+    assert_eq!(server.chats(), 2, "the echo columns are answered offline");
+    let echo = cell_where(&out, "m2", "echo");
+    assert!(echo["output"].as_str().unwrap().starts_with("[echo] model=m2"), "{echo}");
+}
+
+fn cell_where<'a>(run: &'a Value, model: &str, provider: &str) -> &'a Value {
+    run["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["model"] == model && c["provider"] == provider)
+        .unwrap_or_else(|| panic!("no cell {model} × {provider} in {run}"))
+}
