@@ -131,6 +131,31 @@ pub struct TemplateStore {
     dir: PathBuf,
     limits: RenderLimits,
     cache: RwLock<FastMap<FastMap<Slot>>>,
+    /// The labels file as last read, with the stamp of the file it was read from.
+    labels: RwLock<Option<(FileStamp, Arc<Labels>)>>,
+}
+
+/// What tells a file's versions apart without reading it: size, inode and modification time
+/// (a file replaced by a rename gets a new inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            len: meta.len(),
+            inode,
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 impl fmt::Debug for TemplateStore {
@@ -187,6 +212,7 @@ impl TemplateStore {
             dir,
             limits: RenderLimits::default(),
             cache: RwLock::new(FastMap::default()),
+            labels: RwLock::new(None),
         })
     }
 
@@ -291,10 +317,26 @@ impl TemplateStore {
         Ok(out)
     }
 
-    /// The labels file of this directory (`<dir>/labels.toml`), read now; a directory
-    /// without one has no labels.
-    pub fn labels(&self) -> Result<Labels, TemplateError> {
-        Labels::read(&self.labels_path())
+    /// The labels file of this directory (`<dir>/labels.toml`) as it is now: read again when
+    /// its size, inode or modification time changed since the last read, else from memory. A
+    /// directory without one has no labels.
+    pub fn labels(&self) -> Result<Arc<Labels>, TemplateError> {
+        let path = self.labels_path();
+        let stamp = match std::fs::metadata(&path) {
+            Ok(meta) => FileStamp::of(&meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(Labels::default()));
+            }
+            Err(source) => return Err(TemplateError::Io { path, source }),
+        };
+        if let Some((seen, labels)) = self.labels.read().as_ref()
+            && *seen == stamp
+        {
+            return Ok(Arc::clone(labels));
+        }
+        let labels = Arc::new(Labels::read(&path)?);
+        *self.labels.write() = Some((stamp, Arc::clone(&labels)));
+        Ok(labels)
     }
 
     /// Where this directory's labels live: `<dir>/labels.toml`.
@@ -303,9 +345,9 @@ impl TemplateStore {
     }
 
     /// The version a requirement names: a [`VersionReq::Label`] becomes the
-    /// [`VersionReq::Exact`] version the labels file gives it (read at each call, so a label
-    /// moved by another process takes effect at the next load); the others are returned as
-    /// they are. An unknown label is [`TemplateError::UnknownLabel`].
+    /// [`VersionReq::Exact`] version the labels file gives it (checked at each call, so a
+    /// label moved by another process takes effect at the next load); the others are returned
+    /// as they are. An unknown label is [`TemplateError::UnknownLabel`].
     pub fn resolve(
         &self,
         agent: &str,
@@ -348,9 +390,10 @@ impl TemplateStore {
             return Err(TemplateError::InvalidLabel(label.to_owned()));
         }
         self.load(agent, task, VersionReq::Exact(version))?;
-        let mut labels = self.labels()?;
+        let mut labels = Labels::read(&self.labels_path())?;
         let before = labels.set(agent, task, label, version);
         labels.write(&self.labels_path())?;
+        *self.labels.write() = None;
         Ok(before)
     }
 

@@ -384,6 +384,16 @@ fn labels_name_versions_and_move() {
         .to_string();
     assert!(err.contains("(it has: production)"), "{err}");
 
+    // Another process moves the label (a file of the same size renamed into place): seen at
+    // the next load.
+    let replacement = dir.path().join("labels.toml.new");
+    std::fs::write(&replacement, "[writer.chapter]\nproduction = 1\n").unwrap();
+    std::fs::rename(&replacement, dir.path().join("labels.toml")).unwrap();
+    assert_eq!(user(&store, "writer", "chapter", production()), "one");
+    std::fs::write(&replacement, "[writer.chapter]\nproduction = 2\n").unwrap();
+    std::fs::rename(&replacement, dir.path().join("labels.toml")).unwrap();
+    assert_eq!(user(&store, "writer", "chapter", production()), "two");
+
     // A broken labels file is an error naming its line, and the templates still load by number.
     std::fs::write(
         dir.path().join("labels.toml"),
