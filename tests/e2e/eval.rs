@@ -711,10 +711,19 @@ fn models_and_providers_cross_with_versions() {
         .iter()
         .map(|c| format!("{}/{}/{}", c["version"], c["model"], c["provider"]).replace('"', ""))
         .collect();
-    assert_eq!(columns, ["1/m1/openai", "1/m1/echo", "1/m2/openai", "1/m2/echo"]);
+    assert_eq!(
+        columns,
+        ["1/m1/openai", "1/m1/echo", "1/m2/openai", "1/m2/echo"]
+    );
     assert_eq!(server.chats(), 2, "the echo columns are answered offline");
     let echo = cell_where(&out, "m2", "echo");
-    assert!(echo["output"].as_str().unwrap().starts_with("[echo] model=m2"), "{echo}");
+    assert!(
+        echo["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("[echo] model=m2"),
+        "{echo}"
+    );
 }
 
 fn cell_where<'a>(run: &'a Value, model: &str, provider: &str) -> &'a Value {
