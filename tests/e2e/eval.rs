@@ -254,6 +254,7 @@ fn the_matrix_passes_and_fails_each_assertion_kind_as_scripted() {
         assert_eq!(pass["provider"], json!("openai"));
         assert!(pass["latency_ms"].as_f64().is_some());
         assert!(pass.get("cost_usd").is_some(), "cost is part of a cell");
+        assert_eq!(pass["tokens"], json!(15));
         let fail = cell(&out, kind, "2");
         assert_eq!(fail["passed"], json!(false), "{kind} v2: {fail}");
         let failures = fail["failures"].as_array().unwrap();

@@ -87,6 +87,8 @@ pub struct Cell {
     pub tokens_prompt: Option<u64>,
     /// Generated tokens of the samples, summed (when any reported them).
     pub tokens_completion: Option<u64>,
+    /// Prompt and generated tokens together (when any were reported).
+    pub tokens: Option<u64>,
     /// Cost of the samples in US dollars, when known.
     pub cost_usd: Option<f64>,
     /// Samples served from the cache.
@@ -102,14 +104,6 @@ impl Cell {
             version: self.version.clone(),
             model: self.model.clone(),
             provider: self.provider.clone(),
-        }
-    }
-
-    /// Prompt and generated tokens together.
-    pub fn tokens(&self) -> Option<u64> {
-        match (self.tokens_prompt, self.tokens_completion) {
-            (None, None) => None,
-            (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
         }
     }
 }
@@ -344,6 +338,10 @@ async fn run_cell(
         latency_ms: samples.iter().map(|s| s.latency_ms).sum::<f64>() / n,
         tokens_prompt: sum(|s| s.tokens_prompt),
         tokens_completion: sum(|s| s.tokens_completion),
+        tokens: match (sum(|s| s.tokens_prompt), sum(|s| s.tokens_completion)) {
+            (None, None) => None,
+            (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
+        },
         cost_usd,
         cache_hits: samples.iter().filter(|s| s.cache_hit).count() as u32,
         output: samples
@@ -429,7 +427,7 @@ fn columns(cells: &[Cell], versions: &[ResolvedVersion]) -> Vec<Column> {
                 cells: mine.len(),
                 pass_rate: passed as f64 / n as f64,
                 latency_ms: mine.iter().map(|c| c.latency_ms).sum::<f64>() / n as f64,
-                tokens: mine.iter().filter_map(|c| c.tokens()).sum(),
+                tokens: mine.iter().filter_map(|c| c.tokens).sum(),
                 cost_usd: mine
                     .iter()
                     .map(|c| c.cost_usd)
