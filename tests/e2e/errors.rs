@@ -20,7 +20,8 @@ fn every_error_path_has_its_exit_code_and_one_line() {
         (&["render", "writer/write_chapter", "--bogus"], 2, "--bogus"),
         (&["frobnicate"], 2, "frobnicate"),
         (&["render", "writer"], 2, "bad template `writer`"),
-        (&["render", "writer/write_chapter@x"], 2, "version"),
+        (&["render", "writer/write_chapter@v0"], 2, "version"),
+        (&["render", "writer/write_chapter@x!"], 2, "version"),
         (
             &["render", "writer/write_chapter", "--var", "chapter_number"],
             2,
@@ -66,6 +67,7 @@ fn every_error_path_has_its_exit_code_and_one_line() {
         // failures: exit 1
         (&["render", "writer/nope"], 1, "not found"),
         (&["render", "nobody/write_chapter"], 1, "not found"),
+        (&["render", "writer/write_chapter@x"], 1, "has no label `x`"),
         (
             &["render", "writer/write_chapter"],
             1,

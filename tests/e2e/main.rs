@@ -8,6 +8,7 @@ mod support;
 mod batch;
 mod breaker;
 mod errors;
+mod eval;
 mod generate;
 mod keys;
 mod redis;

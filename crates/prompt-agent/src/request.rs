@@ -112,6 +112,10 @@ pub struct RequestOptions {
     /// Whether and which tool the model must call (OpenAI-compatible servers; Ollama has no
     /// such option and decides itself).
     pub tool_choice: Option<ToolChoice>,
+    /// Which independent sample of the same request this is (an eval's `--repeat`). Never
+    /// sent to a server; it enters the cache key from 1 on, so sample 0 (or unset) is the
+    /// plain request and keeps its key, and samples 1, 2, … each get their own entry.
+    pub sample: Option<u32>,
 }
 
 impl RequestOptions {
@@ -161,6 +165,7 @@ impl RequestOptions {
             max_length,
             tools,
             tool_choice,
+            sample,
         } = lower;
         fn fill<T: Clone>(upper: &mut Option<T>, lower: &Option<T>) {
             if upper.is_none() {
@@ -179,6 +184,7 @@ impl RequestOptions {
         fill(&mut self.max_length, max_length);
         fill(&mut self.tools, tools);
         fill(&mut self.tool_choice, tool_choice);
+        fill(&mut self.sample, sample);
         for (k, v) in provider_options {
             if !self.provider_options.contains_key(k) {
                 self.provider_options.insert(k.clone(), v.clone());
@@ -264,6 +270,7 @@ impl ChatRequest {
             max_length,
             tools: _, // tool_definitions()
             tool_choice,
+            sample,
         } = &self.options;
         let mut builder = CacheKey::builder(namespace)
             .provider(provider)
@@ -311,6 +318,11 @@ impl ChatRequest {
             (
                 "promptkit.tool_choice",
                 tool_choice.as_ref().map(tool_choice_json),
+            ),
+            // Sample 0 is the plain request: same key as a call without a sample index.
+            (
+                "promptkit.sample",
+                sample.filter(|n| *n > 0).map(|n| serde_json::json!(n)),
             ),
         ];
         for (name, value) in named {
@@ -869,6 +881,7 @@ mod tests {
             max_length,
             tools,
             tool_choice,
+            sample: _, // below: sample 0 keeps the plain key
         } = full.options.clone();
         let variants = [
             RequestOptions {
@@ -936,6 +949,15 @@ mod tests {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 14, "each option alone gives its own key");
+        // Sample 0 is the plain request; samples 1 and 2 are two more.
+        let sample = |n: u32| {
+            let mut r = base.clone();
+            r.options.sample = Some(n);
+            r.cache_key("ns", "p")
+        };
+        assert_eq!(sample(0), base.cache_key("ns", "p"));
+        assert_ne!(sample(1), base.cache_key("ns", "p"));
+        assert_ne!(sample(1), sample(2));
     }
 
     #[test]

@@ -133,10 +133,10 @@ impl TemplateAgent {
         vars: &Vars,
         options: &GenerateOptions,
     ) -> Result<PreparedRequest, AgentError> {
-        let template = self
-            .system
-            .templates
-            .load(self.agent.name(), task, options.version)?;
+        let template =
+            self.system
+                .templates
+                .load(self.agent.name(), task, options.version.clone())?;
         let rendered = if options.examples > 0 {
             template.render_with_examples(vars, options.examples)?
         } else {

@@ -7,6 +7,7 @@ use prompt_agent::{
     DEFAULT_CACHE_DIR, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_METRICS_DIR,
     DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TEMPLATES_DIR, DEFAULT_TIMEOUT_SECS,
 };
+use prompt_eval::DEFAULT_RUNS_DIR;
 
 const ROOT_AFTER_HELP: &str = "\
 Settings come from, in order: a flag, its environment variable, the config file
@@ -21,6 +22,8 @@ Examples:
   prompt batch examples/jobs.jsonl --out results.jsonl --provider ollama --model qwen3:30b
   prompt metrics agent writer --days 7
   prompt metrics report --out report.html
+  prompt eval evals/scene.yaml --provider ollama --compare last
+  prompt label set writer/write_chapter production 2
   prompt serve --provider ollama --listen 127.0.0.1:8787";
 
 /// `prompt`: versioned prompt templates, cached generations and metrics from one command.
@@ -187,6 +190,73 @@ Examples:
         /// Server settings.
         #[command(flatten)]
         serve: ServeArgs,
+        /// Provider settings.
+        #[command(flatten)]
+        provider: ProviderArgs,
+    },
+    /// Run an eval file: every case against each version, model and provider, with assertions
+    #[command(after_help = "\
+An eval file names a template, the versions (numbers or labels) to compare, optionally models
+and providers to cross with them, and cases, each with vars (or a history) and assertions:
+contains, not_contains, regex, equals, min_length, max_length, json (optionally a JSON Schema),
+tool_call, expr (a minijinja expression over output, vars and tool_calls). The file is checked
+against the templates before any call; errors name FILE:LINE. Every call goes through the cache
+and leaves a metrics record. Each run is stored under --runs-dir; --compare last shows what
+changed since the previous run. Exit code 1 when any assertion fails.
+
+Examples:
+  prompt eval examples/eval_write_scene.yaml --provider echo
+  prompt eval evals/scene.yaml --provider ollama --repeat 3 --html output/eval.html
+  prompt eval evals/scene.yaml --provider ollama --compare last --json")]
+    Eval {
+        /// The eval file (YAML)
+        #[arg(value_name = "FILE.yaml")]
+        file: PathBuf,
+        /// Eval options.
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Write a self-contained HTML page of the matrix to FILE
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Show what changed per cell since a stored run: `last` (the previous run of this
+        /// file) or the run's PATH
+        #[arg(long, value_name = "last|PATH")]
+        compare: Option<String>,
+        /// Provider settings.
+        #[command(flatten)]
+        provider: ProviderArgs,
+    },
+    /// Name template versions: `production`, `staging`… in templates/labels.toml
+    #[command(subcommand)]
+    Label(LabelCommand),
+    /// Move a label to a version only when an eval finds no regression against the labelled one
+    #[command(after_help = "\
+Runs the eval file for the version LABEL names now and for VERSION, and moves LABEL to VERSION
+only when VERSION passes every case the current version passes. The per-cell diff is printed
+either way; exit code 1 when the label was not moved. --force moves it anyway and says so.
+
+Examples:
+  prompt promote writer/write_chapter production 3 --eval evals/chapter.yaml --provider ollama
+  prompt promote writer/write_chapter production 3 --eval evals/chapter.yaml --provider echo --force")]
+    Promote {
+        /// The template, AGENT/TASK
+        #[arg(value_name = "AGENT/TASK")]
+        template: String,
+        /// The label to move
+        #[arg(value_name = "LABEL")]
+        label: String,
+        /// The candidate version (a number, or another label)
+        #[arg(value_name = "VERSION")]
+        candidate: String,
+        /// The eval file whose cases decide
+        #[arg(long, value_name = "FILE.yaml")]
+        eval: PathBuf,
+        /// Move the label even when the candidate regresses
+        #[arg(long)]
+        force: bool,
+        /// Eval options.
+        #[command(flatten)]
+        eval_args: EvalArgs,
         /// Provider settings.
         #[command(flatten)]
         provider: ProviderArgs,
@@ -369,6 +439,45 @@ pub struct VarsArgs {
     /// Few-shot examples from the template rendered ahead of the user prompt
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub examples: usize,
+}
+
+/// Options of the commands that run an eval.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Run each cell N times as distinct samples (each its own cache entry)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
+    /// Directory of the stored runs (one JSON file a run, under a folder per eval file)
+    #[arg(long, env = "PROMPT_EVAL_RUNS_DIR", value_name = "DIR",
+          help = format!("Directory of the stored runs (a JSON file a run, in a folder per eval file) [default: ./{DEFAULT_RUNS_DIR}]"))]
+    pub runs_dir: Option<PathBuf>,
+}
+
+/// `prompt label …`
+#[derive(Debug, Subcommand)]
+pub enum LabelCommand {
+    /// Point LABEL of a template at VERSION (templates/labels.toml)
+    #[command(after_help = "\
+Examples:
+  prompt label set writer/write_chapter production 2
+  prompt generate writer/write_chapter@production --vars examples/chapter1.yaml --provider echo")]
+    Set {
+        /// The template, AGENT/TASK
+        #[arg(value_name = "AGENT/TASK")]
+        template: String,
+        /// The label (letters, digits, `_`, `-`, starting with a letter)
+        #[arg(value_name = "LABEL")]
+        label: String,
+        /// The version it names (a number, or another label)
+        #[arg(value_name = "VERSION")]
+        target: String,
+    },
+    /// List the labels, of every template or of one
+    List {
+        /// Only this template, AGENT/TASK
+        #[arg(value_name = "AGENT/TASK")]
+        template: Option<String>,
+    },
 }
 
 /// Where and how to generate.

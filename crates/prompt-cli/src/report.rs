@@ -122,7 +122,8 @@ impl ReportData {
     }
 }
 
-fn esc(text: &str) -> String {
+/// `text` escaped for HTML text and attribute values.
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -618,7 +619,8 @@ fn day_table(data: &ReportData) -> String {
     s
 }
 
-const CSS: &str = r#"
+/// The stylesheet of the HTML pages (the metrics report, the eval matrix).
+pub(crate) const CSS: &str = r#"
 :root{--fg:#1d2433;--muted:#5b6476;--bg:#f5f7fb;--card:#fff;--line:#e3e8f0}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}

@@ -97,7 +97,7 @@ impl ApiError {
 
     fn from_template(error: &TemplateError, message: String) -> Self {
         match error {
-            TemplateError::NotFound { .. } => Self::new(
+            TemplateError::NotFound { .. } | TemplateError::UnknownLabel { .. } => Self::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 "template_not_found",

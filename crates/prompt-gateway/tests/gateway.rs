@@ -339,7 +339,28 @@ async fn template_requests_render_on_the_server_and_name_bad_variables() {
     .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(error_code(&body), "template_not_found");
-    for name in ["writer", "writer/greet@x", "/greet"] {
+    // A label names a version like a number (the same request: a hit); an unknown label is
+    // a 404 like an unknown version.
+    h.system
+        .templates()
+        .set_label("writer", "greet", "production", 1)
+        .expect("label");
+    let mut labelled = request.clone();
+    labelled["template"] = json!("writer/greet@production");
+    let (status, cache, body) = json_of(h.post(&labelled).send().await.expect("send")).await;
+    assert_eq!((status, cache.as_deref()), (200, Some("hit")), "{body}");
+    assert_eq!(h.records().last().and_then(|r| r.template_version), Some(1));
+    labelled["template"] = json!("writer/greet@staging");
+    let (status, _, body) = json_of(h.post(&labelled).send().await.expect("send")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(error_code(&body), "template_not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no label `staging`")),
+        "{body}"
+    );
+    for name in ["writer", "writer/greet@v0", "writer/greet@a b", "/greet"] {
         let (status, _, body) = json_of(
             h.post(&json!({"template": name, "vars": {}}))
                 .send()

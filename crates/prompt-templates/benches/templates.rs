@@ -1,5 +1,5 @@
 //! Template benchmarks: cold load (open + read + parse + compile), warm load (from memory),
-//! and rendering `writer/write_chapter` with the variables of `examples/chapter1.yaml`.
+//! load by label (labels.toml read, then memory), and rendering `writer/write_chapter` with the variables of `examples/chapter1.yaml`.
 //!
 //! Wall-clock figures move with the machine's load; for instruction counts run the same
 //! workloads from `examples/profile_loop.rs` under `valgrind --tool=callgrind`.
@@ -51,6 +51,33 @@ fn templates(c: &mut Criterion) {
                         VersionReq::Latest,
                     )
                     .expect("write_chapter is cached"),
+            )
+        });
+    });
+
+    // A label is read from labels.toml at every load (so a label moved by another process
+    // counts at once), then the version is served from memory.
+    let labelled = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(labelled.path().join("writer")).expect("mkdir");
+    std::fs::copy(
+        dir.join("writer/write_chapter_v1.yaml"),
+        labelled.path().join("writer/write_chapter_v1.yaml"),
+    )
+    .expect("copy");
+    let label_store = TemplateStore::open(labelled.path()).expect("opens");
+    label_store
+        .set_label("writer", "write_chapter", "production", 1)
+        .expect("label");
+    group.bench_function("label_load", |b| {
+        b.iter(|| {
+            black_box(
+                label_store
+                    .load(
+                        "writer",
+                        "write_chapter",
+                        VersionReq::Label(black_box("production").to_owned()),
+                    )
+                    .expect("production loads"),
             )
         });
     });

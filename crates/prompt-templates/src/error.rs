@@ -24,9 +24,39 @@ pub enum TemplateError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// A version requirement that is not `latest`, `N` or `vN`.
-    #[error("invalid template version {0:?}: expected \"latest\", \"N\" or \"vN\" with N >= 1")]
+    /// A version requirement that is not `latest`, `N`, `vN` or a label name.
+    #[error(
+        "invalid template version {0:?}: expected \"latest\", \"N\" or \"vN\" with N >= 1, or a label"
+    )]
     InvalidVersionReq(String),
+    /// A label name that is not letters, digits, `_` and `-` starting with a letter, or that
+    /// reads as `latest` or a version.
+    #[error(
+        "invalid label {0:?}: a label is letters, digits, `_` and `-`, starting with a letter, and not `latest` or a version"
+    )]
+    InvalidLabel(String),
+    /// A label that the labels file does not give this template.
+    #[error("template {template} has no label `{label}` in {}{}", path.display(), known_suffix(known))]
+    UnknownLabel {
+        /// The template, as `agent/task`.
+        template: String,
+        /// The label asked for.
+        label: String,
+        /// The labels file.
+        path: PathBuf,
+        /// The labels it does have.
+        known: Vec<String>,
+    },
+    /// The labels file is not valid.
+    #[error("{}:{line}: {message}", path.display())]
+    Labels {
+        /// The labels file.
+        path: PathBuf,
+        /// The line of the problem (from 1).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// Reading a directory or file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -212,5 +242,13 @@ impl fmt::Display for VarProblem {
                 reason,
             } => write!(f, "variable `{name}` item {index}: {reason}"),
         }
+    }
+}
+
+fn known_suffix(known: &[String]) -> String {
+    if known.is_empty() {
+        " (it has none; `prompt label set` adds one)".to_owned()
+    } else {
+        format!(" (it has: {})", known.join(", "))
     }
 }

@@ -118,6 +118,7 @@
 
 mod error;
 mod fast_yaml;
+mod labels;
 mod limits;
 mod lint;
 mod messages;
@@ -128,6 +129,7 @@ mod store;
 mod template;
 
 pub use error::{TemplateError, VarProblem};
+pub use labels::{LABELS_FILE, Labels, is_label_name};
 pub use limits::{RenderBudget, RenderLimits};
 pub use lint::{Diagnostic, LintReport, Severity, lint};
 pub use messages::{Message, Role, ToolCall, ToolChoice, ToolDefinition, UnknownRole};

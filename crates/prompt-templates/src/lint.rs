@@ -164,9 +164,45 @@ pub fn lint(dir: impl AsRef<Path>) -> Result<LintReport, TemplateError> {
             }
         }
     }
+    check_labels(dir, &claims, &mut report.diagnostics);
     report.diagnostics.sort();
     report.diagnostics.dedup();
     Ok(report)
+}
+
+/// The labels file, when there is one, must parse and name versions that exist.
+fn check_labels(
+    dir: &Path,
+    claims: &BTreeMap<(String, String, u32), PathBuf>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let path = dir.join(crate::labels::LABELS_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let error = |line: usize, message: String| Diagnostic {
+        path: path.clone(),
+        line,
+        col: 1,
+        severity: Severity::Error,
+        message,
+    };
+    match crate::labels::Labels::parse(&path, &text) {
+        Err(TemplateError::Labels { line, message, .. }) => out.push(error(line, message)),
+        Err(other) => out.push(error(1, other.to_string())),
+        Ok(labels) => {
+            for (agent, task, label, version) in labels.iter() {
+                if !claims.contains_key(&(agent.to_owned(), task.to_owned(), version)) {
+                    out.push(error(
+                        crate::labels::label_line(&text, agent, task, label),
+                        format!(
+                            "label `{label}` of {agent}/{task} names v{version}, which does not exist"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TemplateError> {

@@ -10,37 +10,48 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::error::TemplateError;
+use crate::labels::{Labels, is_label_name};
 use crate::limits::RenderLimits;
 use crate::lint::Severity;
 use crate::parse::{Checks, is_plain_name, parse_file, parse_version_number, split_file_name};
 use crate::template::PromptTemplate;
 
 /// Which version of a template to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum VersionReq {
     /// The highest `N` among `<task>_v<N>.yaml`.
     #[default]
     Latest,
     /// Exactly `<task>_v<N>.yaml`.
     Exact(u32),
+    /// The version a label names in `<dir>/labels.toml` (`production`, `staging`), resolved
+    /// when the template is loaded ([`TemplateStore::resolve`]).
+    Label(String),
 }
 
 impl FromStr for VersionReq {
     type Err = TemplateError;
 
-    /// Parses `latest`, `N` or `vN` (N from 1).
+    /// Parses `latest`, `N` or `vN` (N from 1), or a label: a name of letters, digits, `_`
+    /// and `-` that starts with a letter and is neither of those ([`is_label_name`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         if t.eq_ignore_ascii_case("latest") {
             return Ok(Self::Latest);
         }
         let digits = t.strip_prefix(['v', 'V']).unwrap_or(t);
-        digits
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n >= 1 && digits.bytes().all(|b| b.is_ascii_digit()))
-            .map(Self::Exact)
-            .ok_or_else(|| TemplateError::InvalidVersionReq(s.to_owned()))
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return digits
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(Self::Exact)
+                .ok_or_else(|| TemplateError::InvalidVersionReq(s.to_owned()));
+        }
+        if is_label_name(t) {
+            return Ok(Self::Label(t.to_owned()));
+        }
+        Err(TemplateError::InvalidVersionReq(s.to_owned()))
     }
 }
 
@@ -50,6 +61,7 @@ impl fmt::Display for VersionReq {
         match self {
             Self::Latest => f.write_str("latest"),
             Self::Exact(n) => write!(f, "v{n}"),
+            Self::Label(name) => f.write_str(name),
         }
     }
 }
@@ -119,6 +131,31 @@ pub struct TemplateStore {
     dir: PathBuf,
     limits: RenderLimits,
     cache: RwLock<FastMap<FastMap<Slot>>>,
+    /// The labels file as last read, with the stamp of the file it was read from.
+    labels: RwLock<Option<(FileStamp, Arc<Labels>)>>,
+}
+
+/// What tells a file's versions apart without reading it: size, inode and modification time
+/// (a file replaced by a rename gets a new inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    inode: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            len: meta.len(),
+            inode,
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 impl fmt::Debug for TemplateStore {
@@ -175,6 +212,7 @@ impl TemplateStore {
             dir,
             limits: RenderLimits::default(),
             cache: RwLock::new(FastMap::default()),
+            labels: RwLock::new(None),
         })
     }
 
@@ -211,11 +249,12 @@ impl TemplateStore {
     ) -> Result<Arc<PromptTemplate>, TemplateError> {
         check_name("agent", agent)?;
         check_name("task", task)?;
-        if let Some(found) = self.cached(agent, task, version) {
+        let version = self.resolve(agent, task, version)?;
+        if let Some(found) = self.cached(agent, task, &version) {
             return Ok(found);
         }
-        let template = self.read(agent, task, version)?;
-        Ok(self.insert(agent, task, version, template, false))
+        let template = self.read(agent, task, &version)?;
+        Ok(self.insert(agent, task, &version, template, false))
     }
 
     /// Like [`load`](Self::load) but always reads the disk, and replaces what memory holds.
@@ -227,8 +266,9 @@ impl TemplateStore {
     ) -> Result<Arc<PromptTemplate>, TemplateError> {
         check_name("agent", agent)?;
         check_name("task", task)?;
-        let template = self.read(agent, task, version)?;
-        Ok(self.insert(agent, task, version, template, true))
+        let version = self.resolve(agent, task, version)?;
+        let template = self.read(agent, task, &version)?;
+        Ok(self.insert(agent, task, &version, template, true))
     }
 
     /// Every template file (`<agent>/<task>_v<N>.yaml`) of one agent or of all, sorted by
@@ -277,12 +317,93 @@ impl TemplateStore {
         Ok(out)
     }
 
-    fn cached(&self, agent: &str, task: &str, version: VersionReq) -> Option<Arc<PromptTemplate>> {
+    /// The labels file of this directory (`<dir>/labels.toml`) as it is now: read again when
+    /// its size, inode or modification time changed since the last read, else from memory. A
+    /// directory without one has no labels.
+    pub fn labels(&self) -> Result<Arc<Labels>, TemplateError> {
+        let path = self.labels_path();
+        let stamp = match std::fs::metadata(&path) {
+            Ok(meta) => FileStamp::of(&meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(Labels::default()));
+            }
+            Err(source) => return Err(TemplateError::Io { path, source }),
+        };
+        if let Some((seen, labels)) = self.labels.read().as_ref()
+            && *seen == stamp
+        {
+            return Ok(Arc::clone(labels));
+        }
+        let labels = Arc::new(Labels::read(&path)?);
+        *self.labels.write() = Some((stamp, Arc::clone(&labels)));
+        Ok(labels)
+    }
+
+    /// Where this directory's labels live: `<dir>/labels.toml`.
+    pub fn labels_path(&self) -> PathBuf {
+        self.dir.join(crate::labels::LABELS_FILE)
+    }
+
+    /// The version a requirement names: a [`VersionReq::Label`] becomes the
+    /// [`VersionReq::Exact`] version the labels file gives it (checked at each call, so a
+    /// label moved by another process takes effect at the next load); the others are returned
+    /// as they are. An unknown label is [`TemplateError::UnknownLabel`].
+    pub fn resolve(
+        &self,
+        agent: &str,
+        task: &str,
+        version: VersionReq,
+    ) -> Result<VersionReq, TemplateError> {
+        match version {
+            VersionReq::Label(label) => {
+                let labels = self.labels()?;
+                match labels.get(agent, task, &label) {
+                    Some(n) => Ok(VersionReq::Exact(n)),
+                    None => Err(TemplateError::UnknownLabel {
+                        template: format!("{agent}/{task}"),
+                        known: labels
+                            .of(agent, task)
+                            .map(|(name, _)| name.to_owned())
+                            .collect(),
+                        label,
+                        path: self.labels_path(),
+                    }),
+                }
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Points `label` of `agent/task` at `version` in `<dir>/labels.toml` (written to a
+    /// temporary file and renamed into place) and returns the version it named before. The
+    /// version must load (its file exists and is valid).
+    pub fn set_label(
+        &self,
+        agent: &str,
+        task: &str,
+        label: &str,
+        version: u32,
+    ) -> Result<Option<u32>, TemplateError> {
+        check_name("agent", agent)?;
+        check_name("task", task)?;
+        if !is_label_name(label) {
+            return Err(TemplateError::InvalidLabel(label.to_owned()));
+        }
+        self.load(agent, task, VersionReq::Exact(version))?;
+        let mut labels = Labels::read(&self.labels_path())?;
+        let before = labels.set(agent, task, label, version);
+        labels.write(&self.labels_path())?;
+        *self.labels.write() = None;
+        Ok(before)
+    }
+
+    fn cached(&self, agent: &str, task: &str, version: &VersionReq) -> Option<Arc<PromptTemplate>> {
         let cache = self.cache.read();
         let slot = cache.get(agent)?.get(task)?;
         match version {
             VersionReq::Latest => slot.latest.clone(),
-            VersionReq::Exact(n) => slot.exact(n).cloned(),
+            VersionReq::Exact(n) => slot.exact(*n).cloned(),
+            VersionReq::Label(_) => None,
         }
     }
 
@@ -292,7 +413,7 @@ impl TemplateStore {
         &self,
         agent: &str,
         task: &str,
-        version: VersionReq,
+        version: &VersionReq,
         template: PromptTemplate,
         replace: bool,
     ) -> Arc<PromptTemplate> {
@@ -315,7 +436,7 @@ impl TemplateStore {
                 fresh
             }
         };
-        if version == VersionReq::Latest {
+        if *version == VersionReq::Latest {
             match &slot.latest {
                 Some(existing) if !replace => return Arc::clone(existing),
                 _ => slot.latest = Some(Arc::clone(&shared)),
@@ -356,7 +477,7 @@ impl TemplateStore {
         &self,
         agent: &str,
         task: &str,
-        version: VersionReq,
+        version: &VersionReq,
     ) -> Result<PromptTemplate, TemplateError> {
         let not_found = |available: Vec<u32>| TemplateError::NotFound {
             agent: agent.to_owned(),
@@ -366,7 +487,9 @@ impl TemplateStore {
             available,
         };
         let n = match version {
-            VersionReq::Exact(n) => n,
+            VersionReq::Exact(n) => *n,
+            // Resolved by `load` and `reload` before they read.
+            VersionReq::Label(_) => return Err(not_found(self.versions_on_disk(agent, task)?)),
             VersionReq::Latest => match self.versions_on_disk(agent, task)?.last() {
                 Some(n) => *n,
                 None => return Err(not_found(Vec::new())),

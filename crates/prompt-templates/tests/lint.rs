@@ -558,3 +558,30 @@ fn includes_lint_agrees_with_render() {
         )]
     );
 }
+
+/// The labels file beside the templates must parse and name versions that exist.
+#[test]
+fn labels_name_existing_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("writer")).unwrap();
+    std::fs::write(
+        dir.path().join("writer/t_v1.yaml"),
+        "version: 1\nagent: writer\ntask: t\nsystem_prompt: S\nuser_prompt_template: U\n",
+    )
+    .unwrap();
+    let labels = dir.path().join("labels.toml");
+    std::fs::write(&labels, "[writer.t]\nproduction = 1\nstaging = 7\n").unwrap();
+    let report = lint(dir.path()).unwrap();
+    let lines: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].ends_with(
+            "labels.toml:3:1: error: label `staging` of writer/t names v7, which does not exist"
+        ),
+        "{lines:?}"
+    );
+    std::fs::write(&labels, "[writer.t]\nproduction = [1]\n").unwrap();
+    let report = lint(dir.path()).unwrap();
+    assert_eq!(report.error_count(), 1);
+    assert_eq!(report.diagnostics[0].line, 2);
+}

@@ -119,10 +119,13 @@ fn version_req_parses_and_displays() {
         ("3", VersionReq::Exact(3)),
         ("v12", VersionReq::Exact(12)),
         ("V2", VersionReq::Exact(2)),
+        ("production", VersionReq::Label("production".into())),
+        ("newest", VersionReq::Label("newest".into())),
+        ("v1x", VersionReq::Label("v1x".into())),
     ] {
         assert_eq!(text.parse::<VersionReq>().unwrap(), req, "{text}");
     }
-    for bad in ["", "v", "0", "v0", "-1", "1.5", "newest", "v1x"] {
+    for bad in ["", "0", "v0", "-1", "1.5", "a b", "1x", "_x"] {
         let err = bad.parse::<VersionReq>().unwrap_err();
         assert!(
             matches!(err, TemplateError::InvalidVersionReq(_)),
@@ -131,6 +134,7 @@ fn version_req_parses_and_displays() {
     }
     assert_eq!(VersionReq::Latest.to_string(), "latest");
     assert_eq!(VersionReq::Exact(4).to_string(), "v4");
+    assert_eq!(VersionReq::Label("staging".into()).to_string(), "staging");
     assert_eq!(VersionReq::default(), VersionReq::Latest);
 }
 
@@ -299,7 +303,7 @@ fn concurrent_loads_share_one_arc() {
                         VersionReq::Exact(10)
                     };
                     (0..50)
-                        .map(|_| store.load("writer", "chapter", version).unwrap())
+                        .map(|_| store.load("writer", "chapter", version.clone()).unwrap())
                         .collect::<Vec<_>>()
                 })
             })
@@ -317,4 +321,92 @@ fn concurrent_loads_share_one_arc() {
     assert_send_sync::<TemplateStore>();
     assert_send_sync::<prompt_templates::PromptTemplate>();
     assert_send_sync::<TemplateError>();
+}
+
+#[test]
+fn labels_name_versions_and_move() {
+    let (dir, store) = fixture();
+    let production = || VersionReq::Label("production".into());
+    // No labels file yet: an unknown label, saying there are none.
+    let err = store.load("writer", "chapter", production()).unwrap_err();
+    assert!(matches!(err, TemplateError::UnknownLabel { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("has no label `production`"),
+        "{err}"
+    );
+
+    assert_eq!(
+        store
+            .set_label("writer", "chapter", "production", 2)
+            .unwrap(),
+        None
+    );
+    assert_eq!(user(&store, "writer", "chapter", production()), "two");
+    assert_eq!(
+        store
+            .load("writer", "chapter", production())
+            .unwrap()
+            .version(),
+        2
+    );
+    // Moving it takes effect at the next load; the previous version is returned.
+    assert_eq!(
+        store
+            .set_label("writer", "chapter", "production", 10)
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(user(&store, "writer", "chapter", production()), "ten");
+    let text = std::fs::read_to_string(dir.path().join("labels.toml")).unwrap();
+    assert!(
+        text.contains("[writer.chapter]\nproduction = 10\n"),
+        "{text}"
+    );
+
+    // A label of another template, a version that does not exist, a bad name.
+    let err = store
+        .load("writer", "scene", production())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("writer/scene has no label `production`"),
+        "{err}"
+    );
+    let err = store
+        .set_label("writer", "chapter", "staging", 7)
+        .unwrap_err();
+    assert!(matches!(err, TemplateError::NotFound { .. }), "{err:?}");
+    let err = store.set_label("writer", "chapter", "v3", 1).unwrap_err();
+    assert!(matches!(err, TemplateError::InvalidLabel(_)), "{err:?}");
+    let err = store
+        .load("writer", "chapter", VersionReq::Label("staging".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("(it has: production)"), "{err}");
+
+    // Another process moves the label (a file of the same size renamed into place): seen at
+    // the next load.
+    let replacement = dir.path().join("labels.toml.new");
+    std::fs::write(&replacement, "[writer.chapter]\nproduction = 1\n").unwrap();
+    std::fs::rename(&replacement, dir.path().join("labels.toml")).unwrap();
+    assert_eq!(user(&store, "writer", "chapter", production()), "one");
+    std::fs::write(&replacement, "[writer.chapter]\nproduction = 2\n").unwrap();
+    std::fs::rename(&replacement, dir.path().join("labels.toml")).unwrap();
+    assert_eq!(user(&store, "writer", "chapter", production()), "two");
+
+    // A broken labels file is an error naming its line, and the templates still load by number.
+    std::fs::write(
+        dir.path().join("labels.toml"),
+        "[writer.chapter]\nproduction = \"two\"\n",
+    )
+    .unwrap();
+    let err = store
+        .load("writer", "chapter", production())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("labels.toml:2: "), "{err}");
+    assert_eq!(
+        user(&store, "writer", "chapter", VersionReq::Exact(1)),
+        "one"
+    );
 }

@@ -454,6 +454,7 @@ pub(crate) fn sampling_options(
         max_length: _,
         tools: _,       // each format places them (tools_json)
         tool_choice: _, // each format shapes it
+        sample: _,      // a cache key matter, never sent
     } = options;
     let typed = [
         (Some("temperature"), temperature.map(|t| json!(t))),

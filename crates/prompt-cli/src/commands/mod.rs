@@ -3,6 +3,7 @@
 mod batch;
 mod cache;
 mod doctor;
+mod eval;
 mod generate;
 mod metrics;
 mod provider;
@@ -46,6 +47,43 @@ pub(crate) fn dispatch(command: Command, settings: &Settings, quiet: bool) -> Cl
             },
             settings,
             quiet,
+        ),
+        Command::Eval {
+            file,
+            eval,
+            html,
+            compare,
+            provider,
+        } => eval::eval(
+            &eval::EvalCommand {
+                file: &file,
+                eval: &eval,
+                html: html.as_deref(),
+                compare: compare.as_deref(),
+                provider: &provider,
+            },
+            settings,
+        ),
+        Command::Label(cmd) => eval::label(cmd, settings),
+        Command::Promote {
+            template,
+            label,
+            candidate,
+            eval,
+            force,
+            eval_args,
+            provider,
+        } => eval::promote(
+            &eval::PromoteCommand {
+                template: &template,
+                label: &label,
+                version: &candidate,
+                eval: &eval,
+                force,
+                eval_args: &eval_args,
+                provider: &provider,
+            },
+            settings,
         ),
         Command::Serve { serve, provider } => serve::serve(&serve, &provider, settings, quiet),
         Command::Batch {

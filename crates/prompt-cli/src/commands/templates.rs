@@ -24,6 +24,10 @@ pub(crate) fn template_error(e: &TemplateError, dir: &Path) -> CliError {
                 .to_owned()
         }
         TemplateError::Invalid { .. } => "`prompt validate` shows every problem".to_owned(),
+        TemplateError::UnknownLabel { .. } | TemplateError::Labels { .. } => {
+            "`prompt label list` shows the labels; `prompt label set AGENT/TASK LABEL VERSION` sets one"
+                .to_owned()
+        }
         TemplateError::InvalidVersionReq(_) | TemplateError::InvalidName { .. } => {
             return CliError::usage(e.to_string())
                 .hint("write the template as AGENT/TASK or AGENT/TASK@VERSION, e.g. writer/write_chapter@2");
@@ -64,9 +68,9 @@ pub(crate) fn version_req(r: &TemplateRef) -> CliResult<VersionReq> {
         None => Ok(VersionReq::Latest),
         Some(v) => v.parse::<VersionReq>().map_err(|_| {
             CliError::usage(format!(
-                "bad template version `{v}` in `{r}`: expected latest, N or vN"
+                "bad template version `{v}` in `{r}`: expected latest, N, vN or a label"
             ))
-            .hint("e.g. writer/write_chapter@2")
+            .hint("e.g. writer/write_chapter@2 or writer/write_chapter@production")
         }),
     }
 }

@@ -1,0 +1,253 @@
+//! Labels: names for template versions (`production`, `staging`), kept in `labels.toml`
+//! beside the templates so they are reviewed and versioned with them.
+//!
+//! The file has one table per template, `[<agent>.<task>]`, mapping each label to a version:
+//!
+//! ```toml
+//! [writer.write_chapter]
+//! production = 2
+//! staging = 3
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::TemplateError;
+
+/// The name of the labels file in a template directory.
+pub const LABELS_FILE: &str = "labels.toml";
+
+/// The heading written at the top of the labels file.
+const HEADING: &str = "# Template labels: [<agent>.<task>] tables of `label = version`.\n\
+# `prompt label set AGENT/TASK LABEL VERSION` rewrites this file; `AGENT/TASK@LABEL` loads the version.\n\n";
+
+/// Whether `name` can be a label: letters, digits, `_` and `-`, starting with a letter, and
+/// neither `latest` nor a version (`N`, `vN`).
+pub fn is_label_name(name: &str) -> bool {
+    let starts_with_letter = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+    let rest = name.strip_prefix(['v', 'V']).unwrap_or(name);
+    let is_version = !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    starts_with_letter
+        && !is_version
+        && !name.eq_ignore_ascii_case("latest")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The labels of a template directory: agent → task → label → version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    map: BTreeMap<String, BTreeMap<String, BTreeMap<String, u32>>>,
+}
+
+impl Labels {
+    /// Reads a labels file; a missing file is no labels. A file that is not valid TOML, or
+    /// holds something other than `label = version` tables, is an error naming its line.
+    pub fn read(path: &Path) -> Result<Self, TemplateError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(TemplateError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Parses the text of a labels file (`path` is for messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, TemplateError> {
+        let bad = |line: usize, message: String| TemplateError::Labels {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let map: BTreeMap<String, BTreeMap<String, BTreeMap<String, u32>>> = toml::from_str(text)
+            .map_err(|e| {
+            let line = e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            bad(
+                line,
+                format!(
+                    "{} (expected [agent.task] tables of `label = version`)",
+                    e.message().trim()
+                ),
+            )
+        })?;
+        for (agent, tasks) in &map {
+            for (task, labels) in tasks {
+                for (label, version) in labels {
+                    let line = line_of(text, label);
+                    if !is_label_name(label) {
+                        return Err(bad(
+                            line,
+                            format!(
+                                "label `{label}` of {agent}/{task}: a label is letters, digits, `_` and `-`, starting with a letter, and not `latest` or a version"
+                            ),
+                        ));
+                    }
+                    if *version == 0 {
+                        return Err(bad(
+                            line,
+                            format!("label `{label}` of {agent}/{task}: versions start at 1"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Self { map })
+    }
+
+    /// The version `label` names for `agent/task`.
+    pub fn get(&self, agent: &str, task: &str, label: &str) -> Option<u32> {
+        self.map.get(agent)?.get(task)?.get(label).copied()
+    }
+
+    /// The labels of `agent/task` and their versions, sorted by label.
+    pub fn of<'a>(&'a self, agent: &str, task: &str) -> impl Iterator<Item = (&'a str, u32)> {
+        self.map
+            .get(agent)
+            .and_then(|tasks| tasks.get(task))
+            .into_iter()
+            .flatten()
+            .map(|(label, version)| (label.as_str(), *version))
+    }
+
+    /// Every label as `(agent, task, label, version)`, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str, u32)> {
+        self.map.iter().flat_map(|(agent, tasks)| {
+            tasks.iter().flat_map(move |(task, labels)| {
+                labels
+                    .iter()
+                    .map(move |(label, v)| (agent.as_str(), task.as_str(), label.as_str(), *v))
+            })
+        })
+    }
+
+    /// Points `label` of `agent/task` at `version`; returns the version it named before.
+    pub fn set(&mut self, agent: &str, task: &str, label: &str, version: u32) -> Option<u32> {
+        self.map
+            .entry(agent.to_owned())
+            .or_default()
+            .entry(task.to_owned())
+            .or_default()
+            .insert(label.to_owned(), version)
+    }
+
+    /// The file's text: a heading, then one `[agent.task]` table per template.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(HEADING);
+        for (agent, tasks) in &self.map {
+            for (task, labels) in tasks {
+                if labels.is_empty() {
+                    continue;
+                }
+                out.push_str(&format!("[{agent}.{task}]\n"));
+                for (label, version) in labels {
+                    out.push_str(&format!("{label} = {version}\n"));
+                }
+                out.push('\n');
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    }
+
+    /// Writes the file: to a temporary file beside it, then renamed into place, so a reader
+    /// never sees half of it.
+    pub fn write(&self, path: &Path) -> Result<(), TemplateError> {
+        let io = |source| TemplateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tmp = path.with_extension(format!("toml.tmp{}", std::process::id()));
+        let result = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(self.to_toml().as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+}
+
+/// The line of `label` in the `[agent.task]` table (1 when it cannot be found).
+pub(crate) fn label_line(text: &str, agent: &str, task: &str, label: &str) -> usize {
+    let header = format!("[{agent}.{task}]");
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            inside = t.replace([' ', '"'], "") == header;
+        } else if inside
+            && t.strip_prefix(label)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return i + 1;
+        }
+    }
+    1
+}
+
+/// The first line that assigns `key` (for messages about a value the parser accepted).
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names() {
+        for good in ["production", "staging", "v2-candidate", "prod_1", "Vx"] {
+            assert!(is_label_name(good), "{good}");
+        }
+        for bad in [
+            "", "latest", "LATEST", "3", "v3", "V12", "1abc", "a b", "a/b", "-x",
+        ] {
+            assert!(!is_label_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn round_trip_and_errors_with_lines() {
+        let path = Path::new("labels.toml");
+        let mut labels = Labels::default();
+        assert_eq!(labels.set("writer", "write_chapter", "production", 2), None);
+        assert_eq!(labels.set("writer", "write_chapter", "staging", 3), None);
+        assert_eq!(
+            labels.set("writer", "write_chapter", "production", 3),
+            Some(2)
+        );
+        let text = labels.to_toml();
+        assert!(text.contains("[writer.write_chapter]\nproduction = 3\nstaging = 3\n"));
+        assert_eq!(Labels::parse(path, &text).ok(), Some(labels));
+
+        let err = Labels::parse(path, "[writer.t]\nproduction = 2\nstaging = \"x\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("labels.toml:3: "), "{err}");
+        let err = Labels::parse(path, "[writer.t]\nproduction = 2\nlatest = 1\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("labels.toml:3: label `latest`"), "{err}");
+    }
+}
