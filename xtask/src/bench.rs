@@ -10,6 +10,7 @@
 //! A missing bench, a failing bench or a peer pip cannot install makes its rows "n/a" with the
 //! reason; only an error of the command itself fails it.
 
+mod chart;
 mod criterion;
 mod data;
 mod gateway;
