@@ -47,7 +47,9 @@ mod parse;
 mod query;
 mod record;
 mod stats;
+mod rollup;
 mod store;
+mod sum;
 #[cfg(feature = "testdata")]
 pub mod testdata;
 mod writer;
