@@ -98,16 +98,16 @@ impl Sums {
 }
 
 /// The values of one figure of a group that percentiles are taken of: values read from lines,
-/// in no order, and sorted runs (by `f64::total_cmp`) read from rollups.
+/// in no order, and sorted runs read from rollups.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Values {
     loose: Vec<f64>,
-    runs: Vec<Arc<[f64]>>,
+    runs: Vec<Run>,
 }
 
 impl Values {
-    /// A sorted run (ascending by `f64::total_cmp`).
-    pub(crate) fn sorted(run: Arc<[f64]>) -> Values {
+    /// A sorted run.
+    pub(crate) fn sorted(run: Run) -> Values {
         Values {
             loose: Vec::new(),
             runs: vec![run],
@@ -119,7 +119,7 @@ impl Values {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.loose.len() + self.runs.iter().map(|r| r.len()).sum::<usize>()
+        self.loose.len() + self.runs.iter().map(|r| r.values.len()).sum::<usize>()
     }
 
     fn append(&mut self, mut o: Values) {
@@ -135,10 +135,9 @@ impl Values {
     pub(crate) fn into_sorted(mut self) -> Vec<f64> {
         let mut all = std::mem::take(&mut self.loose);
         for run in self.runs {
-            all.extend_from_slice(&run);
+            all.extend_from_slice(&run.values);
         }
-        all.sort_unstable_by(f64::total_cmp);
-        all
+        sort_floats(all)
     }
 
     /// The elements the percentile rule picks for each of `ps` (ascending), 0 when empty.
@@ -148,84 +147,119 @@ impl Values {
         }
         let n = self.len();
         if !self.loose.is_empty() {
-            let mut loose = std::mem::take(&mut self.loose);
-            loose.sort_unstable_by(f64::total_cmp);
-            self.runs.push(loose.into());
+            let loose = std::mem::take(&mut self.loose);
+            self.runs.push(Run::new(sort_floats(loose).into()));
         }
-        let runs: Vec<&[f64]> = self
-            .runs
-            .iter()
-            .map(|r| &r[..])
-            .filter(|r| !r.is_empty())
-            .collect();
         let mut out = [0.0; N];
         if n == 0 {
             return out;
         }
+        let mut scratch = Vec::new();
         for (slot, p) in out.iter_mut().zip(ps) {
-            *slot = select_in_runs(&runs, percentile_index(n, p));
+            *slot = select_in_runs(&self.runs, percentile_index(n, p), &mut scratch);
         }
         out
     }
 }
 
-/// The `k`-th smallest (from 0, by `f64::total_cmp`) of the union of sorted runs, without
-/// merging them: each step splits every run's remaining window at the weighted median of the
-/// windows' middles, which drops at least a quarter of what remains.
-fn select_in_runs(runs: &[&[f64]], mut k: usize) -> f64 {
-    let mut lo = vec![0usize; runs.len()];
-    let mut hi: Vec<usize> = runs.iter().map(|r| r.len()).collect();
-    let mut below = vec![0usize; runs.len()];
-    let mut upto = vec![0usize; runs.len()];
-    let mut middles: Vec<(f64, usize)> = Vec::with_capacity(runs.len());
-    loop {
-        middles.clear();
-        let mut total = 0;
-        let mut only = 0;
-        for (i, run) in runs.iter().enumerate() {
-            let w = hi[i] - lo[i];
-            if w > 0 {
-                middles.push((run[lo[i] + w / 2], w));
-                total += w;
-                only = i;
+/// Floats sorted by `f64::total_cmp` (through their order keys: integer sorting is faster).
+fn sort_floats(values: Vec<f64>) -> Vec<f64> {
+    let mut keys: Vec<u64> = values.into_iter().map(order_key).collect();
+    keys.sort_unstable();
+    keys.into_iter().map(from_order_key).collect()
+}
+
+/// A float's place in `f64::total_cmp`'s order, as an unsigned integer.
+fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 { !b } else { b | 1 << 63 }
+}
+
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Bits of [`order_key`] that make a bucket of [`Run`]'s index: sign, exponent and 8 bits of
+/// mantissa (256 buckets per power of two).
+const BUCKET_BITS: u32 = 20;
+
+fn bucket(v: f64) -> u32 {
+    (order_key(v) >> (64 - BUCKET_BITS)) as u32
+}
+
+/// Values sorted by `f64::total_cmp`, with an index of where each bucket of values ends, so
+/// that ranks across many runs are counted without touching the values.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    values: Arc<[f64]>,
+    /// (bucket, end of its values), buckets ascending, empty ones left out.
+    index: Arc<[(u32, u32)]>,
+}
+
+impl Run {
+    /// A run of values sorted by `f64::total_cmp` (at most `u32::MAX` of them).
+    pub(crate) fn new(values: Arc<[f64]>) -> Run {
+        let mut index: Vec<(u32, u32)> = Vec::new();
+        for (i, &v) in values.iter().enumerate() {
+            let b = bucket(v);
+            match index.last_mut() {
+                Some(last) if last.0 == b => last.1 = i as u32 + 1,
+                _ => index.push((b, i as u32 + 1)),
             }
         }
-        if middles.len() <= 1 {
-            // One window left (k < total always holds; an empty union cannot be asked).
-            return runs
-                .get(only)
-                .and_then(|r| r.get(lo[only] + k))
-                .copied()
-                .unwrap_or(0.0);
+        Run {
+            values,
+            index: index.into(),
         }
-        middles.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        let mut seen = 0;
-        let mut pivot = middles[0].0;
-        for &(v, w) in &middles {
-            seen += w;
-            pivot = v;
-            if seen * 2 >= total {
-                break;
-            }
-        }
-        let (mut less, mut not_more) = (0, 0);
-        for (i, run) in runs.iter().enumerate() {
-            let window = &run[lo[i]..hi[i]];
-            let a = window.partition_point(|x| x.total_cmp(&pivot).is_lt());
-            let b = a + window[a..].partition_point(|x| x.total_cmp(&pivot).is_le());
-            below[i] = lo[i] + a;
-            upto[i] = lo[i] + b;
-            less += a;
-            not_more += b;
-        }
-        if k < less {
-            hi.copy_from_slice(&below);
-        } else if k < not_more {
-            return pivot;
+    }
+
+    /// Values in buckets up to `b` included.
+    fn count_upto(&self, b: u32) -> usize {
+        let i = self.index.partition_point(|&(x, _)| x <= b);
+        if i == 0 {
+            0
         } else {
-            k -= not_more;
-            lo.copy_from_slice(&upto);
+            self.index[i - 1].1 as usize
         }
+    }
+
+    /// The values of bucket `b`.
+    fn bucket(&self, b: u32) -> &[f64] {
+        let i = self.index.partition_point(|&(x, _)| x < b);
+        match self.index.get(i) {
+            Some(&(x, end)) if x == b => {
+                let start = if i == 0 { 0 } else { self.index[i - 1].1 };
+                &self.values[start as usize..end as usize]
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// The `k`-th smallest (from 0, by `f64::total_cmp`) of the union of sorted runs, without
+/// merging them: a binary search over the buckets finds the one holding it from the runs'
+/// indexes alone, then only that bucket's values are gathered and selected from.
+fn select_in_runs(runs: &[Run], k: usize, scratch: &mut Vec<f64>) -> f64 {
+    let count = |b: u32| -> usize { runs.iter().map(|r| r.count_upto(b)).sum() };
+    let (mut lo, mut hi) = (0u32, (1u32 << BUCKET_BITS) - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if count(mid) > k {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let before = if lo == 0 { 0 } else { count(lo - 1) };
+    scratch.clear();
+    for r in runs {
+        scratch.extend_from_slice(r.bucket(lo));
+    }
+    match scratch.get_mut(..) {
+        Some(s) if k >= before && k - before < s.len() => {
+            *s.select_nth_unstable_by(k - before, f64::total_cmp).1
+        }
+        _ => 0.0,
     }
 }
 

@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::query::{self, Acc, Outcome, Prefilter, Select, Sums, Values};
+use crate::query::{self, Acc, Outcome, Prefilter, Run, Select, Sums, Values};
 use crate::store::Window;
 
 /// Bumped whenever the layout or the meaning of a stored figure changes; a rollup of another
@@ -128,7 +128,7 @@ struct DayRollup {
     file: Mutex<File>,
     body_start: u64,
     /// Per group: latencies, then times to first token.
-    values: Vec<[OnceLock<Arc<[f64]>>; 2]>,
+    values: Vec<[OnceLock<Run>; 2]>,
     bad_lines: OnceLock<Arc<[u8]>>,
 }
 
@@ -197,7 +197,7 @@ impl DayRollup {
     }
 
     /// Group `g`'s latencies (`which` 0) or times to first token (1), sorted.
-    fn values(&self, g: usize, which: usize) -> Result<Arc<[f64]>, Corrupt> {
+    fn values(&self, g: usize, which: usize) -> Result<Run, Corrupt> {
         let cell = &self.values[g][which];
         if let Some(v) = cell.get() {
             return Ok(v.clone());
@@ -221,7 +221,7 @@ impl DayRollup {
         if !sorted || values.iter().any(|v| !v.is_finite()) {
             return Err(Corrupt);
         }
-        Ok(cell.get_or_init(|| values.into()).clone())
+        Ok(cell.get_or_init(|| Run::new(values.into())).clone())
     }
 
     fn bad_lines(&self) -> Result<Option<Arc<[u8]>>, Corrupt> {
@@ -378,7 +378,7 @@ fn write(path: &Path, header: &Header, body: &[u8]) -> std::io::Result<()> {
         head.extend_from_slice(&json);
         f.write_all(&head)?;
         f.write_all(body)?;
-        f.sync_data()?;
+        // No fsync: a rollup torn by a crash fails its checksums and is rebuilt.
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
