@@ -102,7 +102,10 @@ fn closed_day(dir: &Path) -> chrono::NaiveDate {
         .filter_map(|e| e.ok())
         .find_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let date = name.strip_prefix("metrics_")?.strip_suffix(".jsonl")?.to_owned();
+            let date = name
+                .strip_prefix("metrics_")?
+                .strip_suffix(".jsonl")?
+                .to_owned();
             chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").ok()
         })
         .expect("a daily file")

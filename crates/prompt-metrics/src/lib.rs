@@ -46,8 +46,8 @@ mod error;
 mod parse;
 mod query;
 mod record;
-mod stats;
 mod rollup;
+mod stats;
 mod store;
 mod sum;
 #[cfg(feature = "testdata")]

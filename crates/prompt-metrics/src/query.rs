@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::parse::{Rec, is_blank, parse_line};
-use crate::store::Window;
 use crate::rollup::GroupKey;
+use crate::store::Window;
 use crate::sum::ExactSum;
 use crate::{
     AggregateStats, DayStats, ModelStats, Overview, PromptMetrics, ScanSummary, TaskStats,
@@ -885,11 +885,9 @@ impl Prefilter {
     pub(crate) fn for_select(select: &Select<'_>) -> Option<Prefilter> {
         let agent = match *select {
             Select::Agent(a) | Select::Task(a, _) | Select::Versions(a, _) => a,
-            Select::Models
-            | Select::Days
-            | Select::Tasks
-            | Select::Overview
-            | Select::Rollup => return None,
+            Select::Models | Select::Days | Select::Tasks | Select::Overview | Select::Rollup => {
+                return None;
+            }
         };
         let plain = !agent.is_empty()
             && agent

@@ -74,7 +74,10 @@ fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
     let modified = meta.modified()?;
     let (secs, nanos) = match modified.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-        Err(e) => (-(e.duration().as_secs() as i64), e.duration().subsec_nanos()),
+        Err(e) => (
+            -(e.duration().as_secs() as i64),
+            e.duration().subsec_nanos(),
+        ),
     };
     Ok(Fingerprint {
         len: meta.len(),
@@ -445,7 +448,13 @@ impl Rollups {
 
     /// Adds what `select` reads of a closed day's file to `out` from its rollup (built first
     /// when missing, stale or corrupt); `false` when the file must be scanned instead.
-    fn answer(&self, daily: &Path, window: &Window, select: &Select<'_>, out: &mut Outcome) -> bool {
+    fn answer(
+        &self,
+        daily: &Path,
+        window: &Window,
+        select: &Select<'_>,
+        out: &mut Outcome,
+    ) -> bool {
         let Ok(source) = fingerprint(daily) else {
             return false;
         };

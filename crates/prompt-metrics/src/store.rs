@@ -366,10 +366,7 @@ fn list_files(dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, MetricsError> {
 /// normally carry its own UTC date, but lines written with a local-time offset may fall on the
 /// day before or after, so the day before the cut-off's date is read too (its lines are
 /// filtered by time).
-fn files_in_window(
-    dir: &Path,
-    window: &Window,
-) -> Result<Vec<(NaiveDate, PathBuf)>, MetricsError> {
+fn files_in_window(dir: &Path, window: &Window) -> Result<Vec<(NaiveDate, PathBuf)>, MetricsError> {
     let first = window.cutoff_day.pred_opt().unwrap_or(window.cutoff_day);
     Ok(list_files(dir)?
         .into_iter()

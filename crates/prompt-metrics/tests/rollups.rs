@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use proptest::prelude::*;
 use prompt_metrics::JsonlStore;
+use proptest::prelude::*;
 
 fn noon() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 20, 12, 0, 0)
@@ -348,7 +348,12 @@ fn closed_days_get_rollups_today_is_scanned_and_a_change_rebuilds() {
     assert_ne!(before, after, "the rollup was rebuilt");
     assert_eq!(
         format!("{third:?}"),
-        format!("{:?}", scan_only(dir.path(), now).model_comparison(7).expect("scan"))
+        format!(
+            "{:?}",
+            scan_only(dir.path(), now)
+                .model_comparison(7)
+                .expect("scan")
+        )
     );
 
     // Cleanup takes the rollups of the days it removes.
@@ -367,12 +372,16 @@ fn rebuild_rollup_writes_closed_days_only() {
     let store = with_rollups(dir.path(), now);
     let today = now.date_naive();
     assert!(!store.rebuild_rollup(today).expect("today"));
-    assert!(!store
-        .rebuild_rollup(today - Duration::days(5))
-        .expect("no file"));
-    assert!(store
-        .rebuild_rollup(today - Duration::days(1))
-        .expect("yesterday"));
+    assert!(
+        !store
+            .rebuild_rollup(today - Duration::days(5))
+            .expect("no file")
+    );
+    assert!(
+        store
+            .rebuild_rollup(today - Duration::days(1))
+            .expect("yesterday")
+    );
     assert!(rollup_file(dir.path(), today - Duration::days(1)).is_file());
     assert!(!rollup_file(dir.path(), today).exists());
     // A store without rollups reads and writes nothing but the daily files.
@@ -392,7 +401,11 @@ fn a_foreign_file_in_place_of_a_rollup_is_replaced_not_trusted() {
     let scan = every_query(&scan_only(dir.path(), now), 7);
     // A valid rollup of another day put in yesterday's place (its source does not match).
     let store = with_rollups(dir.path(), now);
-    assert!(store.rebuild_rollup(yesterday - Duration::days(1)).expect("rebuild"));
+    assert!(
+        store
+            .rebuild_rollup(yesterday - Duration::days(1))
+            .expect("rebuild")
+    );
     fs::copy(
         rollup_file(dir.path(), yesterday - Duration::days(1)),
         rollup_file(dir.path(), yesterday),
@@ -414,7 +427,9 @@ fn stores_querying_and_rebuilding_at_once_agree_with_a_scan() {
     let now = noon();
     dataset(dir.path(), now, 600, 6);
     let scan = every_query(&scan_only(dir.path(), now), 7);
-    let days: Vec<NaiveDate> = (1..6).map(|b| now.date_naive() - Duration::days(b)).collect();
+    let days: Vec<NaiveDate> = (1..6)
+        .map(|b| now.date_naive() - Duration::days(b))
+        .collect();
     std::thread::scope(|s| {
         for i in 0..4 {
             let (dir, scan, days) = (dir.path(), &scan, &days);

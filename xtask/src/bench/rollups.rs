@@ -55,12 +55,23 @@ fn sets(quick: bool, room: Option<u64>) -> Vec<(&'static str, u64)> {
 fn free_bytes(dir: &Path) -> Option<u64> {
     let out = Command::new("df").arg("-Pk").arg(dir).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let kb: u64 = text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()?;
+    let kb: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
 /// Writes a data set unless one written today with the same size is there.
-fn write_set(dir: &Path, records: u64, days: u32, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+fn write_set(
+    dir: &Path,
+    records: u64,
+    days: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
     let marker = dir.join(".written");
     let want = format!("{records} {days} {}", now.date_naive());
     if fs::read_to_string(&marker).is_ok_and(|m| m == want) {
@@ -69,7 +80,10 @@ fn write_set(dir: &Path, records: u64, days: u32, now: chrono::DateTime<chrono::
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    eprintln!("  writing {records} records over {days} daily files into {}", dir.display());
+    eprintln!(
+        "  writing {records} records over {days} daily files into {}",
+        dir.display()
+    );
     prompt_metrics::testdata::write_dataset_at(dir, records, days, METRICS_SEED, now)
         .with_context(|| format!("cannot write {}", dir.display()))?;
     fs::write(&marker, want)?;
@@ -192,8 +206,14 @@ pub(crate) fn run(s: &RollupSettings) -> Result<Value> {
     }
 
     for (query, title) in [
-        ("model_comparison", "model_comparison: query time vs records (90 days)"),
-        ("agent_stats", "agent_stats: query time vs records (90 days)"),
+        (
+            "model_comparison",
+            "model_comparison: query time vs records (90 days)",
+        ),
+        (
+            "agent_stats",
+            "agent_stats: query time vs records (90 days)",
+        ),
     ] {
         let series = |key: &str| -> Vec<(f64, f64)> {
             rows.iter()
@@ -211,10 +231,10 @@ pub(crate) fn run(s: &RollupSettings) -> Result<Value> {
                 ("DuckDB read_ndjson", series("duckdb_ms")),
             ],
         );
-        let path = s
-            .root
-            .join("docs")
-            .join(format!("metrics-query-time-{}.svg", query.replace('_', "-")));
+        let path = s.root.join("docs").join(format!(
+            "metrics-query-time-{}.svg",
+            query.replace('_', "-")
+        ));
         fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
         println!("chart written to {}", path.display());
     }
@@ -278,7 +298,10 @@ mod tests {
         assert_eq!(labels(true, Some(u64::MAX)), ["10k", "100k"]);
         assert_eq!(labels(false, Some(ROOM_FOR_10M - 1)), ["10k", "100k", "1m"]);
         assert_eq!(labels(false, None), ["10k", "100k", "1m"]);
-        assert_eq!(labels(false, Some(ROOM_FOR_10M)), ["10k", "100k", "1m", "10m"]);
+        assert_eq!(
+            labels(false, Some(ROOM_FOR_10M)),
+            ["10k", "100k", "1m", "10m"]
+        );
     }
 
     #[test]
@@ -290,7 +313,13 @@ mod tests {
             "model_comparison": { "scan_ms": null, "warm_ms": 1.0, "new_store_ms": null, "duckdb_ms": null },
         })];
         let t = table(&rows);
-        assert!(t.contains("| 10k | agent_stats | 12.0 | 0.50 | 3.00 | 150 | 300× |"), "{t}");
-        assert!(t.contains("| 10k | model_comparison | n/a | 1.00 | n/a | n/a | n/a |"), "{t}");
+        assert!(
+            t.contains("| 10k | agent_stats | 12.0 | 0.50 | 3.00 | 150 | 300× |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| 10k | model_comparison | n/a | 1.00 | n/a | n/a | n/a |"),
+            "{t}"
+        );
     }
 }
