@@ -172,7 +172,10 @@ impl DayRollup {
             }
         }
         for g in &header.groups {
-            if g.latencies.len != g.sums.total * 8 || g.ttfts.len > g.latencies.len {
+            if g.latencies.len != g.sums.total.saturating_mul(8)
+                || g.ttfts.len > g.latencies.len
+                || g.ttfts.len % 8 != 0
+            {
                 return Err(Corrupt);
             }
         }
