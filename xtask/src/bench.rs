@@ -34,7 +34,8 @@ use self::report::{Figure, ROWS, Row, RowSpec, Unit};
 
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--gateway | --no-gateway] [--gateway-seconds N]
-                        [--gateway-targets promptkit,litellm,direct] [--rollups]
+                        [--gateway-targets promptkit,litellm,direct]
+                        [--rollups | --rollups-charts]
 
   --quick              short criterion runs (1 s warm-up, 2 s measurement, 10 samples), the
                        100k-record data set only, few Python repetitions, 3 s gateway points
@@ -48,6 +49,7 @@ const USAGE: &str =
                        90 daily files of 10k, 100k, 1M (and 10M, when 8 GB are free; deleted
                        after) records, scanning, from rollups and with DuckDB; rollup build of
                        one day; charts in docs/metrics-query-time-*.svg (--quick: 10k, 100k)
+  --rollups-charts     the table and charts again from target/bench-rollups.json
 ";
 
 /// Runs the benches; `args` are the words after `bench` (e.g. `--quick`).
@@ -64,6 +66,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             "--gateway" => gateway_mode = GatewayMode::Only,
             "--no-gateway" => gateway_mode = GatewayMode::Skip,
             "--rollups" => rollups_only = true,
+            "--rollups-charts" => {
+                return rollups::redraw(root, &target_dir(root));
+            }
             "--gateway-seconds" => {
                 let value = args.next().and_then(|v| v.parse::<f64>().ok());
                 match value {

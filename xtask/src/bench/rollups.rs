@@ -140,6 +140,8 @@ pub(crate) fn run(s: &RollupSettings) -> Result<Value> {
 
     eprintln!("[3/3] DuckDB on the same files");
     let labels: Vec<&str> = sets.iter().map(|(l, _)| *l).collect();
+    let work = s.target_dir.join("bench-work");
+    fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let duck = match &s.venv_python {
         Some(python) => peers::script(&s.root, "metrics_peer.py")
             .map_err(|e| format!("{e:#}"))
@@ -148,7 +150,7 @@ pub(crate) fn run(s: &RollupSettings) -> Result<Value> {
                     python,
                     &script,
                     &curve,
-                    &s.target_dir.join("bench-work").join("duckdb-curve.json"),
+                    &work.join("duckdb-curve.json"),
                     true,
                     &[
                         "--sets".to_owned(),
@@ -205,6 +207,25 @@ pub(crate) fn run(s: &RollupSettings) -> Result<Value> {
         println!("DuckDB n/a: {e}");
     }
 
+    draw_charts(&s.root, &rows)?;
+
+    // The 10M set takes gigabytes: do not keep it.
+    let big = curve.join("metrics").join("10m");
+    if big.exists() {
+        fs::remove_dir_all(&big).with_context(|| format!("cannot remove {}", big.display()))?;
+    }
+    Ok(json!({
+        "days": DAYS,
+        "rows": rows,
+        "build": build,
+        "criterion_failure": failure,
+        "duckdb_error": duck.as_ref().err(),
+        "duckdb_versions": duck.as_ref().ok().map(|d| d["versions"].clone()),
+    }))
+}
+
+/// Writes the charts of `rows` (as in `target/bench-rollups.json`) into docs/.
+pub(crate) fn draw_charts(root: &Path, rows: &[Value]) -> Result<()> {
     for (query, title) in [
         (
             "model_comparison",
@@ -231,27 +252,29 @@ pub(crate) fn run(s: &RollupSettings) -> Result<Value> {
                 ("DuckDB read_ndjson", series("duckdb_ms")),
             ],
         );
-        let path = s.root.join("docs").join(format!(
+        let path = root.join("docs").join(format!(
             "metrics-query-time-{}.svg",
             query.replace('_', "-")
         ));
         fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
         println!("chart written to {}", path.display());
     }
+    Ok(())
+}
 
-    // The 10M set takes gigabytes: do not keep it.
-    let big = curve.join("metrics").join("10m");
-    if big.exists() {
-        fs::remove_dir_all(&big).with_context(|| format!("cannot remove {}", big.display()))?;
-    }
-    Ok(json!({
-        "days": DAYS,
-        "rows": rows,
-        "build": build,
-        "criterion_failure": failure,
-        "duckdb_error": duck.as_ref().err(),
-        "duckdb_versions": duck.as_ref().ok().map(|d| d["versions"].clone()),
-    }))
+/// `cargo xtask bench --rollups-charts`: the table and charts again from the figures of the
+/// last `--rollups` run (`target/bench-rollups.json`), e.g. after adding figures measured apart.
+pub(crate) fn redraw(root: &Path, target_dir: &Path) -> Result<()> {
+    let path = target_dir.join("bench-rollups.json");
+    let doc = super::data::read_json(&path).with_context(|| {
+        format!(
+            "no figures in {}: run cargo xtask bench --rollups",
+            path.display()
+        )
+    })?;
+    let rows = doc["rows"].as_array().cloned().unwrap_or_default();
+    print!("{}", table(&rows));
+    draw_charts(root, &rows)
 }
 
 fn show(v: Option<f64>) -> String {
