@@ -21,6 +21,7 @@ def args():
     parser.add_argument("--quick", action="store_true", help="fewer, shorter batches")
     parser.add_argument("--sets", default="100k", help="metrics data sets, comma-separated")
     parser.add_argument("--work", default=None, help="scratch directory")
+    parser.add_argument("--days", type=int, default=7, help="query window in days (metrics)")
     return parser.parse_args()
 
 

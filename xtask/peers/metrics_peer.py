@@ -9,7 +9,6 @@ import duckdb
 
 from _harness import Results, args, measure_runs
 
-DAYS = 7
 AGENT = "writer"
 
 COLUMNS = ("{'agent': 'VARCHAR', 'model': 'VARCHAR', 'timestamp': 'TIMESTAMP', 'latency_ms': 'DOUBLE', "
@@ -42,8 +41,8 @@ def main():
     con = duckdb.connect()
     threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
     results.check("threads", threads)
-    # The same window as ours: records of the last DAYS x 24 hours (timestamps are UTC, no offset).
-    cutoff = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=DAYS)).replace(tzinfo=None)
+    # The same window as ours: records of the last --days x 24 hours (timestamps are UTC, no offset).
+    cutoff = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=a.days)).replace(tzinfo=None)
     for name in a.sets.split(","):
         files = os.path.join(a.data, "metrics", name, "metrics_*.jsonl")
         # DuckDB's fastest form: the columns the queries need, typed up front (read_json_auto's

@@ -10,12 +10,14 @@
 //! A missing bench, a failing bench or a peer pip cannot install makes its rows "n/a" with the
 //! reason; only an error of the command itself fails it.
 
+mod chart;
 mod criterion;
 mod data;
 mod gateway;
 mod loadgen;
 mod peers;
 mod report;
+mod rollups;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +35,7 @@ use self::report::{Figure, ROWS, Row, RowSpec, Unit};
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--gateway | --no-gateway] [--gateway-seconds N]
                         [--gateway-targets promptkit,litellm,direct]
+                        [--rollups | --rollups-charts]
 
   --quick              short criterion runs (1 s warm-up, 2 s measurement, 10 samples), the
                        100k-record data set only, few Python repetitions, 3 s gateway points
@@ -42,6 +45,11 @@ const USAGE: &str =
   --no-gateway         everything but the gateway section
   --gateway-seconds N  how long each gateway point sends requests [default: 10, --quick: 3]
   --gateway-targets L  which gateways to measure [default: all three]
+  --rollups            only the metrics history section: agent_stats and model_comparison over
+                       90 daily files of 10k, 100k, 1M (and 10M, when 8 GB are free; deleted
+                       after) records, scanning, from rollups and with DuckDB; rollup build of
+                       one day; charts in docs/metrics-query-time-*.svg (--quick: 10k, 100k)
+  --rollups-charts     the table and charts again from target/bench-rollups.json
 ";
 
 /// Runs the benches; `args` are the words after `bench` (e.g. `--quick`).
@@ -50,12 +58,17 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut gateway_mode = GatewayMode::Also;
     let mut gateway_seconds: Option<f64> = None;
     let mut gateway_targets = Vec::new();
+    let mut rollups_only = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--gateway" => gateway_mode = GatewayMode::Only,
             "--no-gateway" => gateway_mode = GatewayMode::Skip,
+            "--rollups" => rollups_only = true,
+            "--rollups-charts" => {
+                return rollups::redraw(root, &target_dir(root));
+            }
             "--gateway-seconds" => {
                 let value = args.next().and_then(|v| v.parse::<f64>().ok());
                 match value {
@@ -106,6 +119,30 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             only: gateway_targets.clone(),
         }
     };
+    if rollups_only {
+        eprintln!("cargo xtask bench --rollups ({mode})");
+        let venv = peers::ensure_venv(&target_dir.join("bench-venv"), &log_dir);
+        let mut doc = rollups::run(&rollups::RollupSettings {
+            root: root.to_path_buf(),
+            target_dir: target_dir.clone(),
+            data_dir: data_dir.clone(),
+            log_dir: log_dir.clone(),
+            quick,
+            venv_python: venv.python.clone(),
+        })?;
+        doc["machine"] = machine_info(root);
+        doc["mode"] = json!(mode);
+        let path = target_dir.join("bench-rollups.json");
+        data::write_json(&path, &doc)?;
+        println!();
+        println!(
+            "figures written to {} ({:.0} s in all; logs in {})",
+            path.display(),
+            clock.elapsed().as_secs_f64(),
+            log_dir.display()
+        );
+        return Ok(());
+    }
     if gateway_mode == GatewayMode::Only {
         eprintln!("cargo xtask bench --gateway ({mode})");
         eprintln!("[1/2] bench venv");

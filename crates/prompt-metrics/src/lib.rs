@@ -46,8 +46,10 @@ mod error;
 mod parse;
 mod query;
 mod record;
+mod rollup;
 mod stats;
 mod store;
+mod sum;
 #[cfg(feature = "testdata")]
 pub mod testdata;
 mod writer;

@@ -4,11 +4,15 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::parse::{Rec, is_blank, parse_line};
+use crate::rollup::GroupKey;
 use crate::store::Window;
+use crate::sum::ExactSum;
 use crate::{
     AggregateStats, DayStats, ModelStats, Overview, PromptMetrics, ScanSummary, TaskStats,
     TaskVersionStats, VersionStats,
@@ -30,12 +34,16 @@ pub(crate) enum Select<'q> {
     Tasks,
     /// Everything at once: all records, per day, per model, per task, per task version.
     Overview,
+    /// What a rollup of one file stores: [`Select::Overview`], plus the first and last
+    /// timestamps and the bad lines themselves.
+    Rollup,
 }
 
-/// Running sums for one group.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Acc {
-    total: u64,
+/// Counts and sums of one group: everything of [`Acc`] but the values percentiles are taken
+/// of. A rollup stores it as it is (serde), so a figure added here is stored with no more code.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Sums {
+    pub(crate) total: u64,
     successful: u64,
     validation_passed: u64,
     retries: u64,
@@ -44,15 +52,12 @@ pub(crate) struct Acc {
     response_length: u64,
     tokens_prompt: u64,
     tokens_completion: u64,
-    latency_sum: f64,
-    latencies: Vec<f64>,
-    /// Times to first token of the records that have one (streamed replies).
-    ttfts: Vec<f64>,
-    tokens_per_second_sum: f64,
+    latency_sum: ExactSum,
+    tokens_per_second_sum: ExactSum,
     tokens_per_second_count: u64,
 }
 
-impl Acc {
+impl Sums {
     fn add(&mut self, r: &Rec<'_>) {
         self.total += 1;
         self.successful += u64::from(r.validation_passed && !r.has_error);
@@ -67,18 +72,16 @@ impl Acc {
         self.tokens_completion = self
             .tokens_completion
             .saturating_add(r.tokens_completion.unwrap_or(0));
-        self.latency_sum += r.latency_ms;
-        self.latencies.push(r.latency_ms);
-        if let Some(t) = r.time_to_first_token_ms {
-            self.ttfts.push(t);
-        }
+        self.latency_sum.add(r.latency_ms);
         if let Some(v) = r.tokens_per_second {
-            self.tokens_per_second_sum += v;
+            self.tokens_per_second_sum.add(v);
             self.tokens_per_second_count += 1;
         }
     }
 
-    fn merge(&mut self, mut o: Acc) {
+    /// Adds `o`'s figures; every one of them is order-independent (exact or saturating sums of
+    /// non-negative counts), so groups merge to the same figures in any order.
+    fn merge(&mut self, o: &Sums) {
         self.total += o.total;
         self.successful += o.successful;
         self.validation_passed += o.validation_passed;
@@ -88,19 +91,200 @@ impl Acc {
         self.response_length = self.response_length.saturating_add(o.response_length);
         self.tokens_prompt = self.tokens_prompt.saturating_add(o.tokens_prompt);
         self.tokens_completion = self.tokens_completion.saturating_add(o.tokens_completion);
-        self.latency_sum += o.latency_sum;
-        if self.latencies.is_empty() {
-            self.latencies = o.latencies;
-        } else {
-            self.latencies.append(&mut o.latencies);
-        }
-        if self.ttfts.is_empty() {
-            self.ttfts = o.ttfts;
-        } else {
-            self.ttfts.append(&mut o.ttfts);
-        }
-        self.tokens_per_second_sum += o.tokens_per_second_sum;
+        self.latency_sum.merge(&o.latency_sum);
+        self.tokens_per_second_sum.merge(&o.tokens_per_second_sum);
         self.tokens_per_second_count += o.tokens_per_second_count;
+    }
+}
+
+/// The values of one figure of a group that percentiles are taken of: values read from lines,
+/// in no order, and sorted runs read from rollups.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Values {
+    loose: Vec<f64>,
+    runs: Vec<Run>,
+}
+
+impl Values {
+    /// A sorted run.
+    pub(crate) fn sorted(run: Run) -> Values {
+        Values {
+            loose: Vec::new(),
+            runs: vec![run],
+        }
+    }
+
+    fn push(&mut self, v: f64) {
+        self.loose.push(v);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.loose.len() + self.runs.iter().map(|r| r.values.len()).sum::<usize>()
+    }
+
+    fn append(&mut self, mut o: Values) {
+        if self.loose.is_empty() {
+            self.loose = o.loose;
+        } else {
+            self.loose.append(&mut o.loose);
+        }
+        self.runs.append(&mut o.runs);
+    }
+
+    /// All values sorted by `f64::total_cmp` (for storing in a rollup).
+    pub(crate) fn into_sorted(mut self) -> Vec<f64> {
+        let mut all = std::mem::take(&mut self.loose);
+        for run in self.runs {
+            all.extend_from_slice(&run.values);
+        }
+        sort_floats(all)
+    }
+
+    /// The elements the percentile rule picks for each of `ps` (ascending), 0 when empty.
+    fn percentiles<const N: usize>(&mut self, ps: [f64; N]) -> [f64; N] {
+        if self.runs.is_empty() {
+            return percentiles(&mut self.loose, ps);
+        }
+        let n = self.len();
+        if !self.loose.is_empty() {
+            let loose = std::mem::take(&mut self.loose);
+            self.runs.push(Run::new(sort_floats(loose).into()));
+        }
+        let mut out = [0.0; N];
+        if n == 0 {
+            return out;
+        }
+        let mut scratch = Vec::new();
+        for (slot, p) in out.iter_mut().zip(ps) {
+            *slot = select_in_runs(&self.runs, percentile_index(n, p), &mut scratch);
+        }
+        out
+    }
+}
+
+/// Floats sorted by `f64::total_cmp` (through their order keys: integer sorting is faster).
+fn sort_floats(values: Vec<f64>) -> Vec<f64> {
+    let mut keys: Vec<u64> = values.into_iter().map(order_key).collect();
+    keys.sort_unstable();
+    keys.into_iter().map(from_order_key).collect()
+}
+
+/// A float's place in `f64::total_cmp`'s order, as an unsigned integer.
+fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 { !b } else { b | 1 << 63 }
+}
+
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Bits of [`order_key`] that make a bucket of [`Run`]'s index: sign, exponent and 8 bits of
+/// mantissa (256 buckets per power of two).
+const BUCKET_BITS: u32 = 20;
+
+fn bucket(v: f64) -> u32 {
+    (order_key(v) >> (64 - BUCKET_BITS)) as u32
+}
+
+/// Values sorted by `f64::total_cmp`, with an index of where each bucket of values ends, so
+/// that ranks across many runs are counted without touching the values.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    values: Arc<[f64]>,
+    /// (bucket, end of its values), buckets ascending, empty ones left out.
+    index: Arc<[(u32, u32)]>,
+}
+
+impl Run {
+    /// A run of values sorted by `f64::total_cmp` (at most `u32::MAX` of them).
+    pub(crate) fn new(values: Arc<[f64]>) -> Run {
+        let mut index: Vec<(u32, u32)> = Vec::new();
+        for (i, &v) in values.iter().enumerate() {
+            let b = bucket(v);
+            match index.last_mut() {
+                Some(last) if last.0 == b => last.1 = i as u32 + 1,
+                _ => index.push((b, i as u32 + 1)),
+            }
+        }
+        Run {
+            values,
+            index: index.into(),
+        }
+    }
+
+    /// Values in buckets up to `b` included.
+    fn count_upto(&self, b: u32) -> usize {
+        let i = self.index.partition_point(|&(x, _)| x <= b);
+        if i == 0 {
+            0
+        } else {
+            self.index[i - 1].1 as usize
+        }
+    }
+
+    /// The values of bucket `b`.
+    fn bucket(&self, b: u32) -> &[f64] {
+        let i = self.index.partition_point(|&(x, _)| x < b);
+        match self.index.get(i) {
+            Some(&(x, end)) if x == b => {
+                let start = if i == 0 { 0 } else { self.index[i - 1].1 };
+                &self.values[start as usize..end as usize]
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// The `k`-th smallest (from 0, by `f64::total_cmp`) of the union of sorted runs, without
+/// merging them: a binary search over the buckets finds the one holding it from the runs'
+/// indexes alone, then only that bucket's values are gathered and selected from.
+fn select_in_runs(runs: &[Run], k: usize, scratch: &mut Vec<f64>) -> f64 {
+    let count = |b: u32| -> usize { runs.iter().map(|r| r.count_upto(b)).sum() };
+    let (mut lo, mut hi) = (0u32, (1u32 << BUCKET_BITS) - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if count(mid) > k {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let before = if lo == 0 { 0 } else { count(lo - 1) };
+    scratch.clear();
+    for r in runs {
+        scratch.extend_from_slice(r.bucket(lo));
+    }
+    match scratch.get_mut(..) {
+        Some(s) if k >= before && k - before < s.len() => {
+            *s.select_nth_unstable_by(k - before, f64::total_cmp).1
+        }
+        _ => 0.0,
+    }
+}
+
+/// Running sums for one group.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Acc {
+    pub(crate) sums: Sums,
+    pub(crate) latencies: Values,
+    /// Times to first token of the records that have one (streamed replies).
+    pub(crate) ttfts: Values,
+}
+
+impl Acc {
+    fn add(&mut self, r: &Rec<'_>) {
+        self.sums.add(r);
+        self.latencies.push(r.latency_ms);
+        if let Some(t) = r.time_to_first_token_ms {
+            self.ttfts.push(t);
+        }
+    }
+
+    pub(crate) fn merge(&mut self, o: Acc) {
+        self.sums.merge(&o.sums);
+        self.latencies.append(o.latencies);
+        self.ttfts.append(o.ttfts);
     }
 
     fn finish(mut self, skipped_lines: u64, unreadable_files: u64) -> AggregateStats {
@@ -109,49 +293,52 @@ impl Acc {
             unreadable_files,
             ..AggregateStats::default()
         };
-        if self.total == 0 {
+        let sums = &self.sums;
+        if sums.total == 0 {
             return s;
         }
-        let n = self.total as f64;
-        s.total_calls = self.total;
-        s.successful_calls = self.successful;
-        s.success_rate = self.successful as f64 / n;
-        s.avg_latency_ms = self.latency_sum / n;
-        let (min, max) = self
+        let n = sums.total as f64;
+        s.total_calls = sums.total;
+        s.successful_calls = sums.successful;
+        s.success_rate = sums.successful as f64 / n;
+        s.avg_latency_ms = sums.latency_sum.value() / n;
+        // The smallest and largest are the elements at 0 and n - 1 of the same sorted order.
+        let [min, p25, p50, p75, p95, p99, max] = self
             .latencies
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
+            .percentiles([0.0, 0.25, 0.50, 0.75, 0.95, 0.99, 1.0]);
         s.min_latency_ms = min;
         s.max_latency_ms = max;
-        let [p25, p50, p75, p95, p99] =
-            percentiles(&mut self.latencies, [0.25, 0.50, 0.75, 0.95, 0.99]);
         s.p25_latency_ms = p25;
         s.p50_latency_ms = p50;
         s.p75_latency_ms = p75;
         s.p95_latency_ms = p95;
         s.p99_latency_ms = p99;
-        s.validation_pass_rate = self.validation_passed as f64 / n;
-        s.avg_retries = self.retries as f64 / n;
-        s.error_rate = self.errors as f64 / n;
-        s.cache_hit_rate = self.cache_hits as f64 / n;
-        s.avg_response_length = self.response_length as f64 / n;
-        s.tokens_prompt = self.tokens_prompt;
-        s.tokens_completion = self.tokens_completion;
-        s.total_tokens_used = self.tokens_prompt.saturating_add(self.tokens_completion);
+        s.validation_pass_rate = sums.validation_passed as f64 / n;
+        s.avg_retries = sums.retries as f64 / n;
+        s.error_rate = sums.errors as f64 / n;
+        s.cache_hit_rate = sums.cache_hits as f64 / n;
+        s.avg_response_length = sums.response_length as f64 / n;
+        s.tokens_prompt = sums.tokens_prompt;
+        s.tokens_completion = sums.tokens_completion;
+        s.total_tokens_used = sums.tokens_prompt.saturating_add(sums.tokens_completion);
         s.streamed_calls = self.ttfts.len() as u64;
-        if !self.ttfts.is_empty() {
-            let [p50, p95] = percentiles(&mut self.ttfts, [0.50, 0.95]);
+        if s.streamed_calls > 0 {
+            let [p50, p95] = self.ttfts.percentiles([0.50, 0.95]);
             s.p50_time_to_first_token_ms = Some(p50);
             s.p95_time_to_first_token_ms = Some(p95);
         }
-        if self.tokens_per_second_count > 0 {
+        if sums.tokens_per_second_count > 0 {
             s.avg_tokens_per_second =
-                Some(self.tokens_per_second_sum / self.tokens_per_second_count as f64);
+                Some(sums.tokens_per_second_sum.value() / sums.tokens_per_second_count as f64);
         }
         s
     }
+}
+
+/// The index the Python original's percentile rule picks among `n > 0` sorted values:
+/// `min(floor(n * p), n - 1)`.
+pub(crate) fn percentile_index(n: usize, p: f64) -> usize {
+    ((n as f64 * p).floor() as usize).min(n - 1)
 }
 
 /// The Python original's percentile rule, the one rule of every percentile promptkit shows: the
@@ -169,7 +356,7 @@ pub(crate) fn percentiles<const N: usize>(values: &mut [f64], ps: [f64; N]) -> [
     let mut base = 0;
     let mut last: Option<(usize, f64)> = None;
     for (slot, p) in out.iter_mut().zip(ps) {
-        let idx = ((n as f64 * p).floor() as usize).min(n - 1);
+        let idx = percentile_index(n, p);
         match last {
             Some((i, v)) if idx <= i => *slot = v,
             _ => {
@@ -218,7 +405,7 @@ impl TaskAcc {
 const DAY_SECS: i64 = 86_400;
 
 /// What one chunk (or the whole query) gathered.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outcome {
     single: Acc,
     models: HashMap<String, Acc>,
@@ -227,9 +414,36 @@ pub(crate) struct Outcome {
     days: HashMap<i64, Acc>,
     /// Per agent, then per task.
     tasks: HashMap<String, HashMap<String, TaskAcc>>,
-    skipped: u64,
-    unreadable: Vec<usize>,
+    pub(crate) skipped: u64,
+    pub(crate) unreadable: Vec<usize>,
+    /// The earliest and latest timestamps of the records added ([`Select::Rollup`] only).
+    pub(crate) first: Option<(i64, u32)>,
+    pub(crate) last: Option<(i64, u32)>,
+    /// The bad lines themselves ([`Select::Rollup`] only), up to [`MAX_BAD_LINE_BYTES`] in
+    /// all; `None` once there were more.
+    pub(crate) bad_lines: Option<Vec<Vec<u8>>>,
 }
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            single: Acc::default(),
+            models: HashMap::new(),
+            versions: HashMap::new(),
+            days: HashMap::new(),
+            tasks: HashMap::new(),
+            skipped: 0,
+            unreadable: Vec::new(),
+            first: None,
+            last: None,
+            bad_lines: Some(Vec::new()),
+        }
+    }
+}
+
+/// Bytes of bad lines a rollup keeps (to count them for an agent's query as a scan would);
+/// a day with more is scanned for agent queries.
+pub(crate) const MAX_BAD_LINE_BYTES: usize = 1 << 20;
 
 impl Outcome {
     fn add(&mut self, select: &Select<'_>, r: &Rec<'_>) {
@@ -258,7 +472,102 @@ impl Outcome {
                 self.add_model(r);
                 self.add_task(r, true);
             }
+            Select::Rollup => {
+                self.add_day(r);
+                self.add_model(r);
+                self.add_task(r, true);
+                let t = (r.secs, r.nanos);
+                self.first = Some(self.first.map_or(t, |f| f.min(t)));
+                self.last = Some(self.last.map_or(t, |l| l.max(t)));
+            }
         }
+    }
+
+    fn add_bad_line(&mut self, select: &Select<'_>, line: &[u8]) {
+        self.skipped += 1;
+        if let Select::Rollup = select
+            && let Some(kept) = &mut self.bad_lines
+        {
+            kept.push(line.to_vec());
+            if kept.iter().map(Vec::len).sum::<usize>() > MAX_BAD_LINE_BYTES {
+                self.bad_lines = None;
+            }
+        }
+    }
+
+    /// Whether `select` reads the rollup group `key`.
+    pub(crate) fn wants(select: &Select<'_>, key: &GroupKey) -> bool {
+        match (*select, key) {
+            (Select::Agent(a), GroupKey::Agent(g)) => g == a,
+            (Select::Task(a, t), GroupKey::Task(ga, gt))
+            | (Select::Versions(a, t), GroupKey::Version(ga, gt, _)) => ga == a && gt == t,
+            (Select::Models, GroupKey::Model(_))
+            | (Select::Days, GroupKey::Day(_))
+            | (Select::Tasks, GroupKey::Task(..))
+            | (
+                Select::Overview,
+                GroupKey::Day(_) | GroupKey::Model(_) | GroupKey::Task(..) | GroupKey::Version(..),
+            ) => true,
+            _ => false,
+        }
+    }
+
+    /// Adds a rollup group's accumulator where `select` counts its records, as adding the
+    /// records one by one would.
+    pub(crate) fn add_group(&mut self, select: &Select<'_>, key: &GroupKey, acc: Acc) {
+        if !Self::wants(select, key) {
+            return;
+        }
+        match key {
+            GroupKey::Agent(_) => self.single.merge(acc),
+            GroupKey::Task(a, t) => {
+                if let Select::Task(..) = select {
+                    self.single.merge(acc);
+                } else {
+                    let slot = self.tasks.entry(a.clone()).or_default();
+                    slot.entry(t.clone()).or_default().all.merge(acc);
+                }
+            }
+            GroupKey::Version(a, t, v) => {
+                if let Select::Versions(..) = select {
+                    self.versions.entry(*v).or_default().merge(acc);
+                } else {
+                    let slot = self.tasks.entry(a.clone()).or_default();
+                    let task = slot.entry(t.clone()).or_default();
+                    task.versions.entry(*v).or_default().merge(acc);
+                }
+            }
+            GroupKey::Model(m) => self.models.entry(m.clone()).or_default().merge(acc),
+            GroupKey::Day(d) => {
+                if let Select::Overview = select {
+                    self.single.merge(acc.clone());
+                }
+                self.days.entry(*d).or_default().merge(acc);
+            }
+        }
+    }
+
+    /// The groups a rollup stores, from an outcome of [`Select::Rollup`].
+    pub(crate) fn into_groups(self) -> Vec<(GroupKey, Acc)> {
+        let mut groups = Vec::new();
+        for (d, acc) in self.days {
+            groups.push((GroupKey::Day(d), acc));
+        }
+        for (m, acc) in self.models {
+            groups.push((GroupKey::Model(m), acc));
+        }
+        for (agent, by_task) in self.tasks {
+            let mut all = Acc::default();
+            for (task, acc) in by_task {
+                for (v, version) in acc.versions {
+                    groups.push((GroupKey::Version(agent.clone(), task.clone(), v), version));
+                }
+                all.merge(acc.all.clone());
+                groups.push((GroupKey::Task(agent.clone(), task), acc.all));
+            }
+            groups.push((GroupKey::Agent(agent), all));
+        }
+        groups
     }
 
     fn add_model(&mut self, r: &Rec<'_>) {
@@ -283,7 +592,7 @@ impl Outcome {
         });
     }
 
-    fn merge(&mut self, o: Outcome) {
+    pub(crate) fn merge(&mut self, o: Outcome) {
         self.single.merge(o.single);
         for (k, acc) in o.models {
             self.models.entry(k).or_default().merge(acc);
@@ -302,6 +611,22 @@ impl Outcome {
         }
         self.skipped += o.skipped;
         self.unreadable.extend(o.unreadable);
+        self.first = match (self.first, o.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last = match (self.last, o.last) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.bad_lines = match (self.bad_lines.take(), o.bad_lines) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                let bytes: usize = a.iter().map(Vec::len).sum();
+                (bytes <= MAX_BAD_LINE_BYTES).then_some(a)
+            }
+            _ => None,
+        };
     }
 
     fn unreadable_files(&self) -> u64 {
@@ -557,10 +882,12 @@ pub(crate) struct Prefilter {
 }
 
 impl Prefilter {
-    fn for_select(select: &Select<'_>) -> Option<Prefilter> {
+    pub(crate) fn for_select(select: &Select<'_>) -> Option<Prefilter> {
         let agent = match *select {
             Select::Agent(a) | Select::Task(a, _) | Select::Versions(a, _) => a,
-            Select::Models | Select::Days | Select::Tasks | Select::Overview => return None,
+            Select::Models | Select::Days | Select::Tasks | Select::Overview | Select::Rollup => {
+                return None;
+            }
         };
         let plain = !agent.is_empty()
             && agent
@@ -569,6 +896,11 @@ impl Prefilter {
         plain.then(|| Prefilter {
             finder: memchr::memmem::Finder::new(format!("\"{agent}\"").as_bytes()).into_owned(),
         })
+    }
+
+    /// Whether a line (without its newline) is one the filter hands on to be read.
+    pub(crate) fn passes(&self, line: &[u8]) -> bool {
+        self.finder.find(line).is_some() || memchr::memchr(b'\\', line).is_some()
     }
 }
 
@@ -590,7 +922,7 @@ fn run_task(
                     out.add(select, &r);
                 }
             }
-            None => out.skipped += 1,
+            None => out.add_bad_line(select, line),
         }
     });
     if res.is_err() {

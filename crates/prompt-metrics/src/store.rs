@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use crate::query::{self, Select};
+use crate::rollup::{self, Rollups};
 use crate::writer::Writer;
 use crate::{
     AggregateStats, DayStats, MetricsError, ModelStats, Overview, PromptMetrics, ScanSummary,
@@ -40,10 +41,18 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// they need (agent queries pass over lines that cannot name the agent without reading them in
 /// full), and skip and count lines that are not records (see
 /// [`AggregateStats::skipped_lines`]).
+///
+/// Rollups: a query reads each closed UTC day (before today by the store's clock) from a
+/// summary beside its file, `metrics_YYYY-MM-DD.rollup`, built by the first query that needs
+/// it and rebuilt when the day's file changes (its size or modification time); the figures are
+/// exactly those of a scan of the file. Today's file, a day the window cuts through, and a day
+/// whose rollup is missing, stale or corrupt and cannot be rebuilt (a read-only directory) are
+/// scanned. [`JsonlStore::with_rollups`] turns them off.
 pub struct JsonlStore {
     dir: PathBuf,
     clock: Clock,
     writer: OnceLock<Result<Writer, String>>,
+    rollups: Option<Rollups>,
 }
 
 impl fmt::Debug for JsonlStore {
@@ -71,7 +80,34 @@ impl JsonlStore {
             dir,
             clock: Arc::new(Utc::now),
             writer: OnceLock::new(),
+            rollups: Some(Rollups::default()),
         })
+    }
+
+    /// Whether queries read closed days from rollups (the default) or scan every file.
+    /// Either way they give the same figures; without rollups nothing but the daily files is
+    /// read or written.
+    pub fn with_rollups(mut self, enabled: bool) -> Self {
+        self.rollups = enabled.then(Rollups::default);
+        self
+    }
+
+    /// Builds (or rebuilds) the rollup of one closed UTC day from its daily file and writes it
+    /// beside the file, whatever rollup was there; queries do this by themselves when they
+    /// need one. Returns whether a rollup was written: `false` for today or a later day (always
+    /// scanned), a day without a file, or a file that could not be read whole or changed while
+    /// it was read.
+    pub fn rebuild_rollup(&self, day: NaiveDate) -> Result<bool, MetricsError> {
+        if day >= self.now().date_naive() {
+            return Ok(false);
+        }
+        let Some((_, path)) = list_files(&self.dir)?.into_iter().find(|(d, _)| *d == day) else {
+            return Ok(false);
+        };
+        match &self.rollups {
+            Some(rollups) => Ok(rollups.rebuild(&path)),
+            None => Ok(Rollups::default().rebuild(&path)),
+        }
     }
 
     /// Replaces the clock that queries and cleanup take "now" from (for tests and replays).
@@ -156,18 +192,22 @@ impl JsonlStore {
         f: impl FnMut(&PromptMetrics),
     ) -> Result<ScanSummary, MetricsError> {
         let window = Window::new(self.now(), days);
-        let files = files_in_window(&self.dir, &window)?;
+        let files: Vec<PathBuf> = files_in_window(&self.dir, &window)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
         Ok(query::scan(&files, &window, f))
     }
 
     /// Removes the daily files whose whole day lies before the cut-off `now - days_to_keep * 24h`
-    /// (that is, dated before the cut-off's date); nothing else in the directory is touched.
-    /// Returns how many files were removed.
+    /// (that is, dated before the cut-off's date), and their rollups; nothing else in the
+    /// directory is touched. Returns how many daily files were removed.
     pub fn cleanup_old_logs(&self, days_to_keep: u32) -> Result<usize, MetricsError> {
         let window = Window::new(self.now(), days_to_keep);
         let mut removed = 0;
         for (day, path) in list_files(&self.dir)? {
             if day < window.cutoff_day {
+                let _ = std::fs::remove_file(path.with_extension("rollup"));
                 match std::fs::remove_file(&path) {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -179,9 +219,16 @@ impl JsonlStore {
     }
 
     fn query(&self, days: u32, select: &Select<'_>) -> Result<query::Outcome, MetricsError> {
-        let window = Window::new(self.now(), days);
+        let now = self.now();
+        let window = Window::new(now, days);
         let files = files_in_window(&self.dir, &window)?;
-        Ok(query::aggregate(&files, &window, select))
+        Ok(rollup::aggregate(
+            &files,
+            now.date_naive(),
+            &window,
+            select,
+            self.rollups.as_ref(),
+        ))
     }
 
     fn writer(&self) -> Result<&Writer, MetricsError> {
@@ -269,6 +316,17 @@ impl Window {
         }
     }
 
+    /// A window holding every record.
+    pub(crate) fn everything() -> Window {
+        Window {
+            cutoff_secs: i64::MIN,
+            cutoff_nanos: 0,
+            cutoff_day: NaiveDate::MIN,
+            now_secs: i64::MAX,
+            now_nanos: u32::MAX,
+        }
+    }
+
     pub(crate) fn contains(&self, secs: i64, nanos: u32) -> bool {
         let t = (secs, nanos);
         t >= (self.cutoff_secs, self.cutoff_nanos) && t <= (self.now_secs, self.now_nanos)
@@ -304,14 +362,14 @@ fn list_files(dir: &Path) -> Result<Vec<(NaiveDate, PathBuf)>, MetricsError> {
     Ok(files)
 }
 
-/// The daily files that can hold records of the window. A file's records normally carry its
-/// own UTC date, but lines written with a local-time offset may fall on the day before or
-/// after, so the day before the cut-off's date is read too (its lines are filtered by time).
-fn files_in_window(dir: &Path, window: &Window) -> Result<Vec<PathBuf>, MetricsError> {
+/// The daily files that can hold records of the window, with their days. A file's records
+/// normally carry its own UTC date, but lines written with a local-time offset may fall on the
+/// day before or after, so the day before the cut-off's date is read too (its lines are
+/// filtered by time).
+fn files_in_window(dir: &Path, window: &Window) -> Result<Vec<(NaiveDate, PathBuf)>, MetricsError> {
     let first = window.cutoff_day.pred_opt().unwrap_or(window.cutoff_day);
     Ok(list_files(dir)?
         .into_iter()
         .filter(|(day, _)| *day >= first)
-        .map(|(_, p)| p)
         .collect())
 }
