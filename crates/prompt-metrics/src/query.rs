@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use crate::parse::{Rec, is_blank, parse_line};
 use crate::store::Window;
 use crate::{
-    AggregateStats, DayStats, ModelStats, Overview, PromptMetrics, ScanSummary, TaskStats,
-    TaskVersionStats, VersionStats,
+    AggregateStats, DayStats, ModelStats, Overview, PromptMetrics, ScanSummary, Spend, TagStats,
+    TaskStats, TaskVersionStats, VersionStats,
 };
 
 /// Bytes of a file one task reads and aggregates.
@@ -30,6 +30,10 @@ pub(crate) enum Select<'q> {
     Tasks,
     /// Everything at once: all records, per day, per model, per task, per task version.
     Overview,
+    /// Per tag.
+    Tags,
+    /// Spend: all records, per agent (through the tasks) and per tag.
+    Spend,
 }
 
 /// Running sums for one group.
@@ -50,6 +54,8 @@ pub(crate) struct Acc {
     ttfts: Vec<f64>,
     tokens_per_second_sum: f64,
     tokens_per_second_count: u64,
+    cost_usd: f64,
+    saved_usd: f64,
 }
 
 impl Acc {
@@ -76,6 +82,8 @@ impl Acc {
             self.tokens_per_second_sum += v;
             self.tokens_per_second_count += 1;
         }
+        self.cost_usd += r.cost_usd.unwrap_or(0.0);
+        self.saved_usd += r.saved_usd.unwrap_or(0.0);
     }
 
     fn merge(&mut self, mut o: Acc) {
@@ -101,12 +109,16 @@ impl Acc {
         }
         self.tokens_per_second_sum += o.tokens_per_second_sum;
         self.tokens_per_second_count += o.tokens_per_second_count;
+        self.cost_usd += o.cost_usd;
+        self.saved_usd += o.saved_usd;
     }
 
     fn finish(mut self, skipped_lines: u64, unreadable_files: u64) -> AggregateStats {
         let mut s = AggregateStats {
             skipped_lines,
             unreadable_files,
+            total_cost_usd: self.cost_usd,
+            saved_usd: self.saved_usd,
             ..AggregateStats::default()
         };
         if self.total == 0 {
@@ -227,6 +239,8 @@ pub(crate) struct Outcome {
     days: HashMap<i64, Acc>,
     /// Per agent, then per task.
     tasks: HashMap<String, HashMap<String, TaskAcc>>,
+    /// Per tag; `None` for records without tags.
+    tags: HashMap<Option<String>, Acc>,
     skipped: u64,
     unreadable: Vec<usize>,
 }
@@ -257,6 +271,32 @@ impl Outcome {
                 self.add_day(r);
                 self.add_model(r);
                 self.add_task(r, true);
+            }
+            Select::Tags => self.add_tags(r),
+            Select::Spend => {
+                self.single.add(r);
+                self.add_task(r, false);
+                self.add_tags(r);
+            }
+        }
+    }
+
+    fn add_tags(&mut self, r: &Rec<'_>) {
+        if r.tags.is_empty() {
+            self.tags.entry(None).or_default().add(r);
+        }
+        for (i, tag) in r.tags.iter().enumerate() {
+            // A tag given twice on one record counts once.
+            if r.tags[..i].contains(tag) {
+                continue;
+            }
+            match self.tags.get_mut(&Some(tag.as_ref().to_owned())) {
+                Some(acc) => acc.add(r),
+                None => {
+                    let mut acc = Acc::default();
+                    acc.add(r);
+                    self.tags.insert(Some(tag.as_ref().to_owned()), acc);
+                }
             }
         }
     }
@@ -299,6 +339,9 @@ impl Outcome {
             for (task, acc) in by_task {
                 mine.entry(task).or_default().merge(acc);
             }
+        }
+        for (k, acc) in o.tags {
+            self.tags.entry(k).or_default().merge(acc);
         }
         self.skipped += o.skipped;
         self.unreadable.extend(o.unreadable);
@@ -359,6 +402,39 @@ impl Outcome {
     pub(crate) fn tasks(self) -> Vec<TaskStats> {
         let unreadable = self.unreadable_files();
         task_rows(self.tasks, self.skipped, unreadable).0
+    }
+
+    pub(crate) fn tags(self) -> Vec<TagStats> {
+        let unreadable = self.unreadable_files();
+        let skipped = self.skipped;
+        let mut rows: Vec<TagStats> = self
+            .tags
+            .into_iter()
+            .map(|(tag, acc)| TagStats {
+                tag,
+                stats: acc.finish(skipped, unreadable),
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.tag.is_none(), &a.tag).cmp(&(b.tag.is_none(), &b.tag)));
+        rows
+    }
+
+    pub(crate) fn spend(self) -> Spend {
+        let mut agents = std::collections::BTreeMap::new();
+        for (agent, by_task) in &self.tasks {
+            let sum: f64 = by_task.values().map(|t| t.all.cost_usd).sum();
+            agents.insert(agent.clone(), sum);
+        }
+        let tags = self
+            .tags
+            .iter()
+            .filter_map(|(tag, acc)| Some((tag.clone()?, acc.cost_usd)))
+            .collect();
+        Spend {
+            total_usd: self.single.cost_usd,
+            agents,
+            tags,
+        }
     }
 
     pub(crate) fn overview(mut self) -> Overview {
@@ -560,7 +636,12 @@ impl Prefilter {
     fn for_select(select: &Select<'_>) -> Option<Prefilter> {
         let agent = match *select {
             Select::Agent(a) | Select::Task(a, _) | Select::Versions(a, _) => a,
-            Select::Models | Select::Days | Select::Tasks | Select::Overview => return None,
+            Select::Models
+            | Select::Days
+            | Select::Tasks
+            | Select::Overview
+            | Select::Tags
+            | Select::Spend => return None,
         };
         let plain = !agent.is_empty()
             && agent
