@@ -1,0 +1,267 @@
+//! What calls cost and the budgets that stop them: the price table, the limits of `[budget]`,
+//! the check before a call and the cost written into each record.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use prompt_metrics::{MetricsSink, PriceTable, PromptMetrics, TokenUsage, estimate_tokens};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+use crate::request::ChatRequest;
+
+/// Spending limits in USD per UTC day: `[budget]` in `prompt.toml`.
+///
+/// ```toml
+/// [budget]
+/// daily_usd = 5.0
+/// [budget.agents]
+/// writer = 2.0
+/// [budget.tags]
+/// eval = 1.0
+/// ```
+///
+/// Spend is counted from the metrics files (the records' `cost_usd` since 00:00 UTC), so every
+/// process writing to one metrics directory shares it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Budget {
+    /// All calls of the day together.
+    pub daily_usd: Option<f64>,
+    /// Per agent (the records' `agent`).
+    pub agents: BTreeMap<String, f64>,
+    /// Per tag: the calls carrying the tag.
+    pub tags: BTreeMap<String, f64>,
+}
+
+impl Budget {
+    /// Whether any limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.daily_usd.is_none() && self.agents.is_empty() && self.tags.is_empty()
+    }
+
+    /// Every limit with its name as written in `prompt.toml` (`budget.daily_usd`,
+    /// `budget.agents.writer`, `budget.tags.eval`), the one spelling of limit names in errors,
+    /// checks and `prompt metrics budget`.
+    pub fn limits(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        if let Some(v) = self.daily_usd {
+            out.push(("budget.daily_usd".to_owned(), v));
+        }
+        for (agent, v) in &self.agents {
+            out.push((format!("budget.agents.{agent}"), *v));
+        }
+        for (tag, v) in &self.tags {
+            out.push((format!("budget.tags.{tag}"), *v));
+        }
+        out
+    }
+
+    /// Checks every limit is a finite number of dollars, 0 or more; the error names the field.
+    pub fn check(&self) -> Result<(), AgentError> {
+        for (field, v) in self.limits() {
+            check_usd(&field, v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a limit in USD, naming its field in the error.
+pub(crate) fn check_usd(field: &str, v: f64) -> Result<(), AgentError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(AgentError::Config {
+            field: field.to_owned(),
+            message: format!("{v} is not an amount of USD (a number >= 0)"),
+        })
+    }
+}
+
+/// The shipped price table, parsed once.
+fn shipped() -> &'static PriceTable {
+    static SHIPPED: OnceLock<PriceTable> = OnceLock::new();
+    SHIPPED.get_or_init(PriceTable::shipped)
+}
+
+/// Prices, limits and this system's own spend, shared by every agent of a
+/// [`PromptSystem`](crate::PromptSystem).
+#[derive(Debug)]
+pub(crate) struct CostBook {
+    prices: PriceTable,
+    budget: Budget,
+    /// `--budget-usd`: the most this system (one command) may spend, in USD.
+    own_limit: Option<f64>,
+    /// What this system's calls cost so far, and the worst cases of its calls in flight.
+    own: Mutex<Own>,
+}
+
+#[derive(Debug, Default)]
+struct Own {
+    spent: f64,
+    reserved: f64,
+}
+
+impl Default for CostBook {
+    fn default() -> Self {
+        CostBook::new(shipped().clone(), Budget::default(), None)
+    }
+}
+
+/// A call's worst case, held against the limits while the call is in flight; released on drop.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    book: Option<Arc<CostBook>>,
+    amount: f64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(book) = &self.book {
+            let mut own = book.own.lock();
+            own.reserved = (own.reserved - self.amount).max(0.0);
+        }
+    }
+}
+
+impl CostBook {
+    pub(crate) fn new(prices: PriceTable, budget: Budget, own_limit: Option<f64>) -> Self {
+        CostBook {
+            prices,
+            budget,
+            own_limit,
+            own: Mutex::new(Own::default()),
+        }
+    }
+
+    /// The cost of `usage` on `model`: its price, else 0 on a local provider, else unknown.
+    pub(crate) fn cost(&self, usage: Option<TokenUsage>, model: &str, local: bool) -> Option<f64> {
+        match self.prices.price(model) {
+            Some(price) => usage.map(|u| price.cost(&u)),
+            None if local => Some(0.0),
+            None => None,
+        }
+    }
+
+    /// Fills the record's `cost_usd` (0 for a cache hit; `saved_usd` is set by the hit's
+    /// caller) and counts it against this system's own spend.
+    pub(crate) fn price_record(&self, record: &mut PromptMetrics, local: bool) {
+        if record.cache_hit {
+            record.cost_usd = Some(0.0);
+            return;
+        }
+        if record.cost_usd.is_none() {
+            record.cost_usd = self.cost(record.usage(), &record.model, local);
+        }
+        if let Some(c) = record.cost_usd {
+            self.own.lock().spent += c;
+        }
+    }
+
+    /// Whether any limit applies to this system's calls.
+    fn limited(&self) -> bool {
+        self.own_limit.is_some() || !self.budget.is_empty()
+    }
+
+    /// Before a provider call: its worst case (prompt tokens estimated from the messages,
+    /// plus `max_tokens`) against every limit that applies to it — the day's total, the
+    /// agent's, each of the call's tags', this system's own — with what is already spent
+    /// (from the metrics files) and what this system's calls in flight may still spend. A call
+    /// that would break a limit is refused with an error naming the limit, the spend and the
+    /// estimate; otherwise its worst case is held until the returned reservation drops.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        metrics: Option<&Arc<dyn MetricsSink>>,
+        agent: &str,
+        tags: &[String],
+        request: &ChatRequest,
+        local: bool,
+    ) -> Result<Reservation, AgentError> {
+        if !self.limited() {
+            return Ok(Reservation {
+                book: None,
+                amount: 0.0,
+            });
+        }
+        let _ = local;
+        let estimate = self.worst_case(request);
+        let wanted: Vec<(String, f64)> = self
+            .budget
+            .limits()
+            .into_iter()
+            .filter(|(name, _)| {
+                name == "budget.daily_usd"
+                    || name.strip_prefix("budget.agents.") == Some(agent)
+                    || name
+                        .strip_prefix("budget.tags.")
+                        .is_some_and(|t| tags.iter().any(|x| x == t))
+            })
+            .collect();
+        let spend = if wanted.is_empty() {
+            None
+        } else {
+            let midnight = Utc::now()
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .map(|m| m.and_utc())
+                .unwrap_or_else(Utc::now);
+            match metrics {
+                Some(sink) => sink.spend_since(midnight)?,
+                None => None,
+            }
+        };
+        let mut own = self.own.lock();
+        let mut checks: Vec<(String, f64, f64)> = Vec::new();
+        if let Some(spend) = &spend {
+            for (name, limit) in wanted {
+                let spent = if name == "budget.daily_usd" {
+                    spend.total_usd
+                } else if let Some(a) = name.strip_prefix("budget.agents.") {
+                    spend.agents.get(a).copied().unwrap_or(0.0)
+                } else {
+                    let t = name.strip_prefix("budget.tags.").unwrap_or_default();
+                    spend.tags.get(t).copied().unwrap_or(0.0)
+                };
+                checks.push((name, limit, spent));
+            }
+        }
+        if let Some(limit) = self.own_limit {
+            checks.push(("--budget-usd".to_owned(), limit, own.spent));
+        }
+        for (name, limit, spent) in checks {
+            let committed = spent + own.reserved;
+            // Once a limit is reached every call is refused, even one estimated at 0.
+            if committed + estimate > limit || committed >= limit {
+                return Err(AgentError::Budget {
+                    limit: name,
+                    limit_usd: limit,
+                    spent_usd: committed,
+                    estimate_usd: estimate,
+                });
+            }
+        }
+        own.reserved += estimate;
+        Ok(Reservation {
+            book: Some(self.clone()),
+            amount: estimate,
+        })
+    }
+
+    /// The most a request can cost: its messages' estimated tokens, all uncached, plus its
+    /// `max_tokens` (0 when unset), at the model's price; 0 for an unpriced model.
+    fn worst_case(&self, request: &ChatRequest) -> f64 {
+        let Some(price) = self.prices.price(request.model()) else {
+            // Unpriced: a local model costs 0; a hosted one cannot be estimated.
+            return 0.0;
+        };
+        let prompt: u64 = request
+            .messages
+            .iter()
+            .map(|m| estimate_tokens(&m.content))
+            .sum();
+        let completion = request.options.max_tokens.unwrap_or(0);
+        price.worst_case(prompt, completion)
+    }
+}
