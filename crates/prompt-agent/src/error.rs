@@ -399,8 +399,8 @@ impl AgentError {
         }
     }
 
-    /// A copy for callers that shared one in-flight call (provider and validation failures are
-    /// copied exactly; anything else by its message).
+    /// A copy for callers that shared one in-flight call (provider, validation and budget
+    /// failures are copied exactly; anything else by its message).
     pub(crate) fn duplicate(&self) -> AgentError {
         match self {
             AgentError::Provider {
@@ -420,6 +420,17 @@ impl AgentError {
                 agent: agent.clone(),
                 attempts: *attempts,
                 reason: reason.clone(),
+            },
+            AgentError::Budget {
+                limit,
+                limit_usd,
+                spent_usd,
+                estimate_usd,
+            } => AgentError::Budget {
+                limit: limit.clone(),
+                limit_usd: *limit_usd,
+                spent_usd: *spent_usd,
+                estimate_usd: *estimate_usd,
             },
             other => AgentError::Shared(other.to_string()),
         }

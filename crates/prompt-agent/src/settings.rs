@@ -19,8 +19,8 @@ use prompt_metrics::{JsonlStore, PriceTable};
 use prompt_templates::{RenderLimits, TemplateStore};
 use serde::{Deserialize, Serialize};
 
-use crate::cost::Budget;
 use crate::agent::{DEFAULT_TEMPERATURE, ModelQuirk, RetryPolicy, default_quirks};
+use crate::cost::Budget;
 use crate::error::{AgentError, ProviderError};
 use crate::provider::Provider;
 use crate::provider::echo::EchoProvider;

@@ -255,9 +255,7 @@ impl TemplateAgent {
         events: Option<&EventSender>,
     ) -> Result<Generation, AgentError> {
         let span = self.agent.generation_span(call.task, call.request);
-        self.run_inner(call, options, events)
-            .instrument(span)
-            .await
+        self.run_inner(call, options, events).instrument(span).await
     }
 
     async fn run_inner(

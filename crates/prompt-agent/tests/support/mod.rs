@@ -611,25 +611,26 @@ impl Wire {
                         end.tokens_prompt.unwrap_or(0),
                         end.tokens_completion.unwrap_or(0),
                     );
-                    let mut usage =
-                        json!({ "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c });
+                    let mut usage = json!({ "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c });
                     if let Some(n) = end.tokens_cached {
                         usage["prompt_tokens_details"] = json!({ "cached_tokens": n });
                     }
                     if let Some(n) = end.tokens_reasoning {
                         usage["completion_tokens_details"] = json!({ "reasoning_tokens": n });
                     }
-                    out.extend(self.wrap(
-                        &json!({
-                            "id": "chatcmpl-stream",
-                            "object": "chat.completion.chunk",
-                            "created": 1_700_000_000,
-                            "model": model,
-                            "choices": [],
-                            "usage": usage
-                        })
-                        .to_string(),
-                    ));
+                    out.extend(
+                        self.wrap(
+                            &json!({
+                                "id": "chatcmpl-stream",
+                                "object": "chat.completion.chunk",
+                                "created": 1_700_000_000,
+                                "model": model,
+                                "choices": [],
+                                "usage": usage
+                            })
+                            .to_string(),
+                        ),
+                    );
                 }
                 out.extend(self.wrap("[DONE]"));
                 out
