@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use prompt_metrics::{MetricsSink, PriceTable, PromptMetrics, TokenUsage, estimate_tokens};
+use prompt_metrics::{MetricsSink, PriceTable, PromptMetrics, Spend, TokenUsage, estimate_tokens};
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -59,6 +59,27 @@ impl Budget {
         out
     }
 
+    /// Every limit with what `spend` spent against it, in the order of [`limits`](Self::limits).
+    pub fn against(&self, spend: &Spend) -> Vec<LimitSpend> {
+        self.limits()
+            .into_iter()
+            .map(|(limit, limit_usd)| {
+                let spent_usd = if let Some(agent) = limit.strip_prefix("budget.agents.") {
+                    spend.agents.get(agent).copied().unwrap_or(0.0)
+                } else if let Some(tag) = limit.strip_prefix("budget.tags.") {
+                    spend.tags.get(tag).copied().unwrap_or(0.0)
+                } else {
+                    spend.total_usd
+                };
+                LimitSpend {
+                    limit,
+                    limit_usd,
+                    spent_usd,
+                }
+            })
+            .collect()
+    }
+
     /// Checks every limit is a finite number of dollars, 0 or more; the error names the field.
     pub fn check(&self) -> Result<(), AgentError> {
         for (field, v) in self.limits() {
@@ -66,6 +87,69 @@ impl Budget {
         }
         Ok(())
     }
+}
+
+/// Tags of one call, from a comma-separated list (the gateway's `X-Prompt-Tags` header):
+/// each trimmed, empty ones dropped, each checked by [`check_tag`].
+///
+/// ```
+/// assert_eq!(prompt_agent::parse_tags(" eval, nightly,,").unwrap(), ["eval", "nightly"]);
+/// assert!(prompt_agent::parse_tags("ok, a\u{7}b").is_err());
+/// ```
+pub fn parse_tags(list: &str) -> Result<Vec<String>, String> {
+    let mut tags = Vec::new();
+    for tag in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        check_tag(tag)?;
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_owned());
+        }
+    }
+    Ok(tags)
+}
+
+/// The rule every tag follows, wherever it comes from (`--tag`, a batch job's `tags`,
+/// [`GenerateOptions::tags`](crate::GenerateOptions::tags), `X-Prompt-Tags`): 1 to 64
+/// characters, no comma (the header's separator), no control character, not only spaces.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let n = tag.chars().count();
+    if tag.trim().is_empty() || n > 64 || tag.contains(',') || tag.chars().any(char::is_control) {
+        return Err(format!(
+            "bad tag {tag:?}: a tag has 1 to 64 characters, no comma and no control character"
+        ));
+    }
+    Ok(())
+}
+
+/// One limit of a [`Budget`] and what was spent against it ([`Budget::against`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitSpend {
+    /// The limit as named in `prompt.toml`: `budget.daily_usd`, `budget.agents.NAME`,
+    /// `budget.tags.TAG`.
+    pub limit: String,
+    /// The limit in USD.
+    pub limit_usd: f64,
+    /// Spent against it in USD.
+    pub spent_usd: f64,
+}
+
+impl LimitSpend {
+    /// Whether the limit counts a call of `agent` with `tags`.
+    fn applies(&self, agent: &str, tags: &[String]) -> bool {
+        if let Some(a) = self.limit.strip_prefix("budget.agents.") {
+            a == agent
+        } else if let Some(t) = self.limit.strip_prefix("budget.tags.") {
+            tags.iter().any(|x| x == t)
+        } else {
+            true
+        }
+    }
+}
+
+/// The start (00:00 UTC) of the day budgets count spend in.
+pub fn budget_day_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |m| m.and_utc())
 }
 
 /// Checks a limit in USD, naming its field in the error.
@@ -187,44 +271,25 @@ impl CostBook {
         }
         let _ = local;
         let estimate = self.worst_case(request);
-        let wanted: Vec<(String, f64)> = self
-            .budget
-            .limits()
-            .into_iter()
-            .filter(|(name, _)| {
-                name == "budget.daily_usd"
-                    || name.strip_prefix("budget.agents.") == Some(agent)
-                    || name
-                        .strip_prefix("budget.tags.")
-                        .is_some_and(|t| tags.iter().any(|x| x == t))
-            })
-            .collect();
-        let spend = if wanted.is_empty() {
-            None
-        } else {
-            let midnight = Utc::now()
-                .date_naive()
-                .and_hms_opt(0, 0, 0)
-                .map(|m| m.and_utc())
-                .unwrap_or_else(Utc::now);
-            match metrics {
-                Some(sink) => sink.spend_since(midnight)?,
-                None => None,
+        let applies = |l: &LimitSpend| l.applies(agent, tags);
+        let any_daily = self.budget.against(&Spend::default()).iter().any(applies);
+        let spend = match metrics {
+            Some(sink) if any_daily => {
+                let spend = sink.spend_since(budget_day_start(Utc::now()))?;
+                if spend.is_none() {
+                    tracing::warn!(
+                        "the metrics sink cannot tell today's spend; [budget] limits are not checked"
+                    );
+                }
+                spend
             }
+            _ => None,
         };
         let mut own = self.own.lock();
         let mut checks: Vec<(String, f64, f64)> = Vec::new();
         if let Some(spend) = &spend {
-            for (name, limit) in wanted {
-                let spent = if name == "budget.daily_usd" {
-                    spend.total_usd
-                } else if let Some(a) = name.strip_prefix("budget.agents.") {
-                    spend.agents.get(a).copied().unwrap_or(0.0)
-                } else {
-                    let t = name.strip_prefix("budget.tags.").unwrap_or_default();
-                    spend.tags.get(t).copied().unwrap_or(0.0)
-                };
-                checks.push((name, limit, spent));
+            for l in self.budget.against(spend).into_iter().filter(applies) {
+                checks.push((l.limit, l.limit_usd, l.spent_usd));
             }
         }
         if let Some(limit) = self.own_limit {

@@ -83,7 +83,7 @@ pub use agent::{
     strip_think,
 };
 pub use chat_agent::ChatAgent;
-pub use cost::Budget;
+pub use cost::{Budget, LimitSpend, budget_day_start, check_tag, parse_tags};
 pub use error::{AgentError, ProviderError};
 pub use settings::{
     DEFAULT_BREAKER_COOLDOWN_SECS, DEFAULT_BREAKER_FAILURES, DEFAULT_CACHE_DIR,

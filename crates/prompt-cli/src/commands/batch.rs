@@ -302,9 +302,16 @@ async fn run_job(
             Err(e) => return ResultLine::failed(&job, e.to_string()),
         },
     };
+    let mut tags = base.tags.clone();
+    for tag in &job.tags {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
     let options = GenerateOptions {
         version,
         request: job.options.clone().over(&base.request),
+        tags,
         ..base
     };
     let agent = system.template_agent(&job.template.agent);
