@@ -283,6 +283,8 @@ pub struct Reply {
     /// The tools the model called, in order, arguments checked against their schemas (empty
     /// when it called none).
     pub tool_calls: Vec<ToolCall>,
+    /// What the call cost in USD, as its metrics record says (`None`: the model has no price).
+    pub cost_usd: Option<f64>,
 }
 
 /// A parsed reply of [`Agent::generate_structured`].
@@ -453,6 +455,11 @@ impl Agent {
         model: &str,
     ) -> Option<f64> {
         self.costs.cost(usage, model, self.provider.is_local())
+    }
+
+    /// Fills a record's `cost_usd` (unless set) by this agent's prices and provider.
+    pub(crate) fn price(&self, record: &mut PromptMetrics) {
+        self.costs.price_record(record, self.provider.is_local());
     }
 
     /// Records the reply on the current span (finish reason; its text with content capture).
@@ -728,7 +735,13 @@ impl Agent {
             Ok(done) => {
                 fill_success(&mut record, &done.response, done.retry_count);
                 self.trace_reply(&done.response);
-                Ok(reply_from(done.response, done.retry_count, latency_ms))
+                self.price(&mut record);
+                Ok(reply_from(
+                    done.response,
+                    done.retry_count,
+                    latency_ms,
+                    record.cost_usd,
+                ))
             }
             Err(failed) => {
                 fill_failure(&mut record, &failed);
@@ -781,9 +794,15 @@ impl Agent {
                 Ok(done) => {
                     fill_success(&mut record, &done.response, done.retry_count);
                     self.trace_reply(&done.response);
+                    self.price(&mut record);
                     Ok(Structured {
                         value: done.value,
-                        reply: reply_from(done.response, done.retry_count, latency_ms),
+                        reply: reply_from(
+                            done.response,
+                            done.retry_count,
+                            latency_ms,
+                            record.cost_usd,
+                        ),
                     })
                 }
                 Err(mut failed) => {
@@ -834,8 +853,8 @@ impl Agent {
     /// Prices a metrics record (`cost_usd`), puts its outcome on the current span and writes
     /// it; a sink error is logged, never returned.
     pub(crate) fn record(&self, mut record: PromptMetrics) {
-        self.costs
-            .price_record(&mut record, self.provider.is_local());
+        self.price(&mut record);
+        self.costs.count(&record);
         crate::telemetry::record_outcome(&record);
         if let Some(sink) = &self.metrics
             && let Err(e) = sink.record(record)
@@ -1079,8 +1098,14 @@ fn task_of(options: &GenerateOptions) -> &str {
     options.task.as_deref().unwrap_or(DEFAULT_TASK)
 }
 
-fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Reply {
+fn reply_from(
+    response: ChatResponse,
+    retry_count: u32,
+    latency_ms: f64,
+    cost_usd: Option<f64>,
+) -> Reply {
     Reply {
+        cost_usd,
         time_to_first_token_ms: response.time_to_first_token_ms(),
         content: response.content,
         model: response.model,

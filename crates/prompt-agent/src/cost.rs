@@ -229,16 +229,21 @@ impl CostBook {
         }
     }
 
-    /// Fills the record's `cost_usd` (0 for a cache hit; `saved_usd` is set by the hit's
-    /// caller) and counts it against this system's own spend.
+    /// Fills the record's `cost_usd` unless already set: 0 for a cache hit (`saved_usd` is
+    /// set by the hit's caller), else its usage at its model's price.
     pub(crate) fn price_record(&self, record: &mut PromptMetrics, local: bool) {
-        if record.cache_hit {
-            record.cost_usd = Some(0.0);
+        if record.cost_usd.is_some() {
             return;
         }
-        if record.cost_usd.is_none() {
-            record.cost_usd = self.cost(record.usage(), &record.model, local);
-        }
+        record.cost_usd = if record.cache_hit {
+            Some(0.0)
+        } else {
+            self.cost(record.usage(), &record.model, local)
+        };
+    }
+
+    /// Counts a written record's cost against this system's own spend (`--budget-usd`).
+    pub(crate) fn count(&self, record: &PromptMetrics) {
         if let Some(c) = record.cost_usd {
             self.own.lock().spent += c;
         }

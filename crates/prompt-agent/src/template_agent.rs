@@ -55,6 +55,11 @@ pub struct Generation {
     pub tool_calls: Vec<ToolCall>,
     /// Why generation stopped, when reported (a cache hit reports the original call's).
     pub finish_reason: Option<String>,
+    /// What this call cost in USD, as its metrics record says: 0 for a cache hit, `None`
+    /// when the model has no price.
+    pub cost_usd: Option<f64>,
+    /// What a cache hit saved in USD (the cost of the call it replays), when priced.
+    pub saved_usd: Option<f64>,
 }
 
 /// A template rendered into a request, before any cache lookup or provider call.
@@ -293,6 +298,8 @@ impl TemplateAgent {
             let response = response_from_hit(&hit);
             record.saved_usd = self.agent.cost_of(usage_of(&response), &hit.model);
             self.agent.trace_reply(&response);
+            self.agent.price(&mut record);
+            let (cost_usd, saved_usd) = (record.cost_usd, record.saved_usd);
             self.agent.record(record);
             mark_replay();
             replay(&response, events, options.paced_replay).await;
@@ -311,6 +318,8 @@ impl TemplateAgent {
                 time_to_first_token_ms: None,
                 tool_calls: response.tool_calls,
                 finish_reason: response.finish_reason,
+                cost_usd,
+                saved_usd,
             });
         }
 
@@ -340,7 +349,10 @@ impl TemplateAgent {
 
         let latency_ms = elapsed_ms(started);
         let mut record = self.base_record(call, options, &key_hex, latency_ms);
-        let generation = |response: &ChatResponse, retry_count: u32, cache_hit: bool| Generation {
+        let generation = |response: &ChatResponse,
+                          retry_count: u32,
+                          cache_hit: bool,
+                          record: &PromptMetrics| Generation {
             content: response.content.clone(),
             model: response.model.clone(),
             tokens_prompt: response.tokens_prompt,
@@ -357,12 +369,15 @@ impl TemplateAgent {
                 .flatten(),
             tool_calls: response.tool_calls.clone(),
             finish_reason: response.finish_reason.clone(),
+            cost_usd: record.cost_usd,
+            saved_usd: record.saved_usd,
         };
         let out = match (&result, leader) {
             (Ok(ok), true) => {
                 fill_success(&mut record, &ok.response, ok.retry_count);
                 self.agent.trace_reply(&ok.response);
-                Ok(generation(&ok.response, ok.retry_count, false))
+                self.agent.price(&mut record);
+                Ok(generation(&ok.response, ok.retry_count, false, &record))
             }
             (Ok(ok), false) => {
                 // Served by an identical call in flight: no tokens spent by this call.
@@ -375,7 +390,8 @@ impl TemplateAgent {
                     .agent
                     .cost_of(usage_of(&ok.response), &ok.response.model);
                 self.agent.trace_reply(&ok.response);
-                Ok(generation(&ok.response, 0, true))
+                self.agent.price(&mut record);
+                Ok(generation(&ok.response, 0, true, &record))
             }
             (Err(failed), true) => {
                 fill_failure(&mut record, failed);

@@ -118,6 +118,9 @@ pub struct ResultLine {
     pub template_version: Option<u32>,
     /// SHA-256 of the template file.
     pub template_hash: Option<String>,
+    /// What the call cost in USD (0 for a cache hit; `null` for an unpriced model).
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
 }
 
 impl ResultLine {
@@ -138,6 +141,7 @@ impl ResultLine {
             retry_count: None,
             template_version: None,
             template_hash: None,
+            cost_usd: None,
         }
     }
 }

@@ -353,6 +353,7 @@ async fn run_job(
             retry_count: Some(g.retry_count),
             template_version: Some(g.template_version),
             template_hash: Some(g.template_hash),
+            cost_usd: g.cost_usd,
         },
         Err(e) => ResultLine::failed(&job, crate::error::one_line(&e.to_string())),
     }

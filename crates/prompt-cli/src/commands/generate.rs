@@ -99,6 +99,8 @@ pub(crate) fn generation_json(
         "reasoning": g.reasoning,
         "time_to_first_token_ms": g.time_to_first_token_ms,
         "tool_calls": g.tool_calls,
+        "cost_usd": g.cost_usd,
+        "saved_usd": g.saved_usd,
     })
 }
 
