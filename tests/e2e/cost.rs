@@ -189,15 +189,18 @@ fn tags_group_calls_and_a_hit_records_what_it_saved() {
     assert_error(&bad, 2, "bad tag");
 }
 
+/// The bodies an OTLP receiver got, with their content types.
+type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
+
 /// A loopback OTLP/HTTP receiver: keeps every `POST /v1/traces` body and answers 200.
 struct Collector {
     url: String,
-    bodies: Arc<Mutex<Vec<(String, Bytes)>>>,
+    bodies: Received,
 }
 
 impl Collector {
     fn start() -> Self {
-        let bodies: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+        let bodies: Received = Arc::default();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -205,7 +208,7 @@ impl Collector {
             .route(
                 "/v1/traces",
                 post(
-                    |State(bodies): State<Arc<Mutex<Vec<(String, Bytes)>>>>,
+                    |State(bodies): State<Received>,
                      headers: HeaderMap,
                      body: Bytes| async move {
                         let kind = headers
