@@ -169,4 +169,4 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 mod commands;
-mod otel;
+pub mod otel;

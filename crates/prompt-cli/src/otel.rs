@@ -13,16 +13,18 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter, Tracer,
+};
 
 /// The environment variables that turn the exporter on (the OpenTelemetry standard ones).
-pub(crate) const ENDPOINT_VARS: [&str; 2] = [
+pub const ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
 /// The service name when `OTEL_SERVICE_NAME` is not set.
-pub(crate) const DEFAULT_SERVICE_NAME: &str = "promptkit";
+pub const DEFAULT_SERVICE_NAME: &str = "promptkit";
 
 /// How long one export may take before it counts as failed (unless
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` says otherwise); it runs off the callers' path.
@@ -30,7 +32,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The installed exporter: flushed and shut down by [`Telemetry::shutdown`] at exit.
 #[derive(Debug)]
-pub(crate) struct Telemetry {
+pub struct Telemetry {
     provider: SdkTracerProvider,
     counts: Arc<Counts>,
 }
@@ -74,7 +76,7 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
 }
 
 /// Whether an OTLP endpoint is configured in the environment.
-pub(crate) fn configured() -> bool {
+pub fn configured() -> bool {
     ENDPOINT_VARS
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
@@ -85,14 +87,26 @@ impl Telemetry {
     /// `Ok(None)` when none is. The endpoint, headers and timeout come from the standard
     /// `OTEL_EXPORTER_OTLP_*` variables; the service name from `OTEL_SERVICE_NAME`, else
     /// [`DEFAULT_SERVICE_NAME`].
-    pub(crate) fn from_env() -> Result<Option<(Telemetry, opentelemetry_sdk::trace::Tracer)>, String>
-    {
+    pub fn from_env() -> Result<Option<(Telemetry, Tracer)>, String> {
         if !configured() {
             return Ok(None);
         }
+        let service = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+        Telemetry::start(None, &service).map(Some)
+    }
+
+    /// The exporter to `traces_url` (the whole URL, `…/v1/traces`; `None`: from the
+    /// `OTEL_EXPORTER_OTLP_*` variables) for `service`, and the tracer for the tracing layer.
+    pub fn start(traces_url: Option<&str>, service: &str) -> Result<(Telemetry, Tracer), String> {
         let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary);
+        if let Some(url) = traces_url {
+            builder = builder.with_endpoint(url);
+        }
         if std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT").is_err()
             && std::env::var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").is_err()
         {
@@ -104,27 +118,28 @@ impl Telemetry {
             inner: exporter,
             counts: counts.clone(),
         };
-        let service = std::env::var("OTEL_SERVICE_NAME")
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
         let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(service)
+            .with_service_name(service.to_owned())
             .build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(BatchSpanProcessor::builder(counting).build())
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("promptkit");
-        Ok(Some((Telemetry { provider, counts }, tracer)))
+        Ok((Telemetry { provider, counts }, tracer))
+    }
+
+    /// Spans that could not be exported so far.
+    pub fn dropped_spans(&self) -> u64 {
+        self.counts.dropped.load(Ordering::Relaxed)
     }
 
     /// Exports what is left and stops the exporter; logs how many spans could not be
     /// exported, if any.
-    pub(crate) fn shutdown(&self) {
+    pub fn shutdown(&self) {
         let _ = self.provider.force_flush();
         let _ = self.provider.shutdown();
-        let dropped = self.counts.dropped.load(Ordering::Relaxed);
+        let dropped = self.dropped_spans();
         if dropped > 0 {
             tracing::warn!("OpenTelemetry: {dropped} span(s) could not be exported");
         }
