@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_main};
 use prompt_agent::{Agent, EchoProvider, GenerateOptions, PromptSystem};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -85,5 +85,9 @@ fn bench(c: &mut Criterion) {
     drop(stalled);
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+mod harness {
+    #![allow(missing_docs)]
+    criterion::criterion_group!(benches, super::bench);
+}
+
+criterion_main!(harness::benches);
