@@ -208,9 +208,7 @@ impl Collector {
             .route(
                 "/v1/traces",
                 post(
-                    |State(bodies): State<Received>,
-                     headers: HeaderMap,
-                     body: Bytes| async move {
+                    |State(bodies): State<Received>, headers: HeaderMap, body: Bytes| async move {
                         let kind = headers
                             .get("content-type")
                             .and_then(|v| v.to_str().ok())

@@ -51,10 +51,12 @@ fn with_exporter(
     let (telemetry, tracer) =
         prompt_cli::otel::Telemetry::start(Some(url), "bench").expect("exporter");
     let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target("prompt_agent", tracing::Level::INFO),
-        ),
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("prompt_agent", tracing::Level::INFO),
+            ),
     );
     tracing::subscriber::with_default(subscriber, || run(c, name, agent, rt));
     eprintln!(
