@@ -235,7 +235,15 @@ fn the_matrix_passes_and_fails_each_assertion_kind_as_scripted() {
     script_kinds(&server);
     sb.write("kinds.yaml", &kinds_eval("[1, 2]"));
 
-    let run = prompt(&sb, &server, &["eval", "kinds.yaml", "--json"]);
+    sb.write(
+        "prices.toml",
+        "[prices.\"m1\"]\ninput = 1000000.0\noutput = 2000000.0\n",
+    );
+    let run = prompt(
+        &sb,
+        &server,
+        &["eval", "kinds.yaml", "--json", "--prices", "prices.toml"],
+    );
     assert_eq!(run.code, 1, "a failing assertion exits 1\n{}", run.stderr);
     assert!(
         run.stderr.contains("9 of 18 cell(s) failed"),
@@ -253,7 +261,11 @@ fn the_matrix_passes_and_fails_each_assertion_kind_as_scripted() {
         assert_eq!(pass["model"], json!("m1"));
         assert_eq!(pass["provider"], json!("openai"));
         assert!(pass["latency_ms"].as_f64().is_some());
-        assert!(pass.get("cost_usd").is_some(), "cost is part of a cell");
+        // Priced at $1 a prompt token and $2 a completion token: a cost of whole dollars.
+        let cost = pass["cost_usd"]
+            .as_f64()
+            .expect("a priced model has a cost");
+        assert!(cost >= 15.0 && cost.fract() == 0.0, "{kind}: {pass}");
         assert_eq!(pass["tokens"], json!(15));
         let fail = cell(&out, kind, "2");
         assert_eq!(fail["passed"], json!(false), "{kind} v2: {fail}");
@@ -272,6 +284,28 @@ fn the_matrix_passes_and_fails_each_assertion_kind_as_scripted() {
     assert_eq!(out["columns"][1]["pass_rate"], json!(0.0));
     assert_eq!(out["columns"][0]["tokens"], json!(9 * 15));
     assert_eq!(server.chats(), 18);
+    let column_cost: f64 = out["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["version"] == json!("1"))
+        .map(|c| c["cost_usd"].as_f64().unwrap())
+        .sum();
+    assert_eq!(out["columns"][0]["cost_usd"].as_f64(), Some(column_cost));
+    // Every call left a metrics record tagged `eval`.
+    let mut text = String::new();
+    for entry in std::fs::read_dir(sb.path().join("output/metrics")).unwrap() {
+        text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(records.len(), 18, "{text}");
+    assert!(
+        records.iter().all(|r| r["tags"] == json!(["eval"])),
+        "{text}"
+    );
 
     // The terminal matrix and the HTML page show the same outcome.
     let run = prompt(&sb, &server, &["eval", "kinds.yaml", "--html", "eval.html"]);

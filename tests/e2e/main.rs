@@ -7,6 +7,7 @@ mod support;
 
 mod batch;
 mod breaker;
+mod cost;
 mod errors;
 mod eval;
 mod generate;

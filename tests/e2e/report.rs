@@ -476,9 +476,10 @@ fn ttft_of_hand_written_lines_in_json_tables_and_report() {
             .map(|c| c.trim_end_matches("</td>").to_owned())
             .collect()
     };
-    // key, calls, success, cache hits, avg, p50, p95, p99, max, tokens, ttft p50, ttft p95, tok/s
-    assert_eq!(cells("s")[10..], ["1.10 s", "2.00 s", "40.0"]);
-    assert_eq!(cells("p")[10..], ["-", "-", "-"]);
+    // key, calls, success, cache hits, avg, p50, p95, p99, max, tokens, cost, saved,
+    // ttft p50, ttft p95, tok/s
+    assert_eq!(cells("s")[12..], ["1.10 s", "2.00 s", "40.0"]);
+    assert_eq!(cells("p")[12..], ["-", "-", "-"]);
     let versions_table = &html[html.find("<table id=\"table-versions\"").unwrap()..];
     assert!(versions_table.contains("<td>writer/write_scene@v2</td>"));
 }

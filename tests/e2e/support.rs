@@ -83,7 +83,11 @@ impl Sandbox {
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_prompt"));
         for (key, _) in std::env::vars() {
-            if key.starts_with("PROMPT_") || key == "OLLAMA_HOST" || key == "RUST_LOG" {
+            if key.starts_with("PROMPT_")
+                || key.starts_with("OTEL_")
+                || key == "OLLAMA_HOST"
+                || key == "RUST_LOG"
+            {
                 cmd.env_remove(key);
             }
         }

@@ -302,6 +302,7 @@ impl InstantStreamProvider {
             tokens_prompt: Some(120),
             tokens_completion: Some(3_400),
             finish_reason: Some("stop".to_owned()),
+            ..StreamEnd::default()
         }
     }
 }

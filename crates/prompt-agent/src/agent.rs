@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::cost::CostBook;
 use crate::error::{AgentError, ProviderError};
 use crate::provider::Provider;
 use crate::request::{
@@ -216,6 +217,10 @@ pub struct GenerateOptions {
     /// never called ([`TemplateAgent`](crate::TemplateAgent) and
     /// [`ChatAgent`](crate::ChatAgent) only).
     pub cache_only: bool,
+    /// Tags written into the call's metrics record (`tags`), for `prompt metrics tags` and
+    /// the per-tag budgets (`[budget.tags]`). Not part of the cache key: the same request
+    /// with other tags is a hit.
+    pub tags: Vec<String>,
 }
 
 impl GenerateOptions {
@@ -252,6 +257,8 @@ pub struct Reply {
     /// The tools the model called, in order, arguments checked against their schemas (empty
     /// when it called none).
     pub tool_calls: Vec<ToolCall>,
+    /// What the call cost in USD, as its metrics record says (`None`: the model has no price).
+    pub cost_usd: Option<f64>,
 }
 
 /// A parsed reply of [`Agent::generate_structured`].
@@ -294,6 +301,8 @@ pub struct Agent {
     metrics: Option<Arc<dyn MetricsSink>>,
     policy: RetryPolicy,
     quirks: Arc<[ModelQuirk]>,
+    costs: Arc<CostBook>,
+    capture_content: bool,
 }
 
 impl Agent {
@@ -325,6 +334,8 @@ impl Agent {
             metrics: None,
             policy: RetryPolicy::default(),
             quirks: default_quirks().into(),
+            costs: Arc::new(CostBook::default()),
+            capture_content: false,
         }
     }
 
@@ -369,6 +380,65 @@ impl Agent {
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// Prices and limits its calls with this book (one per system).
+    pub(crate) fn with_costs(mut self, costs: Arc<CostBook>) -> Self {
+        self.costs = costs;
+        self
+    }
+
+    /// Puts the messages and the reply into each generation's span
+    /// (`gen_ai.input.messages`, `gen_ai.output.messages`); off by default.
+    pub fn with_content_capture(mut self, capture: bool) -> Self {
+        self.capture_content = capture;
+        self
+    }
+
+    /// The span of one generation of `request` under `task`.
+    pub(crate) fn generation_span(&self, task: &str, request: &ChatRequest) -> tracing::Span {
+        crate::telemetry::generation_span(
+            self.provider.name(),
+            &self.name,
+            task,
+            request,
+            self.capture_content,
+        )
+    }
+
+    /// Before a provider call of `request`: refuses it when it could break a spending limit,
+    /// else holds its worst case until the returned reservation drops.
+    pub(crate) fn admit(
+        &self,
+        request: &ChatRequest,
+        tags: &[String],
+    ) -> Result<crate::cost::Reservation, AgentError> {
+        self.costs.admit(
+            self.metrics.as_ref(),
+            &self.name,
+            tags,
+            request,
+            self.provider.is_local(),
+        )
+    }
+
+    /// What `usage` on `model` costs with this agent's prices and provider (for savings).
+    pub(crate) fn cost_of(
+        &self,
+        usage: Option<prompt_metrics::TokenUsage>,
+        model: &str,
+    ) -> Option<f64> {
+        self.costs.cost(usage, model, self.provider.is_local())
+    }
+
+    /// Fills a record's `cost_usd` (unless set) by this agent's prices and provider.
+    pub(crate) fn price(&self, record: &mut PromptMetrics) {
+        self.costs.price_record(record, self.provider.is_local());
+    }
+
+    /// Records the reply on the current span (finish reason; its text with content capture).
+    pub(crate) fn trace_reply(&self, response: &ChatResponse) {
+        crate::telemetry::record_reply(response, self.capture_content);
     }
 
     /// Replaces the quirks table.
@@ -606,15 +676,46 @@ impl Agent {
         options: &GenerateOptions,
         events: Option<&EventSender>,
     ) -> Result<Reply, AgentError> {
+        let span = self.generation_span(task_of(options), &request);
+        self.send_inner(request, options, events)
+            .instrument(span)
+            .await
+    }
+
+    async fn send_inner(
+        &self,
+        request: ChatRequest,
+        options: &GenerateOptions,
+        events: Option<&EventSender>,
+    ) -> Result<Reply, AgentError> {
         let started = Instant::now();
         let check = length_check(&request);
-        let result = self.execute(request.clone(), &check, false, events).await;
+        let (result, _reservation) = match self.admit(&request, &options.tags) {
+            Ok(reservation) => (
+                self.execute(request.clone(), &check, false, events).await,
+                Some(reservation),
+            ),
+            Err(error) => (
+                Err(Failed {
+                    error,
+                    retry_count: 0,
+                }),
+                None,
+            ),
+        };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut record = self.plain_record(&request, options, latency_ms);
         let out = match result {
             Ok(done) => {
                 fill_success(&mut record, &done.response, done.retry_count);
-                Ok(reply_from(done.response, done.retry_count, latency_ms))
+                self.trace_reply(&done.response);
+                self.price(&mut record);
+                Ok(reply_from(
+                    done.response,
+                    done.retry_count,
+                    latency_ms,
+                    record.cost_usd,
+                ))
             }
             Err(failed) => {
                 fill_failure(&mut record, &failed);
@@ -645,38 +746,62 @@ impl Agent {
         });
         options.request.min_length = Some(options.request.min_length.unwrap_or(0));
         let request = self.build_request(prompt, context, &options);
-        let check = |content: &str, _: &[ToolCall]| parse_json::<T>(content);
-        let result = self.execute(request.clone(), &check, true, None).await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut record = self.plain_record(&request, &options, latency_ms);
-        let out = match result {
-            Ok(done) => {
-                fill_success(&mut record, &done.response, done.retry_count);
-                Ok(Structured {
-                    value: done.value,
-                    reply: reply_from(done.response, done.retry_count, latency_ms),
-                })
-            }
-            Err(mut failed) => {
-                if let AgentError::Validation {
-                    agent,
-                    attempts,
-                    reason,
-                } = failed.error
-                {
-                    failed.error = AgentError::Structured {
+        let span = self.generation_span(task_of(&options), &request);
+        async move {
+            let check = |content: &str, _: &[ToolCall]| parse_json::<T>(content);
+            let (result, _reservation) = match self.admit(&request, &options.tags) {
+                Ok(reservation) => (
+                    self.execute(request.clone(), &check, true, None).await,
+                    Some(reservation),
+                ),
+                Err(error) => (
+                    Err(Failed {
+                        error,
+                        retry_count: 0,
+                    }),
+                    None,
+                ),
+            };
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let mut record = self.plain_record(&request, &options, latency_ms);
+            let out = match result {
+                Ok(done) => {
+                    fill_success(&mut record, &done.response, done.retry_count);
+                    self.trace_reply(&done.response);
+                    self.price(&mut record);
+                    Ok(Structured {
+                        value: done.value,
+                        reply: reply_from(
+                            done.response,
+                            done.retry_count,
+                            latency_ms,
+                            record.cost_usd,
+                        ),
+                    })
+                }
+                Err(mut failed) => {
+                    if let AgentError::Validation {
                         agent,
                         attempts,
-                        type_name: name,
                         reason,
-                    };
+                    } = failed.error
+                    {
+                        failed.error = AgentError::Structured {
+                            agent,
+                            attempts,
+                            type_name: name,
+                            reason,
+                        };
+                    }
+                    fill_failure(&mut record, &failed);
+                    Err(failed.error)
                 }
-                fill_failure(&mut record, &failed);
-                Err(failed.error)
-            }
-        };
-        self.record(record);
-        out
+            };
+            self.record(record);
+            out
+        }
+        .instrument(span)
+        .await
     }
 
     /// The metrics record of a plain (template-less) call, before its outcome is filled in.
@@ -689,17 +814,22 @@ impl Agent {
         let mut record = PromptMetrics::new(
             request_hash(request),
             &self.name,
-            options.task.as_deref().unwrap_or(DEFAULT_TASK),
+            task_of(options),
             request.model(),
             request.options.temperature.unwrap_or(self.temperature),
             latency_ms,
         );
         record.provider = Some(self.provider.name().to_owned());
+        record.tags.clone_from(&options.tags);
         record
     }
 
-    /// Writes a metrics record; a sink error is logged, never returned.
-    pub(crate) fn record(&self, record: PromptMetrics) {
+    /// Prices a metrics record (`cost_usd`), puts its outcome on the current span and writes
+    /// it; a sink error is logged, never returned.
+    pub(crate) fn record(&self, mut record: PromptMetrics) {
+        self.price(&mut record);
+        self.costs.count(&record);
+        crate::telemetry::record_outcome(&record);
         if let Some(sink) = &self.metrics
             && let Err(e) = sink.record(record)
         {
@@ -716,45 +846,8 @@ impl Agent {
         feedback: bool,
         events: Option<&EventSender>,
     ) -> Result<Attempted<V>, Failed> {
-        let span = tracing::info_span!(
-            "chat",
-            gen_ai.operation.name = "chat",
-            gen_ai.provider.name = %self.provider.name(),
-            gen_ai.agent.name = %self.name,
-            gen_ai.request.model = %request.model(),
-            gen_ai.request.temperature = request.options.temperature,
-            gen_ai.request.max_tokens = request.options.max_tokens,
-            gen_ai.response.model = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            retry_count = tracing::field::Empty,
-        );
-        let result = self
-            .execute_inner(&mut request, check, feedback, events)
-            .instrument(span.clone())
-            .await;
-        match &result {
-            Ok(done) => {
-                span.record("gen_ai.response.model", done.response.model.as_str());
-                if let Some(reason) = &done.response.finish_reason {
-                    span.record("gen_ai.response.finish_reasons", reason.as_str());
-                }
-                if let Some(n) = done.response.tokens_prompt {
-                    span.record("gen_ai.usage.input_tokens", n);
-                }
-                if let Some(n) = done.response.tokens_completion {
-                    span.record("gen_ai.usage.output_tokens", n);
-                }
-                span.record("retry_count", done.retry_count);
-            }
-            Err(failed) => {
-                span.record("error.type", failed.error.kind());
-                span.record("retry_count", failed.retry_count);
-            }
-        }
-        result
+        self.execute_inner(&mut request, check, feedback, events)
+            .await
     }
 
     async fn execute_inner<V>(
@@ -958,6 +1051,8 @@ async fn within<T>(
 pub(crate) fn fill_success(record: &mut PromptMetrics, response: &ChatResponse, retry_count: u32) {
     record.tokens_prompt = response.tokens_prompt;
     record.tokens_completion = response.tokens_completion;
+    record.tokens_cached = response.tokens_cached;
+    record.tokens_reasoning = response.tokens_reasoning;
     record.retry_count = retry_count;
     record.validation_passed = true;
     record.response_length = response.content.chars().count() as u64;
@@ -969,13 +1064,25 @@ pub(crate) fn fill_success(record: &mut PromptMetrics, response: &ChatResponse, 
 }
 
 pub(crate) fn fill_failure(record: &mut PromptMetrics, failed: &Failed) {
+    crate::telemetry::record_error(failed.error.kind());
     record.retry_count = failed.retry_count;
     record.validation_passed = false;
     record.error = Some(failed.error.to_string());
 }
 
-fn reply_from(response: ChatResponse, retry_count: u32, latency_ms: f64) -> Reply {
+/// The metrics task of a plain call.
+fn task_of(options: &GenerateOptions) -> &str {
+    options.task.as_deref().unwrap_or(DEFAULT_TASK)
+}
+
+fn reply_from(
+    response: ChatResponse,
+    retry_count: u32,
+    latency_ms: f64,
+    cost_usd: Option<f64>,
+) -> Reply {
     Reply {
+        cost_usd,
         time_to_first_token_ms: response.time_to_first_token_ms(),
         content: response.content,
         model: response.model,

@@ -342,6 +342,21 @@ pub enum AgentError {
         /// The request's cache key (64 hex chars).
         key: String,
     },
+    /// The call could break a spending limit, so it was refused before reaching the provider.
+    #[error(
+        "budget {limit} of ${limit_usd:.4} would be exceeded: ${spent_usd:.4} already spent against it and this call may cost up to ${estimate_usd:.4}"
+    )]
+    Budget {
+        /// The limit, as named in `prompt.toml` (`budget.daily_usd`, `budget.agents.writer`,
+        /// `budget.tags.eval`) or `--budget-usd` for the command's own.
+        limit: String,
+        /// The limit in USD.
+        limit_usd: f64,
+        /// Already spent against it in USD (calls in flight in this process included).
+        spent_usd: f64,
+        /// The call's worst case in USD.
+        estimate_usd: f64,
+    },
 }
 
 fn plural(n: u32) -> &'static str {
@@ -380,11 +395,12 @@ impl AgentError {
             AgentError::Metrics(_) => "metrics",
             AgentError::Shared(_) => "shared",
             AgentError::CacheMiss { .. } => "cache_miss",
+            AgentError::Budget { .. } => "budget",
         }
     }
 
-    /// A copy for callers that shared one in-flight call (provider and validation failures are
-    /// copied exactly; anything else by its message).
+    /// A copy for callers that shared one in-flight call (provider, validation and budget
+    /// failures are copied exactly; anything else by its message).
     pub(crate) fn duplicate(&self) -> AgentError {
         match self {
             AgentError::Provider {
@@ -404,6 +420,17 @@ impl AgentError {
                 agent: agent.clone(),
                 attempts: *attempts,
                 reason: reason.clone(),
+            },
+            AgentError::Budget {
+                limit,
+                limit_usd,
+                spent_usd,
+                estimate_usd,
+            } => AgentError::Budget {
+                limit: limit.clone(),
+                limit_usd: *limit_usd,
+                spent_usd: *spent_usd,
+                estimate_usd: *estimate_usd,
             },
             other => AgentError::Shared(other.to_string()),
         }

@@ -67,12 +67,14 @@
 
 mod agent;
 mod chat_agent;
+mod cost;
 mod error;
 mod provider;
 mod request;
 mod settings;
 mod stream;
 mod system;
+mod telemetry;
 mod template_agent;
 mod think;
 
@@ -81,6 +83,7 @@ pub use agent::{
     ModelQuirk, Reply, RetryPolicy, Structured, apply_quirks, check_length, default_quirks,
 };
 pub use chat_agent::ChatAgent;
+pub use cost::{Budget, LimitSpend, budget_day_start, check_tag, parse_tags};
 pub use error::{AgentError, ProviderError};
 pub use settings::{
     DEFAULT_BREAKER_COOLDOWN_SECS, DEFAULT_BREAKER_FAILURES, DEFAULT_CACHE_DIR,
@@ -94,6 +97,8 @@ pub use system::{PromptSystem, PromptSystemBuilder};
 pub use template_agent::{Generation, PreparedRequest, TemplateAgent};
 pub use think::{split_think, strip_think};
 
+/// Re-exported from `prompt-metrics`: prices and the spend budgets are checked against.
+pub use prompt_metrics::{Price, PriceTable, Spend, TokenUsage};
 /// Re-exported from `prompt-templates`: template variables and version requests.
 pub use prompt_templates::{Vars, VersionReq};
 pub use provider::echo::EchoProvider;

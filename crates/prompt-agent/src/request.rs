@@ -533,6 +533,10 @@ pub struct StreamEnd {
     pub tokens_prompt: Option<u64>,
     /// Tokens generated, when reported.
     pub tokens_completion: Option<u64>,
+    /// Of the prompt tokens, those read from the server's prompt cache, when reported.
+    pub tokens_cached: Option<u64>,
+    /// Of the completion tokens, those spent on reasoning, when reported.
+    pub tokens_reasoning: Option<u64>,
     /// Why generation stopped, when reported.
     pub finish_reason: Option<String>,
 }
@@ -557,6 +561,12 @@ pub struct ChatResponse {
     pub tokens_prompt: Option<u64>,
     /// Tokens generated, when the server reports them.
     pub tokens_completion: Option<u64>,
+    /// Of the prompt tokens, those read from the server's prompt cache, when reported
+    /// (OpenAI's `prompt_tokens_details.cached_tokens`).
+    pub tokens_cached: Option<u64>,
+    /// Of the completion tokens, those spent on reasoning, when reported (OpenAI's
+    /// `completion_tokens_details.reasoning_tokens`).
+    pub tokens_reasoning: Option<u64>,
     /// Why generation stopped (`"stop"`, `"length"`, ...), when reported.
     pub finish_reason: Option<String>,
     /// Time from sending the request to having the whole reply.
@@ -649,6 +659,8 @@ impl StreamAssembler {
                 }
                 self.response.tokens_prompt = end.tokens_prompt;
                 self.response.tokens_completion = end.tokens_completion;
+                self.response.tokens_cached = end.tokens_cached;
+                self.response.tokens_reasoning = end.tokens_reasoning;
                 self.response.finish_reason.clone_from(&end.finish_reason);
                 self.done = true;
             }

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prompt_cache::{CacheConfig, CacheStore, ResponseCache};
-use prompt_metrics::JsonlStore;
+use prompt_metrics::{JsonlStore, PriceTable};
 use prompt_templates::{RenderLimits, TemplateStore};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{DEFAULT_TEMPERATURE, ModelQuirk, RetryPolicy, default_quirks};
+use crate::cost::Budget;
 use crate::error::{AgentError, ProviderError};
 use crate::provider::Provider;
 use crate::provider::echo::EchoProvider;
@@ -224,6 +225,17 @@ pub struct Settings {
     pub render_fuel: Option<u64>,
     /// Largest rendered body, in bytes [default: 16 MiB].
     pub max_render_bytes: Option<usize>,
+    /// A price file (TOML, USD per million tokens by model name or glob), read before the
+    /// shipped table [default: the shipped table alone].
+    pub prices: Option<PathBuf>,
+    /// Spending limits per UTC day: `[budget] daily_usd`, `[budget.agents]`, `[budget.tags]`
+    /// [default: none].
+    pub budget: Option<Budget>,
+    /// The most one command (one system) may spend, in USD (`--budget-usd`) [default: none].
+    pub budget_usd: Option<f64>,
+    /// Put messages and replies into the exported spans (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`) [default: false].
+    pub otel_content: Option<bool>,
 }
 
 /// A positive number of seconds from a setting, else the default.
@@ -252,7 +264,7 @@ impl Settings {
         metrics_dir, provider, base_url, model, temperature, timeout, idle_timeout, stream, \
         queue_timeout, breaker_failures, breaker_cooldown, retries, concurrency, \
         api_key_env, namespace, backoff_base, backoff_max, retry_after_cap, model_quirks, \
-        render_fuel, max_render_bytes";
+        render_fuel, max_render_bytes, prices, budget, budget_usd, otel_content";
 
     /// These settings over `lower`: every setting given here wins.
     #[must_use]
@@ -284,6 +296,10 @@ impl Settings {
             model_quirks,
             render_fuel,
             max_render_bytes,
+            prices,
+            budget,
+            budget_usd,
+            otel_content,
         } = self;
         Settings {
             templates: templates.or(lower.templates),
@@ -312,6 +328,10 @@ impl Settings {
             model_quirks: model_quirks.or(lower.model_quirks),
             render_fuel: render_fuel.or(lower.render_fuel),
             max_render_bytes: max_render_bytes.or(lower.max_render_bytes),
+            prices: prices.or(lower.prices),
+            budget: budget.or(lower.budget),
+            budget_usd: budget_usd.or(lower.budget_usd),
+            otel_content: otel_content.or(lower.otel_content),
         }
     }
 
@@ -322,6 +342,7 @@ impl Settings {
             &mut self.templates,
             &mut self.cache_dir,
             &mut self.metrics_dir,
+            &mut self.prices,
         ]
         .into_iter()
         .flatten()
@@ -489,7 +510,29 @@ impl Settings {
         if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
             return Err(config("model", "the model name is empty".to_owned()));
         }
+        if let Some(budget) = &self.budget {
+            budget.check()?;
+        }
+        if let Some(v) = self.budget_usd {
+            crate::cost::check_usd("budget_usd", v)?;
+        }
         Ok(())
+    }
+
+    /// The price table: the file of [`prices`](Self::prices) (when set) read before the
+    /// shipped one; an error names the file and the line or key.
+    pub fn open_prices(&self) -> Result<PriceTable, AgentError> {
+        Ok(PriceTable::load(self.prices.as_deref())?)
+    }
+
+    /// The spending limits per UTC day (none when `[budget]` is absent).
+    pub fn budget(&self) -> Budget {
+        self.budget.clone().unwrap_or_default()
+    }
+
+    /// Whether spans carry messages and replies.
+    pub fn otel_content(&self) -> bool {
+        self.otel_content.unwrap_or(false)
     }
 
     /// The retry policy: `retries` + 1 attempts of at most `timeout` each, with the backoff

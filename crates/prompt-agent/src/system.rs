@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prompt_cache::{CacheKey, CacheStore};
-use prompt_metrics::MetricsSink;
+use prompt_metrics::{MetricsSink, PriceTable};
 use prompt_templates::TemplateStore;
 use tokio::sync::Semaphore;
 
 use crate::agent::{Agent, DEFAULT_TEMPERATURE, ModelQuirk, RetryPolicy, default_quirks};
 use crate::chat_agent::ChatAgent;
+use crate::cost::{Budget, CostBook};
 use crate::error::AgentError;
 use crate::provider::Provider;
 use crate::settings::{DEFAULT_CONCURRENCY, DEFAULT_MODEL, DEFAULT_NAMESPACE, Settings};
@@ -39,6 +40,8 @@ pub(crate) struct SystemInner {
     pub(crate) model: String,
     pub(crate) temperature: f64,
     pub(crate) inflight: Mutex<HashMap<CacheKey, Flight>>,
+    pub(crate) costs: Arc<CostBook>,
+    pub(crate) capture_content: bool,
 }
 
 /// One application's shared parts: the template store, the response cache, the metrics sink,
@@ -69,6 +72,10 @@ impl PromptSystem {
             .breaker(settings.circuit_breaker())
             .quirks(settings.model_quirks())
             .namespace(settings.namespace())
+            .prices(settings.open_prices()?)
+            .budget(settings.budget())
+            .budget_usd(settings.budget_usd)
+            .capture_content(settings.otel_content())
             .build()
     }
 
@@ -92,7 +99,9 @@ impl PromptSystem {
         .with_breaker(inner.breaker.clone())
         .with_streaming(inner.stream)
         .with_policy(inner.policy.clone())
-        .with_quirks(inner.quirks.clone());
+        .with_quirks(inner.quirks.clone())
+        .with_costs(inner.costs.clone())
+        .with_content_capture(inner.capture_content);
         if let Some(metrics) = &inner.metrics {
             agent = agent.with_metrics(metrics.clone());
         }
@@ -174,6 +183,10 @@ pub struct PromptSystemBuilder {
     namespace: Option<String>,
     stream: Option<bool>,
     breaker: Option<CircuitBreaker>,
+    prices: Option<PriceTable>,
+    budget: Budget,
+    budget_usd: Option<f64>,
+    capture_content: bool,
 }
 
 impl PromptSystemBuilder {
@@ -292,6 +305,31 @@ impl PromptSystemBuilder {
         self
     }
 
+    /// Prices calls with this table (else the shipped one, [`PriceTable::shipped`]).
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
+    /// Refuses calls that could break these limits per UTC day (spend read from the metrics
+    /// sink, [`MetricsSink::spend_since`]).
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Refuses calls that could take this system's own spend over `usd` (`--budget-usd`).
+    pub fn budget_usd(mut self, usd: Option<f64>) -> Self {
+        self.budget_usd = usd;
+        self
+    }
+
+    /// Puts messages and replies into each generation's span (`--otel-content`).
+    pub fn capture_content(mut self, capture: bool) -> Self {
+        self.capture_content = capture;
+        self
+    }
+
     /// Checks the parts and builds the system.
     pub fn build(self) -> Result<PromptSystem, AgentError> {
         let templates = match (self.templates, self.templates_dir) {
@@ -334,6 +372,14 @@ impl PromptSystemBuilder {
                 message: "must not be empty".to_owned(),
             });
         }
+        self.budget.check()?;
+        if let Some(v) = self.budget_usd {
+            crate::cost::check_usd("budget_usd", v)?;
+        }
+        let costs = Arc::new(match self.prices {
+            Some(prices) => CostBook::new(prices, self.budget, self.budget_usd),
+            None => CostBook::new(PriceTable::shipped(), self.budget, self.budget_usd),
+        });
         let temperature = self.temperature.unwrap_or(DEFAULT_TEMPERATURE);
         if !temperature.is_finite() || temperature < 0.0 {
             return Err(AgentError::Config {
@@ -363,6 +409,8 @@ impl PromptSystemBuilder {
                 model,
                 temperature,
                 inflight: Mutex::new(HashMap::new()),
+                costs,
+                capture_content: self.capture_content,
             }),
         })
     }

@@ -19,6 +19,7 @@ use crate::request::{
 use crate::stream::{EventSender, GenerationEvent, GenerationStream};
 use crate::system::SystemInner;
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 /// The result of [`TemplateAgent::generate_from_template`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,6 +55,11 @@ pub struct Generation {
     pub tool_calls: Vec<ToolCall>,
     /// Why generation stopped, when reported (a cache hit reports the original call's).
     pub finish_reason: Option<String>,
+    /// What this call cost in USD, as its metrics record says: 0 for a cache hit, `None`
+    /// when the model has no price.
+    pub cost_usd: Option<f64>,
+    /// What a cache hit saved in USD (the cost of the call it replays), when priced.
+    pub saved_usd: Option<f64>,
 }
 
 /// A template rendered into a request, before any cache lookup or provider call.
@@ -72,6 +78,9 @@ pub struct PreparedRequest {
 pub(crate) struct FlightOk {
     response: ChatResponse,
     retry_count: u32,
+    /// The call's worst case held against the spending limits until its record is written
+    /// (the last holder of the result drops it).
+    _reservation: crate::cost::Reservation,
 }
 
 /// One call on the cached path: the request, its key and where its metrics record goes.
@@ -222,6 +231,7 @@ impl TemplateAgent {
                     elapsed_ms(started),
                 );
                 record.provider = Some(self.agent.provider().name().to_owned());
+                record.tags.clone_from(&options.tags);
                 record.validation_passed = false;
                 record.error = Some(error.to_string());
                 self.agent.record(record);
@@ -249,6 +259,16 @@ impl TemplateAgent {
         options: &GenerateOptions,
         events: Option<&EventSender>,
     ) -> Result<Generation, AgentError> {
+        let span = self.agent.generation_span(call.task, call.request);
+        self.run_inner(call, options, events).instrument(span).await
+    }
+
+    async fn run_inner(
+        &self,
+        call: &Call<'_>,
+        options: &GenerateOptions,
+        events: Option<&EventSender>,
+    ) -> Result<Generation, AgentError> {
         let Call {
             task: _,
             request,
@@ -271,12 +291,16 @@ impl TemplateAgent {
             && let Some(hit) = self.cache_get(&key)
         {
             let latency_ms = elapsed_ms(started);
-            let mut record = self.base_record(call, &key_hex, latency_ms);
+            let mut record = self.base_record(call, options, &key_hex, latency_ms);
             record.cache_hit = true;
             hit.model.clone_into(&mut record.model);
             record.response_length = hit.response.chars().count() as u64;
-            self.agent.record(record);
             let response = response_from_hit(&hit);
+            record.saved_usd = self.agent.cost_of(usage_of(&response), &hit.model);
+            self.agent.trace_reply(&response);
+            self.agent.price(&mut record);
+            let (cost_usd, saved_usd) = (record.cost_usd, record.saved_usd);
+            self.agent.record(record);
             mark_replay();
             replay(&response, events, options.paced_replay).await;
             return Ok(Generation {
@@ -294,6 +318,8 @@ impl TemplateAgent {
                 time_to_first_token_ms: None,
                 tool_calls: response.tool_calls,
                 finish_reason: response.finish_reason,
+                cost_usd,
+                saved_usd,
             });
         }
 
@@ -302,22 +328,31 @@ impl TemplateAgent {
                 agent: self.agent.name().to_owned(),
                 key: key_hex.clone(),
             };
-            let mut record = self.base_record(call, &key_hex, elapsed_ms(started));
+            let mut record = self.base_record(call, options, &key_hex, elapsed_ms(started));
             record.validation_passed = false;
             record.error = Some(error.to_string());
+            crate::telemetry::record_error(error.kind());
             self.agent.record(record);
             return Err(error);
         }
 
         let (result, leader) = if options.no_cache {
-            (self.call_and_store(request, &key, events).await, true)
+            (
+                self.call_and_store(request, &key, &options.tags, events)
+                    .await,
+                true,
+            )
         } else {
-            self.single_flight(request, &key, events).await
+            self.single_flight(request, &key, &options.tags, events)
+                .await
         };
 
         let latency_ms = elapsed_ms(started);
-        let mut record = self.base_record(call, &key_hex, latency_ms);
-        let generation = |response: &ChatResponse, retry_count: u32, cache_hit: bool| Generation {
+        let mut record = self.base_record(call, options, &key_hex, latency_ms);
+        let generation = |response: &ChatResponse,
+                          retry_count: u32,
+                          cache_hit: bool,
+                          record: &PromptMetrics| Generation {
             content: response.content.clone(),
             model: response.model.clone(),
             tokens_prompt: response.tokens_prompt,
@@ -334,11 +369,15 @@ impl TemplateAgent {
                 .flatten(),
             tool_calls: response.tool_calls.clone(),
             finish_reason: response.finish_reason.clone(),
+            cost_usd: record.cost_usd,
+            saved_usd: record.saved_usd,
         };
         let out = match (&result, leader) {
             (Ok(ok), true) => {
                 fill_success(&mut record, &ok.response, ok.retry_count);
-                Ok(generation(&ok.response, ok.retry_count, false))
+                self.agent.trace_reply(&ok.response);
+                self.agent.price(&mut record);
+                Ok(generation(&ok.response, ok.retry_count, false, &record))
             }
             (Ok(ok), false) => {
                 // Served by an identical call in flight: no tokens spent by this call.
@@ -347,7 +386,12 @@ impl TemplateAgent {
                 record.cache_hit = true;
                 ok.response.model.clone_into(&mut record.model);
                 record.response_length = ok.response.content.chars().count() as u64;
-                Ok(generation(&ok.response, 0, true))
+                record.saved_usd = self
+                    .agent
+                    .cost_of(usage_of(&ok.response), &ok.response.model);
+                self.agent.trace_reply(&ok.response);
+                self.agent.price(&mut record);
+                Ok(generation(&ok.response, 0, true, &record))
             }
             (Err(failed), true) => {
                 fill_failure(&mut record, failed);
@@ -356,6 +400,7 @@ impl TemplateAgent {
             (Err(failed), false) => {
                 record.validation_passed = false;
                 record.error = Some(failed.error.to_string());
+                crate::telemetry::record_error(failed.error.kind());
                 Err(failed.error.duplicate())
             }
         };
@@ -363,7 +408,13 @@ impl TemplateAgent {
         out
     }
 
-    fn base_record(&self, call: &Call<'_>, key_hex: &str, latency_ms: f64) -> PromptMetrics {
+    fn base_record(
+        &self,
+        call: &Call<'_>,
+        options: &GenerateOptions,
+        key_hex: &str,
+        latency_ms: f64,
+    ) -> PromptMetrics {
         let request = call.request;
         let mut record = PromptMetrics::new(
             &key_hex[..16],
@@ -381,6 +432,7 @@ impl TemplateAgent {
             record.template_hash = Some(template.content_hash().to_owned());
         }
         record.provider = Some(self.agent.provider().name().to_owned());
+        record.tags.clone_from(&options.tags);
         record
     }
 
@@ -401,6 +453,7 @@ impl TemplateAgent {
         &self,
         request: &ChatRequest,
         key: &CacheKey,
+        tags: &[String],
         events: Option<&EventSender>,
     ) -> (FlightResult, bool) {
         let flight: Flight = self.system.inflight.lock().entry(*key).or_default().clone();
@@ -408,7 +461,7 @@ impl TemplateAgent {
         let result = flight
             .get_or_init(|| {
                 leader = true;
-                self.call_and_store(request, key, events)
+                self.call_and_store(request, key, tags, events)
             })
             .await
             .clone();
@@ -419,13 +472,24 @@ impl TemplateAgent {
         (result, leader)
     }
 
-    /// Calls the provider through the agent's retry loop; stores a validated, non-empty reply.
+    /// Calls the provider through the agent's retry loop, once the spending limits allow it;
+    /// stores a validated, non-empty reply.
     async fn call_and_store(
         &self,
         request: &ChatRequest,
         key: &CacheKey,
+        tags: &[String],
         events: Option<&EventSender>,
     ) -> FlightResult {
+        let reservation = match self.agent.admit(request, tags) {
+            Ok(r) => r,
+            Err(error) => {
+                return Err(Arc::new(Failed {
+                    error,
+                    retry_count: 0,
+                }));
+            }
+        };
         let check = length_check(request);
         match self
             .agent
@@ -441,6 +505,8 @@ impl TemplateAgent {
                     entry.temperature = request.options.temperature;
                     entry.tokens_prompt = response.tokens_prompt;
                     entry.tokens_completion = response.tokens_completion;
+                    entry.tokens_cached = response.tokens_cached;
+                    entry.tokens_reasoning = response.tokens_reasoning;
                     entry.finish_reason = response.finish_reason.clone();
                     entry.latency_ms = Some(response.latency.as_secs_f64() * 1000.0);
                     entry.reasoning.clone_from(&response.reasoning);
@@ -469,6 +535,7 @@ impl TemplateAgent {
                 Ok(Arc::new(FlightOk {
                     response: done.response,
                     retry_count: done.retry_count,
+                    _reservation: reservation,
                 }))
             }
             Err(failed) => Err(Arc::new(failed)),
@@ -535,6 +602,8 @@ fn response_from_hit(hit: &CachedResponse) -> ChatResponse {
         model: hit.model.clone(),
         tokens_prompt: hit.tokens_prompt,
         tokens_completion: hit.tokens_completion,
+        tokens_cached: hit.tokens_cached,
+        tokens_reasoning: hit.tokens_reasoning,
         finish_reason: hit.finish_reason.clone(),
         reasoning: hit.reasoning.clone(),
         deltas: hit
@@ -603,6 +672,16 @@ async fn replay(response: &ChatResponse, events: Option<&EventSender>, paced: bo
             return; // The caller dropped the stream.
         }
     }
+}
+
+/// A reply's token counts for pricing (what a hit saved).
+fn usage_of(response: &ChatResponse) -> Option<prompt_metrics::TokenUsage> {
+    prompt_metrics::TokenUsage::from_counts(
+        response.tokens_prompt,
+        response.tokens_completion,
+        response.tokens_cached,
+        response.tokens_reasoning,
+    )
 }
 
 fn elapsed_ms(started: Instant) -> f64 {

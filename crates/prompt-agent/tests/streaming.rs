@@ -96,6 +96,7 @@ fn done() -> StreamEvent {
         tokens_prompt: Some(DONE_PROMPT_TOKENS),
         tokens_completion: Some(DONE_COMPLETION_TOKENS),
         finish_reason: Some("stop".to_owned()),
+        ..StreamEnd::default()
     })
 }
 
@@ -183,6 +184,7 @@ async fn finish_reason_and_usage_come_from_the_final_frames() {
             tokens_prompt: Some(7),
             tokens_completion: Some(4096),
             finish_reason: Some("length".to_owned()),
+            ..StreamEnd::default()
         };
         server.script(vec![Frame::text("cut")], Ending::Done(end.clone()));
         let events = collect(open(wire, &server).await).await;
@@ -200,6 +202,7 @@ async fn finish_reason_and_usage_come_from_the_final_frames() {
             tokens_prompt: None,
             tokens_completion: None,
             finish_reason: Some("stop".to_owned()),
+            ..StreamEnd::default()
         };
         server.script(vec![Frame::text("x")], Ending::Done(bare));
         let events = collect(open(wire, &server).await).await;
@@ -691,6 +694,7 @@ async fn providers_without_streaming_yield_their_whole_reply() {
                 tokens_prompt: whole.tokens_prompt,
                 tokens_completion: whole.tokens_completion,
                 finish_reason: whole.finish_reason,
+                ..StreamEnd::default()
             }),
         ]
     );
@@ -710,6 +714,7 @@ async fn providers_without_streaming_yield_their_whole_reply() {
                 tokens_prompt: Some(3),
                 tokens_completion: Some(2),
                 finish_reason: Some("stop".into()),
+                ..StreamEnd::default()
             }),
         ]
     );

@@ -13,9 +13,13 @@
 //!  "hit_count":3,"tokens_prompt":900|null,"tokens_completion":500|null,
 //!  "finish_reason":"stop"|null,"latency_ms":12.5|null,
 //!  "reasoning":"...","streamed_response":"...","deltas":[[0,12,35210],[1,40,36002],...],
-//!  "tool_calls":"[{\"id\":...}]","checksum":"xxh3:<16 hex>"}
+//!  "tool_calls":"[{\"id\":...}]","tokens_cached":400,"tokens_reasoning":100,
+//!  "checksum":"xxh3:<16 hex>"}
 //! ```
 //!
+//! - `tokens_cached` and `tokens_reasoning` (the provider's prompt-cache and reasoning token
+//!   counts) are left out when unknown, and covered by the checksum only when present, so
+//!   entries written before they existed verify as before.
 //! - The fields up to `deltas` are [`CachedResponse`]'s, written by `serde_json` in this
 //!   order (timestamps as chrono writes them); `checksum` is appended last. `reasoning`,
 //!   `streamed_response`, `deltas` and `tool_calls` are left out when there are none (a
@@ -121,6 +125,13 @@ pub struct CachedResponse {
     /// `response`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<String>,
+    /// Of the prompt tokens, those the provider read from its own prompt cache, when reported
+    /// (kept so that a hit can tell what the call it replays cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_cached: Option<u64>,
+    /// Of the completion tokens, those spent on reasoning, when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_reasoning: Option<u64>,
 }
 
 /// One piece of a streamed reply, stored without its text: the text is the part of the
@@ -192,6 +203,8 @@ impl CachedResponse {
             streamed_response: None,
             deltas: Vec::new(),
             tool_calls: None,
+            tokens_cached: None,
+            tokens_reasoning: None,
         }
     }
 
@@ -309,6 +322,8 @@ impl CachedResponse {
             streamed_response,
             deltas,
             tool_calls,
+            tokens_cached,
+            tokens_reasoning,
         } = self;
         fn text(h: &mut Xxh3, s: &str) {
             h.update(&(s.len() as u64).to_le_bytes());
@@ -364,6 +379,12 @@ impl CachedResponse {
             h.update(&[u8::from(d.reasoning)]);
             h.update(&d.end.to_le_bytes());
             h.update(&d.offset_us.to_le_bytes());
+        }
+        // Fed only when present, so entries written before these counts existed keep their
+        // checksums.
+        if tokens_cached.is_some() || tokens_reasoning.is_some() {
+            opt_u64(h, *tokens_cached);
+            opt_u64(h, *tokens_reasoning);
         }
     }
 
@@ -780,6 +801,39 @@ mod tests {
         e.finish_reason = Some("stop".to_owned());
         e.latency_ms = Some(12_171.220_160_481_445);
         e
+    }
+
+    #[test]
+    fn cached_and_reasoning_counts_round_trip_and_older_entries_keep_their_checksum() {
+        let plain = sample();
+        let mut old = Vec::new();
+        encode(&plain, &mut old).expect("encode");
+        let text = String::from_utf8(old.clone()).expect("utf8");
+        assert!(!text.contains("tokens_cached"), "{text}");
+        assert!(matches!(decode_for(&old, &plain.key), Decoded::Verified(_)));
+        let mut e = sample();
+        e.tokens_cached = Some(400);
+        e.tokens_reasoning = Some(100);
+        let mut out = Vec::new();
+        encode(&e, &mut out).expect("encode");
+        assert_ne!(e.content_checksum(), plain.content_checksum());
+        match decode_for(&out, &e.key) {
+            Decoded::Verified(back) => {
+                assert_eq!(
+                    (back.tokens_cached, back.tokens_reasoning),
+                    (Some(400), Some(100))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A changed count no longer verifies.
+        let tampered = String::from_utf8(out)
+            .expect("utf8")
+            .replace("\"tokens_cached\":400", "\"tokens_cached\":4");
+        assert!(!matches!(
+            decode_for(tampered.as_bytes(), &e.key),
+            Decoded::Verified(_)
+        ));
     }
 
     #[test]

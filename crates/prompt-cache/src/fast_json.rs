@@ -46,6 +46,8 @@ pub(crate) fn parse(
     let mut streamed_response = None;
     let mut deltas = Vec::new();
     let mut tool_calls = None;
+    let mut tokens_cached = None;
+    let mut tokens_reasoning = None;
     let mut checksum = None;
 
     c.eat(b'{')?;
@@ -129,6 +131,15 @@ pub(crate) fn parse(
                 tool_calls = Some(c.string(&mut scratch)?.to_owned());
                 1 << 16
             }
+            b"tokens_cached" => {
+                // Written only when present: `null` is serde_json's to read.
+                tokens_cached = Some(c.u64()?);
+                1 << 17
+            }
+            b"tokens_reasoning" => {
+                tokens_reasoning = Some(c.u64()?);
+                1 << 18
+            }
             _ => return None,
         };
         if seen & bit != 0 {
@@ -161,6 +172,8 @@ pub(crate) fn parse(
         streamed_response,
         deltas,
         tool_calls,
+        tokens_cached,
+        tokens_reasoning,
     };
     Some((entry, checksum))
 }
@@ -556,6 +569,9 @@ pub(crate) mod tests {
                         streamed_response: None,
                         deltas: Vec::new(),
                         tool_calls: rest.4,
+                        // Present on some entries, absent on others.
+                        tokens_cached: rest.0.filter(|_| hits % 3 == 0),
+                        tokens_reasoning: rest.1.filter(|_| hits % 5 == 0),
                     };
                     if let Some(pieces) = stream {
                         entry.set_pieces(pieces.iter().map(|(r, t, at)| (*r, t.as_str(), *at)));

@@ -374,6 +374,21 @@ Examples:
         #[arg(long, value_name = "N")]
         keep: u32,
     },
+    /// Compare the tags: calls, cost and savings per tag (a call with two tags counts in both)
+    #[command(after_help = "Example:\n  prompt metrics tags --days 30 --json")]
+    Tags {
+        /// How many days of metrics.
+        #[command(flatten)]
+        days: DaysArg,
+    },
+    /// Today's spend (UTC) against each limit of [budget] in the config
+    #[command(after_help = "\
+Limits come from the config file: [budget] daily_usd, [budget.agents] NAME = USD,
+[budget.tags] TAG = USD. Spend is the sum of the records' cost_usd since 00:00 UTC in the
+metrics directory, shared by every process writing there.
+
+Example:\n  prompt metrics budget --json")]
+    Budget,
     /// Write one self-contained HTML report with charts and tables
     #[command(after_help = "\
 The file needs no network to be viewed: CSS and SVG charts are inline.
@@ -520,4 +535,19 @@ pub struct ProviderArgs {
     #[arg(long, env = "PROMPT_IDLE_TIMEOUT", value_name = "SECS",
           help = format!("Longest gap between two chunks of a streamed reply before the attempt counts as stalled, in seconds [default: {DEFAULT_IDLE_TIMEOUT_SECS}]"))]
     pub idle_timeout: Option<f64>,
+    /// A tag for the calls' metrics records (repeatable): `prompt metrics tags` groups by
+    /// tag, `[budget.tags]` limits spend per tag. Not part of the cache key
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Price file (TOML, USD per million tokens by model name or glob), read before the
+    /// shipped table
+    #[arg(long, env = "PROMPT_PRICES", value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// Refuse the calls that could take this command's own spend over USD
+    #[arg(long, value_name = "USD")]
+    pub budget_usd: Option<f64>,
+    /// Put messages and replies into the exported OpenTelemetry spans (gen_ai.input.messages,
+    /// gen_ai.output.messages); off by default
+    #[arg(long, env = "PROMPT_OTEL_CONTENT")]
+    pub otel_content: bool,
 }

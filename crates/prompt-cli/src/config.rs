@@ -147,6 +147,9 @@ impl Settings {
             stream: args.no_stream.then_some(false),
             retries: args.retries,
             api_key_env: args.api_key_env.clone().filter(|v| !v.is_empty()),
+            prices: args.prices.clone().filter(|p| !p.as_os_str().is_empty()),
+            budget_usd: args.budget_usd,
+            otel_content: args.otel_content.then_some(true),
             ..AppSettings::default()
         };
         let app = flags.over(self.app.clone());
@@ -158,10 +161,15 @@ impl Settings {
             ))
         })?;
         app.check().map_err(|e| settings_error(&e))?;
+        for tag in &args.tags {
+            prompt_agent::check_tag(tag)
+                .map_err(|e| CliError::usage(e).hint("pass e.g. --tag eval"))?;
+        }
         Ok(ProviderSettings {
             app,
             kind,
             no_cache: args.no_cache,
+            tags: args.tags.clone(),
         })
     }
 }
@@ -173,6 +181,10 @@ pub(crate) fn settings_error(e: &AgentError) -> CliError {
             "temperature" => "pass e.g. --temperature 0.7".to_owned(),
             "timeout" => "pass e.g. --timeout 120".to_owned(),
             "concurrency" => "pass e.g. --concurrency 4".to_owned(),
+            "budget_usd" => "pass e.g. --budget-usd 2.5".to_owned(),
+            "prices" => {
+                "check the --prices file (or PROMPT_PRICES, or `prices` in prompt.toml)".to_owned()
+            }
             "provider" => format!("use one of: {}", ProviderKind::choices()),
             field => format!("check `{field}` in the flags, environment and prompt.toml"),
         },
@@ -194,6 +206,8 @@ pub struct ProviderSettings {
     pub kind: ProviderKind,
     /// Skip the cache read (`--no-cache`).
     pub no_cache: bool,
+    /// The calls' tags (`--tag`).
+    pub tags: Vec<String>,
 }
 
 #[cfg(test)]

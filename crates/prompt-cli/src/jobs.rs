@@ -19,6 +19,9 @@ struct JobSpec {
     template: String,
     #[serde(default)]
     vars: VarMap,
+    /// Tags of the job's metrics record, added to the command's `--tag`s.
+    #[serde(default)]
+    tags: Vec<String>,
     #[serde(flatten)]
     options: serde_json::Map<String, serde_json::Value>,
 }
@@ -36,6 +39,8 @@ pub struct Job {
     pub vars: VarMap,
     /// This job's request options, over the command's.
     pub options: RequestOptions,
+    /// This job's tags (`"tags": [...]`), added to the command's.
+    pub tags: Vec<String>,
 }
 
 /// Parses a jobs file: one JSON object a line; blank lines and `#` comments are skipped.
@@ -64,12 +69,19 @@ pub fn parse_jobs(text: &str, path: &Path) -> CliResult<Vec<Job>> {
             CliError::failure(format!("{}:{line}: {}", path.display(), e.message))
                 .hint("`prompt templates list` shows the templates")
         })?;
+        for tag in &spec.tags {
+            prompt_agent::check_tag(tag).map_err(|e| {
+                CliError::failure(format!("{}:{line}: field `tags`: {e}", path.display()))
+                    .hint(r#"e.g. "tags": ["eval", "nightly"]"#)
+            })?;
+        }
         jobs.push(Job {
             line,
             template_text: spec.template,
             template,
             vars: spec.vars,
             options,
+            tags: spec.tags,
         });
     }
     Ok(jobs)
@@ -106,6 +118,9 @@ pub struct ResultLine {
     pub template_version: Option<u32>,
     /// SHA-256 of the template file.
     pub template_hash: Option<String>,
+    /// What the call cost in USD (0 for a cache hit; `null` for an unpriced model).
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
 }
 
 impl ResultLine {
@@ -126,6 +141,7 @@ impl ResultLine {
             retry_count: None,
             template_version: None,
             template_hash: None,
+            cost_usd: None,
         }
     }
 }

@@ -107,8 +107,12 @@ fn clap_error(e: &clap::Error) -> ExitCode {
     }
 }
 
-fn init_tracing(quiet: u8, verbose: u8) {
-    use tracing_subscriber::EnvFilter;
+/// Installs the log output on stderr and, when an OTLP endpoint is configured, the span
+/// exporter (returned, to be shut down at exit).
+fn init_tracing(quiet: u8, verbose: u8) -> Option<otel::Telemetry> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let level = match (quiet, verbose) {
         (q, _) if q > 0 => "error",
         (_, 0) => "warn",
@@ -119,21 +123,50 @@ fn init_tracing(quiet: u8, verbose: u8) {
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ui::Paint::stderr().on())
         .with_target(false)
+        .with_filter(filter);
+    let (telemetry, tracer) = match otel::Telemetry::from_env() {
+        Ok(Some((telemetry, tracer))) => (Some(telemetry), Some(tracer)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("warning: OpenTelemetry: cannot set up the OTLP exporter: {e}");
+            (None, None)
+        }
+    };
+    // The generation spans of prompt-agent (and the gateway's), whatever the log level.
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("prompt_agent", tracing::Level::INFO)
+                    .with_target("prompt_gateway", tracing::Level::INFO),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(spans)
         .try_init();
+    telemetry
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    init_tracing(cli.global.quiet, cli.global.verbose);
-    let (config, config_path) = config::load_config(cli.global.config.as_deref())?;
-    let settings = config::Settings::resolve(&cli.global, config, config_path);
-    tracing::debug!(?settings, "settings");
-    commands::dispatch(cli.command, &settings, cli.global.quiet > 0)
+    let telemetry = init_tracing(cli.global.quiet, cli.global.verbose);
+    let result = (|| {
+        let (config, config_path) = config::load_config(cli.global.config.as_deref())?;
+        let settings = config::Settings::resolve(&cli.global, config, config_path);
+        tracing::debug!(?settings, "settings");
+        commands::dispatch(cli.command, &settings, cli.global.quiet > 0)
+    })();
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    result
 }
 
 mod commands;
+pub mod otel;

@@ -454,6 +454,7 @@ fn chart_ttft(id: &str, label: &str, groups: &[Group]) -> String {
 enum Measure {
     P95,
     SuccessRate,
+    Cost,
 }
 
 fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> String {
@@ -463,9 +464,10 @@ fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> Stri
     let value = |g: &Group| match measure {
         Measure::P95 => g.stats.p95_latency_ms,
         Measure::SuccessRate => g.stats.success_rate,
+        Measure::Cost => g.stats.total_cost_usd,
     };
     let max = match measure {
-        Measure::P95 => nice_max(groups.iter().map(value).fold(0.0, f64::max)),
+        Measure::P95 | Measure::Cost => nice_max(groups.iter().map(value).fold(0.0, f64::max)),
         Measure::SuccessRate => 1.0,
     };
     let plot_w = W - left - right;
@@ -479,6 +481,7 @@ fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> Stri
         let w = plot_w * v / max;
         let (text, color) = match measure {
             Measure::P95 => (ms(v), BLUE),
+            Measure::Cost => (crate::ui::usd(v), ORANGE),
             Measure::SuccessRate => (
                 pct(v),
                 if v >= 0.95 {
@@ -492,11 +495,12 @@ fn chart_bars(id: &str, label: &str, groups: &[Group], measure: Measure) -> Stri
         };
         let _ = write!(
             s,
-            r#"<g class="bar" data-key="{}" data-calls="{}" data-p95-ms="{}" data-success-rate="{}"><title>{}: {} ({} calls)</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{left}" y="{:.1}" width="{plot_w:.1}" height="18" class="track"/><rect x="{left}" y="{:.1}" width="{:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{:.1}" class="value">{}</text></g>"#,
+            r#"<g class="bar" data-key="{}" data-calls="{}" data-p95-ms="{}" data-success-rate="{}" data-cost-usd="{}"><title>{}: {} ({} calls)</title><text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{left}" y="{:.1}" width="{plot_w:.1}" height="18" class="track"/><rect x="{left}" y="{:.1}" width="{:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{:.1}" class="value">{}</text></g>"#,
             esc(&g.key),
             g.calls(),
             num(g.stats.p95_latency_ms),
             num(g.stats.success_rate),
+            num(g.stats.total_cost_usd),
             esc(&g.key),
             esc(&text),
             g.calls(),
@@ -570,7 +574,7 @@ fn chart_cache(data: &ReportData) -> String {
 
 fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
     let mut s = format!(
-        r#"<table id="{id}"><caption>{}</caption><thead><tr><th>{}</th><th>calls</th><th>success</th><th>cache hits</th><th>avg</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>tokens</th><th>ttft p50</th><th>ttft p95</th><th>tok/s</th></tr></thead><tbody>"#,
+        r#"<table id="{id}"><caption>{}</caption><thead><tr><th>{}</th><th>calls</th><th>success</th><th>cache hits</th><th>avg</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>tokens</th><th>cost</th><th>saved</th><th>ttft p50</th><th>ttft p95</th><th>tok/s</th></tr></thead><tbody>"#,
         esc(title),
         esc(title)
     );
@@ -578,7 +582,7 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
         let st = &g.stats;
         let _ = write!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&g.key),
             st.total_calls,
             pct(st.success_rate),
@@ -589,6 +593,8 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
             esc(&ms(st.p99_latency_ms)),
             esc(&ms(st.max_latency_ms)),
             st.total_tokens_used,
+            esc(&crate::ui::usd(st.total_cost_usd)),
+            esc(&crate::ui::usd(st.saved_usd)),
             esc(&opt_ms(st.p50_time_to_first_token_ms)),
             esc(&opt_ms(st.p95_time_to_first_token_ms)),
             st.avg_tokens_per_second
@@ -596,7 +602,7 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
         );
     }
     if groups.is_empty() {
-        s.push_str(r#"<tr><td colspan="13" class="empty">no calls in this period</td></tr>"#);
+        s.push_str(r#"<tr><td colspan="15" class="empty">no calls in this period</td></tr>"#);
     }
     s.push_str("</tbody></table>");
     s
@@ -604,15 +610,17 @@ fn group_table(title: &str, id: &str, groups: &[Group]) -> String {
 
 fn day_table(data: &ReportData) -> String {
     let mut s = String::from(
-        r#"<table id="table-calls-per-day"><caption>Calls per day (UTC)</caption><thead><tr><th>day</th><th>calls</th><th>failed</th><th>cache hits</th></tr></thead><tbody>"#,
+        r#"<table id="table-calls-per-day"><caption>Calls per day (UTC)</caption><thead><tr><th>day</th><th>calls</th><th>failed</th><th>cache hits</th><th>cost</th><th>saved</th></tr></thead><tbody>"#,
     );
     for (date, d) in data.per_day.iter().rev() {
         let _ = write!(
             s,
-            "<tr><td>{date}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{date}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             d.total_calls,
             failed(d),
-            cache_hits(d)
+            cache_hits(d),
+            esc(&crate::ui::usd(d.total_cost_usd)),
+            esc(&crate::ui::usd(d.saved_usd))
         );
     }
     s.push_str("</tbody></table>");
@@ -629,7 +637,7 @@ h1{margin:0 0 4px;font-size:24px}
 h2{margin:0 0 10px;font-size:16px}
 .sub{color:var(--muted)}
 main{padding:8px 32px 32px}
-.cards{display:grid;grid-template-columns:repeat(5,1fr);gap:14px;margin-bottom:18px}
+.cards{display:grid;grid-template-columns:repeat(6,1fr);gap:14px;margin-bottom:18px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px}
 .card .v{font-size:24px;font-weight:650}
 .card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
@@ -671,6 +679,7 @@ pub fn render_html(data: &ReportData) -> String {
 <div class="card"><div class="k">p95 latency</div><div class="v">{p95}</div></div>
 <div class="card"><div class="k">cache hit rate</div><div class="v">{hit}</div></div>
 <div class="card"><div class="k">tokens</div><div class="v">{tokens}</div></div>
+<div class="card"><div class="k">cost</div><div class="v" id="total-cost" title="saved by the cache: {saved}">{cost}</div></div>
 </div>
 "#,
         days = data.days,
@@ -685,6 +694,8 @@ pub fn render_html(data: &ReportData) -> String {
         p95 = esc(&ms(t.stats.p95_latency_ms)),
         hit = pct(t.stats.cache_hit_rate),
         tokens = t.stats.total_tokens_used,
+        cost = esc(&crate::ui::usd(t.stats.total_cost_usd)),
+        saved = esc(&crate::ui::usd(t.stats.saved_usd)),
     );
     let _ = write!(
         s,
@@ -693,6 +704,7 @@ pub fn render_html(data: &ReportData) -> String {
 <div class="grid2"><section><h2>p95 latency per template version</h2>{}</section><section><h2>Success rate per template version</h2>{}</section></div>
 <div class="grid2"><section><h2>Time to first token per model</h2>{}</section><section><h2>Time to first token per agent/task</h2>{}</section></div>
 <div class="grid2"><section><h2>Cache hit rate</h2>{}</section><section><h2>Per day</h2>{}</section></div>
+<div class="grid2"><section><h2>Cost per model</h2>{}</section><section><h2>Cost per template version</h2>{}</section></div>
 <div class="tables">{}{}{}</div>
 </main>
 <footer>Generated by <code>prompt metrics report</code>. Latencies are per call; cache hits count as calls. Every figure comes from prompt-metrics, as <code>prompt metrics models|task|versions</code> show it: a call succeeds when it has no error and passed validation; a percentile p is the latency at index min(⌊n·p⌋, n−1) of the n latencies sorted. Time to first token (ttft) is from sending the request to the first piece of a streamed reply; its percentiles follow the same rule over the streamed calls only (calls whose reply was not streamed have none). tok/s is the mean of the calls' completion tokens over their generation time after the first token.</footer>
@@ -736,6 +748,18 @@ pub fn render_html(data: &ReportData) -> String {
         ),
         chart_cache(data),
         day_table(data),
+        chart_bars(
+            "chart-cost-by-model",
+            "Cost per model",
+            &data.models,
+            Measure::Cost
+        ),
+        chart_bars(
+            "chart-cost-by-version",
+            "Cost per template version",
+            &data.versions,
+            Measure::Cost
+        ),
         group_table("model", "table-models", &data.models),
         group_table("agent/task", "table-tasks", &data.tasks),
         group_table("template version", "table-versions", &data.versions),
@@ -796,6 +820,41 @@ mod tests {
         }
         store.flush().unwrap();
         ReportData::new(store.overview(days).unwrap(), days, now())
+    }
+
+    #[test]
+    fn cost_is_shown_per_day_model_and_template_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonlStore::open(dir.path()).unwrap().with_clock(now);
+        for (model, version, cost, saved) in [
+            ("gpt-4o", 1, 0.25, None),
+            ("gpt-4o", 2, 0.0, Some(0.25)),
+            ("qwen3:30b", 2, 0.0, None),
+        ] {
+            let mut m = PromptMetrics::new("h", "writer", "t", model, 0.7, 100.0);
+            m.timestamp = now() - Duration::hours(1);
+            m.template_version = Some(version);
+            m.cost_usd = Some(cost);
+            m.saved_usd = saved;
+            m.cache_hit = saved.is_some();
+            store.record(m).unwrap();
+        }
+        store.flush().unwrap();
+        let data = ReportData::new(store.overview(2).unwrap(), 2, now());
+        let html = render_html(&data);
+        assert!(html.contains(r#"<svg id="chart-cost-by-model""#));
+        assert!(html.contains(r#"<svg id="chart-cost-by-version""#));
+        assert!(html.contains(r#"id="total-cost" title="saved by the cache: $0.2500">$0.2500<"#));
+        assert!(
+            html.contains(r#"data-key="gpt-4o" data-calls="2" data-p95-ms="100" data-success-rate="1" data-cost-usd="0.25""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-key="writer/t@v2""#));
+        // Per day: today's row carries the cost and the savings.
+        assert!(
+            html.contains("<tr><td>2026-01-20</td><td>3</td><td>0</td><td>1</td><td>$0.2500</td><td>$0.2500</td></tr>"),
+            "{html}"
+        );
     }
 
     #[test]
@@ -895,11 +954,11 @@ mod tests {
                 .collect()
         };
         let qwen = row("table-models", "qwen3");
-        assert_eq!(qwen.len(), 13);
-        assert_eq!(qwen[10..], ["1.10 s", "2.00 s", "50.0"]);
-        assert_eq!(row("table-models", "llama")[10..], ["-", "-", "-"]);
+        assert_eq!(qwen.len(), 15);
+        assert_eq!(qwen[12..], ["1.10 s", "2.00 s", "50.0"]);
+        assert_eq!(row("table-models", "llama")[12..], ["-", "-", "-"]);
         assert_eq!(
-            row("table-tasks", "writer/write_chapter")[10..],
+            row("table-tasks", "writer/write_chapter")[12..],
             ["1.10 s", "2.00 s", "50.0"]
         );
     }

@@ -195,6 +195,15 @@ pub fn percent(rate: f64) -> String {
     format!("{:.1}%", rate * 100.0)
 }
 
+/// US dollars: four decimals under a dollar (`$0.0123`), two from there (`$12.50`).
+pub fn usd(v: f64) -> String {
+    if v.abs() >= 1.0 {
+        format!("${v:.2}")
+    } else {
+        format!("${v:.4}")
+    }
+}
+
 /// Milliseconds, human-sized: `850 ms`, `12.3 s`.
 pub fn millis(ms: f64) -> String {
     if ms >= 10_000.0 {

@@ -54,6 +54,6 @@ pub use compare::{
 pub use error::EvalError;
 pub use file::{Case, CaseAssertion, EvalFile, ResolvedVersion, VersionSpec};
 pub use runner::{
-    Cell, Column, ColumnKey, EvalRun, Failure, RunOptions, Systems, eval_call_options,
+    Cell, Column, ColumnKey, EVAL_TAG, EvalRun, Failure, RunOptions, Systems, eval_call_options,
     generation_cost, run,
 };

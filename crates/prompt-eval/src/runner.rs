@@ -188,8 +188,8 @@ impl EvalRun {
 }
 
 /// The options of one eval call, made here and nowhere else: the run's base options, the
-/// resolved version, the column's model and the sample index. Per-call marks of eval calls
-/// (such as a metrics tag) belong here too.
+/// resolved version, the column's model, the sample index and the metrics tag
+/// [`EVAL_TAG`].
 pub fn eval_call_options(
     base: &GenerateOptions,
     version: u32,
@@ -202,18 +202,26 @@ pub fn eval_call_options(
         sample: (sample > 0).then_some(sample),
         ..RequestOptions::default()
     };
+    let mut tags = base.tags.clone();
+    if !tags.iter().any(|t| t == EVAL_TAG) {
+        tags.push(EVAL_TAG.to_owned());
+    }
     GenerateOptions {
         version: VersionReq::Exact(version),
         request: call.over(&base.request),
         messages,
+        tags,
         ..base.clone()
     }
 }
 
-/// The cost of one generation in US dollars, when known (the metrics' price table decides;
-/// until it is wired in, unknown).
-pub fn generation_cost(_generation: &Generation) -> Option<f64> {
-    None
+/// The metrics tag every eval call carries (beside the caller's own tags).
+pub const EVAL_TAG: &str = "eval";
+
+/// The cost of one generation in US dollars, as its metrics record has it: 0 for a cache hit,
+/// `None` for a model without a price.
+pub fn generation_cost(generation: &Generation) -> Option<f64> {
+    generation.cost_usd
 }
 
 /// One sample's outcome.

@@ -80,6 +80,12 @@ impl ApiError {
                 "cache_miss",
                 message,
             ),
+            AgentError::Budget { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "budget_exceeded",
+                message,
+            ),
             AgentError::Shared(_) => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",

@@ -6,7 +6,8 @@
 //!   whole, tools and tool calls passed through. Every call goes through the agents' cache
 //!   (`x-promptkit-cache: hit|miss` on every response; `Cache-Control: no-cache` skips the
 //!   read), single-flight, retry loop and metrics. Plain requests are recorded under the
-//!   headers `X-Prompt-Agent` / `X-Prompt-Task` (default `gateway` / `chat`); a body with
+//!   headers `X-Prompt-Agent` / `X-Prompt-Task` (default `gateway` / `chat`), tagged with the
+//!   comma-separated `X-Prompt-Tags` (any request; not part of the cache key); a body with
 //!   `"template": "agent/task[@version]"` and `"vars"` is rendered on the server (any
 //!   `messages` follow the rendered ones) and recorded under the template's agent and task.
 //! - `GET /v1/models` — the upstream's models (replay-only: the configured model and the
@@ -89,6 +90,9 @@ pub const CACHE_HEADER: &str = "x-promptkit-cache";
 pub const AGENT_HEADER: &str = "x-prompt-agent";
 /// The request header naming the task a plain request is recorded under.
 pub const TASK_HEADER: &str = "x-prompt-task";
+/// The request header carrying the request's tags, comma-separated (`eval, nightly`): written
+/// into its metrics record and counted against `[budget.tags]`, never part of the cache key.
+pub const TAGS_HEADER: &str = "x-prompt-tags";
 /// The agent of plain requests without [`AGENT_HEADER`].
 pub const DEFAULT_AGENT: &str = "gateway";
 /// The task of plain requests without [`TASK_HEADER`].
@@ -115,6 +119,8 @@ pub struct GatewayConfig {
     /// Skip the cache read for every request, as if each sent `Cache-Control: no-cache`
     /// (replies are still stored).
     pub no_cache: bool,
+    /// Tags added to every request's own (`X-Prompt-Tags`) in its metrics record.
+    pub tags: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -125,6 +131,7 @@ impl Default for GatewayConfig {
             request_timeout: None,
             replay_only: false,
             no_cache: false,
+            tags: Vec::new(),
         }
     }
 }
@@ -140,6 +147,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("request_timeout", &self.request_timeout)
             .field("replay_only", &self.replay_only)
             .field("no_cache", &self.no_cache)
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -300,6 +308,29 @@ fn header_name(headers: &HeaderMap, name: &str, default: &str) -> Result<String,
     }
 }
 
+/// The configured tags, then those of the `X-Prompt-Tags` header (comma-separated, by
+/// prompt-agent's one rule for tags), without repeats.
+fn request_tags(headers: &HeaderMap, configured: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut tags = configured.to_vec();
+    for value in headers.get_all(TAGS_HEADER) {
+        let text = value.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!("header {TAGS_HEADER} must be visible ASCII text"),
+            )
+        })?;
+        let parsed = prompt_agent::parse_tags(text).map_err(|e| {
+            ApiError::bad_request("invalid_header", format!("header {TAGS_HEADER}: {e}"))
+        })?;
+        for tag in parsed {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    }
+    Ok(tags)
+}
+
 /// `agent/task[@version]`.
 fn parse_template(name: &str) -> Result<(String, String, VersionReq), ApiError> {
     let bad = |why: &str| {
@@ -428,6 +459,7 @@ impl Gateway {
         let mut options = GenerateOptions {
             no_cache,
             cache_only: self.config.replay_only,
+            tags: request_tags(headers, &self.config.tags)?,
             ..GenerateOptions::with_request(parsed.options)
         };
         let (agent, task, template) = match &parsed.template {

@@ -391,6 +391,46 @@ async fn template_requests_render_on_the_server_and_name_bad_variables() {
 }
 
 #[tokio::test]
+async fn tags_header_tags_the_record_without_changing_the_cache_key() {
+    let h = Harness::start(GatewayConfig {
+        tags: vec!["gateway".into()],
+        ..GatewayConfig::default()
+    })
+    .await;
+    let response = h
+        .post(&chat("Tag me."))
+        .header("X-Prompt-Tags", "eval, nightly,eval")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-promptkit-cache"], "miss");
+    // The same request with other tags is a hit.
+    let response = h
+        .post(&chat("Tag me."))
+        .header("X-Prompt-Tags", "other")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.headers()["x-promptkit-cache"], "hit");
+    let records = h.records();
+    assert_eq!(records[0].tags, vec!["gateway", "eval", "nightly"]);
+    assert_eq!(records[1].tags, vec!["gateway", "other"]);
+    assert!(records[1].cache_hit);
+    assert_eq!(records[1].cost_usd, Some(0.0));
+    // A tag with a control character is refused, naming the header.
+    let response = h
+        .post(&chat("Tag me."))
+        .header("X-Prompt-Tags", "ok,b\tad")
+        .send()
+        .await
+        .expect("send");
+    let (status, _, body) = json_of(response).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("x-prompt-tags"), "{body}");
+}
+
+#[tokio::test]
 async fn attribution_headers_name_the_agent_and_task() {
     let h = Harness::start(GatewayConfig::default()).await;
     let response = h

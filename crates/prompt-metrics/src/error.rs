@@ -26,6 +26,14 @@ pub enum MetricsError {
         /// Why the value is rejected.
         reason: String,
     },
+    /// A price file could not be read: bad TOML, an unknown field, a negative price.
+    #[error("{origin}: {message}")]
+    Prices {
+        /// The file (or "the shipped price table").
+        origin: String,
+        /// What is wrong, with the line or the key and field.
+        message: String,
+    },
     /// The background writer thread has stopped; no more records can be written.
     #[error("the metrics writer for {dir} has stopped")]
     WriterStopped {

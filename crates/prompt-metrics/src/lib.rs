@@ -44,6 +44,7 @@
 
 mod error;
 mod parse;
+mod prices;
 mod query;
 mod record;
 mod rollup;
@@ -55,9 +56,10 @@ pub mod testdata;
 mod writer;
 
 pub use error::MetricsError;
+pub use prices::{Price, PriceTable, SHIPPED_PRICES, TokenUsage, estimate_tokens};
 pub use record::{PromptMetrics, tokens_per_second};
 pub use stats::{
-    AggregateStats, DayStats, ModelStats, Overview, ScanSummary, TaskStats, TaskVersionStats,
-    VersionStats,
+    AggregateStats, DayStats, ModelStats, Overview, ScanSummary, Spend, TagStats, TaskStats,
+    TaskVersionStats, VersionStats,
 };
 pub use store::{JsonlStore, MetricsSink};

@@ -29,6 +29,9 @@ pub(crate) struct Rec<'a> {
     pub(crate) template_version: Option<u32>,
     pub(crate) time_to_first_token_ms: Option<f64>,
     pub(crate) tokens_per_second: Option<f64>,
+    pub(crate) cost_usd: Option<f64>,
+    pub(crate) saved_usd: Option<f64>,
+    pub(crate) tags: Vec<Cow<'a, str>>,
 }
 
 #[cfg(test)]
@@ -83,6 +86,18 @@ struct SerdeRec<'a> {
     time_to_first_token_ms: Option<f64>,
     #[serde(default)]
     tokens_per_second: Option<f64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    tokens_cached: Option<u64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    tokens_reasoning: Option<u64>,
+    #[serde(default)]
+    cost_usd: Option<f64>,
+    #[serde(default)]
+    saved_usd: Option<f64>,
+    #[serde(default, borrow)]
+    tags: Vec<Cow<'a, str>>,
 }
 
 /// Reads one line (without its newline) with serde; `None` when the line is not a record.
@@ -108,6 +123,9 @@ pub(crate) fn parse_line_serde(line: &[u8]) -> Option<Rec<'_>> {
         template_version: r.template_version,
         time_to_first_token_ms: r.time_to_first_token_ms,
         tokens_per_second: r.tokens_per_second,
+        cost_usd: r.cost_usd,
+        saved_usd: r.saved_usd,
+        tags: r.tags,
     })
 }
 
@@ -144,7 +162,7 @@ static SPECIAL: [bool; 256] = {
 };
 
 /// The fields of a record, in the order the Python original and our writer put them.
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 25] = [
     "prompt_hash",
     "agent",
     "task",
@@ -165,10 +183,15 @@ const FIELDS: [&str; 20] = [
     "provider",
     "time_to_first_token_ms",
     "tokens_per_second",
+    "tokens_cached",
+    "tokens_reasoning",
+    "cost_usd",
+    "saved_usd",
+    "tags",
 ];
 
 /// [`FIELDS`] as they appear quoted in a line.
-const QUOTED_FIELDS: [&[u8]; 20] = [
+const QUOTED_FIELDS: [&[u8]; 25] = [
     b"\"prompt_hash\"",
     b"\"agent\"",
     b"\"task\"",
@@ -189,6 +212,11 @@ const QUOTED_FIELDS: [&[u8]; 20] = [
     b"\"provider\"",
     b"\"time_to_first_token_ms\"",
     b"\"tokens_per_second\"",
+    b"\"tokens_cached\"",
+    b"\"tokens_reasoning\"",
+    b"\"cost_usd\"",
+    b"\"saved_usd\"",
+    b"\"tags\"",
 ];
 
 /// Nesting allowed inside an unknown field's value.
@@ -361,6 +389,29 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A list of strings (`serde` reads `null` as no list, an error, so we do too).
+    fn string_list(&mut self) -> Option<Vec<Cow<'a, str>>> {
+        self.eat(b'[')?;
+        self.ws();
+        let mut out = Vec::new();
+        if self.eat(b']').is_some() {
+            return Some(out);
+        }
+        loop {
+            self.ws();
+            out.push(self.string()?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(out);
+                }
+                _ => return None,
+            }
+        }
+    }
+
     fn boolean(&mut self) -> Option<bool> {
         match self.peek()? {
             b't' => self.literal(b"true").map(|()| true),
@@ -449,6 +500,9 @@ impl<'a> Parser<'a> {
             template_version: None,
             time_to_first_token_ms: None,
             tokens_per_second: None,
+            cost_usd: None,
+            saved_usd: None,
+            tags: Vec::new(),
         };
         let mut timestamp = Cow::Borrowed("");
         self.ws();
@@ -560,6 +614,26 @@ impl<'a> Parser<'a> {
                         rec.tokens_per_second = self.opt_float()?;
                         1 << 19
                     }
+                    Some(20) => {
+                        self.opt_uint()?;
+                        1 << 20
+                    }
+                    Some(21) => {
+                        self.opt_uint()?;
+                        1 << 21
+                    }
+                    Some(22) => {
+                        rec.cost_usd = self.opt_float()?;
+                        1 << 22
+                    }
+                    Some(23) => {
+                        rec.saved_usd = self.opt_float()?;
+                        1 << 23
+                    }
+                    Some(24) => {
+                        rec.tags = self.string_list()?;
+                        1 << 24
+                    }
                     _ => {
                         self.skip_value(0)?;
                         0
@@ -608,6 +682,9 @@ mod tests {
     /// original's, the stream timing last.
     const STREAMED_LINE: &str = r#"{"prompt_hash":"ab12","agent":"writer","task":"write_chapter","model":"qwen3:30b","temperature":0.8,"timestamp":"2026-01-20T14:03:22.123456+00:00","latency_ms":8523.25,"tokens_prompt":1200,"tokens_completion":2400,"cache_hit":false,"validation_passed":true,"retry_count":0,"error":null,"response_length":4200,"language_detected":null,"template_version":3,"provider":"ollama","time_to_first_token_ms":412.5,"tokens_per_second":297.1}"#;
 
+    /// A line as our writer puts it for a priced, tagged call.
+    const COST_LINE: &str = r#"{"prompt_hash":"ab12","agent":"writer","task":"write_chapter","model":"gpt-4o","temperature":0.8,"timestamp":"2026-01-20T14:03:22.123456+00:00","latency_ms":8523.25,"tokens_prompt":1200,"tokens_completion":2400,"cache_hit":false,"validation_passed":true,"retry_count":0,"error":null,"response_length":4200,"language_detected":null,"provider":"openai","time_to_first_token_ms":null,"tokens_per_second":null,"tokens_cached":400,"tokens_reasoning":100,"cost_usd":0.0265,"tags":["eval","nightly"]}"#;
+
     /// The fast parser and serde agree on whether a line is a record, and on its fields.
     /// Floats may differ in the last bit: ours are correctly rounded, serde_json's default
     /// parser is not always.
@@ -629,6 +706,8 @@ mod tests {
                 for (x, y) in [
                     (&mut a.time_to_first_token_ms, &mut b.time_to_first_token_ms),
                     (&mut a.tokens_per_second, &mut b.tokens_per_second),
+                    (&mut a.cost_usd, &mut b.cost_usd),
+                    (&mut a.saved_usd, &mut b.saved_usd),
                 ] {
                     assert_eq!(x.is_some(), y.is_some(), "line {shown:?}");
                     if let (Some(x), Some(y)) = (x, y) {
@@ -701,6 +780,22 @@ mod tests {
             "{}".into(),
             "".into(),
             "null".into(),
+            COST_LINE.into(),
+            COST_LINE.replace("0.0265", "null"),
+            COST_LINE.replace("0.0265", "\"0.0265\""),
+            COST_LINE.replace("[\"eval\",\"nightly\"]", "[]"),
+            COST_LINE.replace("[\"eval\",\"nightly\"]", "null"),
+            COST_LINE.replace("[\"eval\",\"nightly\"]", "[1]"),
+            COST_LINE.replace("[\"eval\",\"nightly\"]", "[\"a\",]"),
+            COST_LINE.replace("[\"eval\",\"nightly\"]", "[ \"e\\u0076al\" , \"x\" ]"),
+            COST_LINE.replace("[\"eval\",\"nightly\"]", "\"eval\""),
+            COST_LINE.replace("\"tokens_cached\":400", "\"tokens_cached\":-4"),
+            COST_LINE.replace("\"tokens_reasoning\":100", "\"tokens_reasoning\":null"),
+            COST_LINE.replace(
+                "\"cost_usd\":0.0265",
+                "\"cost_usd\":0.0265,\"saved_usd\":1.5",
+            ),
+            COST_LINE.replace(",\"tags\":[\"eval\",\"nightly\"]", ""),
             STREAMED_LINE.into(),
             STREAMED_LINE.replace("412.5", "null"),
             STREAMED_LINE.replace("297.1", "null"),
@@ -738,6 +833,16 @@ mod tests {
     }
 
     #[test]
+    fn cost_and_tags_read_when_present_and_default_when_not() {
+        let r = parse_line(COST_LINE.as_bytes()).expect("a record");
+        assert_eq!(r.cost_usd, Some(0.0265));
+        assert_eq!(r.saved_usd, None);
+        assert_eq!(r.tags, vec!["eval", "nightly"]);
+        let r = parse_line(ORIGINAL_LINE.as_bytes()).expect("a record");
+        assert_eq!((r.cost_usd, r.saved_usd, r.tags.len()), (None, None, 0));
+    }
+
+    #[test]
     fn stream_timing_reads_when_present_and_is_none_when_not() {
         let r = parse_line(STREAMED_LINE.as_bytes()).expect("a record");
         assert_eq!(r.time_to_first_token_ms, Some(412.5));
@@ -771,15 +876,16 @@ mod tests {
         /// readers disagree.
         #[test]
         fn mutated_lines_read_the_same(
-            cut in 0usize..460,
-            at in 0usize..460,
+            cut in 0usize..600,
+            at in 0usize..600,
             byte in prop::sample::select(b"{}[]\",:0123456789.-+eEnulltrfas \\\t\x01\xc3\xa9".to_vec()),
             insert in any::<bool>(),
-            shape in 0usize..3,
+            shape in 0usize..4,
         ) {
             let base = match shape {
                 0 => ORIGINAL_LINE.to_owned(),
                 1 => ORIGINAL_LINE.replace(", ", ",").replace(": ", ":"),
+                2 => COST_LINE.to_owned(),
                 _ => STREAMED_LINE.to_owned(),
             };
             let mut line = base.into_bytes();

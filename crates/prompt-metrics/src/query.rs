@@ -14,8 +14,8 @@ use crate::rollup::GroupKey;
 use crate::store::Window;
 use crate::sum::ExactSum;
 use crate::{
-    AggregateStats, DayStats, ModelStats, Overview, PromptMetrics, ScanSummary, TaskStats,
-    TaskVersionStats, VersionStats,
+    AggregateStats, DayStats, ModelStats, Overview, PromptMetrics, ScanSummary, Spend, TagStats,
+    TaskStats, TaskVersionStats, VersionStats,
 };
 
 /// Bytes of a file one task reads and aggregates.
@@ -34,8 +34,12 @@ pub(crate) enum Select<'q> {
     Tasks,
     /// Everything at once: all records, per day, per model, per task, per task version.
     Overview,
-    /// What a rollup of one file stores: [`Select::Overview`], plus the first and last
-    /// timestamps and the bad lines themselves.
+    /// Per tag.
+    Tags,
+    /// Spend: all records, per agent (through the tasks) and per tag.
+    Spend,
+    /// What a rollup of one file stores: [`Select::Overview`] and per tag, plus the first and
+    /// last timestamps and the bad lines themselves.
     Rollup,
 }
 
@@ -55,6 +59,8 @@ pub(crate) struct Sums {
     latency_sum: ExactSum,
     tokens_per_second_sum: ExactSum,
     tokens_per_second_count: u64,
+    cost_usd: ExactSum,
+    saved_usd: ExactSum,
 }
 
 impl Sums {
@@ -77,6 +83,12 @@ impl Sums {
             self.tokens_per_second_sum.add(v);
             self.tokens_per_second_count += 1;
         }
+        if let Some(v) = r.cost_usd {
+            self.cost_usd.add(v);
+        }
+        if let Some(v) = r.saved_usd {
+            self.saved_usd.add(v);
+        }
     }
 
     /// Adds `o`'s figures; every one of them is order-independent (exact or saturating sums of
@@ -94,6 +106,8 @@ impl Sums {
         self.latency_sum.merge(&o.latency_sum);
         self.tokens_per_second_sum.merge(&o.tokens_per_second_sum);
         self.tokens_per_second_count += o.tokens_per_second_count;
+        self.cost_usd.merge(&o.cost_usd);
+        self.saved_usd.merge(&o.saved_usd);
     }
 }
 
@@ -291,6 +305,8 @@ impl Acc {
         let mut s = AggregateStats {
             skipped_lines,
             unreadable_files,
+            total_cost_usd: self.sums.cost_usd.value(),
+            saved_usd: self.sums.saved_usd.value(),
             ..AggregateStats::default()
         };
         let sums = &self.sums;
@@ -414,6 +430,8 @@ pub(crate) struct Outcome {
     days: HashMap<i64, Acc>,
     /// Per agent, then per task.
     tasks: HashMap<String, HashMap<String, TaskAcc>>,
+    /// Per tag; `None` for records without tags.
+    tags: HashMap<Option<String>, Acc>,
     pub(crate) skipped: u64,
     pub(crate) unreadable: Vec<usize>,
     /// The earliest and latest timestamps of the records added ([`Select::Rollup`] only).
@@ -432,6 +450,7 @@ impl Default for Outcome {
             versions: HashMap::new(),
             days: HashMap::new(),
             tasks: HashMap::new(),
+            tags: HashMap::new(),
             skipped: 0,
             unreadable: Vec::new(),
             first: None,
@@ -476,9 +495,36 @@ impl Outcome {
                 self.add_day(r);
                 self.add_model(r);
                 self.add_task(r, true);
+                self.add_tags(r);
                 let t = (r.secs, r.nanos);
                 self.first = Some(self.first.map_or(t, |f| f.min(t)));
                 self.last = Some(self.last.map_or(t, |l| l.max(t)));
+            }
+            Select::Tags => self.add_tags(r),
+            Select::Spend => {
+                self.single.add(r);
+                self.add_task(r, false);
+                self.add_tags(r);
+            }
+        }
+    }
+
+    fn add_tags(&mut self, r: &Rec<'_>) {
+        if r.tags.is_empty() {
+            self.tags.entry(None).or_default().add(r);
+        }
+        for (i, tag) in r.tags.iter().enumerate() {
+            // A tag given twice on one record counts once.
+            if r.tags[..i].contains(tag) {
+                continue;
+            }
+            match self.tags.get_mut(&Some(tag.as_ref().to_owned())) {
+                Some(acc) => acc.add(r),
+                None => {
+                    let mut acc = Acc::default();
+                    acc.add(r);
+                    self.tags.insert(Some(tag.as_ref().to_owned()), acc);
+                }
             }
         }
     }
@@ -504,6 +550,8 @@ impl Outcome {
             (Select::Models, GroupKey::Model(_))
             | (Select::Days, GroupKey::Day(_))
             | (Select::Tasks, GroupKey::Task(..))
+            | (Select::Tags, GroupKey::Tag(_))
+            | (Select::Spend, GroupKey::Day(_) | GroupKey::Task(..) | GroupKey::Tag(_))
             | (
                 Select::Overview,
                 GroupKey::Day(_) | GroupKey::Model(_) | GroupKey::Task(..) | GroupKey::Version(..),
@@ -538,12 +586,15 @@ impl Outcome {
                 }
             }
             GroupKey::Model(m) => self.models.entry(m.clone()).or_default().merge(acc),
-            GroupKey::Day(d) => {
-                if let Select::Overview = select {
+            GroupKey::Day(d) => match select {
+                Select::Overview => {
                     self.single.merge(acc.clone());
+                    self.days.entry(*d).or_default().merge(acc);
                 }
-                self.days.entry(*d).or_default().merge(acc);
-            }
+                Select::Spend => self.single.merge(acc),
+                _ => self.days.entry(*d).or_default().merge(acc),
+            },
+            GroupKey::Tag(tag) => self.tags.entry(tag.clone()).or_default().merge(acc),
         }
     }
 
@@ -566,6 +617,9 @@ impl Outcome {
                 groups.push((GroupKey::Task(agent.clone(), task), acc.all));
             }
             groups.push((GroupKey::Agent(agent), all));
+        }
+        for (tag, acc) in self.tags {
+            groups.push((GroupKey::Tag(tag), acc));
         }
         groups
     }
@@ -608,6 +662,9 @@ impl Outcome {
             for (task, acc) in by_task {
                 mine.entry(task).or_default().merge(acc);
             }
+        }
+        for (k, acc) in o.tags {
+            self.tags.entry(k).or_default().merge(acc);
         }
         self.skipped += o.skipped;
         self.unreadable.extend(o.unreadable);
@@ -684,6 +741,43 @@ impl Outcome {
     pub(crate) fn tasks(self) -> Vec<TaskStats> {
         let unreadable = self.unreadable_files();
         task_rows(self.tasks, self.skipped, unreadable).0
+    }
+
+    pub(crate) fn tags(self) -> Vec<TagStats> {
+        let unreadable = self.unreadable_files();
+        let skipped = self.skipped;
+        let mut rows: Vec<TagStats> = self
+            .tags
+            .into_iter()
+            .map(|(tag, acc)| TagStats {
+                tag,
+                stats: acc.finish(skipped, unreadable),
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.tag.is_none(), &a.tag).cmp(&(b.tag.is_none(), &b.tag)));
+        rows
+    }
+
+    pub(crate) fn spend(self) -> Spend {
+        let mut agents = std::collections::BTreeMap::new();
+        for (agent, by_task) in &self.tasks {
+            let mut sum = ExactSum::default();
+            for task in by_task.values() {
+                sum.merge(&task.all.sums.cost_usd);
+            }
+            let sum = sum.value();
+            agents.insert(agent.clone(), sum);
+        }
+        let tags = self
+            .tags
+            .iter()
+            .filter_map(|(tag, acc)| Some((tag.clone()?, acc.sums.cost_usd.value())))
+            .collect();
+        Spend {
+            total_usd: self.single.sums.cost_usd.value(),
+            agents,
+            tags,
+        }
     }
 
     pub(crate) fn overview(mut self) -> Overview {
@@ -885,9 +979,13 @@ impl Prefilter {
     pub(crate) fn for_select(select: &Select<'_>) -> Option<Prefilter> {
         let agent = match *select {
             Select::Agent(a) | Select::Task(a, _) | Select::Versions(a, _) => a,
-            Select::Models | Select::Days | Select::Tasks | Select::Overview | Select::Rollup => {
-                return None;
-            }
+            Select::Models
+            | Select::Days
+            | Select::Tasks
+            | Select::Overview
+            | Select::Tags
+            | Select::Spend
+            | Select::Rollup => return None,
         };
         let plain = !agent.is_empty()
             && agent

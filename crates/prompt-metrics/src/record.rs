@@ -73,6 +73,29 @@ pub struct PromptMetrics {
     /// [`tokens_per_second`]; `None` when it is not known (see there).
     #[serde(default)]
     pub tokens_per_second: Option<f64>,
+    /// Of the prompt tokens, those the provider read from its prompt cache, when it reported
+    /// them (OpenAI's `prompt_tokens_details.cached_tokens`); left out of a line when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_cached: Option<u64>,
+    /// Of the completion tokens, those spent on reasoning, when the provider reported them
+    /// (OpenAI's `completion_tokens_details.reasoning_tokens`); left out of a line when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_reasoning: Option<u64>,
+    /// What the call cost in USD by the price table ([`PriceTable::cost`](crate::PriceTable::cost)):
+    /// 0 for a cache hit and for local models without a price, `None` (`null`) for a model
+    /// without a price. Always written; a line without it (the Python original's, ours from
+    /// before) reads as `None`.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// What a cache hit saved in USD: the cost of the call whose reply it served. Left out of
+    /// a line when `None` (every call that was not a hit, or a hit on an unpriced model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_usd: Option<f64>,
+    /// The call's tags (`--tag`, a batch job's `tags`, the library's
+    /// `GenerateOptions::tags`, the gateway's `X-Prompt-Tags`), for grouping and budgets.
+    /// Always written (`[]` when none); a line without it reads as no tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// The one rule for [`PromptMetrics::tokens_per_second`]: the completion tokens over the
@@ -151,6 +174,11 @@ impl PromptMetrics {
             provider: None,
             time_to_first_token_ms: None,
             tokens_per_second: None,
+            tokens_cached: None,
+            tokens_reasoning: None,
+            cost_usd: None,
+            saved_usd: None,
+            tags: Vec::new(),
         }
     }
 
@@ -177,6 +205,17 @@ impl PromptMetrics {
         self.time_to_first_token_ms = ttft_ms;
         self.tokens_per_second =
             tokens_per_second(self.tokens_completion, response_latency_ms, ttft_ms);
+    }
+
+    /// The call's token counts as one [`TokenUsage`](crate::TokenUsage) for pricing; `None`
+    /// when neither the prompt nor the completion count is known.
+    pub fn usage(&self) -> Option<crate::TokenUsage> {
+        crate::TokenUsage::from_counts(
+            self.tokens_prompt,
+            self.tokens_completion,
+            self.tokens_cached,
+            self.tokens_reasoning,
+        )
     }
 
     /// The Python original's notion of success: validation passed and no error.

@@ -42,7 +42,7 @@ use crate::store::Window;
 
 /// Bumped whenever the layout or the meaning of a stored figure changes; a rollup of another
 /// format is rebuilt.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"PKMROLUP";
 
 /// One group of a day's records. A new way of grouping (tags, say) is a new variant: the
@@ -59,6 +59,8 @@ pub(crate) enum GroupKey {
     Model(String),
     /// One template version of an agent's task.
     Version(String, String, Option<u32>),
+    /// The records carrying one tag (a record with two tags is in both); `None`: without tags.
+    Tag(Option<String>),
 }
 
 /// What identifies the content of a daily file without reading it.

@@ -70,6 +70,13 @@ pub struct AggregateStats {
     /// over the records that have it; `None` when none has.
     #[serde(default)]
     pub avg_tokens_per_second: Option<f64>,
+    /// Sum of the records' `cost_usd` in USD (records without a price count 0; cache hits
+    /// cost 0).
+    #[serde(default)]
+    pub total_cost_usd: f64,
+    /// Sum of the records' `saved_usd` in USD: what cache hits saved.
+    #[serde(default)]
+    pub saved_usd: f64,
     /// Malformed, truncated or unknown-shaped lines skipped in the files the query read,
     /// whatever group they might have belonged to. Agent, task and version queries read in
     /// full only the lines that can hold the agent (those holding `"<agent>"` literally, or an
@@ -124,6 +131,29 @@ pub struct TaskStats {
     /// Aggregates over the task's records.
     #[serde(flatten)]
     pub stats: AggregateStats,
+}
+
+/// One row of [`JsonlStore::tag_comparison`](crate::JsonlStore::tag_comparison): the records
+/// carrying one tag (a record with two tags counts in both rows).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TagStats {
+    /// The tag; `None` for the records without tags.
+    pub tag: Option<String>,
+    /// Aggregates over the tag's records.
+    #[serde(flatten)]
+    pub stats: AggregateStats,
+}
+
+/// What was spent since a moment (the start of the UTC day, for budgets), from
+/// [`JsonlStore::spend_since`](crate::JsonlStore::spend_since): the sums of `cost_usd` in USD.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spend {
+    /// All records.
+    pub total_usd: f64,
+    /// Per agent.
+    pub agents: std::collections::BTreeMap<String, f64>,
+    /// Per tag.
+    pub tags: std::collections::BTreeMap<String, f64>,
 }
 
 /// One row of [`Overview::versions`]: the records of one template version of one agent's task.

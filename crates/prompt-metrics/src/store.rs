@@ -11,7 +11,7 @@ use crate::rollup::{self, Rollups};
 use crate::writer::Writer;
 use crate::{
     AggregateStats, DayStats, MetricsError, ModelStats, Overview, PromptMetrics, ScanSummary,
-    TaskStats, VersionStats,
+    Spend, TagStats, TaskStats, VersionStats,
 };
 
 /// Where metrics records go. Implemented by [`JsonlStore`]; shared as `Arc<dyn MetricsSink>`.
@@ -22,6 +22,14 @@ pub trait MetricsSink: Send + Sync + fmt::Debug {
     /// Returns once every record queued so far is written to its file (handed to the OS), or
     /// reports the first write error since the previous flush.
     fn flush(&self) -> Result<(), MetricsError>;
+    /// What the records from `since` to now cost, for budgets; `None` when the sink cannot
+    /// tell (the default), in which case budgets cannot be checked against it.
+    /// [`JsonlStore`] answers from its files ([`JsonlStore::spend_since`]), so every process
+    /// writing to one metrics directory shares the spend.
+    fn spend_since(&self, since: DateTime<Utc>) -> Result<Option<Spend>, MetricsError> {
+        let _ = since;
+        Ok(None)
+    }
 }
 
 type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -184,6 +192,31 @@ impl JsonlStore {
         Ok(out.overview())
     }
 
+    /// One row per tag over the last `days` days, tags ascending, then the records without
+    /// tags (`tag: None`) last. A record with several tags counts in each of their rows.
+    pub fn tag_comparison(&self, days: u32) -> Result<Vec<TagStats>, MetricsError> {
+        let out = self.query(days, &Select::Tags)?;
+        Ok(out.tags())
+    }
+
+    /// What the records from `since` to now cost, in total, per agent and per tag: the spend
+    /// budgets are checked against. Records still queued in this store are written first, so
+    /// they count; records of other processes count once they reach the files.
+    pub fn spend_since(&self, since: DateTime<Utc>) -> Result<Spend, MetricsError> {
+        self.flush()?;
+        let now = self.now();
+        let window = Window::between(since, now);
+        let files = files_in_window(&self.dir, &window)?;
+        Ok(rollup::aggregate(
+            &files,
+            now.date_naive(),
+            &window,
+            &Select::Spend,
+            self.rollups.as_ref(),
+        )
+        .spend())
+    }
+
     /// Streams every record of the last `days` days to `f`, files in date order, lines in file
     /// order.
     pub fn scan(
@@ -265,6 +298,12 @@ impl MetricsSink for JsonlStore {
         if let Some(v) = metrics.tokens_per_second {
             check_finite("tokens_per_second", v)?;
         }
+        if let Some(v) = metrics.cost_usd {
+            check_finite("cost_usd", v)?;
+        }
+        if let Some(v) = metrics.saved_usd {
+            check_finite("saved_usd", v)?;
+        }
         let year = metrics.timestamp.year();
         if !(0..=9999).contains(&year) {
             return Err(MetricsError::InvalidRecord {
@@ -273,6 +312,10 @@ impl MetricsSink for JsonlStore {
             });
         }
         self.writer()?.send(metrics)
+    }
+
+    fn spend_since(&self, since: DateTime<Utc>) -> Result<Option<Spend>, MetricsError> {
+        JsonlStore::spend_since(self, since).map(Some)
     }
 
     fn flush(&self) -> Result<(), MetricsError> {
@@ -324,6 +367,17 @@ impl Window {
             cutoff_day: NaiveDate::MIN,
             now_secs: i64::MAX,
             now_nanos: u32::MAX,
+        }
+    }
+
+    /// The records from `since` to `now`, both included.
+    pub(crate) fn between(since: DateTime<Utc>, now: DateTime<Utc>) -> Window {
+        Window {
+            cutoff_secs: since.timestamp(),
+            cutoff_nanos: since.timestamp_subsec_nanos(),
+            cutoff_day: since.date_naive(),
+            now_secs: now.timestamp(),
+            now_nanos: now.timestamp_subsec_nanos(),
         }
     }
 

@@ -35,6 +35,10 @@ enum Line {
         ok: bool,
         error: bool,
         retries: u32,
+        /// `cost_usd` and `saved_usd`, and indexes into [`TAGS`].
+        cost: Option<f64>,
+        saved: Option<f64>,
+        tags: Vec<usize>,
     },
     Bad(usize),
     Blank,
@@ -44,6 +48,7 @@ enum Line {
 const AGENTS: [&str; 4] = ["writer", "editor", "architect", "wr\\u0069ter"];
 const TASKS: [&str; 3] = ["write_chapter", "proofread", "outline"];
 const MODELS: [&str; 3] = ["qwen3:30b", "llama3.1:8b", "mistral-nemo:12b"];
+const TAGS: [&str; 3] = ["eval", "nightly", "batch-7"];
 /// Bad lines: some name an agent, one holds an escape, one is a truncated record.
 const BAD: [&str; 5] = [
     "not json at all",
@@ -72,6 +77,9 @@ fn line_text(day: NaiveDate, line: &Line) -> String {
             ok,
             error,
             retries,
+            cost,
+            saved,
+            tags,
         } => {
             let midnight = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
             let ts = midnight + Duration::seconds(*at_secs) + Duration::microseconds(123);
@@ -88,7 +96,7 @@ fn line_text(day: NaiveDate, line: &Line) -> String {
                 None => ("null".into(), "null".into()),
             };
             format!(
-                "{{\"prompt_hash\": \"9f86\", \"agent\": \"{}\", \"task\": \"{}\", \"model\": \"{}\", \"temperature\": 0.8, \"timestamp\": \"{ts}\", \"latency_ms\": {latency:?}, \"tokens_prompt\": {tp}, \"tokens_completion\": {tc}, \"cache_hit\": {cache_hit}, \"validation_passed\": {ok}, \"retry_count\": {retries}, \"error\": {}, \"response_length\": 1500, \"language_detected\": null, \"template_version\": {}, \"time_to_first_token_ms\": {}, \"tokens_per_second\": {}}}",
+                "{{\"prompt_hash\": \"9f86\", \"agent\": \"{}\", \"task\": \"{}\", \"model\": \"{}\", \"temperature\": 0.8, \"timestamp\": \"{ts}\", \"latency_ms\": {latency:?}, \"tokens_prompt\": {tp}, \"tokens_completion\": {tc}, \"cache_hit\": {cache_hit}, \"validation_passed\": {ok}, \"retry_count\": {retries}, \"error\": {}, \"response_length\": 1500, \"language_detected\": null, \"template_version\": {}, \"time_to_first_token_ms\": {}, \"tokens_per_second\": {}, \"cost_usd\": {}, \"saved_usd\": {}, \"tags\": [{}]}}",
                 AGENTS[*agent],
                 TASKS[*task],
                 MODELS[*model],
@@ -96,6 +104,12 @@ fn line_text(day: NaiveDate, line: &Line) -> String {
                 opt(version.map(|v| v.to_string())),
                 opt(ttft.map(|v| format!("{v:?}"))),
                 opt(tokens_per_second.map(|v| format!("{v:?}"))),
+                opt(cost.map(|v| format!("{v:?}"))),
+                opt(saved.map(|v| format!("{v:?}"))),
+                tags.iter()
+                    .map(|t| format!("\"{}\"", TAGS[*t]))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )
         }
     }
@@ -125,6 +139,11 @@ fn line_strategy() -> impl Strategy<Value = Line> {
             prop::bool::weighted(0.1),
             0u32..3,
         ),
+        (
+            prop::option::of(prop_oneof![Just(0.0), 0.0f64..2.0]),
+            prop::option::of(0.0f64..2.0),
+            prop::collection::vec(0usize..TAGS.len(), 0..3),
+        ),
     )
         .prop_map(
             |(
@@ -132,6 +151,7 @@ fn line_strategy() -> impl Strategy<Value = Line> {
                 (at_secs, offset),
                 (latency, ttft, tokens_per_second),
                 (tokens, cache_hit, ok, error, retries),
+                (cost, saved, tags),
             )| Line::Record {
                 agent,
                 task,
@@ -147,6 +167,9 @@ fn line_strategy() -> impl Strategy<Value = Line> {
                 ok,
                 error,
                 retries,
+                cost,
+                saved,
+                tags,
             },
         );
     prop_oneof![20 => record, 1 => (0usize..BAD.len()).prop_map(Line::Bad), 1 => Just(Line::Blank)]
@@ -193,6 +216,7 @@ fn every_query(store: &JsonlStore, days: u32) -> String {
     out += &format!("{:?}\n", store.daily_stats(days).expect("days"));
     out += &format!("{:?}\n", store.task_comparison(days).expect("tasks"));
     out += &format!("{:?}\n", store.overview(days).expect("overview"));
+    out += &format!("{:?}\n", store.tag_comparison(days).expect("tags"));
     out
 }
 
@@ -324,6 +348,9 @@ fn closed_days_get_rollups_today_is_scanned_and_a_change_rebuilds() {
             ok: true,
             error: false,
             retries: 0,
+            cost: Some(0.25),
+            saved: None,
+            tags: vec![0],
         },
     );
     today_text.push_str(&extra);

@@ -225,12 +225,14 @@ fn lines_are_written_with_numbers_or_null_and_read_back() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0]
-            .ends_with(r#""time_to_first_token_ms":412.5,"tokens_per_second":143.7125748502994}"#),
+            .ends_with(r#""time_to_first_token_ms":412.5,"tokens_per_second":143.7125748502994,"cost_usd":null,"tags":[]}"#),
         "{}",
         lines[0]
     );
     assert!(
-        lines[1].ends_with(r#""time_to_first_token_ms":null,"tokens_per_second":null}"#),
+        lines[1].ends_with(
+            r#""time_to_first_token_ms":null,"tokens_per_second":null,"cost_usd":null,"tags":[]}"#
+        ),
         "{}",
         lines[1]
     );

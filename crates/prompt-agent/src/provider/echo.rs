@@ -79,6 +79,10 @@ impl Provider for EchoProvider {
         "echo"
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let started = Instant::now();
         let content = Self::reply(request);

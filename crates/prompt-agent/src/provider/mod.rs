@@ -63,6 +63,13 @@ pub trait Provider: Send + Sync + Debug {
     fn base_url(&self) -> Option<&str> {
         None
     }
+
+    /// Whether the provider runs models on the user's own machines (Ollama, the offline echo
+    /// provider): their calls cost 0 unless the price table prices their model. Calls of any
+    /// other provider on an unpriced model have an unknown cost.
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 /// Turns a base URL from config or the environment into `scheme://host[:port][/path]` with no
@@ -266,6 +273,8 @@ pub fn whole_reply_events(response: ChatResponse) -> EventStream {
         model: Some(response.model),
         tokens_prompt: response.tokens_prompt,
         tokens_completion: response.tokens_completion,
+        tokens_cached: response.tokens_cached,
+        tokens_reasoning: response.tokens_reasoning,
         finish_reason: response.finish_reason,
     })));
     Box::pin(futures_util::stream::iter(events))

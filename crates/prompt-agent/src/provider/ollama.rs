@@ -238,6 +238,7 @@ fn stream_line_events(line: &str, calls: &mut usize) -> Result<Vec<StreamEvent>,
             tokens_prompt: parsed.prompt_eval_count,
             tokens_completion: parsed.eval_count,
             finish_reason: parsed.done_reason,
+            ..StreamEnd::default()
         }));
     }
     Ok(events)
@@ -250,6 +251,10 @@ impl Provider for OllamaProvider {
     }
 
     fn streams(&self) -> bool {
+        true
+    }
+
+    fn is_local(&self) -> bool {
         true
     }
 

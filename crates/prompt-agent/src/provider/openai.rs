@@ -363,6 +363,8 @@ fn completion(
         model: parsed.model.unwrap_or_else(|| requested_model.to_owned()),
         tokens_prompt: usage.as_ref().and_then(|u| u.prompt_tokens),
         tokens_completion: usage.as_ref().and_then(|u| u.completion_tokens),
+        tokens_cached: usage.as_ref().and_then(Usage::cached),
+        tokens_reasoning: usage.as_ref().and_then(Usage::reasoning),
         finish_reason: choice.finish_reason,
         latency: started.elapsed(),
         ..ChatResponse::default()
@@ -393,6 +395,8 @@ impl ChunkParser {
         if let Some(usage) = chunk.usage {
             self.end.tokens_prompt = usage.prompt_tokens;
             self.end.tokens_completion = usage.completion_tokens;
+            self.end.tokens_cached = usage.cached();
+            self.end.tokens_reasoning = usage.reasoning();
         }
         let mut events = Vec::new();
         for choice in chunk.choices.into_iter().take(1) {
@@ -417,10 +421,38 @@ impl ChunkParser {
     }
 }
 
+/// OpenAI's usage: `prompt_tokens` includes `prompt_tokens_details.cached_tokens` and
+/// `completion_tokens` includes `completion_tokens_details.reasoning_tokens`.
 #[derive(Deserialize)]
 struct Usage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn cached(&self) -> Option<u64> {
+        self.prompt_tokens_details.as_ref()?.cached_tokens
+    }
+
+    fn reasoning(&self) -> Option<u64> {
+        self.completion_tokens_details.as_ref()?.reasoning_tokens
+    }
 }
 
 #[async_trait]

@@ -611,17 +611,26 @@ impl Wire {
                         end.tokens_prompt.unwrap_or(0),
                         end.tokens_completion.unwrap_or(0),
                     );
-                    out.extend(self.wrap(
-                        &json!({
-                            "id": "chatcmpl-stream",
-                            "object": "chat.completion.chunk",
-                            "created": 1_700_000_000,
-                            "model": model,
-                            "choices": [],
-                            "usage": { "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c }
-                        })
-                        .to_string(),
-                    ));
+                    let mut usage = json!({ "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c });
+                    if let Some(n) = end.tokens_cached {
+                        usage["prompt_tokens_details"] = json!({ "cached_tokens": n });
+                    }
+                    if let Some(n) = end.tokens_reasoning {
+                        usage["completion_tokens_details"] = json!({ "reasoning_tokens": n });
+                    }
+                    out.extend(
+                        self.wrap(
+                            &json!({
+                                "id": "chatcmpl-stream",
+                                "object": "chat.completion.chunk",
+                                "created": 1_700_000_000,
+                                "model": model,
+                                "choices": [],
+                                "usage": usage
+                            })
+                            .to_string(),
+                        ),
+                    );
                 }
                 out.extend(self.wrap("[DONE]"));
                 out
@@ -805,6 +814,7 @@ impl Ending {
             tokens_prompt: Some(DONE_PROMPT_TOKENS),
             tokens_completion: Some(DONE_COMPLETION_TOKENS),
             finish_reason: Some("stop".to_owned()),
+            ..prompt_agent::StreamEnd::default()
         })
     }
 

@@ -302,9 +302,16 @@ async fn run_job(
             Err(e) => return ResultLine::failed(&job, e.to_string()),
         },
     };
+    let mut tags = base.tags.clone();
+    for tag in &job.tags {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
     let options = GenerateOptions {
         version,
         request: job.options.clone().over(&base.request),
+        tags,
         ..base
     };
     let agent = system.template_agent(&job.template.agent);
@@ -346,6 +353,7 @@ async fn run_job(
             retry_count: Some(g.retry_count),
             template_version: Some(g.template_version),
             template_hash: Some(g.template_hash),
+            cost_usd: g.cost_usd,
         },
         Err(e) => ResultLine::failed(&job, crate::error::one_line(&e.to_string())),
     }

@@ -26,11 +26,12 @@ pub(crate) struct Generator {
 }
 
 impl Generator {
-    /// The call options every generation of this command starts from: `--no-cache` and the
-    /// settings' model and temperature (over each template's).
+    /// The call options every generation of this command starts from: `--no-cache`, `--tag`
+    /// and the settings' model and temperature (over each template's).
     pub(crate) fn options(&self) -> GenerateOptions {
         GenerateOptions {
             no_cache: self.settings.no_cache,
+            tags: self.settings.tags.clone(),
             ..GenerateOptions::with_request(self.settings.app.request_options())
         }
     }
@@ -98,6 +99,8 @@ pub(crate) fn generation_json(
         "reasoning": g.reasoning,
         "time_to_first_token_ms": g.time_to_first_token_ms,
         "tool_calls": g.tool_calls,
+        "cost_usd": g.cost_usd,
+        "saved_usd": g.saved_usd,
     })
 }
 

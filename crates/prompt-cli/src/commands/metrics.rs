@@ -48,6 +48,8 @@ const STAT_ROWS: &[(&str, &str, Fmt)] = &[
     ("tokens_prompt", "prompt tokens", Fmt::Int),
     ("tokens_completion", "completion tokens", Fmt::Int),
     ("total_tokens_used", "total tokens", Fmt::Int),
+    ("total_cost_usd", "cost", Fmt::Usd),
+    ("saved_usd", "saved by the cache", Fmt::Usd),
 ];
 
 /// The stream timing statistics, shown after [`STAT_ROWS`] when the group has streamed
@@ -80,6 +82,7 @@ enum Fmt {
     Rate,
     Ms,
     Float,
+    Usd,
 }
 
 fn fmt_stat(map: &Map<String, Value>, key: &str, fmt: Fmt) -> String {
@@ -94,6 +97,7 @@ fn fmt_stat(map: &Map<String, Value>, key: &str, fmt: Fmt) -> String {
         Fmt::Rate => ui::percent(f),
         Fmt::Ms => ui::millis(f),
         Fmt::Float => format!("{f:.2}"),
+        Fmt::Usd => ui::usd(f),
     }
 }
 
@@ -138,6 +142,8 @@ const CMP_COLUMNS: &[(&str, &str, Fmt)] = &[
     ("p99_latency_ms", "p99", Fmt::Ms),
     ("avg_retries", "retries", Fmt::Float),
     ("total_tokens_used", "tokens", Fmt::Int),
+    ("total_cost_usd", "cost", Fmt::Usd),
+    ("saved_usd", "saved", Fmt::Usd),
 ];
 
 /// Columns added to the comparison tables when some row has streamed records (`-` in the
@@ -237,6 +243,19 @@ pub(crate) fn metrics(cmd: MetricsCommand, settings: &Settings) -> CliResult<()>
                 &rows,
             )
         }
+        MetricsCommand::Tags { days } => {
+            let tags = store.tag_comparison(days.days).map_err(err)?;
+            if settings.json {
+                return ui::print_json(&tags);
+            }
+            let mut rows = Vec::new();
+            for t in &tags {
+                let name = t.tag.clone().unwrap_or_else(|| "(no tag)".to_owned());
+                rows.push((name, to_map(&t.stats)?));
+            }
+            print_comparison(&format!("tags — last {} day(s)", days.days), "tag", &rows)
+        }
+        MetricsCommand::Budget => budget(&store, settings),
         MetricsCommand::Cleanup { keep } => {
             let removed = store.cleanup_old_logs(keep).map_err(err)?;
             if settings.json {
@@ -249,6 +268,80 @@ pub(crate) fn metrics(cmd: MetricsCommand, settings: &Settings) -> CliResult<()>
         }
         MetricsCommand::Report { days, out } => report(&store, days.days, &out, settings.json),
     }
+}
+
+/// `prompt metrics budget`: today's spend (UTC) against each limit of `[budget]`.
+fn budget(store: &JsonlStore, settings: &Settings) -> CliResult<()> {
+    let budget = settings.app.budget();
+    budget
+        .check()
+        .map_err(|e| crate::config::settings_error(&e))?;
+    let since = prompt_agent::budget_day_start(store.now());
+    let spend = store
+        .spend_since(since)
+        .map_err(|e| metrics_error(&e, store.dir()))?;
+    let limits = budget.against(&spend);
+    if settings.json {
+        let rows: Vec<Value> = limits
+            .iter()
+            .map(|l| {
+                json!({
+                    "limit": l.limit,
+                    "limit_usd": l.limit_usd,
+                    "spent_usd": l.spent_usd,
+                    "remaining_usd": (l.limit_usd - l.spent_usd).max(0.0),
+                })
+            })
+            .collect();
+        return ui::print_json(&json!({
+            "since": since.to_rfc3339(),
+            "spent_usd": spend.total_usd,
+            "agents": spend.agents,
+            "tags": spend.tags,
+            "limits": rows,
+        }));
+    }
+    let p = Paint::stdout();
+    let title = format!(
+        "spend since {} — {} in total",
+        since.format("%Y-%m-%d %H:%M UTC"),
+        ui::usd(spend.total_usd)
+    );
+    if limits.is_empty() {
+        return ui::print_stdout(&format!(
+            "{}
+no limits set: add [budget] daily_usd = 5.0, [budget.agents] or [budget.tags] to prompt.toml
+",
+            p.bold(&title)
+        ));
+    }
+    let mut table = Table::new(&[
+        ("limit", Align::Left),
+        ("limit", Align::Right),
+        ("spent", Align::Right),
+        ("left", Align::Right),
+        ("used", Align::Right),
+    ]);
+    for l in &limits {
+        let used = if l.limit_usd > 0.0 {
+            ui::percent(l.spent_usd / l.limit_usd)
+        } else {
+            "-".to_owned()
+        };
+        table.row(vec![
+            l.limit.clone(),
+            ui::usd(l.limit_usd),
+            ui::usd(l.spent_usd),
+            ui::usd((l.limit_usd - l.spent_usd).max(0.0)),
+            used,
+        ]);
+    }
+    ui::print_stdout(&format!(
+        "{}
+{}",
+        p.bold(&title),
+        table.render(p)
+    ))
 }
 
 /// The report's figures all come from one `overview` query of prompt-metrics.

@@ -70,6 +70,7 @@ pub(crate) fn serve(
         request_timeout,
         replay_only: args.replay_only,
         no_cache: generator.settings.no_cache,
+        tags: generator.settings.tags.clone(),
     };
     let app = prompt_gateway::router(system.clone(), config);
     let upstream = system.provider().name().to_owned();
