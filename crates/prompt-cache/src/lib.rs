@@ -54,7 +54,7 @@ mod redis_cache;
 mod response_cache;
 mod store;
 
-pub use config::CacheConfig;
+pub use config::{CacheConfig, DEFAULT_MAX_DISK_BYTES};
 pub use entry::{CachedDelta, CachedPiece, CachedResponse};
 pub use error::CacheError;
 pub use key::{CacheKey, CacheKeyBuilder, ParseKeyError};

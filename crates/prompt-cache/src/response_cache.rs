@@ -8,14 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
-use rayon::prelude::*;
 
-use crate::disk::{self, Counters, DiskOp, FileRead, Writer};
+use crate::disk::{self, Counters, DiskBounds, DiskOp, FileRead, Writer};
 use crate::store::add_duration;
 use crate::{CacheConfig, CacheError, CacheKey, CacheStats, CacheStore, CachedResponse};
-
-/// Entry counts from which start-up fills the shards in parallel.
-const PARALLEL_MIN: usize = 4096;
 
 /// Hashes a `CacheKey` by eight of its (already uniformly random) bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,8 +91,8 @@ struct Shard {
 
 impl Shard {
     /// Inserts (or replaces) `slot`, then, while the cache is over a bound, evicts from this
-    /// shard's LRU end (never the entry just inserted); the evicted keys go to `evicted`.
-    fn insert(&mut self, key: CacheKey, slot: Slot, totals: &Totals, evicted: &mut Vec<CacheKey>) {
+    /// shard's LRU end (never the entry just inserted); the evicted entries go to `evicted`.
+    fn insert(&mut self, key: CacheKey, slot: Slot, totals: &Totals, evicted: &mut Vec<Slot>) {
         let size = slot.size;
         match self.lru.push(key, slot) {
             Some((_, old)) => {
@@ -111,17 +107,17 @@ impl Shard {
         totals.bytes.fetch_add(size, Ordering::Relaxed);
         while totals.over() && self.lru.len() > 1 {
             match self.pop_lru(totals) {
-                Some(k) => evicted.push(k),
+                Some(slot) => evicted.push(slot),
                 None => break,
             }
         }
     }
 
-    fn pop_lru(&mut self, totals: &Totals) -> Option<CacheKey> {
-        let (k, s) = self.lru.pop_lru()?;
+    fn pop_lru(&mut self, totals: &Totals) -> Option<Slot> {
+        let (_, s) = self.lru.pop_lru()?;
         self.bytes -= s.size;
         totals.removed(s.size);
-        Some(k)
+        Some(s)
     }
 
     fn pop(&mut self, key: &CacheKey, totals: &Totals) -> Option<Slot> {
@@ -196,6 +192,18 @@ impl ResponseCache {
                 message: "must be at least 1".to_owned(),
             });
         }
+        if config.max_disk_bytes == 0 {
+            return Err(CacheError::InvalidConfig {
+                field: "max_disk_bytes",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if config.max_disk_entries == Some(0) {
+            return Err(CacheError::InvalidConfig {
+                field: "max_disk_entries",
+                message: "must be at least 1".to_owned(),
+            });
+        }
         let shard_count = match config.shards {
             0 if config.max_size >= 256 => 16,
             0 => 1,
@@ -224,83 +232,27 @@ impl ResponseCache {
             max_bytes: config.max_bytes,
         };
 
+        // Nothing is read here: entries are read from disk by key, on a miss in memory.
         let counters = Arc::new(Counters::default());
-        let now = config.clock.now();
-        let loaded = disk::load_dir(&config.cache_dir, config.max_size, now)?;
-        Counters::add(&counters.expired, loaded.expired);
-        Counters::add(&counters.corrupt, loaded.corrupt);
-
+        let bounds = DiskBounds {
+            max_bytes: config.max_disk_bytes,
+            max_entries: config.max_disk_entries.unwrap_or(u64::MAX),
+        };
         let writer = Writer::spawn(
             config.cache_dir.clone(),
             config.fsync,
             config.write_queue,
+            bounds,
             Arc::clone(&counters),
         )?;
-        let mut cache = Self {
+        Ok(Self {
             shards,
             shard_mask: shard_count - 1,
             totals,
             config,
             counters,
             writer,
-        };
-        cache.insert_loaded(loaded.entries, &loaded.unchecked);
-        Ok(cache)
-    }
-
-    /// Puts the entries found at start-up (oldest first) into memory: admitted newest first
-    /// within the bounds (entries that do not fit stay on disk, their files kept), inserted oldest
-    /// first so the newest are the most recently used; the shards are filled in parallel.
-    /// Entries without a checksum (keys in `unchecked`) are marked dirty, so the next flush
-    /// rewrites them with one.
-    fn insert_loaded(&mut self, entries: Vec<Arc<CachedResponse>>, unchecked: &[CacheKey]) {
-        let limit = self.max_entry_size();
-        let mut admitted = vec![false; entries.len()];
-        let (mut len, mut bytes) = (0usize, 0u64);
-        for (i, entry) in entries.iter().enumerate().rev() {
-            if len >= self.totals.max_len {
-                break;
-            }
-            let size = entry.approx_size();
-            if size > limit || bytes + size > self.totals.max_bytes {
-                continue;
-            }
-            admitted[i] = true;
-            len += 1;
-            bytes += size;
-        }
-        let unchecked: std::collections::HashSet<CacheKey, KeyHasherBuilder> =
-            unchecked.iter().copied().collect();
-        let mut per_shard: Vec<Vec<Arc<CachedResponse>>> = vec![Vec::new(); self.shards.len()];
-        for (entry, _) in entries.into_iter().zip(admitted).filter(|(_, a)| *a) {
-            per_shard[self.shard_index(&entry.key)].push(entry);
-        }
-        let fill = |shard: &mut Mutex<Shard>, entries: Vec<Arc<CachedResponse>>| {
-            let shard = shard.get_mut();
-            for entry in entries {
-                let size = entry.approx_size();
-                shard.bytes += size;
-                let slot = Slot {
-                    hits: entry.hit_count,
-                    dirty: unchecked.contains(&entry.key),
-                    entry,
-                    size,
-                };
-                shard.lru.push(slot.entry.key, slot);
-            }
-        };
-        if len >= PARALLEL_MIN {
-            self.shards
-                .par_iter_mut()
-                .zip(per_shard)
-                .for_each(|(shard, entries)| fill(shard, entries));
-        } else {
-            for (shard, entries) in self.shards.iter_mut().zip(per_shard) {
-                fill(shard, entries);
-            }
-        }
-        self.totals.len.store(len, Ordering::Relaxed);
-        self.totals.bytes.store(bytes, Ordering::Relaxed);
+        })
     }
 
     /// The configuration the cache was opened with.
@@ -342,23 +294,28 @@ impl ResponseCache {
             if shard.lru.len() <= 1 && self.totals.len.load(Ordering::Relaxed) <= 1 {
                 return Ok(());
             }
-            let Some(key) = shard.pop_lru(&self.totals) else {
+            let Some(slot) = shard.pop_lru(&self.totals) else {
                 continue;
             };
-            Counters::add(&self.counters.evictions, 1);
-            // Under the shard lock, so the removal reaches the disk in memory order.
-            self.writer.submit(key, DiskOp::Remove)?;
+            // Under the shard lock, so the write reaches the disk in memory order.
+            self.submit_evicted(vec![slot])?;
         }
         Ok(())
     }
 
-    fn submit_evicted(&self, evicted: Vec<CacheKey>) -> Result<(), CacheError> {
+    /// Counts entries evicted from memory; they stay on disk, and those whose hit count
+    /// changed are written back (which also marks them recently used on disk).
+    fn submit_evicted(&self, evicted: Vec<Slot>) -> Result<(), CacheError> {
         if evicted.is_empty() {
             return Ok(());
         }
         Counters::add(&self.counters.evictions, evicted.len() as u64);
-        for key in evicted {
-            self.writer.submit(key, DiskOp::Remove)?;
+        for mut slot in evicted {
+            if slot.dirty {
+                Arc::make_mut(&mut slot.entry).hit_count = slot.hits;
+                self.writer
+                    .submit(slot.entry.key, DiskOp::Write(slot.entry))?;
+            }
         }
         Ok(())
     }
@@ -370,21 +327,24 @@ impl ResponseCache {
         key: &CacheKey,
         now: DateTime<Utc>,
     ) -> Result<Option<CachedResponse>, CacheError> {
-        if self.writer.is_busy(key) {
-            return Ok(None);
-        }
         let path = disk::entry_path(&self.config.cache_dir, key);
-        // An entry without a checksum is rewritten with one at the next flush (the slot is
-        // dirty below either way).
-        let mut entry = match disk::read_entry(&path, key) {
-            FileRead::Entry { entry, .. } => *entry,
-            FileRead::Missing => return Ok(None),
-            FileRead::Corrupt => {
-                if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
-                    Counters::add(&self.counters.corrupt, 1);
+        let mut entry = match self.writer.queued(key) {
+            // Evicted from memory with its write still queued: the queued entry is the truth.
+            Some(Some(entry)) => CachedResponse::clone(&entry),
+            // A removal is queued: the file is about to go.
+            Some(None) => return Ok(None),
+            // An entry without a checksum is rewritten with one at the next flush (the slot
+            // is dirty below either way).
+            None => match disk::read_entry(&path, key) {
+                FileRead::Entry(entry) => *entry,
+                FileRead::Missing => return Ok(None),
+                FileRead::Corrupt => {
+                    if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
+                        Counters::add(&self.counters.corrupt, 1);
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
-            }
+            },
         };
         if entry.is_expired_at(now) {
             Counters::add(&self.counters.expired, 1);
@@ -503,7 +463,7 @@ impl CacheStore for ResponseCache {
             Some(slot) => !slot.entry.is_expired_at(now),
             None if self.config.read_through && !self.writer.is_busy(key) => {
                 match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
-                    FileRead::Entry { entry, .. } => !entry.is_expired_at(now),
+                    FileRead::Entry(entry) => !entry.is_expired_at(now),
                     FileRead::Missing | FileRead::Corrupt => false,
                 }
             }
@@ -568,7 +528,7 @@ impl CacheStore for ResponseCache {
             if shard.lru.contains(&key) || self.writer.is_busy(&key) {
                 continue;
             }
-            if let FileRead::Entry { entry, .. } = disk::read_entry(&item.path(), &key)
+            if let FileRead::Entry(entry) = disk::read_entry(&item.path(), &key)
                 && entry.is_expired_at(now)
             {
                 self.writer.submit(key, DiskOp::Remove)?;
@@ -598,6 +558,11 @@ impl CacheStore for ResponseCache {
                 oldest = oldest.max(age);
             }
         }
+        let dir = &self.config.cache_dir;
+        let on_disk = disk::usage(dir).map_err(|source| CacheError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let c = &self.counters;
         let hits = c.hits.load(Ordering::Relaxed);
         let misses = c.misses.load(Ordering::Relaxed);
@@ -625,6 +590,9 @@ impl CacheStore for ResponseCache {
             bytes,
             corrupt: c.corrupt.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
+            disk_entries: on_disk.entries,
+            disk_bytes: on_disk.bytes,
+            disk_evictions: c.disk_evictions.load(Ordering::Relaxed),
         })
     }
 
