@@ -461,12 +461,16 @@ impl CacheStore for ResponseCache {
         let mut shard = self.shard(key);
         let live = match shard.pop(key, &self.totals) {
             Some(slot) => !slot.entry.is_expired_at(now),
-            None if self.config.read_through && !self.writer.is_busy(key) => {
-                match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
-                    FileRead::Entry(entry) => !entry.is_expired_at(now),
-                    FileRead::Missing | FileRead::Corrupt => false,
+            None if self.config.read_through => match self.writer.queued(key) {
+                Some(Some(entry)) => !entry.is_expired_at(now),
+                Some(None) => false,
+                None => {
+                    match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
+                        FileRead::Entry(entry) => !entry.is_expired_at(now),
+                        FileRead::Missing | FileRead::Corrupt => false,
+                    }
                 }
-            }
+            },
             None => false,
         };
         self.writer.submit(*key, DiskOp::Remove)?;
@@ -558,11 +562,9 @@ impl CacheStore for ResponseCache {
                 oldest = oldest.max(age);
             }
         }
-        let dir = &self.config.cache_dir;
-        let on_disk = disk::usage(dir).map_err(|source| CacheError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        // A directory that cannot be listed (gone, say) reports no files: the counters above
+        // and `write_failures` tell the rest.
+        let on_disk = disk::usage(&self.config.cache_dir).unwrap_or_default();
         let c = &self.counters;
         let hits = c.hits.load(Ordering::Relaxed);
         let misses = c.misses.load(Ordering::Relaxed);
