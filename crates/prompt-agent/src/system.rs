@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use prompt_cache::{CacheKey, CacheStore};
+use prompt_cache::{CacheKey, CacheKeyPrefixes, CacheStore};
 use prompt_metrics::MetricsSink;
 use prompt_templates::TemplateStore;
 use tokio::sync::Semaphore;
@@ -39,6 +39,8 @@ pub(crate) struct SystemInner {
     pub(crate) model: String,
     pub(crate) temperature: f64,
     pub(crate) inflight: Mutex<HashMap<CacheKey, Flight>>,
+    /// Hashing states after each system prompt, so a cache key hashes only the rest.
+    pub(crate) key_prefixes: CacheKeyPrefixes,
 }
 
 /// One application's shared parts: the template store, the response cache, the metrics sink,
@@ -363,6 +365,7 @@ impl PromptSystemBuilder {
                 model,
                 temperature,
                 inflight: Mutex::new(HashMap::new()),
+                key_prefixes: CacheKeyPrefixes::default(),
             }),
         })
     }

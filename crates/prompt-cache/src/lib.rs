@@ -57,7 +57,7 @@ mod store;
 pub use config::{CacheConfig, DEFAULT_MAX_DISK_BYTES};
 pub use entry::{CachedDelta, CachedPiece, CachedResponse};
 pub use error::CacheError;
-pub use key::{CacheKey, CacheKeyBuilder, ParseKeyError};
+pub use key::{CacheKey, CacheKeyBuilder, CacheKeyPrefixes, ParseKeyError};
 #[cfg(feature = "redis")]
 pub use redis_cache::RedisCache;
 pub use response_cache::ResponseCache;
