@@ -135,12 +135,21 @@ fn generate_against_fake_ollama_then_from_cache() {
 
     // The cache holds one entry, on disk (a new process reads nothing into memory until asked).
     let cache = sb.run(&["cache", "stats", "--json"]).json();
-    assert_eq!((&cache["size"], &cache["disk_entries"]), (&serde_json::json!(0), &serde_json::json!(1)));
-    assert!(cache["disk_bytes"].as_u64().is_some_and(|b| b > 0), "{cache}");
+    assert_eq!(
+        (&cache["size"], &cache["disk_entries"]),
+        (&serde_json::json!(0), &serde_json::json!(1))
+    );
+    assert!(
+        cache["disk_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{cache}"
+    );
     let cleared = sb.run(&["cache", "clear", "--json"]).json();
     assert_eq!(cleared["removed"], 1);
     let cache = sb.run(&["cache", "stats", "--json"]).json();
-    assert_eq!((&cache["size"], &cache["disk_entries"]), (&serde_json::json!(0), &serde_json::json!(0)));
+    assert_eq!(
+        (&cache["size"], &cache["disk_entries"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
     let pruned = sb.run(&["cache", "prune", "--json"]).json();
     assert_eq!(pruned["removed"], 0);
 }

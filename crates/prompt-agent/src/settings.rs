@@ -495,7 +495,10 @@ impl Settings {
             ("cache_max_disk_entries", self.cache_max_disk_entries),
         ] {
             if value == Some(0) {
-                return Err(config(field, format!("invalid {field} 0: must be at least 1")));
+                return Err(config(
+                    field,
+                    format!("invalid {field} 0: must be at least 1"),
+                ));
             }
         }
         if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {

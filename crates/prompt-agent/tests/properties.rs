@@ -79,8 +79,8 @@ mod key_prefix_reuse {
     /// System prompts that share most of their bytes, so a state kept for one must never serve
     /// another: a long one, one letter changed, one byte longer, a short one, an empty one.
     fn system(i: usize) -> String {
-        let long = "You are the Writer. Keep the voice of the story, its tense and names. "
-            .repeat(50);
+        let long =
+            "You are the Writer. Keep the voice of the story, its tense and names. ".repeat(50);
         match i {
             0 => long,
             1 => long.replacen("Writer", "Editor", 1),

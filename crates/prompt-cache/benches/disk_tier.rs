@@ -117,7 +117,10 @@ fn benches(c: &mut Criterion) {
     let system = system_prompt();
     let user = user_prompt(1);
     let prefixes = CacheKeyPrefixes::default();
-    let plain = finish_key(CacheKey::builder("writer").message("system", &system), &user);
+    let plain = finish_key(
+        CacheKey::builder("writer").message("system", &system),
+        &user,
+    );
     let reused = finish_key(prefixes.builder("writer", "system", &system), &user);
     assert_eq!(plain, reused, "the same key either way");
     c.bench_function("disk_tier/key_derivation_reused", |b| {
@@ -168,9 +171,7 @@ fn benches(c: &mut Criterion) {
         // One entry in memory: every get of another key misses memory and reads the disk.
         let cache = open(dir, 1);
         // A stride through the keys, so that no two consecutive gets share a key.
-        let keys: Vec<CacheKey> = (0..(*n).min(10_000))
-            .map(|j| key(j * 7919 % n))
-            .collect();
+        let keys: Vec<CacheKey> = (0..(*n).min(10_000)).map(|j| key(j * 7919 % n)).collect();
         let mut next = 0;
         disk_hit.bench_with_input(BenchmarkId::from_parameter(n), n, |b, _| {
             b.iter(|| {

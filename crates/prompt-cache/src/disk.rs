@@ -3,10 +3,16 @@
 //! Layout of `cache_dir`:
 //! - `<64-hex key>.json`: one complete entry in the stored form described in the `entry`
 //!   module (JSON with a checksum), only ever created by a rename;
-//! - `.<64-hex key>.<pid>.<n>.tmp`: a write in progress (ignored by readers; removed by
-//!   `open` once older than [`STALE_TEMP_AGE`], which covers writers that were killed);
+//! - `.<64-hex key>.<pid>.<n>.tmp`: a write in progress (ignored by readers; removed by the
+//!   next listing of the directory once older than [`STALE_TEMP_AGE`], which covers writers
+//!   that were killed);
 //! - `corrupt/`: files that could not be read as an entry, or whose checksum does not match
 //!   their content, moved aside rather than deleted.
+//!
+//! This is also the layout written before the disk tier had bounds of its own, so an older
+//! cache directory is served as it is. Files are found by name only: nothing is read at
+//! start-up, and the directory is listed only to measure or enforce the disk bounds (by the
+//! writer, when a write would go over them) and for `stats`, `prune_expired` and `clear`.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -25,7 +31,8 @@ use crate::entry::Decoded;
 use crate::response_cache::KeyHasherBuilder;
 use crate::{CacheError, CacheKey, CachedResponse};
 
-/// Temporary files older than this are left over from a killed writer and are removed by `open`.
+/// Temporary files older than this are left over from a killed writer and are removed by the
+/// next listing of the directory.
 pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// Counters shared by the memory tier and the writer.
@@ -646,7 +653,9 @@ fn run(shared: &Shared) {
             for (key, op) in batch.drain() {
                 let old = file_size(dir, &key);
                 let ok = match op {
-                    DiskOp::Write(entry) => write_bounded(shared, &entry, old, &mut tier, &mut bufs),
+                    DiskOp::Write(entry) => {
+                        write_bounded(shared, &entry, old, &mut tier, &mut bufs)
+                    }
                     DiskOp::Remove => {
                         let done = remove_entry(dir, &key);
                         if matches!(done, Ok(true)) {

@@ -1,4 +1,5 @@
-//! `ResponseCache`: a sharded in-memory LRU over one atomic JSON file per entry.
+//! `ResponseCache`: a sharded in-memory LRU over a larger disk tier of one atomic JSON file per
+//! entry.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -129,8 +130,8 @@ impl Shard {
 }
 
 /// The embedded response cache: a sharded memory LRU (entries and bytes bounded, TTL, hit
-/// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files written by a background
-/// thread.
+/// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files, bounded by its own limits
+/// (`max_disk_bytes`, optionally `max_disk_entries`) and written by a background thread.
 ///
 /// # Behaviour
 ///
@@ -141,27 +142,41 @@ impl Shard {
 ///   exact LRU; with several, the victim is the least recently used entry of a random 1/n of the
 ///   cache, a close approximation. Concurrent puts may overshoot a bound by at most one entry
 ///   each, for the moment between their insert and their eviction.
-/// - **Disk.** `put`, `remove`, eviction and expiry queue a disk operation for the background
-///   writer and return; operations on one key are coalesced (the newest wins). Files are written
+/// - **Two tiers.** An entry evicted from memory stays on disk (its file is rewritten if its hit
+///   count changed) and is served from there on its next `get`. The disk holds every entry
+///   until it expires, is removed, or is evicted to keep the disk bounds.
+/// - **Disk.** `put`, `remove`, memory eviction and expiry queue a disk operation for the
+///   background writer and return; operations on one key are coalesced (the newest wins). Files are written
 ///   to `.<key>.<pid>.<n>.tmp` and renamed to `<key>.json`, so a reader (in this or another
 ///   process) sees a complete entry or none. `flush` returns once everything queued before it
 ///   is on disk; dropping the cache flushes and joins the writer. When the queue holds
 ///   `write_queue` distinct keys, `put` waits for the writer rather than dropping work.
 /// - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) rewrites the
 ///   files of entries whose count changed since their last write.
-/// - **Misses** read `<key>.json` from disk when `read_through` is on (the default), so an entry
-///   written by another process, or one not loaded at start-up, is served. A key with a disk
-///   operation still queued in this cache is not read from disk (memory is the truth for it).
+/// - **Misses** in memory read `<key>.json` from disk when `read_through` is on (the default): an
+///   entry evicted from memory, written before this start-up or by another process is served
+///   and goes back into memory. A key with a disk operation still queued in this cache is
+///   answered from the queue (a queued write is served, a queued removal is a miss).
+/// - **Disk bounds.** Before each write the writer checks the bounds against the usage it last
+///   measured plus its own writes since; when a write would go over (or the measure is older
+///   than a minute, since other processes write too) it lists the directory and removes the
+///   least recently written entries, by file modification time, down to 90 % of each bound.
+///   A `flush` after a hit rewrites the entry, so the oldest file is the least recently used.
+///   One process never leaves the directory over a bound; several processes may together
+///   overshoot by what the others wrote since a process last listed the directory. An entry
+///   larger than `max_disk_bytes` stays in memory only (a counted write failure).
 /// - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
 ///   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
 /// - **Integrity.** Every file carries a checksum of the entry's content (all but the hit
-///   count), verified when the file is read (start-up and read-through); a file whose checksum
-///   does not match is treated exactly like an unreadable one. Files written before checksums
-///   existed are served and rewritten with one at the next flush.
-/// - **Start-up** (`open`) loads at most `max_size` live entries, newest first, deletes expired
-///   files, moves unreadable or corrupt files (checksum mismatches included) to
-///   `cache_dir/corrupt/` (counted in [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
-///   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
+///   count), verified whenever the file is read; a file that cannot be read as an entry, or
+///   whose checksum does not match, is a miss, moved to `cache_dir/corrupt/` and counted in
+///   [`CacheStats::corrupt`]. Files written before checksums existed (the same `<key>.json`
+///   layout) are served and rewritten with one at the next flush after they are read.
+/// - **Start-up** (`open`) reads nothing: it checks that the directory is writable and starts
+///   the writer, so it takes the same time over ten entries or ten million. Expired and corrupt
+///   files are dealt with when they are met; the writer's first listing of the directory (at
+///   its first write that needs one) removes temporary files older than ten minutes, left by
+///   killed writers. `stats` lists the directory for `disk_entries` and `disk_bytes`.
 /// - **Failures.** An empty response (without tool calls) or one over `max_entry_bytes` is
 ///   refused with an error ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
 ///   in memory and counts [`CacheStats::write_failures`].
@@ -514,7 +529,8 @@ impl CacheStore for ResponseCache {
             }
             in_memory.extend(shard.lru.iter().map(|(k, _)| *k));
         }
-        // Files not in memory: written by another process or not loaded at start-up.
+        // Files not in memory: evicted from it, written before this start-up or by another
+        // process.
         let dir = &self.config.cache_dir;
         let items = std::fs::read_dir(dir).map_err(|source| CacheError::Io {
             path: dir.clone(),

@@ -133,10 +133,16 @@ fn the_disk_bound_holds_under_a_write_storm() {
     cache.flush().expect("flush");
     let (entries, bytes) = on_disk(dir.path());
     assert!(bytes <= bound, "{bytes} bytes on disk, bound {bound}");
-    assert!(entries >= 80, "eviction goes down to 90 % of the bound, not further: {entries}");
+    assert!(
+        entries >= 80,
+        "eviction goes down to 90 % of the bound, not further: {entries}"
+    );
     let stats = cache.stats().expect("stats");
     assert_eq!((stats.disk_entries, stats.disk_bytes), (entries, bytes));
-    assert!(stats.disk_evictions >= 2000 - 100, "{stats:?} after {samples} samples");
+    assert!(
+        stats.disk_evictions >= 2000 - 100,
+        "{stats:?} after {samples} samples"
+    );
     // What is left on disk is served unchanged.
     let kept = (0..4)
         .flat_map(|t| (0..500).map(move |i| 1 + t * 1000 + i))
@@ -182,7 +188,10 @@ fn the_disk_keeps_the_recently_used_and_bounds_entries_too() {
     let (entries, _) = on_disk(dir.path());
     assert!(entries <= 10, "{entries} files");
     assert!(path_of(dir.path(), 0).exists(), "used recently, kept");
-    assert!(!path_of(dir.path(), 1).exists(), "the least recently used, gone");
+    assert!(
+        !path_of(dir.path(), 1).exists(),
+        "the least recently used, gone"
+    );
     for i in [9, 10, 11] {
         assert!(path_of(dir.path(), i).exists(), "recent entry {i} kept");
     }
@@ -219,14 +228,20 @@ fn an_old_layout_directory_is_served_without_loss() {
     let cache = ResponseCache::open(CacheConfig::new(dir.path()).max_size(5)).expect("open");
     // Opening changes nothing on disk.
     for (i, bytes) in before.iter().enumerate() {
-        assert_eq!(&fs::read(path_of(dir.path(), i as u64)).expect("read"), bytes);
+        assert_eq!(
+            &fs::read(path_of(dir.path(), i as u64)).expect("read"),
+            bytes
+        );
     }
     let stats = cache.stats().expect("stats");
     assert_eq!((stats.disk_entries, stats.corrupt), (50, 0));
     for i in 0..50 {
         let e = cache.get(&key(i)).expect("get").expect("old entry served");
         assert_eq!(&*e.response, response(i));
-        assert_eq!((e.hit_count, e.tokens_prompt, e.temperature), (3, Some(10), Some(0.7)));
+        assert_eq!(
+            (e.hit_count, e.tokens_prompt, e.temperature),
+            (3, Some(10), Some(0.7))
+        );
     }
     cache.flush().expect("flush");
     drop(cache);
@@ -264,7 +279,11 @@ fn share(dir: &Path, own: std::ops::Range<u64>, other: std::ops::Range<u64>) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut missing: Vec<u64> = other.chain(2 * N..3 * N).collect();
     while !missing.is_empty() {
-        assert!(Instant::now() < deadline, "{} entries never seen", missing.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} entries never seen",
+            missing.len()
+        );
         missing.retain(|&i| !served(&cache, i));
         std::thread::sleep(Duration::from_millis(10));
     }

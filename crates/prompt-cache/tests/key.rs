@@ -252,13 +252,15 @@ mod prefix_reuse {
             prop::collection::vec((0..3usize, ".{0,40}"), 0..4),
             prop::option::of(0.0..2.0f64),
         )
-            .prop_map(|(namespace, first_role, system, rest, temperature)| Request {
-                namespace,
-                first_role,
-                system,
-                rest,
-                temperature,
-            })
+            .prop_map(
+                |(namespace, first_role, system, rest, temperature)| Request {
+                    namespace,
+                    first_role,
+                    system,
+                    rest,
+                    temperature,
+                },
+            )
     }
 
     const ROLES: [&str; 3] = ["system", "user", "assistant"];

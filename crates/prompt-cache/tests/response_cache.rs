@@ -298,7 +298,11 @@ fn start_up_reads_nothing_and_every_entry_is_served_by_key() {
     }
     assert_eq!(cache.len(), 4, "memory keeps its bound");
     drop(cache);
-    assert_eq!(entry_files(dir.path()).len(), 10, "every entry stays on disk");
+    assert_eq!(
+        entry_files(dir.path()).len(),
+        10,
+        "every entry stays on disk"
+    );
     // Without read-through the disk tier is never read: a memory-only cache.
     let mut cfg = config(dir.path(), &clock);
     cfg.read_through = false;

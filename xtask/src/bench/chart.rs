@@ -26,7 +26,10 @@ pub(crate) fn log_log_chart(
         let lo = points.iter().map(f).fold(f64::INFINITY, f64::min);
         let hi = points.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
         if lo.is_finite() && hi.is_finite() {
-            (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0))
+            (
+                lo.log10().floor(),
+                hi.log10().ceil().max(lo.log10().floor() + 1.0),
+            )
         } else {
             (0.0, 1.0)
         }

@@ -118,7 +118,9 @@ pub(crate) fn run(
             verdict(ns <= DISK_HIT_TARGET_NS)
         ));
     }
-    let ratio = hit_with_key.zip(diskcache_hit).map(|(ours, peer)| peer / ours);
+    let ratio = hit_with_key
+        .zip(diskcache_hit)
+        .map(|(ours, peer)| peer / ours);
     if let Some(ours) = hit_with_key {
         lines.push(format!(
             "  {:<44} {:>12} {:>12}  ≥ 6×: {}",
