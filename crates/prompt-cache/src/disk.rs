@@ -272,9 +272,57 @@ impl DiskBounds {
     }
 }
 
-/// The usage the writer last measured is trusted this long; after it, the next write lists
-/// the directory again (other processes write to it too).
-const RESCAN_AFTER: Duration = Duration::from_secs(60);
+/// The usage the writer knows is trusted this long; after it, the next write reads the usage
+/// journal again (other processes write to the directory too).
+const REREAD_AFTER: Duration = Duration::from_secs(60);
+
+/// `<dir>/.usage`, the disk usage journal: the entry files and bytes the last listing of the
+/// directory measured (first line), then one line per batch of writes with the change it made
+/// (`<entries> <bytes>`, signed), appended with one `write` on an `O_APPEND` file so that
+/// writers in several processes add up. A writer starts from it instead of listing the
+/// directory; the next listing rewrites it (by rename) with what it measured. A missing or
+/// unreadable journal, or one of more than [`JOURNAL_MAX_LINES`], means a listing.
+const JOURNAL: &str = ".usage";
+
+/// Journal lines beyond which the next write lists the directory (and so compacts it).
+const JOURNAL_MAX_LINES: usize = 4096;
+
+/// The usage the journal adds up to, if it is there and well-formed.
+fn read_journal(dir: &Path) -> Option<DiskUsage> {
+    let text = fs::read_to_string(dir.join(JOURNAL)).ok()?;
+    let (mut entries, mut bytes, mut lines) = (0i128, 0i128, 0usize);
+    for line in text.lines() {
+        let (e, b) = line.split_once(' ')?;
+        entries += e.parse::<i64>().ok()? as i128;
+        bytes += b.parse::<i64>().ok()? as i128;
+        lines += 1;
+    }
+    if lines == 0 || lines > JOURNAL_MAX_LINES {
+        return None;
+    }
+    let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+    Some(DiskUsage {
+        entries: clamp(entries),
+        bytes: clamp(bytes),
+    })
+}
+
+/// Replaces the journal with one line: `usage`, as just measured.
+fn reset_journal(dir: &Path, usage: DiskUsage) {
+    let tmp = dir.join(format!(".usage.{}.{}.tmp", std::process::id(), next_seq()));
+    let text = format!("{} {}\n", usage.entries, usage.bytes);
+    if fs::write(&tmp, text).is_err() || fs::rename(&tmp, dir.join(JOURNAL)).is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+}
+
+/// Appends one change to the journal (nothing when there is no journal to add to).
+fn append_journal(dir: &Path, entries: i64, bytes: i64) {
+    let file = fs::OpenOptions::new().append(true).open(dir.join(JOURNAL));
+    if let Ok(mut file) = file {
+        let _ = file.write_all(format!("{entries} {bytes}\n").as_bytes());
+    }
+}
 
 // `Stat`'s field types differ between platforms.
 #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
@@ -336,14 +384,17 @@ fn file_size(dir: &Path, key: &CacheKey) -> Option<u64> {
         .map(|m| m.len())
 }
 
-/// The writer's view of the disk tier: the usage it measured (plus its own writes since) and
-/// when it measured it.
+/// The writer's view of the disk tier: the usage it knows (from the journal or a listing,
+/// plus its own writes since), when it learnt it, and its changes not yet in the journal.
 #[derive(Debug)]
 struct DiskTier {
     bounds: DiskBounds,
-    /// `None` until the first write lists the directory (start-up never does).
+    /// `None` until the first write reads the journal or lists the directory (start-up does
+    /// neither).
     usage: Option<DiskUsage>,
-    scanned: std::time::Instant,
+    known_at: std::time::Instant,
+    /// Entries and bytes this writer added since it last wrote to the journal.
+    delta: (i64, i64),
 }
 
 impl DiskTier {
@@ -366,8 +417,15 @@ impl DiskTier {
             entries: u.entries + u64::from(old.is_none()),
             bytes: (u.bytes - old.unwrap_or(0).min(u.bytes)) + len,
         };
+        if self.usage.is_none() || self.known_at.elapsed() >= REREAD_AFTER {
+            // Every writer's changes as the journal has them, and this one's not yet in it.
+            self.usage = read_journal(dir).map(|u| DiskUsage {
+                entries: u.entries.saturating_add_signed(self.delta.0),
+                bytes: u.bytes.saturating_add_signed(self.delta.1),
+            });
+            self.known_at = std::time::Instant::now();
+        }
         if let Some(u) = self.usage
-            && self.scanned.elapsed() < RESCAN_AFTER
             && self.bounds.fit(after(u))
         {
             return true;
@@ -377,7 +435,7 @@ impl DiskTier {
             self.usage = None;
             return true;
         };
-        self.scanned = std::time::Instant::now();
+        self.known_at = std::time::Instant::now();
         let mut now = DiskUsage {
             entries: files.len() as u64,
             bytes: files.iter().map(|f| f.size).sum(),
@@ -401,25 +459,54 @@ impl DiskTier {
                 now.bytes -= file.size.min(now.bytes);
             }
         }
+        // The listing saw every change so far, this writer's included.
         self.usage = Some(now);
+        self.delta = (0, 0);
+        reset_journal(dir, now);
         true
     }
 
     /// Counts a write of `len` bytes that replaced a file of `old` bytes.
     fn wrote(&mut self, len: u64, old: Option<u64>) {
-        if let Some(u) = &mut self.usage {
-            u.entries += u64::from(old.is_none());
-            u.bytes = u.bytes - old.unwrap_or(0).min(u.bytes) + len;
-        }
+        let entries = i64::from(old.is_none());
+        let bytes = signed(len) - signed(old.unwrap_or(0));
+        self.change(entries, bytes);
     }
 
     /// Counts the removal of a file of `old` bytes.
     fn removed(&mut self, old: Option<u64>) {
-        if let (Some(u), Some(old)) = (&mut self.usage, old) {
-            u.entries = u.entries.saturating_sub(1);
-            u.bytes = u.bytes.saturating_sub(old);
+        if let Some(old) = old {
+            self.change(-1, -signed(old));
         }
     }
+
+    fn change(&mut self, entries: i64, bytes: i64) {
+        if let Some(u) = &mut self.usage {
+            u.entries = u.entries.saturating_add_signed(entries);
+            u.bytes = u.bytes.saturating_add_signed(bytes);
+        }
+        self.delta.0 += entries;
+        self.delta.1 += bytes;
+    }
+
+    /// Appends this writer's changes to the journal (after each batch).
+    fn record(&mut self, dir: &Path) {
+        if self.delta != (0, 0) {
+            append_journal(dir, self.delta.0, self.delta.1);
+            self.delta = (0, 0);
+        }
+    }
+
+    /// Forgets the usage after the directory was wiped: the next write lists it.
+    fn wiped(&mut self, dir: &Path) {
+        let _ = fs::remove_file(dir.join(JOURNAL));
+        self.usage = None;
+        self.delta = (0, 0);
+    }
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// One queued disk operation for a key; a newer operation on the same key replaces it.
@@ -616,7 +703,8 @@ fn run(shared: &Shared) {
     let mut tier = DiskTier {
         bounds: shared.bounds,
         usage: None,
-        scanned: std::time::Instant::now(),
+        known_at: std::time::Instant::now(),
+        delta: (0, 0),
     };
     // The map the next batch is swapped into (kept with its capacity, so that `submit` on the
     // callers' threads does not grow a fresh map batch after batch).
@@ -627,7 +715,7 @@ fn run(shared: &Shared) {
             let seqs = std::mem::take(&mut st.clears);
             drop(st);
             let removed = wipe(&shared.dir);
-            tier.usage = None;
+            tier.wiped(&shared.dir);
             st = shared.state.lock();
             for seq in seqs {
                 st.cleared.insert(seq, Vec::new());
@@ -668,6 +756,7 @@ fn run(shared: &Shared) {
                     Counters::add(&shared.counters.write_failures, 1);
                 }
             }
+            tier.record(dir);
             spare = batch;
             st = shared.state.lock();
             st.inflight.clear();

@@ -326,3 +326,50 @@ fn two_processes_share_one_directory() {
     let stats = cache.stats().expect("stats");
     assert_eq!((stats.disk_entries, stats.corrupt), (3 * N, 0));
 }
+
+#[test]
+fn writes_after_a_restart_start_from_the_usage_journal_not_a_listing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = || CacheConfig::new(dir.path()).max_size(4);
+    {
+        let cache = ResponseCache::open(cfg()).expect("open");
+        for i in 0..20 {
+            cache.put(entry(i), None).expect("put");
+        }
+    }
+    // A temporary file left by a killed writer an hour ago: any listing removes it.
+    let stale = dir.path().join(format!(".{}.1.0.tmp", key(99)));
+    fs::write(&stale, b"{\"half\":").expect("write");
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(3600)))
+        .expect("age");
+    let cache = ResponseCache::open(cfg()).expect("reopen");
+    for i in 20..30 {
+        cache.put(entry(i), None).expect("put");
+    }
+    assert!(served(&cache, 0));
+    cache.remove(&key(1)).expect("remove");
+    cache.flush().expect("flush");
+    assert!(
+        stale.exists(),
+        "neither start-up nor the writes listed the directory"
+    );
+    // The journal adds up to what is on disk.
+    let journal = fs::read_to_string(dir.path().join(".usage")).expect("journal");
+    let sum = journal.lines().fold((0i64, 0i64), |(e, b), line| {
+        let (de, db) = line.split_once(' ').expect("two numbers");
+        (
+            e + de.parse::<i64>().expect("entries"),
+            b + db.parse::<i64>().expect("bytes"),
+        )
+    });
+    let (entries, bytes) = on_disk(dir.path());
+    assert_eq!(sum, (entries as i64, bytes as i64), "{journal}");
+    assert_eq!(entries, 29);
+    // `stats` lists the directory: exact, and it cleans the stale file.
+    let stats = cache.stats().expect("stats");
+    assert_eq!((stats.disk_entries, stats.disk_bytes), (entries, bytes));
+    assert!(!stale.exists());
+}
