@@ -7,7 +7,8 @@
 //!   one entry) and is on disk, among `n`: open, read, parse and verify one file.
 //! - `disk_tier/key_derivation_reused`: the key of `cache/key_derivation`'s request (1.5 KB
 //!   system prompt, 2 KB user prompt) with the system prompt's SHA-256 state kept by
-//!   `CacheKeyPrefixes`; `disk_tier/get_hit` is `cache/get_hit` measured beside it.
+//!   `CacheKeyPrefixes`; `disk_tier/key_derivation` (hashed in full, as `cache/key_derivation`)
+//!   and `disk_tier/get_hit` (as `cache/get_hit`) are measured beside it, in the same run.
 //!
 //! Sizes: `PROMPTKIT_BENCH_DISK_SIZES` (comma-separated entry counts, default
 //! `1000,10000,100000`; `1000000` takes about 4 GB of disk and minutes to write once). The
@@ -123,6 +124,14 @@ fn benches(c: &mut Criterion) {
     );
     let reused = finish_key(prefixes.builder("writer", "system", &system), &user);
     assert_eq!(plain, reused, "the same key either way");
+    c.bench_function("disk_tier/key_derivation", |b| {
+        b.iter(|| {
+            finish_key(
+                CacheKey::builder("writer").message(black_box("system"), black_box(&system)),
+                black_box(&user),
+            )
+        })
+    });
     c.bench_function("disk_tier/key_derivation_reused", |b| {
         b.iter(|| {
             finish_key(

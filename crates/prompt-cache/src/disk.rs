@@ -613,6 +613,24 @@ impl Writer {
         Ok(())
     }
 
+    /// Queues `op` for `key` unless the queue is full (then nothing is queued): for writes that
+    /// only carry a changed hit count, which must never make a `get` wait for the disk.
+    pub(crate) fn try_submit(&self, key: CacheKey, op: DiskOp) -> Result<bool, CacheError> {
+        let mut st = self.shared.state.lock();
+        if !st.alive {
+            return Err(self.stopped());
+        }
+        if st.pending.len() >= self.shared.capacity && !st.pending.contains_key(&key) {
+            return Ok(false);
+        }
+        st.submitted += 1;
+        let replaced = st.pending.insert(key, op);
+        drop(st);
+        self.shared.work.notify_one();
+        drop(replaced);
+        Ok(true)
+    }
+
     /// Whether a disk operation for `key` is queued or in progress (the file may be stale).
     pub(crate) fn is_busy(&self, key: &CacheKey) -> bool {
         let st = self.shared.state.lock();

@@ -152,7 +152,9 @@ impl Shard {
 ///   is on disk; dropping the cache flushes and joins the writer. When the queue holds
 ///   `write_queue` distinct keys, `put` waits for the writer rather than dropping work.
 /// - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) rewrites the
-///   files of entries whose count changed since their last write.
+///   files of entries whose count changed since their last write, and so does eviction from
+///   memory unless the write queue is full (then that count is not written: a `get` never
+///   waits for the disk because of a hit count).
 /// - **Misses** in memory read `<key>.json` from disk when `read_through` is on (the default): an
 ///   entry evicted from memory, written before this start-up or by another process is served
 ///   and goes back into memory. A key with a disk operation still queued in this cache is
@@ -319,7 +321,8 @@ impl ResponseCache {
     }
 
     /// Counts entries evicted from memory; they stay on disk, and those whose hit count
-    /// changed are written back (which also marks them recently used on disk).
+    /// changed are written back (which also marks them recently used on disk) — unless the
+    /// writer's queue is full: a hit count is bookkeeping, not worth making a `get` wait.
     fn submit_evicted(&self, evicted: Vec<Slot>) -> Result<(), CacheError> {
         if evicted.is_empty() {
             return Ok(());
@@ -329,7 +332,7 @@ impl ResponseCache {
             if slot.dirty {
                 Arc::make_mut(&mut slot.entry).hit_count = slot.hits;
                 self.writer
-                    .submit(slot.entry.key, DiskOp::Write(slot.entry))?;
+                    .try_submit(slot.entry.key, DiskOp::Write(slot.entry))?;
             }
         }
         Ok(())
