@@ -47,6 +47,18 @@ fn on_disk(dir: &Path) -> (u64, u64) {
     out
 }
 
+/// What the usage journal (`.usage`: `<entries> <bytes>` lines) adds up to.
+fn journal_sum(dir: &Path) -> (i64, i64) {
+    let journal = fs::read_to_string(dir.join(".usage")).expect("journal");
+    journal.lines().fold((0, 0), |(e, b), line| {
+        let (de, db) = line.split_once(' ').expect("two numbers");
+        (
+            e + de.parse::<i64>().expect("entries"),
+            b + db.parse::<i64>().expect("bytes"),
+        )
+    })
+}
+
 fn served(cache: &ResponseCache, i: u64) -> bool {
     match cache.get(&key(i)).expect("get") {
         Some(e) => {
@@ -357,19 +369,48 @@ fn writes_after_a_restart_start_from_the_usage_journal_not_a_listing() {
         "neither start-up nor the writes listed the directory"
     );
     // The journal adds up to what is on disk.
-    let journal = fs::read_to_string(dir.path().join(".usage")).expect("journal");
-    let sum = journal.lines().fold((0i64, 0i64), |(e, b), line| {
-        let (de, db) = line.split_once(' ').expect("two numbers");
-        (
-            e + de.parse::<i64>().expect("entries"),
-            b + db.parse::<i64>().expect("bytes"),
-        )
-    });
     let (entries, bytes) = on_disk(dir.path());
-    assert_eq!(sum, (entries as i64, bytes as i64), "{journal}");
+    assert_eq!(journal_sum(dir.path()), (entries as i64, bytes as i64));
     assert_eq!(entries, 29);
     // `stats` lists the directory: exact, and it cleans the stale file.
     let stats = cache.stats().expect("stats");
     assert_eq!((stats.disk_entries, stats.disk_bytes), (entries, bytes));
     assert!(!stale.exists());
+}
+
+#[test]
+fn a_damaged_usage_journal_is_rebuilt_by_a_listing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let cache = ResponseCache::open(CacheConfig::new(dir.path())).expect("open");
+        for i in 0..10 {
+            cache.put(entry(i), None).expect("put");
+        }
+    }
+    let (_, bytes) = on_disk(dir.path());
+    // Torn or garbage: a listing rebuilds it and the bound holds. One that claims far less
+    // than is there is believed (the next listing, when the writes reach the bound, corrects
+    // it), and nothing is lost or damaged either way.
+    for damage in ["3 12\n7 x", "\u{0}\u{ff}garbage", "1 1\n"] {
+        fs::write(dir.path().join(".usage"), damage).expect("write");
+        let cfg = CacheConfig::new(dir.path()).max_disk_bytes(bytes);
+        let cache = ResponseCache::open(cfg).expect("open despite the journal");
+        cache.put(entry(100), None).expect("put");
+        cache.flush().expect("flush");
+        let (_, now) = on_disk(dir.path());
+        if damage != "1 1\n" {
+            assert!(now <= bytes, "{damage:?}: {now} bytes, bound {bytes}");
+            let (entries, total) = on_disk(dir.path());
+            assert_eq!(
+                journal_sum(dir.path()),
+                (entries as i64, total as i64),
+                "{damage:?}: rebuilt"
+            );
+        }
+        assert!(served(&cache, 100));
+        assert_eq!(cache.stats().expect("stats").corrupt, 0);
+        drop(cache);
+        // Back to the ten entries for the next round.
+        let _ = fs::remove_file(path_of(dir.path(), 100));
+    }
 }
