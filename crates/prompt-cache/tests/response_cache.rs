@@ -559,10 +559,9 @@ fn concurrent_gets_and_puts_across_shards() {
                 for i in 0..500 {
                     let k = t * 10_000 + i;
                     cache.put(entry(k), None).expect("put");
-                    let got = cache.get(&key(k)).expect("get");
-                    if let Some(e) = got {
-                        assert_eq!(&*e.response, format!("response {k}"));
-                    }
+                    // From memory, or from disk if other threads' puts evicted it meanwhile.
+                    let got = cache.get(&key(k)).expect("get").expect("hit");
+                    assert_eq!(&*got.response, format!("response {k}"));
                 }
             })
         })
@@ -572,7 +571,9 @@ fn concurrent_gets_and_puts_across_shards() {
     }
     let stats = cache.stats().expect("stats");
     assert!(stats.size <= 512, "size {} over max_size", stats.size);
-    assert_eq!(stats.size as u64 + stats.evictions, 2000);
+    // Every put, and every get served from disk, inserted into memory.
+    assert!(stats.size as u64 + stats.evictions >= 2000, "{stats:?}");
+    assert_eq!((stats.hits, stats.misses), (2000, 0));
 }
 
 #[test]
