@@ -133,12 +133,23 @@ fn generate_against_fake_ollama_then_from_cache() {
         .sum();
     assert_eq!(lines, 1, "one metrics record with cache_hit true");
 
-    // The cache holds one entry.
+    // The cache holds one entry, on disk (a new process reads nothing into memory until asked).
     let cache = sb.run(&["cache", "stats", "--json"]).json();
-    assert_eq!(cache["size"], 1);
+    assert_eq!(
+        (&cache["size"], &cache["disk_entries"]),
+        (&serde_json::json!(0), &serde_json::json!(1))
+    );
+    assert!(
+        cache["disk_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{cache}"
+    );
     let cleared = sb.run(&["cache", "clear", "--json"]).json();
     assert_eq!(cleared["removed"], 1);
-    assert_eq!(sb.run(&["cache", "stats", "--json"]).json()["size"], 0);
+    let cache = sb.run(&["cache", "stats", "--json"]).json();
+    assert_eq!(
+        (&cache["size"], &cache["disk_entries"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
     let pruned = sb.run(&["cache", "prune", "--json"]).json();
     assert_eq!(pruned["removed"], 0);
 }

@@ -13,6 +13,7 @@
 mod chart;
 mod criterion;
 mod data;
+mod disk_tier;
 mod gateway;
 mod loadgen;
 mod peers;
@@ -197,6 +198,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     // 4. peers
     eprintln!("[4/5] Python peers");
     let peer_docs = run_peers(root, &venv, &data, quick, &target_dir);
+    disk_tier::run(root, &settings, &peer_docs);
 
     // 4b. gateway
     let gateway_doc = if gateway_mode == GatewayMode::Skip {

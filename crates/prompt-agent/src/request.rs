@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use prompt_cache::CacheKey;
+use prompt_cache::{CacheKey, CacheKeyBuilder, CacheKeyPrefixes};
 use serde::{Deserialize, Serialize};
 
 pub use prompt_templates::{
@@ -256,6 +256,30 @@ impl ChatRequest {
     /// other one as a named option (`top_p` and the provider options under their own names,
     /// `promptkit.context_size`, `promptkit.min_length`, `promptkit.max_length`).
     pub fn cache_key(&self, namespace: &str, provider: &str) -> CacheKey {
+        self.derive_key(CacheKey::builder(namespace), 0, provider)
+    }
+
+    /// [`cache_key`](Self::cache_key), the same key, with the hashing state after the first
+    /// message (the system prompt of a template or an agent) taken from `prefixes` when a
+    /// request started with that message before: only the rest of the request is hashed.
+    pub fn cache_key_reusing(
+        &self,
+        namespace: &str,
+        provider: &str,
+        prefixes: &CacheKeyPrefixes,
+    ) -> CacheKey {
+        match self.messages.first() {
+            Some(first) => self.derive_key(
+                prefixes.builder(namespace, first.role.as_str(), &first.content),
+                1,
+                provider,
+            ),
+            None => self.cache_key(namespace, provider),
+        }
+    }
+
+    /// The key from `builder`, which has the first `hashed` messages in it already.
+    fn derive_key(&self, builder: CacheKeyBuilder, hashed: usize, provider: &str) -> CacheKey {
         let RequestOptions {
             model,
             temperature,
@@ -272,11 +296,13 @@ impl ChatRequest {
             tool_choice,
             sample,
         } = &self.options;
-        let mut builder = CacheKey::builder(namespace)
+        let mut builder = builder
             .provider(provider)
             .model(model.as_deref().unwrap_or_default());
         for (i, m) in self.messages.iter().enumerate() {
-            builder = builder.message(m.role.as_str(), &m.content);
+            if i >= hashed {
+                builder = builder.message(m.role.as_str(), &m.content);
+            }
             // Tool calls and results as named options, so plain conversations keep their keys.
             if !m.tool_calls.is_empty() {
                 let calls = serde_json::to_value(&m.tool_calls).unwrap_or_default();

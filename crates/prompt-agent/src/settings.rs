@@ -178,6 +178,11 @@ pub struct Settings {
     pub cache_ttl: Option<u64>,
     /// Entries the cache keeps in memory [default: 1000].
     pub cache_max_size: Option<usize>,
+    /// Bytes of entry files the cache keeps on disk; over it the least recently used go
+    /// [default: 1 GiB].
+    pub cache_max_disk_bytes: Option<u64>,
+    /// Entry files the cache keeps on disk [default: no bound but the bytes].
+    pub cache_max_disk_entries: Option<u64>,
     /// Metrics directory (daily `metrics_YYYY-MM-DD.jsonl` files) [default: `output/metrics`].
     pub metrics_dir: Option<PathBuf>,
     /// The provider (no default: it must be named, so the offline echo provider is never
@@ -261,7 +266,7 @@ fn seconds(field: &str, value: f64) -> Result<Duration, AgentError> {
 impl Settings {
     /// The keys of `prompt.toml`, for hints.
     pub const KEYS: &'static str = "templates, cache_dir, cache_url, cache_ttl, cache_max_size, \
-        metrics_dir, provider, base_url, model, temperature, timeout, idle_timeout, stream, \
+        cache_max_disk_bytes, cache_max_disk_entries, metrics_dir, provider, base_url, model, temperature, timeout, idle_timeout, stream, \
         queue_timeout, breaker_failures, breaker_cooldown, retries, concurrency, \
         api_key_env, namespace, backoff_base, backoff_max, retry_after_cap, model_quirks, \
         render_fuel, max_render_bytes, prices, budget, budget_usd, otel_content";
@@ -275,6 +280,8 @@ impl Settings {
             cache_url,
             cache_ttl,
             cache_max_size,
+            cache_max_disk_bytes,
+            cache_max_disk_entries,
             metrics_dir,
             provider,
             base_url,
@@ -307,6 +314,8 @@ impl Settings {
             cache_url: cache_url.or(lower.cache_url),
             cache_ttl: cache_ttl.or(lower.cache_ttl),
             cache_max_size: cache_max_size.or(lower.cache_max_size),
+            cache_max_disk_bytes: cache_max_disk_bytes.or(lower.cache_max_disk_bytes),
+            cache_max_disk_entries: cache_max_disk_entries.or(lower.cache_max_disk_entries),
             metrics_dir: metrics_dir.or(lower.metrics_dir),
             provider: provider.or(lower.provider),
             base_url: base_url.or(lower.base_url),
@@ -501,11 +510,17 @@ impl Settings {
                 "invalid max_render_bytes 0: must be at least 1".to_owned(),
             ));
         }
-        if self.cache_max_size == Some(0) {
-            return Err(config(
-                "cache_max_size",
-                "invalid cache_max_size 0: must be at least 1".to_owned(),
-            ));
+        for (field, value) in [
+            ("cache_max_size", self.cache_max_size.map(|n| n as u64)),
+            ("cache_max_disk_bytes", self.cache_max_disk_bytes),
+            ("cache_max_disk_entries", self.cache_max_disk_entries),
+        ] {
+            if value == Some(0) {
+                return Err(config(
+                    field,
+                    format!("invalid {field} 0: must be at least 1"),
+                ));
+            }
         }
         if self.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
             return Err(config("model", "the model name is empty".to_owned()));
@@ -596,6 +611,11 @@ impl Settings {
             None => {
                 let config = CacheConfig::new(self.cache_dir())
                     .max_size(self.cache_max_size.unwrap_or(DEFAULT_CACHE_MAX_SIZE))
+                    .max_disk_bytes(
+                        self.cache_max_disk_bytes
+                            .unwrap_or(prompt_cache::DEFAULT_MAX_DISK_BYTES),
+                    )
+                    .max_disk_entries(self.cache_max_disk_entries)
                     .ttl(ttl);
                 Ok(Arc::new(ResponseCache::open(config)?))
             }
@@ -694,6 +714,9 @@ mod tests {
             ("timeout = 0", "timeout"),
             ("concurrency = 0", "concurrency"),
             ("backoff_base = -2", "backoff_base"),
+            ("cache_max_size = 0", "cache_max_size"),
+            ("cache_max_disk_bytes = 0", "cache_max_disk_bytes"),
+            ("cache_max_disk_entries = 0", "cache_max_disk_entries"),
         ] {
             let s: Settings = toml::from_str(text).expect(text);
             match s.check() {
@@ -703,6 +726,29 @@ mod tests {
         }
         let unknown = toml::from_str::<Settings>("provder = \"x\"").unwrap_err();
         assert!(unknown.to_string().contains("provder"), "{unknown}");
+    }
+
+    #[test]
+    fn the_disk_bound_reaches_the_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "cache_dir = {:?}\ncache_max_size = 1\ncache_max_disk_entries = 3\n",
+            dir.path().display().to_string()
+        );
+        let s: Settings = toml::from_str(&text).expect("settings");
+        s.check().expect("valid");
+        let cache = s.open_cache().expect("open");
+        for i in 0..20 {
+            let key = prompt_cache::CacheKey::builder("t")
+                .message("user", &i.to_string())
+                .finish();
+            let entry = prompt_cache::CachedResponse::new(key, format!("reply {i}"), "m");
+            cache.put(entry, None).expect("put");
+        }
+        cache.flush().expect("flush");
+        let stats = cache.stats().expect("stats");
+        assert!(stats.disk_entries <= 3, "{stats:?}");
+        assert!(stats.disk_evictions >= 17, "{stats:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use prompt_cache::{CacheKey, CacheStore};
+use prompt_cache::{CacheKey, CacheKeyPrefixes, CacheStore};
 use prompt_metrics::{MetricsSink, PriceTable};
 use prompt_templates::TemplateStore;
 use tokio::sync::Semaphore;
@@ -42,6 +42,8 @@ pub(crate) struct SystemInner {
     pub(crate) inflight: Mutex<HashMap<CacheKey, Flight>>,
     pub(crate) costs: Arc<CostBook>,
     pub(crate) capture_content: bool,
+    /// Hashing states after each system prompt, so a cache key hashes only the rest.
+    pub(crate) key_prefixes: CacheKeyPrefixes,
 }
 
 /// One application's shared parts: the template store, the response cache, the metrics sink,
@@ -411,6 +413,7 @@ impl PromptSystemBuilder {
                 inflight: Mutex::new(HashMap::new()),
                 costs,
                 capture_content: self.capture_content,
+                key_prefixes: CacheKeyPrefixes::default(),
             }),
         })
     }

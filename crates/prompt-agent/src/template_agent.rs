@@ -121,9 +121,14 @@ impl TemplateAgent {
         self.agent.name()
     }
 
-    /// The cache key of a request of this agent's provider in the system's namespace.
+    /// The cache key of a request of this agent's provider in the system's namespace, reusing
+    /// the hashing state of its system prompt.
     pub(crate) fn cache_key_of(&self, request: &ChatRequest) -> CacheKey {
-        request.cache_key(&self.system.namespace, self.agent.provider().name())
+        request.cache_key_reusing(
+            &self.system.namespace,
+            self.agent.provider().name(),
+            &self.system.key_prefixes,
+        )
     }
 
     /// The underlying plain agent (same provider, limiter, metrics and retry policy).

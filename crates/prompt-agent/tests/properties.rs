@@ -69,3 +69,101 @@ proptest! {
         prop_assert_eq!(parse_retry_after(&secs.to_string()), Some(Duration::from_secs(secs)));
     }
 }
+
+mod key_prefix_reuse {
+    use prompt_agent::{ChatMessage, ChatRequest, Role, ToolCall};
+    use prompt_cache::CacheKeyPrefixes;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// System prompts that share most of their bytes, so a state kept for one must never serve
+    /// another: a long one, one letter changed, one byte longer, a short one, an empty one.
+    fn system(i: usize) -> String {
+        let long =
+            "You are the Writer. Keep the voice of the story, its tense and names. ".repeat(50);
+        match i {
+            0 => long,
+            1 => long.replacen("Writer", "Editor", 1),
+            2 => format!("{long}\n"),
+            3 => "You are brief.".to_owned(),
+            _ => String::new(),
+        }
+    }
+
+    const ROLES: [Role; 4] = [Role::System, Role::User, Role::Assistant, Role::Tool];
+
+    fn message() -> impl Strategy<Value = ChatMessage> {
+        (0..4usize, "\\PC{0,30}", any::<bool>(), any::<bool>()).prop_map(
+            |(role, content, call, id)| ChatMessage {
+                role: ROLES[role],
+                content,
+                tool_calls: if call {
+                    vec![ToolCall {
+                        id: "call_1".to_owned(),
+                        name: "lookup".to_owned(),
+                        arguments: json!({"q": "x"}),
+                    }]
+                } else {
+                    Vec::new()
+                },
+                tool_call_id: id.then(|| "call_1".to_owned()),
+            },
+        )
+    }
+
+    fn request() -> impl Strategy<Value = ChatRequest> {
+        (
+            0..5usize,
+            0..4usize,
+            any::<bool>(),
+            prop::collection::vec(message(), 0..4),
+            prop::option::of(0.0..2.0f64),
+            prop::option::of(1..10_000u64),
+            prop::option::of(0..100usize),
+            "[a-z0-9:]{0,12}",
+        )
+            .prop_map(
+                |(sys, first_role, first_has_call, rest, temperature, max_tokens, min, model)| {
+                    let mut first = ChatMessage {
+                        role: ROLES[first_role],
+                        content: system(sys),
+                        tool_calls: Vec::new(),
+                        tool_call_id: None,
+                    };
+                    if first_has_call {
+                        first.tool_call_id = Some("call_0".to_owned());
+                    }
+                    let mut messages = vec![first];
+                    messages.extend(rest);
+                    let mut r = ChatRequest::new(model, messages);
+                    r.options.temperature = temperature;
+                    r.options.max_tokens = max_tokens;
+                    r.options.min_length = min;
+                    r
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn prefix_reused_keys_equal_plain_keys(
+            requests in prop::collection::vec(request(), 1..30),
+            capacity in 0..3usize,
+            empty in any::<bool>(),
+        ) {
+            let prefixes = CacheKeyPrefixes::new(capacity);
+            for mut r in requests {
+                if empty {
+                    r.messages.clear();
+                }
+                for (ns, provider) in [("promptkit", "ollama"), ("other", "openai")] {
+                    prop_assert_eq!(
+                        r.cache_key_reusing(ns, provider, &prefixes),
+                        r.cache_key(ns, provider),
+                        "{:?}", r
+                    );
+                }
+            }
+        }
+    }
+}

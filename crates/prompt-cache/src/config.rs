@@ -6,16 +6,25 @@ use std::time::Duration;
 
 use crate::store::{Clock, SystemClock};
 
+/// Default bound of the disk tier: 1 GiB of entry files.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
+
 /// Settings for [`ResponseCache::open`](crate::ResponseCache::open).
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     /// Directory holding one `<64-hex key>.json` file per entry (created if missing).
     pub cache_dir: PathBuf,
-    /// Most entries held in memory (default 1000, as in the Python original).
+    /// Most entries held in memory (default 1000, as in the Python original). Entries evicted
+    /// from memory stay on disk.
     pub max_size: usize,
     /// Most bytes held in memory, counted by [`CachedResponse::approx_size`](crate::CachedResponse::approx_size)
     /// (default 256 MiB).
     pub max_bytes: u64,
+    /// Most bytes of entry files on disk (default [`DEFAULT_MAX_DISK_BYTES`], 1 GiB); over it,
+    /// the least recently written entries are removed from disk.
+    pub max_disk_bytes: u64,
+    /// Most entry files on disk (default `None`: bounded by bytes only).
+    pub max_disk_entries: Option<u64>,
     /// Default time to live (default 24 hours, as in the Python original). `Duration::MAX` means never expire.
     pub ttl: Duration,
     /// Largest single entry accepted by `put` (default 8 MiB).
@@ -24,8 +33,9 @@ pub struct CacheConfig {
     /// `max_size >= 256`, else 1). One shard gives an exact LRU; several give threads separate
     /// locks and evict the least recently used entry of the inserting shard.
     pub shards: usize,
-    /// Whether a lookup that misses memory reads `<key>.json` from disk, so that entries written
-    /// by another process (or not loaded at start-up) are served (default true).
+    /// Whether a lookup that misses memory reads `<key>.json` from disk (default true). Start-up
+    /// loads nothing, so with `false` the disk tier is written but never read (a memory-only
+    /// cache, for measuring the memory tier alone).
     pub read_through: bool,
     /// Whether each disk write is `fsync`ed before its rename (default false).
     pub fsync: bool,
@@ -42,6 +52,8 @@ impl CacheConfig {
             cache_dir: cache_dir.into(),
             max_size: 1000,
             max_bytes: 256 * 1024 * 1024,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+            max_disk_entries: None,
             ttl: Duration::from_secs(24 * 60 * 60),
             max_entry_bytes: 8 * 1024 * 1024,
             shards: 0,
@@ -61,6 +73,18 @@ impl CacheConfig {
     /// Sets `max_bytes`.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets `max_disk_bytes`.
+    pub fn max_disk_bytes(mut self, max_disk_bytes: u64) -> Self {
+        self.max_disk_bytes = max_disk_bytes;
+        self
+    }
+
+    /// Sets `max_disk_entries`.
+    pub fn max_disk_entries(mut self, max_disk_entries: Option<u64>) -> Self {
+        self.max_disk_entries = max_disk_entries;
         self
     }
 

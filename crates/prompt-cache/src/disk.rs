@@ -1,33 +1,38 @@
-//! The disk tier: file names, atomic writes, the background writer and start-up loading.
+//! The disk tier: file names, atomic writes, the background writer and the disk bounds.
 //!
 //! Layout of `cache_dir`:
 //! - `<64-hex key>.json`: one complete entry in the stored form described in the `entry`
 //!   module (JSON with a checksum), only ever created by a rename;
-//! - `.<64-hex key>.<pid>.<n>.tmp`: a write in progress (ignored by readers; removed by
-//!   `open` once older than [`STALE_TEMP_AGE`], which covers writers that were killed);
+//! - `.<64-hex key>.<pid>.<n>.tmp`: a write in progress (ignored by readers; removed by the
+//!   next listing of the directory once older than [`STALE_TEMP_AGE`], which covers writers
+//!   that were killed);
 //! - `corrupt/`: files that could not be read as an entry, or whose checksum does not match
 //!   their content, moved aside rather than deleted.
+//!
+//! This is also the layout written before the disk tier had bounds of its own, so an older
+//! cache directory is served as it is. Files are found by name only: nothing is read at
+//! start-up, and the directory is listed only to measure or enforce the disk bounds (by the
+//! writer, when a write would go over them) and for `stats`, `prune_expired` and `clear`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
 use parking_lot::{Condvar, Mutex};
-use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::entry::Decoded;
 use crate::response_cache::KeyHasherBuilder;
 use crate::{CacheError, CacheKey, CachedResponse};
 
-/// Temporary files older than this are left over from a killed writer and are removed by `open`.
+/// Temporary files older than this are left over from a killed writer and are removed by the
+/// next listing of the directory.
 pub(crate) const STALE_TEMP_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// Counters shared by the memory tier and the writer.
@@ -39,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) expired: AtomicU64,
     pub(crate) corrupt: AtomicU64,
     pub(crate) write_failures: AtomicU64,
+    pub(crate) disk_evictions: AtomicU64,
 }
 
 impl Counters {
@@ -134,16 +140,21 @@ fn set_path(path: &mut PathBuf, dir: &Path, name: std::fmt::Arguments<'_>) {
     let _ = text.write_fmt(name);
 }
 
-/// Writes `entry` to `<dir>/<hex>.json` through a temporary file and a rename.
-pub(crate) fn write_entry(
+/// Encodes `entry` into `bufs.json` (the stored form, checksum included).
+fn encode_entry(entry: &CachedResponse, bufs: &mut WriteBuffers) -> io::Result<()> {
+    bufs.json.clear();
+    crate::entry::encode(entry, &mut bufs.json).map_err(io::Error::other)
+}
+
+/// Writes the encoded entry in `bufs.json` to `<dir>/<hex>.json` through a temporary file and
+/// a rename.
+fn write_encoded(
     dir: &Path,
-    entry: &CachedResponse,
+    key: &CacheKey,
     fsync: bool,
     bufs: &mut WriteBuffers,
 ) -> io::Result<()> {
-    bufs.json.clear();
-    crate::entry::encode(entry, &mut bufs.json).map_err(io::Error::other)?;
-    let name = EntryName::new(&entry.key);
+    let name = EntryName::new(key);
     set_path(&mut bufs.path, dir, format_args!("{}", name.as_str()));
     let (hex, pid) = (name.key_hex(), bufs.pid);
     set_path(
@@ -168,7 +179,7 @@ pub(crate) fn write_entry(
 }
 
 /// Removes `<dir>/<hex>.json`; missing files are fine.
-pub(crate) fn remove_entry(dir: &Path, key: &CacheKey) -> io::Result<bool> {
+fn remove_entry(dir: &Path, key: &CacheKey) -> io::Result<bool> {
     match fs::remove_file(entry_path(dir, key)) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -180,11 +191,9 @@ pub(crate) fn remove_entry(dir: &Path, key: &CacheKey) -> io::Result<bool> {
 #[derive(Debug)]
 pub(crate) enum FileRead {
     /// A complete entry whose key matches its file name and whose checksum matches its
-    /// content (`verified`), or that has no checksum (written before they existed).
-    Entry {
-        entry: Box<CachedResponse>,
-        verified: bool,
-    },
+    /// content, or that has no checksum (written before they existed; the cache rewrites it
+    /// with one).
+    Entry(Box<CachedResponse>),
     /// No such file (never written, or removed meanwhile).
     Missing,
     /// Unreadable, truncated, not an entry for this key, or not its checksum.
@@ -199,104 +208,8 @@ pub(crate) fn read_entry(path: &Path, key: &CacheKey) -> FileRead {
         Err(_) => return FileRead::Corrupt,
     };
     match crate::entry::decode(&bytes, key, EntryName::new(key).key_hex()) {
-        Decoded::Verified(entry) => FileRead::Entry {
-            entry: Box::new(entry),
-            verified: true,
-        },
-        Decoded::Unchecked(entry) => FileRead::Entry {
-            entry: Box::new(entry),
-            verified: false,
-        },
+        Decoded::Verified(entry) | Decoded::Unchecked(entry) => FileRead::Entry(Box::new(entry)),
         Decoded::Corrupt => FileRead::Corrupt,
-    }
-}
-
-/// Size of the read buffer each start-up worker starts with (entries are a few KiB).
-const READ_BUFFER: usize = 64 * 1024;
-
-/// Reads the rest of `file` into `buf` from the start, growing it as needed; the length read.
-///
-/// `buf`'s length is its usable size (it is zero-filled once and reused). A read that does not
-/// fill the buffer is taken as the end of the file, which saves the extra `read` that would
-/// confirm it; a caller that finds the bytes incomplete reads the file again in full.
-fn read_file(file: &mut File, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.is_empty() {
-        buf.resize(READ_BUFFER, 0);
-    }
-    let mut filled = 0;
-    loop {
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(filled),
-            Ok(n) => {
-                filled += n;
-                if filled < buf.len() {
-                    return Ok(filled);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// What start-up made of one entry file.
-enum Loading {
-    /// A live entry; `verified` is false for one without a checksum.
-    Live(Arc<CachedResponse>, bool),
-    /// Expired; its file was removed.
-    Expired,
-    Missing,
-    Corrupt,
-}
-
-/// One start-up worker: opens entry files relative to the directory (no path walk per file)
-/// and reads each with one `read` into a reused buffer.
-struct DirReader<'a> {
-    dir: &'a Path,
-    dirfd: BorrowedFd<'a>,
-    buf: Vec<u8>,
-}
-
-impl<'a> DirReader<'a> {
-    fn new(dir: &'a Path, dirfd: BorrowedFd<'a>) -> Self {
-        Self {
-            dir,
-            dirfd,
-            buf: Vec::new(),
-        }
-    }
-
-    fn load(&mut self, key: &CacheKey, now: DateTime<Utc>) -> Loading {
-        let name = EntryName::new(key);
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-        let mut file = match rustix::fs::openat(self.dirfd, name.as_str(), flags, Mode::empty()) {
-            Ok(fd) => File::from(fd),
-            Err(rustix::io::Errno::NOENT) => return Loading::Missing,
-            Err(_) => return Loading::Corrupt,
-        };
-        let decoded = match read_file(&mut file, &mut self.buf) {
-            Ok(len) => crate::entry::decode(&self.buf[..len], key, name.key_hex()),
-            Err(_) => Decoded::Corrupt,
-        };
-        drop(file);
-        let (entry, verified) = match decoded {
-            Decoded::Verified(entry) => (entry, true),
-            Decoded::Unchecked(entry) => (entry, false),
-            // Not an entry as read: read it again, in full, before calling it corrupt.
-            Decoded::Corrupt => match read_entry(&self.dir.join(name.as_str()), key) {
-                FileRead::Entry { entry, verified } => (*entry, verified),
-                FileRead::Missing => return Loading::Missing,
-                FileRead::Corrupt => return Loading::Corrupt,
-            },
-        };
-        if entry.is_expired_at(now) {
-            let _ = rustix::fs::unlinkat(self.dirfd, name.as_str(), AtFlags::empty());
-            return Loading::Expired;
-        }
-        Loading::Live(Arc::new(entry), verified)
     }
 }
 
@@ -318,196 +231,282 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     Ok(target)
 }
 
-/// The result of scanning a cache directory at start-up.
-#[derive(Debug, Default)]
-pub(crate) struct Loaded {
-    /// Live entries, oldest first.
-    pub(crate) entries: Vec<Arc<CachedResponse>>,
-    /// Keys of the live entries that had no checksum (to be rewritten with one).
-    pub(crate) unchecked: Vec<CacheKey>,
-    pub(crate) expired: u64,
-    pub(crate) corrupt: u64,
+/// One entry file as the disk bound sees it.
+#[derive(Debug, Clone, Copy)]
+struct FileInfo {
+    key: CacheKey,
+    size: u64,
+    /// Modification time (seconds, nanoseconds): when the entry was last written, which a
+    /// `flush` after a hit also does, so the oldest is the least recently used.
+    mtime: (i64, u64),
 }
 
-/// The modification time of `key`'s file as (seconds, nanoseconds); the earliest possible when
-/// it cannot be read.
+/// Entry files and their bytes in a cache directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DiskUsage {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+}
+
+/// The disk tier's bounds, enforced by the writer before each write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DiskBounds {
+    /// Most bytes of entry files.
+    pub(crate) max_bytes: u64,
+    /// Most entry files (`u64::MAX`: no bound).
+    pub(crate) max_entries: u64,
+}
+
+impl DiskBounds {
+    fn fit(&self, usage: DiskUsage) -> bool {
+        usage.bytes <= self.max_bytes && usage.entries <= self.max_entries
+    }
+
+    /// What eviction brings the directory down to, so that it runs once per tenth of the
+    /// bound written rather than at every write: 90 % of each bound.
+    fn low_water(&self) -> DiskUsage {
+        DiskUsage {
+            entries: self.max_entries - self.max_entries / 10,
+            bytes: self.max_bytes - self.max_bytes / 10,
+        }
+    }
+}
+
+/// The usage the writer knows is trusted this long; after it, the next write reads the usage
+/// journal again (other processes write to the directory too).
+const REREAD_AFTER: Duration = Duration::from_secs(60);
+
+/// `<dir>/.usage`, the disk usage journal: the entry files and bytes the last listing of the
+/// directory measured (first line), then one line per batch of writes with the change it made
+/// (`<entries> <bytes>`, signed), appended with one `write` on an `O_APPEND` file so that
+/// writers in several processes add up. A writer starts from it instead of listing the
+/// directory; the next listing rewrites it (by rename) with what it measured. A missing or
+/// unreadable journal, or one of more than [`JOURNAL_MAX_LINES`], means a listing.
+const JOURNAL: &str = ".usage";
+
+/// Journal lines beyond which the next write lists the directory (and so compacts it).
+const JOURNAL_MAX_LINES: usize = 4096;
+
+/// The usage the journal adds up to, if it is there and well-formed.
+fn read_journal(dir: &Path) -> Option<DiskUsage> {
+    let text = fs::read_to_string(dir.join(JOURNAL)).ok()?;
+    let (mut entries, mut bytes, mut lines) = (0i128, 0i128, 0usize);
+    for line in text.lines() {
+        let (e, b) = line.split_once(' ')?;
+        entries += e.parse::<i64>().ok()? as i128;
+        bytes += b.parse::<i64>().ok()? as i128;
+        lines += 1;
+    }
+    if lines == 0 || lines > JOURNAL_MAX_LINES {
+        return None;
+    }
+    let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+    Some(DiskUsage {
+        entries: clamp(entries),
+        bytes: clamp(bytes),
+    })
+}
+
+/// Replaces the journal with one line: `usage`, as just measured.
+fn reset_journal(dir: &Path, usage: DiskUsage) {
+    let tmp = dir.join(format!(".usage.{}.{}.tmp", std::process::id(), next_seq()));
+    let text = format!("{} {}\n", usage.entries, usage.bytes);
+    if fs::write(&tmp, text).is_err() || fs::rename(&tmp, dir.join(JOURNAL)).is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+}
+
+/// Appends one change to the journal (nothing when there is no journal to add to).
+fn append_journal(dir: &Path, entries: i64, bytes: i64) {
+    let file = fs::OpenOptions::new().append(true).open(dir.join(JOURNAL));
+    if let Ok(mut file) = file {
+        let _ = file.write_all(format!("{entries} {bytes}\n").as_bytes());
+    }
+}
+
 // `Stat`'s field types differ between platforms.
-#[allow(clippy::useless_conversion)]
-fn mtime_at(dirfd: BorrowedFd<'_>, key: &CacheKey) -> (i64, u64) {
-    rustix::fs::statat(dirfd, EntryName::new(key).as_str(), AtFlags::empty())
-        .map(|st| (i64::from(st.st_mtime), u64::from(st.st_mtime_nsec)))
-        .unwrap_or((i64::MIN, 0))
+#[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+fn file_info(st: &rustix::fs::Stat) -> (u64, (i64, u64)) {
+    (
+        st.st_size as u64,
+        (i64::from(st.st_mtime), u64::from(st.st_mtime_nsec)),
+    )
 }
 
-/// Loads at most `max` live entries from `dir`, newest first (by file modification time when
-/// there are more files than `max`, else all), deleting expired files and quarantining bad ones.
-///
-/// Files are read on the rayon pool while the directory is still being listed: every
-/// [`LOAD_BATCH`] names become one task, as long as no more than `max` names have been seen. Each
-/// file is opened relative to the directory and read with a single `read`, so a file costs
-/// `openat`, `read` and `close` (no `stat` unless there are more files than `max`).
-pub(crate) fn load_dir(dir: &Path, max: usize, now: DateTime<Utc>) -> Result<Loaded, CacheError> {
-    let io_err = |source| CacheError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let listing = fs::read_dir(dir).map_err(io_err)?;
+/// Lists the entry files of `dir` with their sizes and modification times (one `getdents`
+/// pass and one `statat` a file), removing temporary files older than [`STALE_TEMP_AGE`]
+/// (left by killed writers) on the way.
+fn scan(dir: &Path) -> io::Result<Vec<FileInfo>> {
     let dirfd = rustix::fs::open(
         dir,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(|e| io_err(e.into()))?;
-
-    // Names that look like entries (`<64 chars>.json`), in listing order; the first `max` are
-    // read as they are found.
-    let mut names: Vec<[u8; 64]> = Vec::new();
-    let found: parking_lot::Mutex<Vec<LoadedBatch>> = Default::default();
-    let load_batch = |first: usize, batch: Vec<[u8; 64]>| {
-        let mut reader = DirReader::new(dir, dirfd.as_fd());
-        let reads = batch
-            .iter()
-            .filter_map(key_of_hex)
-            .map(|key| (key, reader.load(&key, now)))
-            .collect();
-        found.lock().push((first, reads));
-    };
-    // The next entry-like name into `names` (cleaning stale temporary files on the way);
-    // false once the listing is done.
-    let mut listing = listing;
-    let mut next_name = |names: &mut Vec<[u8; 64]>| -> bool {
-        for item in listing.by_ref() {
-            let Ok(item) = item else { continue };
-            let name = item.file_name();
-            if let Some(hex) = name.as_encoded_bytes().strip_suffix(b".json")
-                && let Ok(hex) = <[u8; 64]>::try_from(hex)
-            {
-                names.push(hex);
-                return true;
+    )?;
+    let mut files = Vec::new();
+    for item in fs::read_dir(dir)? {
+        let Ok(item) = item else { continue };
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(key) = key_of_file_name(name) {
+            // A file removed since the listing is simply not counted.
+            if let Ok(st) = rustix::fs::statat(dirfd.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+                let (size, mtime) = file_info(&st);
+                files.push(FileInfo { key, size, mtime });
             }
-            if name.to_str().is_some_and(is_temp_name) {
-                let stale = item
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|age| age > STALE_TEMP_AGE);
-                if stale {
-                    let _ = fs::remove_file(item.path());
-                }
-            }
-        }
-        false
-    };
-    let mut more = true;
-    while more && names.len() < LOAD_BATCH {
-        more = next_name(&mut names);
-    }
-    if !more {
-        // A small directory: read on this thread, without waking the thread pool.
-        let end = names.len().min(max);
-        if end > 0 {
-            load_batch(0, names[..end].to_vec());
-        }
-    } else {
-        rayon::in_place_scope(|scope| {
-            let mut queued = 0;
-            loop {
-                let end = names.len().min(max);
-                if end - queued >= LOAD_BATCH || (!more && end > queued) {
-                    let batch = names[queued..end].to_vec();
-                    let load_batch = &load_batch;
-                    scope.spawn(move |_| load_batch(queued, batch));
-                    queued = end;
-                }
-                if !more {
-                    break;
-                }
-                more = next_name(&mut names);
-            }
-        });
-    }
-    let mut found = found.into_inner();
-    found.sort_unstable_by_key(|(first, _)| *first);
-
-    let mut loaded = Loaded::default();
-    let record = |loaded: &mut Loaded, key: &CacheKey, read: Loading| match read {
-        Loading::Live(entry, verified) => {
-            if !verified {
-                loaded.unchecked.push(*key);
-            }
-            loaded.entries.push(entry);
-        }
-        Loading::Expired => loaded.expired += 1,
-        Loading::Missing => {}
-        Loading::Corrupt => {
-            if quarantine(dir, &dir.join(EntryName::new(key).as_str())).is_ok() {
-                loaded.corrupt += 1;
-            }
-        }
-    };
-    if names.len() <= max || max == 0 {
-        // Every entry was read: that is the whole answer.
-        for (key, read) in found.into_iter().flat_map(|(_, reads)| reads) {
-            record(&mut loaded, &key, read);
-        }
-    } else {
-        // More files than `max`: the newest by modification time win. The files already read
-        // are not read again (expired and corrupt ones among them are dealt with either way).
-        let mut known = HashMap::with_hasher(KeyHasherBuilder);
-        for (key, read) in found.into_iter().flat_map(|(_, reads)| reads) {
-            match read {
-                Loading::Live(entry, verified) => {
-                    known.insert(key, (entry, verified));
-                }
-                other => record(&mut loaded, &key, other),
-            }
-        }
-        let mut dated: Vec<((i64, u64), CacheKey)> = names
-            .par_iter()
-            .with_min_len(256)
-            .filter_map(key_of_hex)
-            .map(|k| (mtime_at(dirfd.as_fd(), &k), k))
-            .collect();
-        dated.par_sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let candidates: Vec<CacheKey> = dated.into_iter().map(|(_, k)| k).collect();
-        // Parse in large runs, in parallel, until `max` live entries are found.
-        let mut rest = candidates.as_slice();
-        while loaded.entries.len() < max && !rest.is_empty() {
-            let take = (max - loaded.entries.len()).min(rest.len());
-            let (chunk, tail) = rest.split_at(take);
-            rest = tail;
-            let reads: Vec<Loading> = chunk
-                .par_iter()
-                .with_min_len(64)
-                .map_init(
-                    || DirReader::new(dir, dirfd.as_fd()),
-                    |reader, key| match known.get(key) {
-                        Some((entry, verified)) => Loading::Live(Arc::clone(entry), *verified),
-                        None => reader.load(key, now),
-                    },
-                )
-                .collect();
-            for (key, read) in chunk.iter().zip(reads) {
-                record(&mut loaded, key, read);
+        } else if is_temp_name(name) {
+            let stale = item
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE);
+            if stale {
+                let _ = fs::remove_file(item.path());
             }
         }
     }
-    loaded
-        .entries
-        .par_sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
-    Ok(loaded)
+    Ok(files)
 }
 
-/// What one start-up task read: the index of its first name, and the key and outcome of each file.
-type LoadedBatch = (usize, Vec<(CacheKey, Loading)>);
+/// The entry files of `dir` and their bytes, as they are now (every process's writes).
+pub(crate) fn usage(dir: &Path) -> io::Result<DiskUsage> {
+    let files = scan(dir)?;
+    Ok(DiskUsage {
+        entries: files.len() as u64,
+        bytes: files.iter().map(|f| f.size).sum(),
+    })
+}
 
-/// Files per start-up reading task.
-const LOAD_BATCH: usize = 512;
+/// The size of `key`'s entry file, if there is one.
+fn file_size(dir: &Path, key: &CacheKey) -> Option<u64> {
+    fs::symlink_metadata(dir.join(EntryName::new(key).as_str()))
+        .ok()
+        .map(|m| m.len())
+}
 
-/// The key spelled by the 64 characters of an entry file name, if they are lowercase hex.
-fn key_of_hex(hex: &[u8; 64]) -> Option<CacheKey> {
-    std::str::from_utf8(hex).ok()?.parse().ok()
+/// The writer's view of the disk tier: the usage it knows (from the journal or a listing,
+/// plus its own writes since), when it learnt it, and its changes not yet in the journal.
+#[derive(Debug)]
+struct DiskTier {
+    bounds: DiskBounds,
+    /// `None` until the first write reads the journal or lists the directory (start-up does
+    /// neither).
+    usage: Option<DiskUsage>,
+    known_at: std::time::Instant,
+    /// Entries and bytes this writer added since it last wrote to the journal.
+    delta: (i64, i64),
+}
+
+impl DiskTier {
+    /// Makes room for a file of `len` bytes replacing one of `old` bytes (if any) for `key`:
+    /// when the usage is unknown, old, or would go over a bound, lists the directory and, if
+    /// the write would still go over, removes the least recently written entries (never
+    /// `key`'s) down to the low-water mark. False when `len` alone exceeds the byte bound.
+    fn make_room(
+        &mut self,
+        dir: &Path,
+        key: &CacheKey,
+        len: u64,
+        old: Option<u64>,
+        counters: &Counters,
+    ) -> bool {
+        if len > self.bounds.max_bytes || self.bounds.max_entries == 0 {
+            return false;
+        }
+        let after = |u: DiskUsage| DiskUsage {
+            entries: u.entries + u64::from(old.is_none()),
+            bytes: (u.bytes - old.unwrap_or(0).min(u.bytes)) + len,
+        };
+        if self.usage.is_none() || self.known_at.elapsed() >= REREAD_AFTER {
+            // Every writer's changes as the journal has them, and this one's not yet in it.
+            self.usage = read_journal(dir).map(|u| DiskUsage {
+                entries: u.entries.saturating_add_signed(self.delta.0),
+                bytes: u.bytes.saturating_add_signed(self.delta.1),
+            });
+            self.known_at = std::time::Instant::now();
+        }
+        if let Some(u) = self.usage
+            && self.bounds.fit(after(u))
+        {
+            return true;
+        }
+        let Ok(mut files) = scan(dir) else {
+            // Cannot list: write anyway (the next write tries again).
+            self.usage = None;
+            return true;
+        };
+        self.known_at = std::time::Instant::now();
+        let mut now = DiskUsage {
+            entries: files.len() as u64,
+            bytes: files.iter().map(|f| f.size).sum(),
+        };
+        if !self.bounds.fit(after(now)) {
+            let low = self.bounds.low_water();
+            files.sort_unstable_by(|a, b| a.mtime.cmp(&b.mtime).then(a.key.cmp(&b.key)));
+            for file in files.iter().filter(|f| f.key != *key) {
+                let target = after(now);
+                if target.bytes <= low.bytes.max(len) && target.entries <= low.entries.max(1) {
+                    break;
+                }
+                let name = EntryName::new(&file.key);
+                match fs::remove_file(dir.join(name.as_str())) {
+                    Ok(()) => Counters::add(&counters.disk_evictions, 1),
+                    // Removed meanwhile by another process: gone either way.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => continue,
+                }
+                now.entries -= 1;
+                now.bytes -= file.size.min(now.bytes);
+            }
+        }
+        // The listing saw every change so far, this writer's included.
+        self.usage = Some(now);
+        self.delta = (0, 0);
+        reset_journal(dir, now);
+        true
+    }
+
+    /// Counts a write of `len` bytes that replaced a file of `old` bytes.
+    fn wrote(&mut self, len: u64, old: Option<u64>) {
+        let entries = i64::from(old.is_none());
+        let bytes = signed(len) - signed(old.unwrap_or(0));
+        self.change(entries, bytes);
+    }
+
+    /// Counts the removal of a file of `old` bytes.
+    fn removed(&mut self, old: Option<u64>) {
+        if let Some(old) = old {
+            self.change(-1, -signed(old));
+        }
+    }
+
+    fn change(&mut self, entries: i64, bytes: i64) {
+        if let Some(u) = &mut self.usage {
+            u.entries = u.entries.saturating_add_signed(entries);
+            u.bytes = u.bytes.saturating_add_signed(bytes);
+        }
+        self.delta.0 += entries;
+        self.delta.1 += bytes;
+    }
+
+    /// Appends this writer's changes to the journal (after each batch).
+    fn record(&mut self, dir: &Path) {
+        if self.delta != (0, 0) {
+            append_journal(dir, self.delta.0, self.delta.1);
+            self.delta = (0, 0);
+        }
+    }
+
+    /// Forgets the usage after the directory was wiped: the next write lists it.
+    fn wiped(&mut self, dir: &Path) {
+        let _ = fs::remove_file(dir.join(JOURNAL));
+        self.usage = None;
+        self.delta = (0, 0);
+    }
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// One queued disk operation for a key; a newer operation on the same key replaces it.
@@ -521,8 +520,9 @@ pub(crate) enum DiskOp {
 struct WriterState {
     /// Operations not yet taken by the writer.
     pending: HashMap<CacheKey, DiskOp, KeyHasherBuilder>,
-    /// Keys of the batch the writer is working on.
-    inflight: HashSet<CacheKey, KeyHasherBuilder>,
+    /// The batch the writer is working on: each key with the entry it is writing (`None`: a
+    /// removal).
+    inflight: HashMap<CacheKey, Option<Arc<CachedResponse>>, KeyHasherBuilder>,
     /// Sequence number of the last operation submitted.
     submitted: u64,
     /// Every operation with a sequence number up to this one is done.
@@ -540,6 +540,7 @@ struct Shared {
     dir: PathBuf,
     fsync: bool,
     capacity: usize,
+    bounds: DiskBounds,
     state: Mutex<WriterState>,
     /// Signals the writer: work arrived.
     work: Condvar,
@@ -560,12 +561,14 @@ impl Writer {
         dir: PathBuf,
         fsync: bool,
         capacity: usize,
+        bounds: DiskBounds,
         counters: Arc<Counters>,
     ) -> Result<Self, CacheError> {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             fsync,
             capacity: capacity.max(1),
+            bounds,
             state: Mutex::new(WriterState {
                 alive: true,
                 ..WriterState::default()
@@ -610,10 +613,39 @@ impl Writer {
         Ok(())
     }
 
+    /// Queues `op` for `key` unless the queue is full (then nothing is queued): for writes that
+    /// only carry a changed hit count, which must never make a `get` wait for the disk.
+    pub(crate) fn try_submit(&self, key: CacheKey, op: DiskOp) -> Result<bool, CacheError> {
+        let mut st = self.shared.state.lock();
+        if !st.alive {
+            return Err(self.stopped());
+        }
+        if st.pending.len() >= self.shared.capacity && !st.pending.contains_key(&key) {
+            return Ok(false);
+        }
+        st.submitted += 1;
+        let replaced = st.pending.insert(key, op);
+        drop(st);
+        self.shared.work.notify_one();
+        drop(replaced);
+        Ok(true)
+    }
+
     /// Whether a disk operation for `key` is queued or in progress (the file may be stale).
     pub(crate) fn is_busy(&self, key: &CacheKey) -> bool {
         let st = self.shared.state.lock();
-        st.pending.contains_key(key) || st.inflight.contains(key)
+        st.pending.contains_key(key) || st.inflight.contains_key(key)
+    }
+
+    /// The newest disk operation queued or in progress for `key`: `None` when there is none
+    /// (the file is the truth), `Some(None)` for a removal, `Some(Some(entry))` for a write.
+    pub(crate) fn queued(&self, key: &CacheKey) -> Option<Option<Arc<CachedResponse>>> {
+        let st = self.shared.state.lock();
+        match st.pending.get(key) {
+            Some(DiskOp::Write(entry)) => Some(Some(Arc::clone(entry))),
+            Some(DiskOp::Remove) => Some(None),
+            None => st.inflight.get(key).cloned(),
+        }
     }
 
     /// Drops every queued operation and asks for every entry file to be removed; returns the
@@ -686,6 +718,12 @@ impl Drop for AliveGuard<'_> {
 fn run(shared: &Shared) {
     let _guard = AliveGuard(shared);
     let mut bufs = WriteBuffers::new(&shared.dir);
+    let mut tier = DiskTier {
+        bounds: shared.bounds,
+        usage: None,
+        known_at: std::time::Instant::now(),
+        delta: (0, 0),
+    };
     // The map the next batch is swapped into (kept with its capacity, so that `submit` on the
     // callers' threads does not grow a fresh map batch after batch).
     let mut spare: HashMap<CacheKey, DiskOp, KeyHasherBuilder> = HashMap::default();
@@ -695,6 +733,7 @@ fn run(shared: &Shared) {
             let seqs = std::mem::take(&mut st.clears);
             drop(st);
             let removed = wipe(&shared.dir);
+            tier.wiped(&shared.dir);
             st = shared.state.lock();
             for seq in seqs {
                 st.cleared.insert(seq, Vec::new());
@@ -707,20 +746,35 @@ fn run(shared: &Shared) {
         if !st.pending.is_empty() {
             let mut batch = std::mem::replace(&mut st.pending, std::mem::take(&mut spare));
             let batch_seq = st.submitted;
-            st.inflight.extend(batch.keys().copied());
+            st.inflight.extend(batch.iter().map(|(key, op)| {
+                let entry = match op {
+                    DiskOp::Write(entry) => Some(Arc::clone(entry)),
+                    DiskOp::Remove => None,
+                };
+                (*key, entry)
+            }));
             drop(st);
             shared.progress.notify_all();
+            let dir = &shared.dir;
             for (key, op) in batch.drain() {
+                let old = file_size(dir, &key);
                 let ok = match op {
                     DiskOp::Write(entry) => {
-                        write_entry(&shared.dir, &entry, shared.fsync, &mut bufs).is_ok()
+                        write_bounded(shared, &entry, old, &mut tier, &mut bufs)
                     }
-                    DiskOp::Remove => remove_entry(&shared.dir, &key).is_ok(),
+                    DiskOp::Remove => {
+                        let done = remove_entry(dir, &key);
+                        if matches!(done, Ok(true)) {
+                            tier.removed(old);
+                        }
+                        done.is_ok()
+                    }
                 };
                 if !ok {
                     Counters::add(&shared.counters.write_failures, 1);
                 }
             }
+            tier.record(dir);
             spare = batch;
             st = shared.state.lock();
             st.inflight.clear();
@@ -734,6 +788,29 @@ fn run(shared: &Shared) {
         }
         shared.work.wait(&mut st);
     }
+}
+
+/// Writes one entry within the disk bounds (an entry larger than the byte bound is not
+/// written); whether it reached the disk.
+fn write_bounded(
+    shared: &Shared,
+    entry: &CachedResponse,
+    old: Option<u64>,
+    tier: &mut DiskTier,
+    bufs: &mut WriteBuffers,
+) -> bool {
+    if encode_entry(entry, bufs).is_err() {
+        return false;
+    }
+    let len = bufs.json.len() as u64;
+    if !tier.make_room(&shared.dir, &entry.key, len, old, &shared.counters) {
+        return false;
+    }
+    if write_encoded(&shared.dir, &entry.key, shared.fsync, bufs).is_err() {
+        return false;
+    }
+    tier.wrote(len, old);
+    true
 }
 
 /// Removes every entry file in `dir`; the keys removed.

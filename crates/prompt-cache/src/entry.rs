@@ -46,8 +46,7 @@
 //!   depends on how `serde_json` parses floats: a build that parses them differently (its
 //!   `float_roundtrip` feature, or a future default) would find such entries corrupt once
 //!   (a miss, set aside, written again by the next `put`).
-//! - Readers verify the checksum before an entry is served (start-up loads, read-through reads,
-//!   Redis reads). A mismatch, a malformed `checksum`, another key, an empty response (with
+//! - Readers verify the checksum before an entry is served (disk reads by key, Redis reads). A mismatch, a malformed `checksum`, another key, an empty response (with
 //!   no tool calls) or
 //!   anything that is not such an object is corrupt: a miss, set aside (`corrupt/` on disk,
 //!   deleted in Redis) and counted in `CacheStats::corrupt`.
@@ -495,7 +494,7 @@ pub(crate) fn decode(bytes: &[u8], key: &CacheKey, key_hex: &str) -> Decoded {
 }
 
 /// Deserializers that read the same JSON as the derived ones, with fewer allocations and a
-/// fast path for the timestamps this crate writes (start-up parses every entry file).
+/// fast path for the timestamps this crate writes (every disk read parses them).
 mod de {
     use std::fmt;
     use std::sync::Arc;

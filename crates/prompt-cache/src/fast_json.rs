@@ -3,7 +3,7 @@
 //!
 //! `serde_json::to_writer` writes a [`CachedResponse`] as one compact JSON object whose fields
 //! are a known set of names with string, number or `null` values, and the crate appends the
-//! `checksum` field. Start-up reads every entry
+//! `checksum` field. Every read from disk parses one entry
 //! file, and general-purpose JSON deserialisation of the (multi-kilobyte) response text was most
 //! of its cost, so this reader handles that shape directly: strings are scanned with `memchr`
 //! and a vectorisable byte check, and the response is copied once, into its `Arc<str>`.

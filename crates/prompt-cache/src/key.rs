@@ -11,10 +11,21 @@
 //! structurally with object keys sorted (recursively) and numbers normalised (`1`, `1.0` and
 //! `1e0` encode alike; `-0.0` is `0`). Absent (`None`) and present-but-zero (`Some(0)`) differ.
 //! An empty `stop` list is the same as no stop list.
+//!
+//! # Prefix reuse
+//!
+//! Because the namespace and then the messages come first, the SHA-256 state after the first
+//! message (a template's or an agent's system prompt, usually most of the request's bytes)
+//! depends on nothing else. [`CacheKeyPrefixes`] keeps that state per distinct first message,
+//! so a request that starts like an earlier one hashes only the rest; the key is the same as
+//! the plain [`CacheKeyBuilder`]'s, byte for byte.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -316,6 +327,101 @@ impl CacheKeyBuilder {
             put_json(h, value);
         }
         CacheKey(hasher.finalize().into())
+    }
+}
+
+/// First messages shorter than this are hashed directly: looking them up costs about as much.
+const PREFIX_MIN_BYTES: usize = 256;
+
+/// Distinct first messages kept by default (each costs its text plus about 200 bytes).
+const PREFIXES_KEPT: usize = 256;
+
+/// The SHA-256 state after a namespace and a first message, with what it was computed from.
+#[derive(Debug)]
+struct KeyPrefix {
+    namespace: Box<str>,
+    role: Box<str>,
+    content: Box<str>,
+    state: CacheKeyBuilder,
+}
+
+/// Hashing states after a request's first message (the system prompt of a template or an
+/// agent), kept so that requests starting with the same message hash only the rest.
+///
+/// [`builder`](Self::builder) returns exactly `CacheKey::builder(namespace).message(role,
+/// content)`: the keys do not change. A kept state is found by a fast non-cryptographic hash
+/// of its inputs and used only if the inputs are equal byte for byte. At most a fixed number of
+/// states are kept (the set starts over when full); short messages are not kept.
+///
+/// ```
+/// use prompt_cache::{CacheKey, CacheKeyPrefixes};
+///
+/// let prefixes = CacheKeyPrefixes::default();
+/// let system = "You are the Writer. ".repeat(40);
+/// for chapter in 1..=3 {
+///     let user = format!("Write chapter {chapter}.");
+///     let reused = prefixes.builder("writer", "system", &system).message("user", &user).finish();
+///     let plain = CacheKey::builder("writer").message("system", &system).message("user", &user).finish();
+///     assert_eq!(reused, plain);
+/// }
+/// ```
+#[derive(Debug)]
+pub struct CacheKeyPrefixes {
+    kept: Mutex<HashMap<u64, Arc<KeyPrefix>>>,
+    capacity: usize,
+}
+
+impl Default for CacheKeyPrefixes {
+    fn default() -> Self {
+        Self::new(PREFIXES_KEPT)
+    }
+}
+
+impl CacheKeyPrefixes {
+    /// Keeps at most `capacity` first messages (0 keeps none: every key is hashed in full).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            kept: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// `CacheKey::builder(namespace).message(role, content)`, from a kept state when this first
+    /// message was seen before.
+    pub fn builder(&self, namespace: &str, role: &str, content: &str) -> CacheKeyBuilder {
+        if content.len() < PREFIX_MIN_BYTES || self.capacity == 0 {
+            return CacheKey::builder(namespace).message(role, content);
+        }
+        let id = {
+            use xxhash_rust::xxh3::Xxh3;
+            let mut h = Xxh3::new();
+            for part in [namespace, role, content] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+            h.digest()
+        };
+        let found = self.kept.lock().get(&id).cloned();
+        if let Some(p) = found
+            && *p.content == *content
+            && *p.role == *role
+            && *p.namespace == *namespace
+        {
+            return p.state.clone();
+        }
+        let state = CacheKey::builder(namespace).message(role, content);
+        let prefix = Arc::new(KeyPrefix {
+            namespace: namespace.into(),
+            role: role.into(),
+            content: content.into(),
+            state: state.clone(),
+        });
+        let mut kept = self.kept.lock();
+        if kept.len() >= self.capacity {
+            kept.clear();
+        }
+        kept.insert(id, prefix);
+        state
     }
 }
 

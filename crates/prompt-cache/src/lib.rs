@@ -3,10 +3,13 @@
 //! - [`CacheKey`] covers everything that can change a model's answer (namespace, provider, model,
 //!   every message with its role, temperature, max tokens, seed, stop sequences, response format
 //!   and any other option), encoded canonically so map key order never changes a key.
-//! - [`CacheStore`] is the trait callers depend on; [`ResponseCache`] is the embedded backend
-//!   (sharded memory LRU bounded by entries and bytes, TTL, hit counts, over one atomic
-//!   `<key>.json` file per entry written by a background thread); `RedisCache` (cargo feature
-//!   `redis`) shares one cache between processes and machines.
+//! - [`CacheStore`] is the trait callers depend on; [`ResponseCache`] is the embedded backend:
+//!   a sharded memory LRU bounded by entries and bytes (TTL, hit counts) over a larger disk tier
+//!   of one atomic `<key>.json` file per entry, bounded by `max_disk_bytes` and read by key (so
+//!   start-up reads nothing); `RedisCache` (cargo feature `redis`) shares one cache between
+//!   processes and machines.
+//! - [`CacheKeyPrefixes`] keeps the hashing state after a system prompt, so requests that
+//!   share one hash only the rest (same keys).
 //! - Every stored entry carries a checksum of everything a hit returns, verified before a stored
 //!   entry is served: a damaged entry is a miss, set aside and counted in
 //!   [`CacheStats::corrupt`], never an answer. The stored format is described in one place, the
@@ -54,10 +57,10 @@ mod redis_cache;
 mod response_cache;
 mod store;
 
-pub use config::CacheConfig;
+pub use config::{CacheConfig, DEFAULT_MAX_DISK_BYTES};
 pub use entry::{CachedDelta, CachedPiece, CachedResponse};
 pub use error::CacheError;
-pub use key::{CacheKey, CacheKeyBuilder, ParseKeyError};
+pub use key::{CacheKey, CacheKeyBuilder, CacheKeyPrefixes, ParseKeyError};
 #[cfg(feature = "redis")]
 pub use redis_cache::RedisCache;
 pub use response_cache::ResponseCache;

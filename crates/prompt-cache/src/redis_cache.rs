@@ -394,6 +394,9 @@ impl CacheStore for RedisCache {
             bytes,
             corrupt: corrupt.unwrap_or(0),
             write_failures: 0,
+            disk_entries: 0,
+            disk_bytes: 0,
+            disk_evictions: 0,
         })
     }
 

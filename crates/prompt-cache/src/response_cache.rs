@@ -1,4 +1,5 @@
-//! `ResponseCache`: a sharded in-memory LRU over one atomic JSON file per entry.
+//! `ResponseCache`: a sharded in-memory LRU over a larger disk tier of one atomic JSON file per
+//! entry.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -8,14 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
-use rayon::prelude::*;
 
-use crate::disk::{self, Counters, DiskOp, FileRead, Writer};
+use crate::disk::{self, Counters, DiskBounds, DiskOp, FileRead, Writer};
 use crate::store::add_duration;
 use crate::{CacheConfig, CacheError, CacheKey, CacheStats, CacheStore, CachedResponse};
-
-/// Entry counts from which start-up fills the shards in parallel.
-const PARALLEL_MIN: usize = 4096;
 
 /// Hashes a `CacheKey` by eight of its (already uniformly random) bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,8 +92,8 @@ struct Shard {
 
 impl Shard {
     /// Inserts (or replaces) `slot`, then, while the cache is over a bound, evicts from this
-    /// shard's LRU end (never the entry just inserted); the evicted keys go to `evicted`.
-    fn insert(&mut self, key: CacheKey, slot: Slot, totals: &Totals, evicted: &mut Vec<CacheKey>) {
+    /// shard's LRU end (never the entry just inserted); the evicted entries go to `evicted`.
+    fn insert(&mut self, key: CacheKey, slot: Slot, totals: &Totals, evicted: &mut Vec<Slot>) {
         let size = slot.size;
         match self.lru.push(key, slot) {
             Some((_, old)) => {
@@ -111,17 +108,17 @@ impl Shard {
         totals.bytes.fetch_add(size, Ordering::Relaxed);
         while totals.over() && self.lru.len() > 1 {
             match self.pop_lru(totals) {
-                Some(k) => evicted.push(k),
+                Some(slot) => evicted.push(slot),
                 None => break,
             }
         }
     }
 
-    fn pop_lru(&mut self, totals: &Totals) -> Option<CacheKey> {
-        let (k, s) = self.lru.pop_lru()?;
+    fn pop_lru(&mut self, totals: &Totals) -> Option<Slot> {
+        let (_, s) = self.lru.pop_lru()?;
         self.bytes -= s.size;
         totals.removed(s.size);
-        Some(k)
+        Some(s)
     }
 
     fn pop(&mut self, key: &CacheKey, totals: &Totals) -> Option<Slot> {
@@ -133,8 +130,8 @@ impl Shard {
 }
 
 /// The embedded response cache: a sharded memory LRU (entries and bytes bounded, TTL, hit
-/// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files written by a background
-/// thread.
+/// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files, bounded by its own limits
+/// (`max_disk_bytes`, optionally `max_disk_entries`) and written by a background thread.
 ///
 /// # Behaviour
 ///
@@ -145,27 +142,43 @@ impl Shard {
 ///   exact LRU; with several, the victim is the least recently used entry of a random 1/n of the
 ///   cache, a close approximation. Concurrent puts may overshoot a bound by at most one entry
 ///   each, for the moment between their insert and their eviction.
-/// - **Disk.** `put`, `remove`, eviction and expiry queue a disk operation for the background
-///   writer and return; operations on one key are coalesced (the newest wins). Files are written
+/// - **Two tiers.** An entry evicted from memory stays on disk (its file is rewritten if its hit
+///   count changed) and is served from there on its next `get`. The disk holds every entry
+///   until it expires, is removed, or is evicted to keep the disk bounds.
+/// - **Disk.** `put`, `remove`, memory eviction and expiry queue a disk operation for the
+///   background writer and return; operations on one key are coalesced (the newest wins). Files are written
 ///   to `.<key>.<pid>.<n>.tmp` and renamed to `<key>.json`, so a reader (in this or another
 ///   process) sees a complete entry or none. `flush` returns once everything queued before it
 ///   is on disk; dropping the cache flushes and joins the writer. When the queue holds
 ///   `write_queue` distinct keys, `put` waits for the writer rather than dropping work.
 /// - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) rewrites the
-///   files of entries whose count changed since their last write.
-/// - **Misses** read `<key>.json` from disk when `read_through` is on (the default), so an entry
-///   written by another process, or one not loaded at start-up, is served. A key with a disk
-///   operation still queued in this cache is not read from disk (memory is the truth for it).
+///   files of entries whose count changed since their last write, and so does eviction from
+///   memory unless the write queue is full (then that count is not written: a `get` never
+///   waits for the disk because of a hit count).
+/// - **Misses** in memory read `<key>.json` from disk when `read_through` is on (the default): an
+///   entry evicted from memory, written before this start-up or by another process is served
+///   and goes back into memory. A key with a disk operation still queued in this cache is
+///   answered from the queue (a queued write is served, a queued removal is a miss).
+/// - **Disk bounds.** Before each write the writer checks the bounds against the usage it last
+///   measured plus its own writes since; when a write would go over (or the measure is older
+///   than a minute, since other processes write too) it lists the directory and removes the
+///   least recently written entries, by file modification time, down to 90 % of each bound.
+///   A `flush` after a hit rewrites the entry, so the oldest file is the least recently used.
+///   One process never leaves the directory over a bound; several processes may together
+///   overshoot by what the others wrote since a process last listed the directory. An entry
+///   larger than `max_disk_bytes` stays in memory only (a counted write failure).
 /// - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
 ///   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
 /// - **Integrity.** Every file carries a checksum of the entry's content (all but the hit
-///   count), verified when the file is read (start-up and read-through); a file whose checksum
-///   does not match is treated exactly like an unreadable one. Files written before checksums
-///   existed are served and rewritten with one at the next flush.
-/// - **Start-up** (`open`) loads at most `max_size` live entries, newest first, deletes expired
-///   files, moves unreadable or corrupt files (checksum mismatches included) to
-///   `cache_dir/corrupt/` (counted in [`CacheStats::corrupt`]), ignores other writers' temporary files and removes temporary
-///   files older than ten minutes. Entries beyond `max_size` stay on disk (served by read-through).
+///   count), verified whenever the file is read; a file that cannot be read as an entry, or
+///   whose checksum does not match, is a miss, moved to `cache_dir/corrupt/` and counted in
+///   [`CacheStats::corrupt`]. Files written before checksums existed (the same `<key>.json`
+///   layout) are served and rewritten with one at the next flush after they are read.
+/// - **Start-up** (`open`) reads nothing: it checks that the directory is writable and starts
+///   the writer, so it takes the same time over ten entries or ten million. Expired and corrupt
+///   files are dealt with when they are met; the writer's first listing of the directory (at
+///   its first write that needs one) removes temporary files older than ten minutes, left by
+///   killed writers. `stats` lists the directory for `disk_entries` and `disk_bytes`.
 /// - **Failures.** An empty response (without tool calls) or one over `max_entry_bytes` is
 ///   refused with an error ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
 ///   in memory and counts [`CacheStats::write_failures`].
@@ -193,6 +206,18 @@ impl ResponseCache {
         if config.max_bytes == 0 {
             return Err(CacheError::InvalidConfig {
                 field: "max_bytes",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if config.max_disk_bytes == 0 {
+            return Err(CacheError::InvalidConfig {
+                field: "max_disk_bytes",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if config.max_disk_entries == Some(0) {
+            return Err(CacheError::InvalidConfig {
+                field: "max_disk_entries",
                 message: "must be at least 1".to_owned(),
             });
         }
@@ -224,83 +249,27 @@ impl ResponseCache {
             max_bytes: config.max_bytes,
         };
 
+        // Nothing is read here: entries are read from disk by key, on a miss in memory.
         let counters = Arc::new(Counters::default());
-        let now = config.clock.now();
-        let loaded = disk::load_dir(&config.cache_dir, config.max_size, now)?;
-        Counters::add(&counters.expired, loaded.expired);
-        Counters::add(&counters.corrupt, loaded.corrupt);
-
+        let bounds = DiskBounds {
+            max_bytes: config.max_disk_bytes,
+            max_entries: config.max_disk_entries.unwrap_or(u64::MAX),
+        };
         let writer = Writer::spawn(
             config.cache_dir.clone(),
             config.fsync,
             config.write_queue,
+            bounds,
             Arc::clone(&counters),
         )?;
-        let mut cache = Self {
+        Ok(Self {
             shards,
             shard_mask: shard_count - 1,
             totals,
             config,
             counters,
             writer,
-        };
-        cache.insert_loaded(loaded.entries, &loaded.unchecked);
-        Ok(cache)
-    }
-
-    /// Puts the entries found at start-up (oldest first) into memory: admitted newest first
-    /// within the bounds (entries that do not fit stay on disk, their files kept), inserted oldest
-    /// first so the newest are the most recently used; the shards are filled in parallel.
-    /// Entries without a checksum (keys in `unchecked`) are marked dirty, so the next flush
-    /// rewrites them with one.
-    fn insert_loaded(&mut self, entries: Vec<Arc<CachedResponse>>, unchecked: &[CacheKey]) {
-        let limit = self.max_entry_size();
-        let mut admitted = vec![false; entries.len()];
-        let (mut len, mut bytes) = (0usize, 0u64);
-        for (i, entry) in entries.iter().enumerate().rev() {
-            if len >= self.totals.max_len {
-                break;
-            }
-            let size = entry.approx_size();
-            if size > limit || bytes + size > self.totals.max_bytes {
-                continue;
-            }
-            admitted[i] = true;
-            len += 1;
-            bytes += size;
-        }
-        let unchecked: std::collections::HashSet<CacheKey, KeyHasherBuilder> =
-            unchecked.iter().copied().collect();
-        let mut per_shard: Vec<Vec<Arc<CachedResponse>>> = vec![Vec::new(); self.shards.len()];
-        for (entry, _) in entries.into_iter().zip(admitted).filter(|(_, a)| *a) {
-            per_shard[self.shard_index(&entry.key)].push(entry);
-        }
-        let fill = |shard: &mut Mutex<Shard>, entries: Vec<Arc<CachedResponse>>| {
-            let shard = shard.get_mut();
-            for entry in entries {
-                let size = entry.approx_size();
-                shard.bytes += size;
-                let slot = Slot {
-                    hits: entry.hit_count,
-                    dirty: unchecked.contains(&entry.key),
-                    entry,
-                    size,
-                };
-                shard.lru.push(slot.entry.key, slot);
-            }
-        };
-        if len >= PARALLEL_MIN {
-            self.shards
-                .par_iter_mut()
-                .zip(per_shard)
-                .for_each(|(shard, entries)| fill(shard, entries));
-        } else {
-            for (shard, entries) in self.shards.iter_mut().zip(per_shard) {
-                fill(shard, entries);
-            }
-        }
-        self.totals.len.store(len, Ordering::Relaxed);
-        self.totals.bytes.store(bytes, Ordering::Relaxed);
+        })
     }
 
     /// The configuration the cache was opened with.
@@ -342,23 +311,29 @@ impl ResponseCache {
             if shard.lru.len() <= 1 && self.totals.len.load(Ordering::Relaxed) <= 1 {
                 return Ok(());
             }
-            let Some(key) = shard.pop_lru(&self.totals) else {
+            let Some(slot) = shard.pop_lru(&self.totals) else {
                 continue;
             };
-            Counters::add(&self.counters.evictions, 1);
-            // Under the shard lock, so the removal reaches the disk in memory order.
-            self.writer.submit(key, DiskOp::Remove)?;
+            // Under the shard lock, so the write reaches the disk in memory order.
+            self.submit_evicted(vec![slot])?;
         }
         Ok(())
     }
 
-    fn submit_evicted(&self, evicted: Vec<CacheKey>) -> Result<(), CacheError> {
+    /// Counts entries evicted from memory; they stay on disk, and those whose hit count
+    /// changed are written back (which also marks them recently used on disk) — unless the
+    /// writer's queue is full: a hit count is bookkeeping, not worth making a `get` wait.
+    fn submit_evicted(&self, evicted: Vec<Slot>) -> Result<(), CacheError> {
         if evicted.is_empty() {
             return Ok(());
         }
         Counters::add(&self.counters.evictions, evicted.len() as u64);
-        for key in evicted {
-            self.writer.submit(key, DiskOp::Remove)?;
+        for mut slot in evicted {
+            if slot.dirty {
+                Arc::make_mut(&mut slot.entry).hit_count = slot.hits;
+                self.writer
+                    .try_submit(slot.entry.key, DiskOp::Write(slot.entry))?;
+            }
         }
         Ok(())
     }
@@ -370,21 +345,24 @@ impl ResponseCache {
         key: &CacheKey,
         now: DateTime<Utc>,
     ) -> Result<Option<CachedResponse>, CacheError> {
-        if self.writer.is_busy(key) {
-            return Ok(None);
-        }
         let path = disk::entry_path(&self.config.cache_dir, key);
-        // An entry without a checksum is rewritten with one at the next flush (the slot is
-        // dirty below either way).
-        let mut entry = match disk::read_entry(&path, key) {
-            FileRead::Entry { entry, .. } => *entry,
-            FileRead::Missing => return Ok(None),
-            FileRead::Corrupt => {
-                if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
-                    Counters::add(&self.counters.corrupt, 1);
+        let mut entry = match self.writer.queued(key) {
+            // Evicted from memory with its write still queued: the queued entry is the truth.
+            Some(Some(entry)) => CachedResponse::clone(&entry),
+            // A removal is queued: the file is about to go.
+            Some(None) => return Ok(None),
+            // An entry without a checksum is rewritten with one at the next flush (the slot
+            // is dirty below either way).
+            None => match disk::read_entry(&path, key) {
+                FileRead::Entry(entry) => *entry,
+                FileRead::Missing => return Ok(None),
+                FileRead::Corrupt => {
+                    if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
+                        Counters::add(&self.counters.corrupt, 1);
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
-            }
+            },
         };
         if entry.is_expired_at(now) {
             Counters::add(&self.counters.expired, 1);
@@ -501,12 +479,16 @@ impl CacheStore for ResponseCache {
         let mut shard = self.shard(key);
         let live = match shard.pop(key, &self.totals) {
             Some(slot) => !slot.entry.is_expired_at(now),
-            None if self.config.read_through && !self.writer.is_busy(key) => {
-                match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
-                    FileRead::Entry { entry, .. } => !entry.is_expired_at(now),
-                    FileRead::Missing | FileRead::Corrupt => false,
+            None if self.config.read_through => match self.writer.queued(key) {
+                Some(Some(entry)) => !entry.is_expired_at(now),
+                Some(None) => false,
+                None => {
+                    match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
+                        FileRead::Entry(entry) => !entry.is_expired_at(now),
+                        FileRead::Missing | FileRead::Corrupt => false,
+                    }
                 }
-            }
+            },
             None => false,
         };
         self.writer.submit(*key, DiskOp::Remove)?;
@@ -550,7 +532,8 @@ impl CacheStore for ResponseCache {
             }
             in_memory.extend(shard.lru.iter().map(|(k, _)| *k));
         }
-        // Files not in memory: written by another process or not loaded at start-up.
+        // Files not in memory: evicted from it, written before this start-up or by another
+        // process.
         let dir = &self.config.cache_dir;
         let items = std::fs::read_dir(dir).map_err(|source| CacheError::Io {
             path: dir.clone(),
@@ -568,7 +551,7 @@ impl CacheStore for ResponseCache {
             if shard.lru.contains(&key) || self.writer.is_busy(&key) {
                 continue;
             }
-            if let FileRead::Entry { entry, .. } = disk::read_entry(&item.path(), &key)
+            if let FileRead::Entry(entry) = disk::read_entry(&item.path(), &key)
                 && entry.is_expired_at(now)
             {
                 self.writer.submit(key, DiskOp::Remove)?;
@@ -598,6 +581,9 @@ impl CacheStore for ResponseCache {
                 oldest = oldest.max(age);
             }
         }
+        // A directory that cannot be listed (gone, say) reports no files: the counters above
+        // and `write_failures` tell the rest.
+        let on_disk = disk::usage(&self.config.cache_dir).unwrap_or_default();
         let c = &self.counters;
         let hits = c.hits.load(Ordering::Relaxed);
         let misses = c.misses.load(Ordering::Relaxed);
@@ -625,6 +611,9 @@ impl CacheStore for ResponseCache {
             bytes,
             corrupt: c.corrupt.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
+            disk_entries: on_disk.entries,
+            disk_bytes: on_disk.bytes,
+            disk_evictions: c.disk_evictions.load(Ordering::Relaxed),
         })
     }
 

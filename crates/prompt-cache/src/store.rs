@@ -34,7 +34,8 @@ pub trait CacheStore: Send + Sync + Debug {
 /// Cache statistics: the Python original's fields (`size` .. `ttl_seconds`) plus counters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheStats {
-    /// Entries held (in memory for `ResponseCache`, in the server for `RedisCache`).
+    /// Entries held (in memory for `ResponseCache`, whose disk tier is [`disk_entries`](Self::disk_entries);
+    /// in the server for `RedisCache`).
     pub size: usize,
     /// The entry bound (0 when the backend has none).
     pub max_size: usize,
@@ -65,6 +66,16 @@ pub struct CacheStats {
     pub corrupt: u64,
     /// Disk writes that failed (the entries stayed in memory).
     pub write_failures: u64,
+    /// Entry files on disk (0 for backends without a disk tier).
+    #[serde(default)]
+    pub disk_entries: u64,
+    /// Bytes of entry files on disk (0 for backends without a disk tier).
+    #[serde(default)]
+    pub disk_bytes: u64,
+    /// Entries removed from disk to respect `max_disk_bytes` or `max_disk_entries`, by this
+    /// process.
+    #[serde(default)]
+    pub disk_evictions: u64,
 }
 
 /// A source of the current time; inject one in [`CacheConfig`](crate::CacheConfig) to control

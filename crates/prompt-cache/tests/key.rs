@@ -216,3 +216,73 @@ fn known_answer_is_stable_across_releases() {
 }
 
 const KNOWN: &str = "0b2f5c42df18f0ef816aeb5d99e80eae023bf05cbfcb89ba466a1e7cab902bc9";
+
+mod prefix_reuse {
+    use prompt_cache::{CacheKey, CacheKeyPrefixes};
+    use proptest::prelude::*;
+
+    /// System prompts that share most of their bytes (long, short, one letter apart, one byte
+    /// longer), so a state kept for one must never serve another.
+    fn system(i: usize) -> String {
+        let long = "You are the Writer of a long story. Keep the voice. ".repeat(40);
+        match i {
+            0 => long,
+            1 => long.replacen("Writer", "Editor", 1),
+            2 => format!("{long} "),
+            3 => "You are brief.".to_owned(),
+            4 => long.replace('.', "!"),
+            _ => String::new(),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Request {
+        namespace: usize,
+        first_role: usize,
+        system: usize,
+        rest: Vec<(usize, String)>,
+        temperature: Option<f64>,
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        (
+            0..2usize,
+            0..3usize,
+            0..6usize,
+            prop::collection::vec((0..3usize, ".{0,40}"), 0..4),
+            prop::option::of(0.0..2.0f64),
+        )
+            .prop_map(
+                |(namespace, first_role, system, rest, temperature)| Request {
+                    namespace,
+                    first_role,
+                    system,
+                    rest,
+                    temperature,
+                },
+            )
+    }
+
+    const ROLES: [&str; 3] = ["system", "user", "assistant"];
+    const NAMESPACES: [&str; 2] = ["writer", "writer2"];
+
+    proptest! {
+        #[test]
+        fn prefix_reused_keys_equal_plain_keys(
+            requests in prop::collection::vec(request(), 1..40),
+            capacity in 0..4usize,
+        ) {
+            let prefixes = CacheKeyPrefixes::new(capacity);
+            for r in &requests {
+                let (ns, role, sys) = (NAMESPACES[r.namespace], ROLES[r.first_role], system(r.system));
+                let mut reused = prefixes.builder(ns, role, &sys).temperature(r.temperature);
+                let mut plain = CacheKey::builder(ns).temperature(r.temperature).message(role, &sys);
+                for (role, content) in &r.rest {
+                    reused = reused.message(ROLES[*role], content);
+                    plain = plain.message(ROLES[*role], content);
+                }
+                prop_assert_eq!(reused.finish(), plain.finish(), "{:?}", r);
+            }
+        }
+    }
+}

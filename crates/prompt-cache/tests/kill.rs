@@ -1,7 +1,9 @@
-//! A process killed with SIGKILL in the middle of a write storm leaves no entry that loads wrong.
+//! A process killed with SIGKILL in the middle of a write storm leaves no entry that loads wrong,
+//! and a directory within its disk bound.
 //!
 //! The test re-runs its own binary as the child (`child_write_storm`, switched on by an
-//! environment variable), kills it once files are flowing, then opens the directory.
+//! environment variable), kills it once files are flowing, then opens the directory. The storm
+//! writes more than the disk bound holds, so the child is also evicting from disk when it dies.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -29,10 +31,14 @@ fn entry(i: u64) -> CachedResponse {
     CachedResponse::new(key(i), expected(i), format!("storm-{i}"))
 }
 
+/// The disk bound of the storm: about two hundred of its entries (8 to 12 KB each).
+const STORM_DISK_BYTES: u64 = 2 << 20;
+
 fn storm_config(dir: &Path) -> CacheConfig {
     let mut cfg = CacheConfig::new(dir)
         .max_size(1_000_000)
-        .max_bytes(u64::MAX / 2);
+        .max_bytes(u64::MAX / 2)
+        .max_disk_bytes(STORM_DISK_BYTES);
     cfg.max_entry_bytes = 1 << 20;
     cfg
 }
@@ -84,9 +90,13 @@ fn sigkill_during_write_storm_leaves_no_bad_entry() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn child");
-        let target = 200 * (round + 1);
+        // Killed once entry `last` is on disk: past the bound, so evicting from disk too.
+        let last = 400 + 600 * round;
+        let target = 100;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while count_entry_files(dir.path()) < target {
+        while !dir.path().join(format!("{}.json", key(last))).exists()
+            || count_entry_files(dir.path()) < target
+        {
             assert!(Instant::now() < deadline, "child wrote too little");
             if let Some(status) = child.try_wait().expect("try_wait") {
                 panic!("child exited early: {status}");
@@ -103,10 +113,16 @@ fn sigkill_during_write_storm_leaves_no_bad_entry() {
             stats.corrupt, 0,
             "no file was half-written where a reader sees it"
         );
+        assert_eq!(stats.size, 0, "start-up reads nothing");
         assert!(
-            stats.size >= target,
-            "round {round}: {} entries loaded",
-            stats.size
+            stats.disk_entries >= target as u64,
+            "round {round}: {} entries on disk",
+            stats.disk_entries
+        );
+        assert!(
+            stats.disk_bytes <= STORM_DISK_BYTES,
+            "round {round}: {} bytes on disk, over the bound",
+            stats.disk_bytes
         );
         // Every entry file loads, under its own key, with exactly the right content.
         let mut checked = 0;

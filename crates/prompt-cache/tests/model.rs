@@ -1,5 +1,6 @@
 //! Property: for any sequence of put/get/remove/clock moves, `ResponseCache` agrees with a
-//! simple model (an LRU list with expiry times), and after a restart it still does.
+//! simple model (an LRU list with expiry times over a disk that keeps every entry), and after
+//! a restart it still does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,10 +40,12 @@ struct ModelEntry {
     hits: u64,
 }
 
-/// Least recently used first.
+/// Two tiers: memory, least recently used first, bounded by `CAP`; and the disk, every stored
+/// entry (an entry evicted from memory stays there, with its hit count written back).
 #[derive(Debug, Default)]
 struct Model {
     entries: Vec<ModelEntry>,
+    disk: std::collections::BTreeMap<u64, ModelEntry>,
     now: u64,
 }
 
@@ -51,38 +54,64 @@ impl Model {
         self.entries.iter().position(|e| e.k == k)
     }
 
+    /// Adds `e` to memory as the most recently used, evicting to the disk over `CAP`.
+    fn admit(&mut self, e: ModelEntry) {
+        self.entries.push(e);
+        while self.entries.len() > CAP {
+            let evicted = self.entries.remove(0);
+            self.disk.insert(evicted.k, evicted);
+        }
+    }
+
     fn put(&mut self, k: u64, response: String, ttl: u64) {
         if let Some(p) = self.pos(k) {
             self.entries.remove(p);
         }
-        self.entries.push(ModelEntry {
+        let e = ModelEntry {
             k,
             response,
             expires: self.now + ttl,
             hits: 0,
-        });
-        while self.entries.len() > CAP {
-            self.entries.remove(0);
-        }
+        };
+        self.disk.insert(k, e.clone());
+        self.admit(e);
     }
 
     fn get(&mut self, k: u64) -> Option<(String, u64)> {
-        let p = self.pos(k)?;
-        let mut e = self.entries.remove(p);
+        let mut e = match self.pos(k) {
+            Some(p) => self.entries.remove(p),
+            None => self.disk.get(&k)?.clone(),
+        };
         if self.now >= e.expires {
+            self.disk.remove(&k);
             return None;
         }
         e.hits += 1;
         let out = (e.response.clone(), e.hits);
-        self.entries.push(e);
+        self.admit(e);
         Some(out)
     }
 
     fn remove(&mut self, k: u64) -> bool {
-        match self.pos(k) {
-            Some(p) => self.now < self.entries.remove(p).expires,
-            None => false,
+        let on_disk = self.disk.remove(&k);
+        let e = match self.pos(k) {
+            Some(p) => Some(self.entries.remove(p)),
+            None => on_disk,
+        };
+        e.is_some_and(|e| self.now < e.expires)
+    }
+
+    /// `flush`: memory's hit counts reach the disk.
+    fn flush(&mut self) {
+        for e in &self.entries {
+            self.disk.insert(e.k, e.clone());
         }
+    }
+
+    /// A restart: memory starts empty (after the drop's flush).
+    fn restart(&mut self) {
+        self.flush();
+        self.entries.clear();
     }
 }
 
@@ -135,13 +164,17 @@ proptest! {
                     clock.advance(Duration::from_secs(s));
                     model.now += s;
                 }
-                Op::Flush => cache.flush().expect("flush"),
+                Op::Flush => {
+                    cache.flush().expect("flush");
+                    model.flush();
+                }
             }
             prop_assert_eq!(cache.len(), model.entries.len());
         }
 
         // Restart: every live entry comes back with its content and hit count.
         drop(cache);
+        model.restart();
         let cache = open(dir.path(), &clock);
         for k in 0..KEYS {
             let got = cache.get(&key(k)).expect("get").map(|e| (e.response.to_string(), e.hit_count));

@@ -41,10 +41,12 @@ fn describe(location: &CacheLocation) -> String {
 }
 
 const STAT_ROWS: &[(&str, &str)] = &[
-    ("size", "entries"),
-    ("max_size", "max entries"),
+    ("size", "entries in memory"),
+    ("max_size", "max entries in memory"),
     ("utilization", "utilization"),
-    ("bytes", "bytes"),
+    ("bytes", "bytes in memory"),
+    ("disk_entries", "entries on disk"),
+    ("disk_bytes", "bytes on disk"),
     ("total_hits", "hits recorded on entries"),
     ("avg_age_seconds", "average age"),
     ("oldest_age_seconds", "oldest entry age"),
@@ -59,7 +61,7 @@ fn fmt(key: &str, v: Option<&Value>) -> String {
     };
     match key {
         "utilization" | "hit_rate" => ui::percent(f),
-        "bytes" => ui::bytes(f as u64),
+        "bytes" | "disk_bytes" => ui::bytes(f as u64),
         k if k.ends_with("_seconds") => duration(f),
         _ => format!("{f:.0}"),
     }
