@@ -690,19 +690,9 @@ impl Agent {
     ) -> Result<Reply, AgentError> {
         let started = Instant::now();
         let check = length_check(&request);
-        let (result, _reservation) = match self.admit(&request, &options.tags) {
-            Ok(reservation) => (
-                self.execute(request.clone(), &check, false, events).await,
-                Some(reservation),
-            ),
-            Err(error) => (
-                Err(Failed {
-                    error,
-                    retry_count: 0,
-                }),
-                None,
-            ),
-        };
+        let (result, _reservation) = self
+            .admitted(&request, &options.tags, &check, false, events)
+            .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut record = self.plain_record(&request, options, latency_ms);
         let out = match result {
@@ -749,19 +739,9 @@ impl Agent {
         let span = self.generation_span(task_of(&options), &request);
         async move {
             let check = |content: &str, _: &[ToolCall]| parse_json::<T>(content);
-            let (result, _reservation) = match self.admit(&request, &options.tags) {
-                Ok(reservation) => (
-                    self.execute(request.clone(), &check, true, None).await,
-                    Some(reservation),
-                ),
-                Err(error) => (
-                    Err(Failed {
-                        error,
-                        retry_count: 0,
-                    }),
-                    None,
-                ),
-            };
+            let (result, _reservation) = self
+                .admitted(&request, &options.tags, &check, true, None)
+                .await;
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             let mut record = self.plain_record(&request, &options, latency_ms);
             let out = match result {
@@ -839,6 +819,34 @@ impl Agent {
 
     /// The retry loop. `check` validates the think-stripped reply; with `feedback`, a rejected
     /// reply and the reason are appended to the conversation before the next attempt.
+    /// [`Self::execute`] once the budget admits the call (a refusal is the call's failure);
+    /// the reservation holds the call's worst case in this process's spend until dropped.
+    async fn admitted<V>(
+        &self,
+        request: &ChatRequest,
+        tags: &[String],
+        check: &ReplyCheck<'_, V>,
+        feedback: bool,
+        events: Option<&EventSender>,
+    ) -> (
+        Result<Attempted<V>, Failed>,
+        Option<crate::cost::Reservation>,
+    ) {
+        match self.admit(request, tags) {
+            Ok(reservation) => (
+                self.execute(request.clone(), check, feedback, events).await,
+                Some(reservation),
+            ),
+            Err(error) => (
+                Err(Failed {
+                    error,
+                    retry_count: 0,
+                }),
+                None,
+            ),
+        }
+    }
+
     pub(crate) async fn execute<V>(
         &self,
         mut request: ChatRequest,

@@ -62,21 +62,9 @@ pub fn read_vars_file(path: &Path) -> CliResult<VarMap> {
         other => Err(CliError::failure(format!(
             "bad vars file {}: expected a mapping of variable names to values, found {}",
             path.display(),
-            json_type(&other)
+            prompt_templates::json_kind(&other)
         ))
         .hint("write one `name: value` per line (YAML) or one JSON object")),
-    }
-}
-
-/// The JSON type name of a value, for messages.
-pub fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 

@@ -1,6 +1,7 @@
 //! Assertions: what a reply must satisfy, each kind read from one YAML key.
 
 use prompt_agent::{ToolCall, Vars, check_schema};
+use prompt_templates::json_kind;
 use serde_json::Value;
 
 /// The assertion kinds an eval file may use, in the order the docs list them.
@@ -59,7 +60,7 @@ impl Assertion {
             _ => {
                 return Err(format!(
                     "an assertion is a mapping of one kind to its value (`- contains: \"text\"`), found {}",
-                    type_name(value)
+                    json_kind(value)
                 ));
             }
         };
@@ -70,7 +71,7 @@ impl Assertion {
             Value::String(s) => Ok(s.clone()),
             other => Err(format!(
                 "`{kind}` expects a string, found {}",
-                type_name(other)
+                json_kind(other)
             )),
         };
         let count = || {
@@ -97,7 +98,7 @@ impl Assertion {
                 Value::Object(_) => Ok(Self::Json(Some(arg.clone()))),
                 other => Err(format!(
                     "`json` expects `true` or a JSON Schema (a mapping), found {}",
-                    type_name(other)
+                    json_kind(other)
                 )),
             },
             "tool_call" => text().map(Self::ToolCall),
@@ -242,17 +243,6 @@ fn short(text: &str) -> String {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-pub(crate) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
 }
 
 #[cfg(test)]

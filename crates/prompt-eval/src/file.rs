@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prompt_agent::{ChatMessage, Vars, VersionReq};
-use prompt_templates::{PromptTemplate, TemplateError, TemplateStore, VarType};
+use prompt_templates::{PromptTemplate, TemplateError, TemplateStore, VarType, json_kind};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::assertion::{Assertion, type_name};
+use crate::assertion::Assertion;
 use crate::error::EvalError;
 
 /// A version to run, as written in the file (`2`, `v2`, `production`) and what it asks for.
@@ -157,7 +157,7 @@ impl EvalFile {
                     template_line,
                     format!(
                         "`template` expects \"agent/task\", found {}",
-                        type_name(other)
+                        json_kind(other)
                     ),
                 ));
             }
@@ -196,7 +196,7 @@ impl EvalFile {
                             line(item),
                             format!(
                                 "a version is a number or a label, found {}",
-                                type_name(other)
+                                json_kind(other)
                             ),
                         ));
                     }
@@ -277,7 +277,7 @@ impl EvalFile {
                         l,
                         format!(
                             "case {name:?}: `vars` is a mapping of names to values, found {}",
-                            type_name(other)
+                            json_kind(other)
                         ),
                     ));
                 }

@@ -205,16 +205,9 @@ impl JsonlStore {
     pub fn spend_since(&self, since: DateTime<Utc>) -> Result<Spend, MetricsError> {
         self.flush()?;
         let now = self.now();
-        let window = Window::between(since, now);
-        let files = files_in_window(&self.dir, &window)?;
-        Ok(rollup::aggregate(
-            &files,
-            now.date_naive(),
-            &window,
-            &Select::Spend,
-            self.rollups.as_ref(),
-        )
-        .spend())
+        Ok(self
+            .query_window(now, &Window::between(since, now), &Select::Spend)?
+            .spend())
     }
 
     /// Streams every record of the last `days` days to `f`, files in date order, lines in file
@@ -253,12 +246,21 @@ impl JsonlStore {
 
     fn query(&self, days: u32, select: &Select<'_>) -> Result<query::Outcome, MetricsError> {
         let now = self.now();
-        let window = Window::new(now, days);
-        let files = files_in_window(&self.dir, &window)?;
+        self.query_window(now, &Window::new(now, days), select)
+    }
+
+    /// The records of `window` (closed days from their rollups), as of `now`.
+    fn query_window(
+        &self,
+        now: DateTime<Utc>,
+        window: &Window,
+        select: &Select<'_>,
+    ) -> Result<query::Outcome, MetricsError> {
+        let files = files_in_window(&self.dir, window)?;
         Ok(rollup::aggregate(
             &files,
             now.date_naive(),
-            &window,
+            window,
             select,
             self.rollups.as_ref(),
         ))

@@ -135,6 +135,7 @@ pub use lint::{Diagnostic, LintReport, Severity, lint};
 pub use messages::{Message, Role, ToolCall, ToolChoice, ToolDefinition, UnknownRole};
 pub use spec::{
     Example, Metadata, ModelDefaults, UnknownVarType, ValidationRules, VarType, VariableSpec,
+    json_kind,
 };
 pub use store::{TemplateInfo, TemplateStore, VersionReq};
 pub use template::{MessageEntry, PromptTemplate, RenderedPrompt};

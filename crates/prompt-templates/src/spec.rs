@@ -77,6 +77,19 @@ impl VarType {
     }
 }
 
+/// What a JSON value is, with its article, for messages to users ("a mapping", "a list",
+/// "null"); the wording every crate uses when a value has the wrong type.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
 /// The JSON type name of a value, as used in error messages.
 pub(crate) fn json_type_name(value: &Value) -> &'static str {
     match value {
