@@ -36,7 +36,7 @@ use self::report::{Figure, ROWS, Row, RowSpec, Unit};
 const USAGE: &str =
     "usage: cargo xtask bench [--quick] [--gateway | --no-gateway] [--gateway-seconds N]
                         [--gateway-targets promptkit,litellm,direct]
-                        [--rollups | --rollups-charts]
+                        [--rollups | --rollups-charts | --disk-tier]
 
   --quick              short criterion runs (1 s warm-up, 2 s measurement, 10 samples), the
                        100k-record data set only, few Python repetitions, 3 s gateway points
@@ -51,6 +51,10 @@ const USAGE: &str =
                        after) records, scanning, from rollups and with DuckDB; rollup build of
                        one day; charts in docs/metrics-query-time-*.svg (--quick: 10k, 100k)
   --rollups-charts     the table and charts again from target/bench-rollups.json
+  --disk-tier          only the cache disk tier section: start-up and a get from disk against
+                       the entries on disk (PROMPTKIT_BENCH_DISK_SIZES, default 1k, 10k, 100k),
+                       its table and docs/disk-tier.svg, without the Python peers (their
+                       diskcache figures come with a full run)
 ";
 
 /// Runs the benches; `args` are the words after `bench` (e.g. `--quick`).
@@ -60,6 +64,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut gateway_seconds: Option<f64> = None;
     let mut gateway_targets = Vec::new();
     let mut rollups_only = false;
+    let mut disk_tier_only = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -67,6 +72,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             "--gateway" => gateway_mode = GatewayMode::Only,
             "--no-gateway" => gateway_mode = GatewayMode::Skip,
             "--rollups" => rollups_only = true,
+            "--disk-tier" => disk_tier_only = true,
             "--rollups-charts" => {
                 return rollups::redraw(root, &target_dir(root));
             }
@@ -120,6 +126,18 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             only: gateway_targets.clone(),
         }
     };
+    if disk_tier_only {
+        eprintln!("cargo xtask bench --disk-tier ({mode})");
+        let settings = Settings {
+            quick,
+            data_dir: data_dir.clone(),
+            target_dir: target_dir.clone(),
+            log_dir: log_dir.clone(),
+        };
+        disk_tier::run(root, &settings, &BTreeMap::new());
+        eprintln!("({:.0} s in all)", clock.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if rollups_only {
         eprintln!("cargo xtask bench --rollups ({mode})");
         let venv = peers::ensure_venv(&target_dir.join("bench-venv"), &log_dir);
