@@ -7,6 +7,7 @@ mod support;
 
 mod batch;
 mod breaker;
+mod collector;
 mod cost;
 mod errors;
 mod eval;
