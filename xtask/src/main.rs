@@ -160,6 +160,38 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks that every `.py` file in `dir` is valid Python (parsed by `python3`, not run: the
+/// packages they import may live in a venv); the number of files. Without `python3` the parse
+/// is skipped, saying so.
+#[cfg(test)]
+pub(crate) fn python_scripts_parse(dir: &Path) -> usize {
+    let scripts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    let parse = Command::new("python3")
+        .args([
+            "-c",
+            "import ast, sys\nfor f in sys.argv[1:]:\n    ast.parse(open(f).read(), f)",
+        ])
+        .args(&scripts)
+        .output();
+    match parse {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!(
+            "python3 not available, scripts in {} not checked: {e}",
+            dir.display()
+        ),
+    }
+    scripts.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::on_path;
