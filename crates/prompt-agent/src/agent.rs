@@ -413,13 +413,8 @@ impl Agent {
         request: &ChatRequest,
         tags: &[String],
     ) -> Result<crate::cost::Reservation, AgentError> {
-        self.costs.admit(
-            self.metrics.as_ref(),
-            &self.name,
-            tags,
-            request,
-            self.provider.is_local(),
-        )
+        self.costs
+            .admit(self.metrics.as_ref(), &self.name, tags, request)
     }
 
     /// What `usage` on `model` costs with this agent's prices and provider (for savings).

@@ -266,7 +266,6 @@ impl CostBook {
         agent: &str,
         tags: &[String],
         request: &ChatRequest,
-        local: bool,
     ) -> Result<Reservation, AgentError> {
         if !self.limited() {
             return Ok(Reservation {
@@ -274,7 +273,6 @@ impl CostBook {
                 amount: 0.0,
             });
         }
-        let _ = local;
         let estimate = self.worst_case(request);
         let applies = |l: &LimitSpend| l.applies(agent, tags);
         let any_daily = self.budget.against(&Spend::default()).iter().any(applies);
