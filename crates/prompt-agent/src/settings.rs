@@ -537,7 +537,10 @@ impl Settings {
     /// The price table: the file of [`prices`](Self::prices) (when set) read before the
     /// shipped one; an error names the file and the line or key.
     pub fn open_prices(&self) -> Result<PriceTable, AgentError> {
-        Ok(PriceTable::load(self.prices.as_deref())?)
+        PriceTable::load(self.prices.as_deref()).map_err(|e| AgentError::Config {
+            field: "prices".to_owned(),
+            message: e.to_string(),
+        })
     }
 
     /// The spending limits per UTC day (none when `[budget]` is absent).

@@ -215,9 +215,14 @@ impl PriceTable {
 
     /// Reads a price file's text; `origin` names it in errors (a path).
     pub fn from_toml(text: &str, origin: &str) -> Result<PriceTable, MetricsError> {
-        let file: PriceFile = toml::from_str(text).map_err(|e| MetricsError::Prices {
-            origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+        let file: PriceFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            MetricsError::Prices {
+                origin: origin.to_owned(),
+                message: format!("line {line}: {}", e.message().trim()),
+            }
         })?;
         for (key, price) in &file.prices.0 {
             price.check(origin, key)?;
@@ -410,7 +415,7 @@ reasoning = 20.00
             ),
             (
                 "[prices.\"m\"]\ninput = 1.0\noutput = 1.0\nextra = 2\n",
-                "extra",
+                "line 4: unknown field `extra`",
             ),
             ("[prices.\"m\"]\ninput = 1.0\n", "output"),
             (
@@ -425,6 +430,7 @@ reasoning = 20.00
                 .to_string();
             assert!(err.contains("my-prices.toml"), "{err}");
             assert!(err.contains(want), "{want:?} not in {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
         }
         let missing = PriceTable::load(Some(Path::new("/nonexistent/prices.toml")))
             .expect_err("missing file")
