@@ -145,6 +145,23 @@ impl Values {
         self.runs.append(&mut o.runs);
     }
 
+    /// All values as one sorted run: sorted runs are merged, loose values sorted first.
+    pub(crate) fn into_run(mut self) -> Run {
+        if !self.loose.is_empty() {
+            let loose = std::mem::take(&mut self.loose);
+            self.runs.push(Run::new(sort_floats(loose).into()));
+        }
+        let mut runs = self.runs.into_iter();
+        let Some(first) = runs.next() else {
+            return Run::new(Vec::new().into());
+        };
+        let mut merged = first;
+        for run in runs {
+            merged = Run::new(merge_sorted(&merged.values, &run.values).into());
+        }
+        merged
+    }
+
     /// All values sorted by `f64::total_cmp` (for storing in a rollup).
     pub(crate) fn into_sorted(mut self) -> Vec<f64> {
         let mut all = std::mem::take(&mut self.loose);
@@ -181,6 +198,24 @@ fn sort_floats(values: Vec<f64>) -> Vec<f64> {
     let mut keys: Vec<u64> = values.into_iter().map(order_key).collect();
     keys.sort_unstable();
     keys.into_iter().map(from_order_key).collect()
+}
+
+/// Two runs sorted by `f64::total_cmp` merged into one.
+fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if b[j].total_cmp(&a[i]).is_lt() {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// A float's place in `f64::total_cmp`'s order, as an unsigned integer.
@@ -860,7 +895,15 @@ struct Task {
     end: u64,
 }
 
-fn plan(files: &[PathBuf], out: &mut Outcome) -> Vec<Task> {
+/// The part of a file a query reads: the lines that start at `start` or later and before `end`
+/// (`None`: to the end of the file as it is when the query plans its work).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Span {
+    pub(crate) start: u64,
+    pub(crate) end: Option<u64>,
+}
+
+fn plan(files: &[PathBuf], spans: &[Span], out: &mut Outcome) -> Vec<Task> {
     let mut tasks = Vec::new();
     for (i, path) in files.iter().enumerate() {
         let len = match std::fs::metadata(path) {
@@ -870,7 +913,9 @@ fn plan(files: &[PathBuf], out: &mut Outcome) -> Vec<Task> {
                 continue;
             }
         };
-        let mut start = 0;
+        let span = spans.get(i).copied().unwrap_or_default();
+        let len = span.end.map_or(len, |end| end.min(len));
+        let mut start = span.start;
         while start < len {
             let end = (start + CHUNK).min(len);
             tasks.push(Task {
@@ -1032,8 +1077,19 @@ fn run_task(
 /// Aggregates the selected records of the window over `files`, chunks in parallel, merged in
 /// file order so that results do not depend on scheduling.
 pub(crate) fn aggregate(files: &[PathBuf], window: &Window, select: &Select<'_>) -> Outcome {
+    aggregate_spans(files, &[], window, select)
+}
+
+/// [`aggregate`] over a part of each file: `spans[i]` of `files[i]` (the whole file when
+/// `spans` has no entry for it).
+pub(crate) fn aggregate_spans(
+    files: &[PathBuf],
+    spans: &[Span],
+    window: &Window,
+    select: &Select<'_>,
+) -> Outcome {
     let mut total = Outcome::default();
-    let tasks = plan(files, &mut total);
+    let tasks = plan(files, spans, &mut total);
     let filter = Prefilter::for_select(select);
     let parts: Vec<Outcome> = tasks
         .par_iter()
@@ -1054,7 +1110,7 @@ pub(crate) fn scan(
 ) -> ScanSummary {
     let mut summary = ScanSummary::default();
     let mut scratch = Outcome::default();
-    let tasks = plan(files, &mut scratch);
+    let tasks = plan(files, &[], &mut scratch);
     let mut unreadable = scratch.unreadable;
     let mut seen_files = Vec::new();
     for task in &tasks {

@@ -253,36 +253,16 @@ impl DayRollup {
         out: &mut Outcome,
     ) -> Result<bool, Corrupt> {
         let h = &self.header;
-        let cutoff = (window.cutoff_secs, window.cutoff_nanos);
-        let now = (window.now_secs, window.now_nanos);
-        let records_wanted = match (h.first, h.last) {
-            (Some(first), Some(last)) => {
-                if window.contains(first.0, first.1) && window.contains(last.0, last.1) {
-                    true
-                } else if last < cutoff || first > now {
-                    false
-                } else {
-                    return Ok(false);
-                }
-            }
-            _ => false,
+        let summary = DaySummary {
+            first: h.first,
+            last: h.last,
+            skipped: h.skipped,
         };
-        let skipped = match Prefilter::for_select(select) {
-            None => h.skipped,
-            Some(filter) => match self.bad_lines()? {
-                None => return Ok(false),
-                Some(lines) => lines
-                    .split(|&b| b == b'\n')
-                    .filter(|l| !l.is_empty() && filter.passes(l))
-                    .count() as u64,
-            },
-        };
-        let mut groups = Vec::new();
-        if records_wanted {
-            for (g, entry) in h.groups.iter().enumerate() {
-                if !Outcome::wants(select, &entry.key) {
-                    continue;
-                }
+        answer_day(
+            &summary,
+            h.groups.iter().map(|g| &g.key),
+            |g| {
+                let entry = &self.header.groups[g];
                 let mut acc = Acc {
                     sums: entry.sums.clone(),
                     latencies: Values::sorted(self.values(g, 0)?),
@@ -291,15 +271,75 @@ impl DayRollup {
                 if entry.ttfts.len > 0 {
                     acc.ttfts = Values::sorted(self.values(g, 1)?);
                 }
-                groups.push((&entry.key, acc));
+                Ok(acc)
+            },
+            || self.bad_lines(),
+            window,
+            select,
+            out,
+        )
+    }
+}
+
+/// What a day's summary knows of its records besides its groups.
+#[derive(Debug, Clone, Copy, Default)]
+struct DaySummary {
+    first: Option<(i64, u32)>,
+    last: Option<(i64, u32)>,
+    skipped: u64,
+}
+
+/// Adds what `select` reads of one summarized day (a rollup, or today's lines summarized so
+/// far) to `out`: `Ok(false)` when the summary cannot answer — the window cuts through its
+/// records, or an agent's bad lines were too many to keep — and the lines must be scanned.
+/// `keys` are the summary's groups in order, `acc(i)` the accumulator of the `i`-th, read only
+/// when `select` wants it. Nothing is added unless all of it is.
+fn answer_day<'k>(
+    summary: &DaySummary,
+    keys: impl Iterator<Item = &'k GroupKey>,
+    acc: impl Fn(usize) -> Result<Acc, Corrupt>,
+    bad_lines: impl FnOnce() -> Result<Option<Arc<[u8]>>, Corrupt>,
+    window: &Window,
+    select: &Select<'_>,
+    out: &mut Outcome,
+) -> Result<bool, Corrupt> {
+    let cutoff = (window.cutoff_secs, window.cutoff_nanos);
+    let now = (window.now_secs, window.now_nanos);
+    let records_wanted = match (summary.first, summary.last) {
+        (Some(first), Some(last)) => {
+            if window.contains(first.0, first.1) && window.contains(last.0, last.1) {
+                true
+            } else if last < cutoff || first > now {
+                false
+            } else {
+                return Ok(false);
             }
         }
-        for (key, acc) in groups {
-            out.add_group(select, key, acc);
+        _ => false,
+    };
+    let skipped = match Prefilter::for_select(select) {
+        None => summary.skipped,
+        Some(filter) => match bad_lines()? {
+            None => return Ok(false),
+            Some(lines) => lines
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty() && filter.passes(l))
+                .count() as u64,
+        },
+    };
+    let mut groups = Vec::new();
+    if records_wanted {
+        for (g, key) in keys.enumerate() {
+            if Outcome::wants(select, key) {
+                groups.push((key, acc(g)?));
+            }
         }
-        out.skipped += skipped;
-        Ok(true)
     }
+    for (key, acc) in groups {
+        out.add_group(select, key, acc);
+    }
+    out.skipped += skipped;
+    Ok(true)
 }
 
 /// The rollup file beside a daily file.
@@ -395,10 +435,166 @@ fn write(path: &Path, header: &Header, body: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// The rollups a store has read, by day, and the way to them.
+/// Today's file summarized up to the end of a complete line, kept by a store between queries
+/// so that each query reads only the lines appended since (while a file is today's it only
+/// grows). Checked before each use — the same file (device and inode), at least as long, the
+/// same bytes at its start and just before the summarized end — and made anew otherwise.
+#[derive(Debug)]
+struct Today {
+    path: PathBuf,
+    id: (u64, u64),
+    /// The summarized bytes: `0..upto`, ending with a newline (or empty).
+    upto: u64,
+    head: Vec<u8>,
+    before: Vec<u8>,
+    summary: DaySummary,
+    /// The bad lines joined by newlines, as a rollup keeps them; `None` once there were more
+    /// than [`query::MAX_BAD_LINE_BYTES`].
+    bad_lines: Option<Arc<[u8]>>,
+    bad_bytes: usize,
+    /// The groups of a rollup, each group's values as one sorted run.
+    groups: Vec<(GroupKey, Acc)>,
+    index: HashMap<GroupKey, usize>,
+}
+
+/// Bytes compared at the start of today's file and before the summarized end.
+const CHECK_BYTES: u64 = 64;
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+fn read_at(file: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// The end of the last complete line of `file` (the offset after its newline) in `from..len`;
+/// `from` when no newline lies there.
+fn last_line_end(file: &mut File, from: u64, len: u64) -> std::io::Result<u64> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = len;
+    while end > from {
+        let start = end.saturating_sub(BLOCK).max(from);
+        let block = read_at(file, start, end - start)?;
+        if let Some(i) = memchr::memrchr(b'\n', &block) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
+}
+
+impl Today {
+    fn new(path: &Path, id: (u64, u64)) -> Today {
+        Today {
+            path: path.to_path_buf(),
+            id,
+            upto: 0,
+            head: Vec::new(),
+            before: Vec::new(),
+            summary: DaySummary::default(),
+            bad_lines: Some(Arc::from(Vec::new())),
+            bad_bytes: 0,
+            groups: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Whether this summary still describes the start of `file`.
+    fn holds_for(&self, path: &Path, id: (u64, u64), len: u64, file: &mut File) -> bool {
+        if self.path != path || self.id != id || len < self.upto {
+            return false;
+        }
+        let head = read_at(file, 0, self.head.len() as u64);
+        let before_at = self.upto - self.before.len() as u64;
+        let before = read_at(file, before_at, self.before.len() as u64);
+        head.is_ok_and(|h| h == self.head) && before.is_ok_and(|b| b == self.before)
+    }
+
+    /// Adds the summary `part` of the lines from `upto` to `end`.
+    fn extend(&mut self, part: Outcome, end: u64, file: &mut File) -> std::io::Result<()> {
+        let s = &mut self.summary;
+        s.first = match (s.first, part.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        s.last = match (s.last, part.last) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        s.skipped += part.skipped;
+        self.bad_lines = match (self.bad_lines.take(), &part.bad_lines) {
+            (Some(kept), Some(new)) => {
+                self.bad_bytes += new.iter().map(Vec::len).sum::<usize>();
+                if self.bad_bytes > query::MAX_BAD_LINE_BYTES {
+                    None
+                } else {
+                    let mut joined = kept.to_vec();
+                    for line in new {
+                        if !joined.is_empty() {
+                            joined.push(b'\n');
+                        }
+                        joined.extend_from_slice(line);
+                    }
+                    Some(joined.into())
+                }
+            }
+            _ => None,
+        };
+        for (key, acc) in part.into_groups() {
+            match self.index.get(&key) {
+                Some(&i) => {
+                    let (_, mine) = &mut self.groups[i];
+                    let mut merged = std::mem::take(mine);
+                    merged.merge(acc);
+                    *mine = one_run(merged);
+                }
+                None => {
+                    self.index.insert(key.clone(), self.groups.len());
+                    self.groups.push((key, one_run(acc)));
+                }
+            }
+        }
+        self.upto = end;
+        self.head = read_at(file, 0, end.min(CHECK_BYTES))?;
+        self.before = read_at(file, end - end.min(CHECK_BYTES), end.min(CHECK_BYTES))?;
+        Ok(())
+    }
+}
+
+/// An accumulator with each figure's values as one sorted run (what a rollup holds).
+fn one_run(acc: Acc) -> Acc {
+    let ttfts = if acc.ttfts.len() > 0 {
+        Values::sorted(acc.ttfts.into_run())
+    } else {
+        Values::default()
+    };
+    Acc {
+        sums: acc.sums,
+        latencies: Values::sorted(acc.latencies.into_run()),
+        ttfts,
+    }
+}
+
+/// The rollups a store has read, by day, and the way to them; and today's file summarized so
+/// far.
 #[derive(Debug, Default)]
 pub(crate) struct Rollups {
     days: Mutex<HashMap<PathBuf, Arc<DayRollup>>>,
+    today: Mutex<Option<Today>>,
+    /// Whether a query has read today's file: the summary is made by the second (summarizing
+    /// costs more than the cheapest scans, so a process that queries once does not pay it).
+    today_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Rollups {
@@ -475,6 +671,60 @@ impl Rollups {
         false
     }
 
+    /// Adds what `select` reads of today's file to `out` from the summary of its lines read so
+    /// far, brought up to its last complete line first. Returns where the lines not summarized
+    /// start (at most a line being written is left: it is scanned), or `None` when the summary
+    /// cannot answer (nothing added) and the whole file must be scanned.
+    fn answer_today(
+        &self,
+        daily: &Path,
+        window: &Window,
+        select: &Select<'_>,
+        out: &mut Outcome,
+    ) -> Option<u64> {
+        if !self.today_seen.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        let mut guard = self.today.lock().ok()?;
+        let mut file = File::open(daily).ok()?;
+        let meta = file.metadata().ok()?;
+        let id = file_id(&meta);
+        let holds = guard
+            .as_ref()
+            .is_some_and(|t| t.holds_for(daily, id, meta.len(), &mut file));
+        if !holds {
+            *guard = Some(Today::new(daily, id));
+        }
+        let today = guard.as_mut()?;
+        let end = last_line_end(&mut file, today.upto, meta.len()).ok()?;
+        if end > today.upto {
+            let span = query::Span {
+                start: today.upto,
+                end: Some(end),
+            };
+            let part = query::aggregate_spans(
+                &[daily.to_path_buf()],
+                &[span],
+                &Window::everything(),
+                &Select::Rollup,
+            );
+            if !part.unreadable.is_empty() || today.extend(part, end, &mut file).is_err() {
+                *guard = None;
+                return None;
+            }
+        }
+        let used = answer_day(
+            &today.summary,
+            today.groups.iter().map(|(key, _)| key),
+            |g| Ok(today.groups[g].1.clone()),
+            || Ok(today.bad_lines.clone()),
+            window,
+            select,
+            out,
+        );
+        matches!(used, Ok(true)).then_some(today.upto)
+    }
+
     /// Builds and writes the rollup of one daily file whatever is there already; whether a
     /// rollup could be built.
     pub(crate) fn rebuild(&self, daily: &Path) -> bool {
@@ -487,7 +737,8 @@ impl Rollups {
 }
 
 /// Aggregates the window's records over the daily `files`: closed days (before `today`) from
-/// their rollups where those can answer, everything else by scanning.
+/// their rollups where those can answer, today's file from the store's summary of the lines
+/// it has read plus a scan of the lines appended since, everything else by scanning.
 pub(crate) fn aggregate(
     files: &[(NaiveDate, PathBuf)],
     today: NaiveDate,
@@ -497,15 +748,25 @@ pub(crate) fn aggregate(
 ) -> Outcome {
     let mut out = Outcome::default();
     let mut scan = Vec::new();
+    let mut spans = Vec::new();
     for (day, path) in files {
-        let answered = match rollups {
-            Some(r) if *day < today => r.answer(path, window, select, &mut out),
-            _ => false,
-        };
-        if !answered {
-            scan.push(path.clone());
+        let mut span = query::Span::default();
+        match rollups {
+            Some(r) if *day < today => {
+                if r.answer(path, window, select, &mut out) {
+                    continue;
+                }
+            }
+            Some(r) if *day == today => {
+                if let Some(start) = r.answer_today(path, window, select, &mut out) {
+                    span.start = start;
+                }
+            }
+            _ => {}
         }
+        scan.push(path.clone());
+        spans.push(span);
     }
-    out.merge(query::aggregate(&scan, window, select));
+    out.merge(query::aggregate_spans(&scan, &spans, window, select));
     out
 }

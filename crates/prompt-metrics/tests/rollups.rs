@@ -307,6 +307,84 @@ proptest! {
     }
 }
 
+/// Every query's answer from `store` and from a scan of the same files.
+fn against_a_scan(
+    store: &JsonlStore,
+    dir: &Path,
+    now: DateTime<Utc>,
+    days: u32,
+) -> (String, String) {
+    (
+        every_query(store, days),
+        every_query(&scan_only(dir, now), days),
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .expect("open today");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// One store reading today's file as it grows — lines appended, a line written in two
+    /// pieces with a query between them, the file replaced by another (new inode) and cut
+    /// short — gives at every step exactly the figures of a scan.
+    #[test]
+    fn todays_file_read_as_it_grows_agrees_with_a_scan(
+        first in prop::collection::vec(line_strategy(), 0..30),
+        appends in prop::collection::vec(prop::collection::vec(line_strategy(), 0..10), 1..4),
+        cut in 0usize..400,
+        minutes in 0i64..1_440,
+        window in 1u32..3,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = noon().date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+            + Duration::minutes(minutes);
+        let today = now.date_naive();
+        let path = day_file(dir.path(), today);
+        let text = |lines: &[Line]| -> String {
+            lines.iter().map(|l| line_text(today, l) + "\n").collect()
+        };
+        fs::write(&path, text(&first)).expect("write today");
+        let store = with_rollups(dir.path(), now);
+        for label in ["first query", "summarized"] {
+            let (got, scan) = against_a_scan(&store, dir.path(), now, window);
+            prop_assert_eq!(got, scan, "{}", label);
+        }
+        for batch in &appends {
+            let t = text(batch);
+            let cut = cut.min(t.len());
+            append(&path, &t[..cut]);
+            let (got, scan) = against_a_scan(&store, dir.path(), now, window);
+            prop_assert_eq!(got, scan, "a line half written");
+            append(&path, &t[cut..]);
+            let (got, scan) = against_a_scan(&store, dir.path(), now, window);
+            prop_assert_eq!(got, scan, "lines appended");
+        }
+        // Replaced by another file (written beside it and renamed over it, a new inode).
+        let tmp = dir.path().join("replacement.tmp");
+        let mut reversed = first.clone();
+        reversed.reverse();
+        fs::write(&tmp, text(&reversed) + &text(&first)).expect("replacement");
+        fs::rename(&tmp, &path).expect("rename");
+        let (got, scan) = against_a_scan(&store, dir.path(), now, window);
+        prop_assert_eq!(got, scan, "file replaced");
+        // Cut short.
+        let bytes = fs::read(&path).expect("read");
+        let keep = bytes.len() / 3;
+        fs::write(&path, &bytes[..keep]).expect("truncate");
+        let (got, scan) = against_a_scan(&store, dir.path(), now, window);
+        prop_assert_eq!(got, scan, "file cut short");
+    }
+}
+
 /// A data set of `records` per day over `days` days ending today.
 fn dataset(dir: &Path, now: DateTime<Utc>, records: u64, days: u32) {
     prompt_metrics::testdata::write_dataset_at(dir, records * u64::from(days), days, 11, now)
