@@ -752,11 +752,7 @@ pub(crate) fn aggregate(
     for (day, path) in files {
         let mut span = query::Span::default();
         match rollups {
-            Some(r) if *day < today => {
-                if r.answer(path, window, select, &mut out) {
-                    continue;
-                }
-            }
+            Some(r) if *day < today && r.answer(path, window, select, &mut out) => continue,
             Some(r) if *day == today => {
                 if let Some(start) = r.answer_today(path, window, select, &mut out) {
                     span.start = start;
