@@ -43,6 +43,7 @@
 //! ```
 
 mod error;
+mod fine;
 mod parse;
 mod prices;
 mod query;

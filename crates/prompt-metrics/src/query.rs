@@ -38,9 +38,6 @@ pub(crate) enum Select<'q> {
     Tags,
     /// Spend: all records, per agent (through the tasks) and per tag.
     Spend,
-    /// What a rollup of one file stores: [`Select::Overview`] and per tag, plus the first and
-    /// last timestamps and the bad lines themselves.
-    Rollup,
 }
 
 /// Counts and sums of one group: everything of [`Acc`] but the values percentiles are taken
@@ -64,7 +61,7 @@ pub(crate) struct Sums {
 }
 
 impl Sums {
-    fn add(&mut self, r: &Rec<'_>) {
+    pub(crate) fn add(&mut self, r: &Rec<'_>) {
         self.total += 1;
         self.successful += u64::from(r.validation_passed && !r.has_error);
         self.validation_passed += u64::from(r.validation_passed);
@@ -93,7 +90,7 @@ impl Sums {
 
     /// Adds `o`'s figures; every one of them is order-independent (exact or saturating sums of
     /// non-negative counts), so groups merge to the same figures in any order.
-    fn merge(&mut self, o: &Sums) {
+    pub(crate) fn merge(&mut self, o: &Sums) {
         self.total += o.total;
         self.successful += o.successful;
         self.validation_passed += o.validation_passed;
@@ -162,15 +159,6 @@ impl Values {
         merged
     }
 
-    /// All values sorted by `f64::total_cmp` (for storing in a rollup).
-    pub(crate) fn into_sorted(mut self) -> Vec<f64> {
-        let mut all = std::mem::take(&mut self.loose);
-        for run in self.runs {
-            all.extend_from_slice(&run.values);
-        }
-        sort_floats(all)
-    }
-
     /// The elements the percentile rule picks for each of `ps` (ascending), 0 when empty.
     fn percentiles<const N: usize>(&mut self, ps: [f64; N]) -> [f64; N] {
         if self.runs.is_empty() {
@@ -219,12 +207,12 @@ fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
 }
 
 /// A float's place in `f64::total_cmp`'s order, as an unsigned integer.
-fn order_key(v: f64) -> u64 {
+pub(crate) fn order_key(v: f64) -> u64 {
     let b = v.to_bits();
     if b >> 63 == 1 { !b } else { b | 1 << 63 }
 }
 
-fn from_order_key(k: u64) -> f64 {
+pub(crate) fn from_order_key(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
@@ -453,10 +441,10 @@ impl TaskAcc {
 }
 
 /// Seconds in a day.
-const DAY_SECS: i64 = 86_400;
+pub(crate) const DAY_SECS: i64 = 86_400;
 
 /// What one chunk (or the whole query) gathered.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Outcome {
     single: Acc,
     models: HashMap<String, Acc>,
@@ -469,30 +457,6 @@ pub(crate) struct Outcome {
     tags: HashMap<Option<String>, Acc>,
     pub(crate) skipped: u64,
     pub(crate) unreadable: Vec<usize>,
-    /// The earliest and latest timestamps of the records added ([`Select::Rollup`] only).
-    pub(crate) first: Option<(i64, u32)>,
-    pub(crate) last: Option<(i64, u32)>,
-    /// The bad lines themselves ([`Select::Rollup`] only), up to [`MAX_BAD_LINE_BYTES`] in
-    /// all; `None` once there were more.
-    pub(crate) bad_lines: Option<Vec<Vec<u8>>>,
-}
-
-impl Default for Outcome {
-    fn default() -> Self {
-        Outcome {
-            single: Acc::default(),
-            models: HashMap::new(),
-            versions: HashMap::new(),
-            days: HashMap::new(),
-            tasks: HashMap::new(),
-            tags: HashMap::new(),
-            skipped: 0,
-            unreadable: Vec::new(),
-            first: None,
-            last: None,
-            bad_lines: Some(Vec::new()),
-        }
-    }
 }
 
 /// Bytes of bad lines a rollup keeps (to count them for an agent's query as a scan would);
@@ -526,15 +490,6 @@ impl Outcome {
                 self.add_model(r);
                 self.add_task(r, true);
             }
-            Select::Rollup => {
-                self.add_day(r);
-                self.add_model(r);
-                self.add_task(r, true);
-                self.add_tags(r);
-                let t = (r.secs, r.nanos);
-                self.first = Some(self.first.map_or(t, |f| f.min(t)));
-                self.last = Some(self.last.map_or(t, |l| l.max(t)));
-            }
             Select::Tags => self.add_tags(r),
             Select::Spend => {
                 self.single.add(r);
@@ -564,16 +519,8 @@ impl Outcome {
         }
     }
 
-    fn add_bad_line(&mut self, select: &Select<'_>, line: &[u8]) {
+    fn add_bad_line(&mut self) {
         self.skipped += 1;
-        if let Select::Rollup = select
-            && let Some(kept) = &mut self.bad_lines
-        {
-            kept.push(line.to_vec());
-            if kept.iter().map(Vec::len).sum::<usize>() > MAX_BAD_LINE_BYTES {
-                self.bad_lines = None;
-            }
-        }
     }
 
     /// Whether `select` reads the rollup group `key`.
@@ -633,32 +580,6 @@ impl Outcome {
         }
     }
 
-    /// The groups a rollup stores, from an outcome of [`Select::Rollup`].
-    pub(crate) fn into_groups(self) -> Vec<(GroupKey, Acc)> {
-        let mut groups = Vec::new();
-        for (d, acc) in self.days {
-            groups.push((GroupKey::Day(d), acc));
-        }
-        for (m, acc) in self.models {
-            groups.push((GroupKey::Model(m), acc));
-        }
-        for (agent, by_task) in self.tasks {
-            let mut all = Acc::default();
-            for (task, acc) in by_task {
-                for (v, version) in acc.versions {
-                    groups.push((GroupKey::Version(agent.clone(), task.clone(), v), version));
-                }
-                all.merge(acc.all.clone());
-                groups.push((GroupKey::Task(agent.clone(), task), acc.all));
-            }
-            groups.push((GroupKey::Agent(agent), all));
-        }
-        for (tag, acc) in self.tags {
-            groups.push((GroupKey::Tag(tag), acc));
-        }
-        groups
-    }
-
     fn add_model(&mut self, r: &Rec<'_>) {
         with_slot(&mut self.models, &r.model, |acc| acc.add(r));
     }
@@ -703,22 +624,6 @@ impl Outcome {
         }
         self.skipped += o.skipped;
         self.unreadable.extend(o.unreadable);
-        self.first = match (self.first, o.first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.last = match (self.last, o.last) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.bad_lines = match (self.bad_lines.take(), o.bad_lines) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                let bytes: usize = a.iter().map(Vec::len).sum();
-                (bytes <= MAX_BAD_LINE_BYTES).then_some(a)
-            }
-            _ => None,
-        };
     }
 
     fn unreadable_files(&self) -> u64 {
@@ -903,13 +808,15 @@ pub(crate) struct Span {
     pub(crate) end: Option<u64>,
 }
 
-fn plan(files: &[PathBuf], spans: &[Span], out: &mut Outcome) -> Vec<Task> {
+/// The tasks reading `spans` of `files`, and the indexes of the files that cannot be read.
+fn plan(files: &[PathBuf], spans: &[Span]) -> (Vec<Task>, Vec<usize>) {
     let mut tasks = Vec::new();
+    let mut unreadable = Vec::new();
     for (i, path) in files.iter().enumerate() {
         let len = match std::fs::metadata(path) {
             Ok(m) => m.len(),
             Err(_) => {
-                out.unreadable.push(i);
+                unreadable.push(i);
                 continue;
             }
         };
@@ -926,7 +833,7 @@ fn plan(files: &[PathBuf], spans: &[Span], out: &mut Outcome) -> Vec<Task> {
             start = end;
         }
     }
-    tasks
+    (tasks, unreadable)
 }
 
 /// Calls `line` for every line that starts within the task's range (without its newline), or
@@ -1029,8 +936,7 @@ impl Prefilter {
             | Select::Tasks
             | Select::Overview
             | Select::Tags
-            | Select::Spend
-            | Select::Rollup => return None,
+            | Select::Spend => return None,
         };
         let plain = !agent.is_empty()
             && agent
@@ -1047,55 +953,87 @@ impl Prefilter {
     }
 }
 
-fn run_task(
+/// What one task gathers: each record of the window with `record`, each bad line with `bad`
+/// (blank lines are neither); `Err` when the file could not be read.
+fn run_task<G>(
     files: &[PathBuf],
     task: &Task,
     window: &Window,
-    select: &Select<'_>,
     filter: Option<&Prefilter>,
-) -> Outcome {
-    let mut out = Outcome::default();
-    let res = for_each_line(&files[task.file], task, filter, |line| {
+    part: &mut G,
+    record: impl Fn(&mut G, &Rec<'_>),
+    bad: impl Fn(&mut G, &[u8]),
+) -> std::io::Result<()> {
+    for_each_line(&files[task.file], task, filter, |line| {
         if is_blank(line) {
             return;
         }
         match parse_line(line) {
             Some(r) => {
                 if window.contains(r.secs, r.nanos) {
-                    out.add(select, &r);
+                    record(part, &r);
                 }
             }
-            None => out.add_bad_line(select, line),
+            None => bad(part, line),
         }
-    });
-    if res.is_err() {
-        out.unreadable.push(task.file);
+    })
+}
+
+/// Reads `spans` of `files` in chunks, in parallel: one `G` per chunk (made by `init`, fed by
+/// `record` and `bad`), in file order so that results do not depend on scheduling, with the
+/// indexes of the files that could not be read (a file once per chunk that failed).
+pub(crate) fn gather<G: Send>(
+    files: &[PathBuf],
+    spans: &[Span],
+    window: &Window,
+    filter: Option<&Prefilter>,
+    init: impl Fn() -> G + Sync,
+    record: impl Fn(&mut G, &Rec<'_>) + Sync,
+    bad: impl Fn(&mut G, &[u8]) + Sync,
+) -> (Vec<G>, Vec<usize>) {
+    let (tasks, mut unreadable) = plan(files, spans);
+    let parts: Vec<(G, bool)> = tasks
+        .par_iter()
+        .with_max_len(1)
+        .map(|t| {
+            let mut part = init();
+            let ok = run_task(files, t, window, filter, &mut part, &record, &bad).is_ok();
+            (part, ok)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for (task, (part, ok)) in tasks.iter().zip(parts) {
+        if !ok {
+            unreadable.push(task.file);
+        }
+        out.push(part);
     }
-    out
+    (out, unreadable)
 }
 
-/// Aggregates the selected records of the window over `files`, chunks in parallel, merged in
+/// Aggregates the selected records of the window over `spans` of `files` (`spans[i]` of
+/// `files[i]`, the whole file when `spans` has no entry for it), chunks in parallel, merged in
 /// file order so that results do not depend on scheduling.
-pub(crate) fn aggregate(files: &[PathBuf], window: &Window, select: &Select<'_>) -> Outcome {
-    aggregate_spans(files, &[], window, select)
-}
-
-/// [`aggregate`] over a part of each file: `spans[i]` of `files[i]` (the whole file when
-/// `spans` has no entry for it).
 pub(crate) fn aggregate_spans(
     files: &[PathBuf],
     spans: &[Span],
     window: &Window,
     select: &Select<'_>,
 ) -> Outcome {
-    let mut total = Outcome::default();
-    let tasks = plan(files, spans, &mut total);
     let filter = Prefilter::for_select(select);
-    let parts: Vec<Outcome> = tasks
-        .par_iter()
-        .with_max_len(1)
-        .map(|t| run_task(files, t, window, select, filter.as_ref()))
-        .collect();
+    let (parts, unreadable) = gather(
+        files,
+        spans,
+        window,
+        filter.as_ref(),
+        Outcome::default,
+        |out, r| out.add(select, r),
+        |out, _line| out.add_bad_line(),
+    );
+    let mut total = Outcome {
+        unreadable,
+        ..Outcome::default()
+    };
     for part in parts {
         total.merge(part);
     }
@@ -1109,9 +1047,7 @@ pub(crate) fn scan(
     mut f: impl FnMut(&PromptMetrics),
 ) -> ScanSummary {
     let mut summary = ScanSummary::default();
-    let mut scratch = Outcome::default();
-    let tasks = plan(files, &[], &mut scratch);
-    let mut unreadable = scratch.unreadable;
+    let (tasks, mut unreadable) = plan(files, &[]);
     let mut seen_files = Vec::new();
     for task in &tasks {
         seen_files.push(task.file);

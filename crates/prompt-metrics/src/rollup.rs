@@ -3,7 +3,7 @@
 //! history reads a few summaries instead of every line.
 //!
 //! A rollup holds, for each group of its day's records — per UTC day of the timestamp, per
-//! agent, per agent and task, per model, per agent, task and template version — the
+//! agent, per agent and task, per model, per agent, task and template version, per tag — the
 //! group's [`Sums`] (counts and exact sums, stored as they are) and its latencies and times to
 //! first token sorted, so that a query merging rollups gives exactly the figures of a scan:
 //! the same counts and sums (exact sums do not depend on the order of addition) and the same
@@ -14,7 +14,11 @@
 //!
 //! Validity: a rollup records the size and modification time of the daily file it was built
 //! from; a query uses it only while the file still has them, and otherwise rebuilds it (a late
-//! write to a closed day). Today's file (by the store's clock) is always scanned. A missing,
+//! write to a closed day). Today's file (by the store's clock) has no rollup: from its second
+//! query on, a store keeps a summary of it in memory ([`Today`], the same groups a rollup
+//! holds) up to its last complete line and reads only the lines appended since — the file
+//! only grows while it is today's; a file replaced (another inode), cut short, or whose first
+//! bytes or bytes before the summarized end changed is summarized anew. A missing,
 //! stale, unreadable or corrupt rollup (every part is checksummed) is never fatal: the query
 //! scans the file and writes a new rollup, never touching the daily file. Rollups are written
 //! to a temporary file and renamed into place, so processes that query and rebuild at once
@@ -24,6 +28,9 @@
 //! checksum (u64), the header as JSON ([`Header`]), then the body: the sections the header
 //! points into (sorted `f64` values, and the bad lines joined by newlines), each with its
 //! own checksum, read only when a query needs it.
+//!
+//! Building: one pass over the file adds each record once, to the group of all its keys
+//! (`fine.rs`); the groups above are then made from those, and the values sorted once.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,10 +40,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::NaiveDate;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::fine;
 use crate::query::{self, Acc, Outcome, Prefilter, Run, Select, Sums, Values};
 use crate::store::Window;
 
@@ -350,40 +357,27 @@ fn rollup_path(daily: &Path) -> PathBuf {
 /// Builds the rollup of one daily file and writes it beside the file. `None` when the file
 /// could not be read to the end, or changed while it was read (the next query tries again).
 fn build(daily: &Path, source: Fingerprint) -> Option<(Header, Vec<u8>)> {
-    let all = Window::everything();
-    let out = query::aggregate(&[daily.to_path_buf()], &all, &Select::Rollup);
-    if !out.unreadable.is_empty() || fingerprint(daily).ok() != Some(source) {
+    let all = fine::gather(daily, query::Span::default());
+    if all.unreadable || fingerprint(daily).ok() != Some(source) {
         return None;
     }
-    let (first, last, skipped) = (out.first, out.last, out.skipped);
-    let bad = out.bad_lines.clone();
-    let groups: Vec<(GroupKey, Sums, Vec<f64>, Vec<f64>)> = out
-        .into_groups()
-        .into_par_iter()
-        .map(|(key, acc)| {
-            (
-                key,
-                acc.sums,
-                acc.latencies.into_sorted(),
-                acc.ttfts.into_sorted(),
-            )
-        })
-        .collect();
-    let mut body = Vec::new();
-    let mut put = |bytes: &[u8]| {
-        let s = Section {
-            offset: body.len() as u64,
-            len: bytes.len() as u64,
-            checksum: xxh3_64(bytes),
-        };
-        body.extend_from_slice(bytes);
-        s
+    let values: usize = all.groups.iter().map(|g| g.2.len() + g.3.len()).sum();
+    let mut body = Vec::with_capacity(values * 8);
+    let mut put_floats = |v: &[f64]| {
+        let offset = body.len();
+        for x in v {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        Section {
+            offset: offset as u64,
+            len: (body.len() - offset) as u64,
+            checksum: xxh3_64(&body[offset..]),
+        }
     };
-    let floats = |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let mut entries = Vec::with_capacity(groups.len());
-    for (key, sums, latencies, ttfts) in groups {
-        let latencies = put(&floats(&latencies));
-        let ttfts = put(&floats(&ttfts));
+    let mut entries = Vec::with_capacity(all.groups.len());
+    for (key, sums, latencies, ttfts) in all.groups {
+        let latencies = put_floats(&latencies);
+        let ttfts = put_floats(&ttfts);
         entries.push(GroupEntry {
             key,
             sums,
@@ -391,13 +385,22 @@ fn build(daily: &Path, source: Fingerprint) -> Option<(Header, Vec<u8>)> {
             ttfts,
         });
     }
-    let bad_lines = bad.map(|lines| put(&lines.join(&b'\n')));
+    let bad_lines = all.bad_lines.map(|lines| {
+        let joined = lines.join(&b'\n');
+        let offset = body.len();
+        body.extend_from_slice(&joined);
+        Section {
+            offset: offset as u64,
+            len: joined.len() as u64,
+            checksum: xxh3_64(&joined),
+        }
+    });
     let header = Header {
         format: FORMAT,
         source,
-        first,
-        last,
-        skipped,
+        first: all.first,
+        last: all.last,
+        skipped: all.skipped,
         bad_lines,
         groups: entries,
     };
@@ -521,8 +524,8 @@ impl Today {
         head.is_ok_and(|h| h == self.head) && before.is_ok_and(|b| b == self.before)
     }
 
-    /// Adds the summary `part` of the lines from `upto` to `end`.
-    fn extend(&mut self, part: Outcome, end: u64, file: &mut File) -> std::io::Result<()> {
+    /// Adds what a rollup holds of the lines from `upto` to `end`.
+    fn extend(&mut self, part: fine::Gathered, end: u64, file: &mut File) -> std::io::Result<()> {
         let s = &mut self.summary;
         s.first = match (s.first, part.first) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -551,7 +554,19 @@ impl Today {
             }
             _ => None,
         };
-        for (key, acc) in part.into_groups() {
+        for (key, sums, latencies, ttfts) in part.groups {
+            let run = |v: Vec<f64>| {
+                if v.is_empty() {
+                    Values::default()
+                } else {
+                    Values::sorted(Run::new(v.into()))
+                }
+            };
+            let acc = Acc {
+                sums,
+                latencies: run(latencies),
+                ttfts: run(ttfts),
+            };
             match self.index.get(&key) {
                 Some(&i) => {
                     let (_, mine) = &mut self.groups[i];
@@ -561,7 +576,7 @@ impl Today {
                 }
                 None => {
                     self.index.insert(key.clone(), self.groups.len());
-                    self.groups.push((key, one_run(acc)));
+                    self.groups.push((key, acc));
                 }
             }
         }
@@ -702,13 +717,8 @@ impl Rollups {
                 start: today.upto,
                 end: Some(end),
             };
-            let part = query::aggregate_spans(
-                &[daily.to_path_buf()],
-                &[span],
-                &Window::everything(),
-                &Select::Rollup,
-            );
-            if !part.unreadable.is_empty() || today.extend(part, end, &mut file).is_err() {
+            let part = fine::gather(daily, span);
+            if part.unreadable || today.extend(part, end, &mut file).is_err() {
                 *guard = None;
                 return None;
             }

@@ -53,9 +53,11 @@ type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// Rollups: a query reads each closed UTC day (before today by the store's clock) from a
 /// summary beside its file, `metrics_YYYY-MM-DD.rollup`, built by the first query that needs
 /// it and rebuilt when the day's file changes (its size or modification time); the figures are
-/// exactly those of a scan of the file. Today's file, a day the window cuts through, and a day
-/// whose rollup is missing, stale or corrupt and cannot be rebuilt (a read-only directory) are
-/// scanned. [`JsonlStore::with_rollups`] turns them off.
+/// exactly those of a scan of the file. Today's file is scanned by the first query; from the
+/// second on, the store keeps it summarized in memory and reads only the lines appended since
+/// (a file replaced or cut short is read again whole). A day the window cuts through, and a
+/// day whose rollup is missing, stale or corrupt and cannot be rebuilt (a read-only directory)
+/// are scanned. [`JsonlStore::with_rollups`] turns all of this off.
 pub struct JsonlStore {
     dir: PathBuf,
     clock: Clock,
