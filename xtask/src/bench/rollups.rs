@@ -190,7 +190,9 @@ pub(crate) fn run(s: &RollupSettings) -> Result<Value> {
     });
 
     println!();
-    println!("metrics queries over {DAYS} daily files (mean ms; a warm store reads only what was appended to today's file since its last query, a new store scans it)");
+    println!(
+        "metrics queries over {DAYS} daily files (mean ms; a warm store reads only what was appended to today's file since its last query, a new store scans it)"
+    );
     println!();
     print!("{}", table(&rows));
     println!();
