@@ -93,8 +93,81 @@ fn encode(r: &Rec<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// The bad lines of a day, kept (in file order) so that an agent's query over a summary counts
+/// those that could name the agent, as its scan does — up to [`MAX_BAD_LINE_BYTES`] in all,
+/// and none once there were more (such a day is scanned for agent queries).
+#[derive(Debug, Clone)]
+pub(crate) struct BadLines {
+    lines: Option<Vec<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl Default for BadLines {
+    fn default() -> Self {
+        BadLines {
+            lines: Some(Vec::new()),
+            bytes: 0,
+        }
+    }
+}
+
+impl BadLines {
+    fn keep<'l>(&mut self, lines: impl IntoIterator<Item = &'l [u8]>) {
+        let Some(kept) = &mut self.lines else {
+            return;
+        };
+        for line in lines {
+            self.bytes += line.len();
+            if self.bytes > MAX_BAD_LINE_BYTES {
+                self.lines = None;
+                return;
+            }
+            kept.push(line.to_vec());
+        }
+    }
+
+    /// Adds the bad lines that follow these.
+    pub(crate) fn extend(&mut self, later: &BadLines) {
+        match &later.lines {
+            Some(lines) => self.keep(lines.iter().map(Vec::as_slice)),
+            None => self.lines = None,
+        }
+    }
+
+    /// The lines joined by newlines; `None` when there were too many to keep.
+    pub(crate) fn joined(&self) -> Option<Vec<u8>> {
+        self.lines.as_ref().map(|lines| lines.join(&b'\n'))
+    }
+}
+
+/// The earliest and latest of some records' timestamps, as (seconds, nanoseconds).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TimeSpan {
+    pub(crate) first: Option<(i64, u32)>,
+    pub(crate) last: Option<(i64, u32)>,
+}
+
+impl TimeSpan {
+    fn add(&mut self, t: (i64, u32)) {
+        self.widen(TimeSpan {
+            first: Some(t),
+            last: Some(t),
+        });
+    }
+
+    /// Widens this span to cover `o` too.
+    pub(crate) fn widen(&mut self, o: TimeSpan) {
+        let pick = |a: Option<(i64, u32)>, b: Option<(i64, u32)>, f: fn(_, _) -> _| match (a, b) {
+            (Some(a), Some(b)) => Some(f(a, b)),
+            (a, b) => a.or(b),
+        };
+        self.first = pick(self.first, o.first, std::cmp::min);
+        self.last = pick(self.last, o.last, std::cmp::max);
+    }
+}
+
 /// What one chunk of lines gathered.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Part {
     ids: HashMap<Vec<u8>, u32>,
     groups: Vec<(FineKey, Sums)>,
@@ -102,29 +175,9 @@ struct Part {
     latencies: Vec<(u64, u32)>,
     ttfts: Vec<(u64, u32)>,
     skipped: u64,
-    first: Option<(i64, u32)>,
-    last: Option<(i64, u32)>,
-    /// The bad lines, up to [`MAX_BAD_LINE_BYTES`] in all; `None` once there were more.
-    bad_lines: Option<Vec<Vec<u8>>>,
-    bad_bytes: usize,
+    span: TimeSpan,
+    bad_lines: BadLines,
     scratch: Vec<u8>,
-}
-
-impl Default for Part {
-    fn default() -> Self {
-        Part {
-            ids: HashMap::new(),
-            groups: Vec::new(),
-            latencies: Vec::new(),
-            ttfts: Vec::new(),
-            skipped: 0,
-            first: None,
-            last: None,
-            bad_lines: Some(Vec::new()),
-            bad_bytes: 0,
-            scratch: Vec::new(),
-        }
-    }
 }
 
 impl Part {
@@ -146,28 +199,12 @@ impl Part {
         if let Some(t) = r.time_to_first_token_ms {
             self.ttfts.push((query::order_key(t), id));
         }
-        let t = (r.secs, r.nanos);
-        self.first = Some(self.first.map_or(t, |f| f.min(t)));
-        self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        self.span.add((r.secs, r.nanos));
     }
 
     fn add_bad_line(&mut self, line: &[u8]) {
         self.skipped += 1;
-        self.keep_bad_lines(std::iter::once(line));
-    }
-
-    fn keep_bad_lines<'l>(&mut self, lines: impl IntoIterator<Item = &'l [u8]>) {
-        let Some(kept) = &mut self.bad_lines else {
-            return;
-        };
-        for line in lines {
-            self.bad_bytes += line.len();
-            if self.bad_bytes > MAX_BAD_LINE_BYTES {
-                self.bad_lines = None;
-                return;
-            }
-            kept.push(line.to_vec());
-        }
+        self.bad_lines.keep(std::iter::once(line));
     }
 
     /// Adds `o` (the lines after this part's).
@@ -197,18 +234,8 @@ impl Part {
         self.ttfts
             .extend(o.ttfts.into_iter().map(|(k, g)| (k, map[g as usize])));
         self.skipped += o.skipped;
-        self.first = match (self.first, o.first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.last = match (self.last, o.last) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        match o.bad_lines {
-            Some(lines) => self.keep_bad_lines(lines.iter().map(Vec::as_slice)),
-            None => self.bad_lines = None,
-        }
+        self.span.widen(o.span);
+        self.bad_lines.extend(&o.bad_lines);
     }
 }
 
@@ -220,11 +247,9 @@ pub(crate) type Group = (GroupKey, Sums, Vec<f64>, Vec<f64>);
 #[derive(Debug, Default)]
 pub(crate) struct Gathered {
     pub(crate) groups: Vec<Group>,
-    pub(crate) first: Option<(i64, u32)>,
-    pub(crate) last: Option<(i64, u32)>,
+    pub(crate) span: TimeSpan,
     pub(crate) skipped: u64,
-    /// The bad lines; `None` when there were more than [`MAX_BAD_LINE_BYTES`].
-    pub(crate) bad_lines: Option<Vec<Vec<u8>>>,
+    pub(crate) bad_lines: BadLines,
     /// Whether some of the lines could not be read.
     pub(crate) unreadable: bool,
 }
@@ -251,8 +276,7 @@ pub(crate) fn gather(daily: &Path, span: Span) -> Gathered {
         mut latencies,
         mut ttfts,
         skipped,
-        first,
-        last,
+        span,
         bad_lines,
         ..
     } = all;
@@ -291,8 +315,7 @@ pub(crate) fn gather(daily: &Path, span: Span) -> Gathered {
     }
     Gathered {
         groups,
-        first,
-        last,
+        span,
         skipped,
         bad_lines,
         unreadable: !unreadable.is_empty(),

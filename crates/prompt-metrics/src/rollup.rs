@@ -261,8 +261,10 @@ impl DayRollup {
     ) -> Result<bool, Corrupt> {
         let h = &self.header;
         let summary = DaySummary {
-            first: h.first,
-            last: h.last,
+            span: fine::TimeSpan {
+                first: h.first,
+                last: h.last,
+            },
             skipped: h.skipped,
         };
         answer_day(
@@ -291,8 +293,7 @@ impl DayRollup {
 /// What a day's summary knows of its records besides its groups.
 #[derive(Debug, Clone, Copy, Default)]
 struct DaySummary {
-    first: Option<(i64, u32)>,
-    last: Option<(i64, u32)>,
+    span: fine::TimeSpan,
     skipped: u64,
 }
 
@@ -312,7 +313,7 @@ fn answer_day<'k>(
 ) -> Result<bool, Corrupt> {
     let cutoff = (window.cutoff_secs, window.cutoff_nanos);
     let now = (window.now_secs, window.now_nanos);
-    let records_wanted = match (summary.first, summary.last) {
+    let records_wanted = match (summary.span.first, summary.span.last) {
         (Some(first), Some(last)) => {
             if window.contains(first.0, first.1) && window.contains(last.0, last.1) {
                 true
@@ -385,8 +386,7 @@ fn build(daily: &Path, source: Fingerprint) -> Option<(Header, Vec<u8>)> {
             ttfts,
         });
     }
-    let bad_lines = all.bad_lines.map(|lines| {
-        let joined = lines.join(&b'\n');
+    let bad_lines = all.bad_lines.joined().map(|joined| {
         let offset = body.len();
         body.extend_from_slice(&joined);
         Section {
@@ -398,8 +398,8 @@ fn build(daily: &Path, source: Fingerprint) -> Option<(Header, Vec<u8>)> {
     let header = Header {
         format: FORMAT,
         source,
-        first: all.first,
-        last: all.last,
+        first: all.span.first,
+        last: all.span.last,
         skipped: all.skipped,
         bad_lines,
         groups: entries,
@@ -451,10 +451,9 @@ struct Today {
     head: Vec<u8>,
     before: Vec<u8>,
     summary: DaySummary,
-    /// The bad lines joined by newlines, as a rollup keeps them; `None` once there were more
-    /// than [`query::MAX_BAD_LINE_BYTES`].
-    bad_lines: Option<Arc<[u8]>>,
-    bad_bytes: usize,
+    bad_lines: fine::BadLines,
+    /// `bad_lines` joined by newlines, as a rollup keeps them.
+    bad_joined: Option<Arc<[u8]>>,
     /// The groups of a rollup, each group's values as one sorted run.
     groups: Vec<(GroupKey, Acc)>,
     index: HashMap<GroupKey, usize>,
@@ -506,8 +505,8 @@ impl Today {
             head: Vec::new(),
             before: Vec::new(),
             summary: DaySummary::default(),
-            bad_lines: Some(Arc::from(Vec::new())),
-            bad_bytes: 0,
+            bad_lines: fine::BadLines::default(),
+            bad_joined: Some(Arc::from(Vec::new())),
             groups: Vec::new(),
             index: HashMap::new(),
         }
@@ -526,34 +525,10 @@ impl Today {
 
     /// Adds what a rollup holds of the lines from `upto` to `end`.
     fn extend(&mut self, part: fine::Gathered, end: u64, file: &mut File) -> std::io::Result<()> {
-        let s = &mut self.summary;
-        s.first = match (s.first, part.first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        s.last = match (s.last, part.last) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        s.skipped += part.skipped;
-        self.bad_lines = match (self.bad_lines.take(), &part.bad_lines) {
-            (Some(kept), Some(new)) => {
-                self.bad_bytes += new.iter().map(Vec::len).sum::<usize>();
-                if self.bad_bytes > query::MAX_BAD_LINE_BYTES {
-                    None
-                } else {
-                    let mut joined = kept.to_vec();
-                    for line in new {
-                        if !joined.is_empty() {
-                            joined.push(b'\n');
-                        }
-                        joined.extend_from_slice(line);
-                    }
-                    Some(joined.into())
-                }
-            }
-            _ => None,
-        };
+        self.summary.span.widen(part.span);
+        self.summary.skipped += part.skipped;
+        self.bad_lines.extend(&part.bad_lines);
+        self.bad_joined = self.bad_lines.joined().map(Arc::from);
         for (key, sums, latencies, ttfts) in part.groups {
             let run = |v: Vec<f64>| {
                 if v.is_empty() {
@@ -727,7 +702,7 @@ impl Rollups {
             &today.summary,
             today.groups.iter().map(|(key, _)| key),
             |g| Ok(today.groups[g].1.clone()),
-            || Ok(today.bad_lines.clone()),
+            || Ok(today.bad_joined.clone()),
             window,
             select,
             out,
