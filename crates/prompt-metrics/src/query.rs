@@ -142,21 +142,23 @@ impl Values {
         self.runs.append(&mut o.runs);
     }
 
-    /// All values as one sorted run: sorted runs are merged, loose values sorted first.
-    pub(crate) fn into_run(mut self) -> Run {
-        if !self.loose.is_empty() {
-            let loose = std::mem::take(&mut self.loose);
-            self.runs.push(Run::new(sort_floats(loose).into()));
+    /// Adds values sorted by `f64::total_cmp` as a run, keeping few runs: the newest two are
+    /// merged while the newer is at least half as long as the older, so a group fed many small
+    /// runs (today's lines, a few at a time) holds O(log n) runs and each value is merged
+    /// O(log n) times in all.
+    pub(crate) fn add_sorted(&mut self, values: Vec<f64>) {
+        if values.is_empty() {
+            return;
         }
-        let mut runs = self.runs.into_iter();
-        let Some(first) = runs.next() else {
-            return Run::new(Vec::new().into());
-        };
-        let mut merged = first;
-        for run in runs {
-            merged = Run::new(merge_sorted(&merged.values, &run.values).into());
+        self.runs.push(Run::new(values.into()));
+        while let [.., older, newer] = self.runs.as_slice() {
+            if newer.values.len() * 2 < older.values.len() {
+                break;
+            }
+            let merged = merge_sorted(&older.values, &newer.values);
+            self.runs.truncate(self.runs.len() - 2);
+            self.runs.push(Run::new(merged.into()));
         }
-        merged
     }
 
     /// The elements the percentile rule picks for each of `ps` (ascending), 0 when empty.
@@ -1089,7 +1091,43 @@ pub(crate) fn scan(
 
 #[cfg(test)]
 mod tests {
-    use super::percentiles;
+    use super::{Values, percentiles};
+
+    /// Runs of many sizes added one by one: few runs kept, and every percentile the element a
+    /// sort of all the values gives.
+    #[test]
+    fn sorted_runs_added_one_by_one_stay_few_and_select_exactly() {
+        let mut state = 99u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            state >> 33
+        };
+        let mut values = Values::default();
+        let mut all = Vec::new();
+        for _ in 0..500 {
+            let len = (next() % 40) as usize;
+            let mut run: Vec<f64> = (0..len).map(|_| (next() % 5_000) as f64 / 8.0).collect();
+            run.sort_by(f64::total_cmp);
+            all.extend_from_slice(&run);
+            values.add_sorted(run);
+            assert!(
+                values.runs.len() <= 2 * (usize::BITS - all.len().leading_zeros()) as usize + 1,
+                "{} runs for {} values",
+                values.runs.len(),
+                all.len()
+            );
+        }
+        all.sort_by(f64::total_cmp);
+        let ps = [0.0, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0];
+        let got = values.clone().percentiles(ps);
+        for (p, got) in ps.into_iter().zip(got) {
+            let idx = ((all.len() as f64 * p).floor() as usize).min(all.len() - 1);
+            assert_eq!(got, all[idx], "p {p}");
+        }
+        assert_eq!(values.len(), all.len());
+    }
 
     #[test]
     fn percentile_selection_matches_sorting() {

@@ -454,7 +454,7 @@ struct Today {
     bad_lines: fine::BadLines,
     /// `bad_lines` joined by newlines, as a rollup keeps them.
     bad_joined: Option<Arc<[u8]>>,
-    /// The groups of a rollup, each group's values as one sorted run.
+    /// The groups of a rollup, each group's values as a few sorted runs.
     groups: Vec<(GroupKey, Acc)>,
     index: HashMap<GroupKey, usize>,
 }
@@ -530,49 +530,23 @@ impl Today {
         self.bad_lines.extend(&part.bad_lines);
         self.bad_joined = self.bad_lines.joined().map(Arc::from);
         for (key, sums, latencies, ttfts) in part.groups {
-            let run = |v: Vec<f64>| {
-                if v.is_empty() {
-                    Values::default()
-                } else {
-                    Values::sorted(Run::new(v.into()))
-                }
-            };
-            let acc = Acc {
-                sums,
-                latencies: run(latencies),
-                ttfts: run(ttfts),
-            };
-            match self.index.get(&key) {
-                Some(&i) => {
-                    let (_, mine) = &mut self.groups[i];
-                    let mut merged = std::mem::take(mine);
-                    merged.merge(acc);
-                    *mine = one_run(merged);
-                }
+            let i = match self.index.get(&key) {
+                Some(&i) => i,
                 None => {
                     self.index.insert(key.clone(), self.groups.len());
-                    self.groups.push((key, acc));
+                    self.groups.push((key, Acc::default()));
+                    self.groups.len() - 1
                 }
-            }
+            };
+            let acc = &mut self.groups[i].1;
+            acc.sums.merge(&sums);
+            acc.latencies.add_sorted(latencies);
+            acc.ttfts.add_sorted(ttfts);
         }
         self.upto = end;
         self.head = read_at(file, 0, end.min(CHECK_BYTES))?;
         self.before = read_at(file, end - end.min(CHECK_BYTES), end.min(CHECK_BYTES))?;
         Ok(())
-    }
-}
-
-/// An accumulator with each figure's values as one sorted run (what a rollup holds).
-fn one_run(acc: Acc) -> Acc {
-    let ttfts = if acc.ttfts.len() > 0 {
-        Values::sorted(acc.ttfts.into_run())
-    } else {
-        Values::default()
-    };
-    Acc {
-        sums: acc.sums,
-        latencies: Values::sorted(acc.latencies.into_run()),
-        ttfts,
     }
 }
 
