@@ -20,7 +20,7 @@ pub const LABELS_FILE: &str = "labels.toml";
 
 /// The heading written at the top of the labels file.
 const HEADING: &str = "# Template labels: [<agent>.<task>] tables of `label = version`.\n\
-# `prompt label set AGENT/TASK LABEL VERSION` rewrites this file; `AGENT/TASK@LABEL` loads the version.\n\n";
+# `prompt label set AGENT/TASK LABEL VERSION` edits this file (comments stay); `AGENT/TASK@LABEL` loads the version.\n\n";
 
 /// Whether `name` can be a label: letters, digits, `_` and `-`, starting with a letter, and
 /// neither `latest` nor a version (`N`, `vN`).
@@ -162,22 +162,100 @@ impl Labels {
     /// Writes the file: to a temporary file beside it, then renamed into place, so a reader
     /// never sees half of it.
     pub fn write(&self, path: &Path) -> Result<(), TemplateError> {
-        let io = |source| TemplateError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let tmp = path.with_extension(format!("toml.tmp{}", std::process::id()));
-        let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(self.to_toml().as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io)
+        write_file(path, &self.to_toml())
     }
+}
+
+/// The text of a labels file with `label` of `agent/task` set to `version` and everything
+/// else — comments, order, spacing, the other labels — kept as it was (an empty text starts
+/// with the heading). `text` must read as a labels file ([`Labels::parse`]); `path` is for
+/// messages.
+pub(crate) fn set_in_text(
+    path: &Path,
+    text: &str,
+    agent: &str,
+    task: &str,
+    label: &str,
+    version: u32,
+) -> Result<String, TemplateError> {
+    use toml_edit::{DocumentMut, InlineTable, Item, Table, Value};
+    let fresh = text.trim().is_empty();
+    let source = if fresh { "" } else { text };
+    let mut doc: DocumentMut = source.parse().map_err(|e: toml_edit::TomlError| {
+        let line = e.span().map_or(1, |s| {
+            source[..s.start.min(source.len())].matches('\n').count() + 1
+        });
+        TemplateError::Labels {
+            path: path.to_path_buf(),
+            line,
+            message: e.message().trim().to_owned(),
+        }
+    })?;
+    let not_a_table = |what: &str| TemplateError::Labels {
+        path: path.to_path_buf(),
+        line: 1,
+        message: format!("`{what}` is not a table of labels"),
+    };
+    let agents = doc.as_table_mut();
+    let tasks = agents.entry(agent).or_insert_with(|| {
+        let mut t = Table::new();
+        t.set_implicit(true);
+        Item::Table(t)
+    });
+    // A new task's table takes the form of its agent's: `[agent.task]` under a table,
+    // `task = { ... }` inside an inline one.
+    let inline = tasks.is_inline_table();
+    let tasks = tasks
+        .as_table_like_mut()
+        .ok_or_else(|| not_a_table(agent))?;
+    if tasks.get(task).is_none() {
+        let item = if inline {
+            Item::Value(Value::InlineTable(InlineTable::new()))
+        } else {
+            Item::Table(Table::new())
+        };
+        tasks.insert(task, item);
+    }
+    let labels = tasks
+        .get_mut(task)
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(|| not_a_table(&format!("{agent}.{task}")))?;
+    let new = Value::from(i64::from(version));
+    match labels.get_mut(label).and_then(Item::as_value_mut) {
+        // Keep the comment after the value, and the spacing around it.
+        Some(old) => {
+            let decor = old.decor().clone();
+            *old = new;
+            *old.decor_mut() = decor;
+        }
+        None => {
+            labels.insert(label, Item::Value(new));
+        }
+    }
+    if fresh {
+        return Ok(format!("{HEADING}{doc}"));
+    }
+    Ok(doc.to_string())
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it into place, so a reader
+/// never sees half of it.
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<(), TemplateError> {
+    let io = |source| TemplateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension(format!("toml.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
 }
 
 /// The line of `label` in the `[agent.task]` table (1 when it cannot be found).
@@ -223,6 +301,63 @@ mod tests {
         ] {
             assert!(!is_label_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn setting_a_label_keeps_comments_layout_and_other_labels() {
+        let path = Path::new("labels.toml");
+        let text = "# Our labels: production is what the app loads.\n\n\
+            [writer.write_chapter]\n\
+            production = 2 # promoted after eval run 14\n\
+            staging    = 3\n\n\
+            # The editor's tables.\n\
+            [editor]\n\
+            edit_chapter = { production = 1 }\n";
+        let set = |text: &str, agent, task, label, v| {
+            let out = set_in_text(path, text, agent, task, label, v).expect("set");
+            let labels = Labels::parse(path, &out).expect("reads back");
+            assert_eq!(labels.get(agent, task, label), Some(v), "{out}");
+            out
+        };
+        // An existing label: its trailing comment and the spacing stay.
+        let out = set(text, "writer", "write_chapter", "production", 3);
+        assert!(
+            out.contains("production = 3 # promoted after eval run 14\n"),
+            "{out}"
+        );
+        assert!(out.contains("staging    = 3\n"), "{out}");
+        assert!(out.starts_with("# Our labels: production is what the app loads.\n"));
+        assert!(out.contains("# The editor's tables.\n"), "{out}");
+        // A new label in an existing table, a new task under an agent written inline, a new
+        // agent: the rest of the file is unchanged.
+        let out = set(&out, "writer", "write_chapter", "canary", 4);
+        let out = set(&out, "editor", "proofread", "production", 2);
+        let out = set(&out, "architect", "create_characters", "production", 1);
+        let labels = Labels::parse(path, &out).expect("reads back");
+        let all: Vec<_> = labels.iter().collect();
+        assert_eq!(
+            all,
+            [
+                ("architect", "create_characters", "production", 1),
+                ("editor", "edit_chapter", "production", 1),
+                ("editor", "proofread", "production", 2),
+                ("writer", "write_chapter", "canary", 4),
+                ("writer", "write_chapter", "production", 3),
+                ("writer", "write_chapter", "staging", 3),
+            ]
+        );
+        assert!(
+            out.contains("[architect.create_characters]\nproduction = 1\n"),
+            "{out}"
+        );
+        assert!(!out.contains("[architect]"), "{out}");
+        // An empty file starts with the heading.
+        let out = set("", "writer", "write_scene", "production", 1);
+        assert!(out.starts_with(HEADING), "{out}");
+        assert!(
+            out.contains("[writer.write_scene]\nproduction = 1\n"),
+            "{out}"
+        );
     }
 
     #[test]

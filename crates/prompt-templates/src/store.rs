@@ -390,9 +390,24 @@ impl TemplateStore {
             return Err(TemplateError::InvalidLabel(label.to_owned()));
         }
         self.load(agent, task, VersionReq::Exact(version))?;
-        let mut labels = Labels::read(&self.labels_path())?;
-        let before = labels.set(agent, task, label, version);
-        labels.write(&self.labels_path())?;
+        // The file is edited in place, not rewritten: the user's comments and layout stay.
+        let path = self.labels_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(TemplateError::Io { path, source }),
+        };
+        let before = Labels::parse(&path, &text)?.get(agent, task, label);
+        let edited = crate::labels::set_in_text(&path, &text, agent, task, label, version)?;
+        // What is written must read back as a labels file naming the new version.
+        if Labels::parse(&path, &edited)?.get(agent, task, label) != Some(version) {
+            return Err(TemplateError::Labels {
+                path,
+                line: 1,
+                message: format!("cannot set `{label}` of {agent}/{task} in this file's layout"),
+            });
+        }
+        crate::labels::write_file(&path, &edited)?;
         *self.labels.write() = None;
         Ok(before)
     }
