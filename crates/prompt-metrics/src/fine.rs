@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 use rayon::slice::ParallelSliceMut;
 
 use crate::parse::Rec;
-use crate::query::{self, DAY_SECS, MAX_BAD_LINE_BYTES, Prefilter, Span, Sums};
+use crate::query::{self, DAY_SECS, Prefilter, Span, Sums};
 use crate::rollup::GroupKey;
 use crate::store::Window;
+
+/// Bytes of bad lines a rollup keeps (to count them for an agent's query as a scan would);
+/// a day with more is scanned for agent queries.
+const MAX_BAD_LINE_BYTES: usize = 1 << 20;
 
 /// The keys of a fine group.
 #[derive(Debug, Clone)]

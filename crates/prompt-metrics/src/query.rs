@@ -461,10 +461,6 @@ pub(crate) struct Outcome {
     pub(crate) unreadable: Vec<usize>,
 }
 
-/// Bytes of bad lines a rollup keeps (to count them for an agent's query as a scan would);
-/// a day with more is scanned for agent queries.
-pub(crate) const MAX_BAD_LINE_BYTES: usize = 1 << 20;
-
 impl Outcome {
     fn add(&mut self, select: &Select<'_>, r: &Rec<'_>) {
         match *select {

@@ -526,9 +526,11 @@ impl Today {
     /// Adds what a rollup holds of the lines from `upto` to `end`.
     fn extend(&mut self, part: fine::Gathered, end: u64, file: &mut File) -> std::io::Result<()> {
         self.summary.span.widen(part.span);
-        self.summary.skipped += part.skipped;
-        self.bad_lines.extend(&part.bad_lines);
-        self.bad_joined = self.bad_lines.joined().map(Arc::from);
+        if part.skipped > 0 {
+            self.summary.skipped += part.skipped;
+            self.bad_lines.extend(&part.bad_lines);
+            self.bad_joined = self.bad_lines.joined().map(Arc::from);
+        }
         for (key, sums, latencies, ttfts) in part.groups {
             let i = match self.index.get(&key) {
                 Some(&i) => i,
