@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 
@@ -15,6 +16,12 @@ use crate::{MetricsError, PromptMetrics};
 pub(crate) const QUEUE_CAPACITY: usize = 4096;
 /// Bytes of whole lines gathered before one `write`.
 const MAX_WRITE: usize = 256 * 1024;
+/// How long the writer lets records gather once one arrives, so that a steady stream of
+/// records (a gateway's) is appended a batch at a time rather than with one wake-up and one
+/// append per record; a flush or a shutdown ends the wait at once.
+const LINGER: Duration = Duration::from_millis(10);
+/// Records that end the wait early.
+const LINGER_RECORDS: usize = 512;
 
 // Records travel by value: boxing them would cost an allocation on the caller's thread.
 #[allow(clippy::large_enum_variant)]
@@ -40,6 +47,8 @@ struct QueueState {
     msgs: Vec<Msg>,
     /// Records among `msgs` (control messages do not count against the capacity).
     records: usize,
+    /// A flush or shutdown is among `msgs`.
+    control: bool,
     /// The writer thread has stopped; nothing will take messages any more.
     closed: bool,
 }
@@ -63,18 +72,19 @@ impl Queue {
         if state.closed {
             return false;
         }
-        let was_empty = state.msgs.is_empty();
+        let wake = state.msgs.is_empty() || !is_record || state.records + 1 == LINGER_RECORDS;
         state.msgs.push(msg);
         state.records += usize::from(is_record);
+        state.control |= !is_record;
         drop(state);
-        if was_empty {
+        if wake {
             self.not_empty.notify_one();
         }
         true
     }
 
     /// Swaps everything queued into `batch` (which must be empty), waiting while there is
-    /// nothing.
+    /// nothing, then up to [`LINGER`] for more records unless a flush or shutdown is queued.
     fn take_all(&self, batch: &mut Vec<Msg>) {
         let mut state = self.lock();
         while state.msgs.is_empty() {
@@ -83,9 +93,21 @@ impl Queue {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        let deadline = Instant::now() + LINGER;
+        while !state.control && state.records < LINGER_RECORDS {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            state = self
+                .not_empty
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
         std::mem::swap(&mut state.msgs, batch);
         let was_full = state.records >= QUEUE_CAPACITY;
         state.records = 0;
+        state.control = false;
         drop(state);
         if was_full {
             self.not_full.notify_all();
