@@ -430,6 +430,33 @@ fn drop_flushes() {
     );
 }
 
+/// Records reach the file by themselves, without a flush or a drop: the writer gathers them
+/// for a moment but never holds them back for want of more (a bounded wait, not a timing
+/// assertion).
+#[test]
+fn records_reach_the_file_without_a_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_at(dir.path(), now());
+    let reader = store_at(dir.path(), now()).with_rollups(false);
+    for round in 1..=3u64 {
+        store
+            .record(rec("a", "t", "m", 1.0, now()))
+            .expect("record");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let seen = reader.agent_stats("a", 1).expect("stats").total_calls;
+            if seen == round {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "record {round} not in the file after 20 s without a flush ({seen} seen)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 #[test]
 fn cleanup_removes_whole_days_before_the_cutoff_only() {
     let dir = tempfile::tempdir().expect("tempdir");
