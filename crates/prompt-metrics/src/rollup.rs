@@ -457,10 +457,17 @@ struct Today {
     /// The groups of a rollup, each group's values as a few sorted runs.
     groups: Vec<(GroupKey, Acc)>,
     index: HashMap<GroupKey, usize>,
+    /// The file grew past the largest kept summarized ([`TODAY_MAX_BYTES`]): it is scanned.
+    given_up: bool,
 }
 
 /// Bytes compared at the start of today's file and before the summarized end.
 const CHECK_BYTES: u64 = 64;
+
+/// The largest today's file a store keeps summarized in memory (about 2M records, whose values
+/// take ~100 MB in the summary's groups); a busier day's file is scanned by every query, as
+/// closed days without a rollup are.
+const TODAY_MAX_BYTES: u64 = 1 << 30;
 
 #[cfg(unix)]
 fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
@@ -509,12 +516,20 @@ impl Today {
             bad_joined: Some(Arc::from(Vec::new())),
             groups: Vec::new(),
             index: HashMap::new(),
+            given_up: false,
         }
     }
 
-    /// Whether this summary still describes the start of `file`.
+    /// Whether this summary still describes the start of `file` (or, given up on as too big,
+    /// is still about the same file).
     fn holds_for(&self, path: &Path, id: (u64, u64), len: u64, file: &mut File) -> bool {
-        if self.path != path || self.id != id || len < self.upto {
+        if self.path != path || self.id != id {
+            return false;
+        }
+        if self.given_up {
+            return true;
+        }
+        if len < self.upto {
             return false;
         }
         let head = read_at(file, 0, self.head.len() as u64);
@@ -554,13 +569,26 @@ impl Today {
 
 /// The rollups a store has read, by day, and the way to them; and today's file summarized so
 /// far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Rollups {
     days: Mutex<HashMap<PathBuf, Arc<DayRollup>>>,
     today: Mutex<Option<Today>>,
     /// Whether a query has read today's file: the summary is made by the second (summarizing
     /// costs more than the cheapest scans, so a process that queries once does not pay it).
     today_seen: std::sync::atomic::AtomicBool,
+    /// [`TODAY_MAX_BYTES`] (smaller in tests).
+    today_max_bytes: u64,
+}
+
+impl Default for Rollups {
+    fn default() -> Self {
+        Rollups {
+            days: Mutex::default(),
+            today: Mutex::default(),
+            today_seen: std::sync::atomic::AtomicBool::new(false),
+            today_max_bytes: TODAY_MAX_BYTES,
+        }
+    }
 }
 
 impl Rollups {
@@ -662,7 +690,17 @@ impl Rollups {
             *guard = Some(Today::new(daily, id));
         }
         let today = guard.as_mut()?;
+        if today.given_up {
+            return None;
+        }
         let end = last_line_end(&mut file, today.upto, meta.len()).ok()?;
+        if end > self.today_max_bytes {
+            // Too big to keep: remembered (for this file) so later queries scan at once.
+            let mut given_up = Today::new(daily, id);
+            given_up.given_up = true;
+            *guard = Some(given_up);
+            return None;
+        }
         if end > today.upto {
             let span = query::Span {
                 start: today.upto,
@@ -726,4 +764,56 @@ pub(crate) fn aggregate(
     }
     out.merge(query::aggregate_spans(&scan, &spans, window, select));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A today's file past the size kept summarized is scanned by every query, with the same
+    /// figures, and the summary is given up (its values freed) until the file changes.
+    #[test]
+    fn a_today_file_past_the_limit_is_scanned_and_the_summary_given_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = chrono::Utc::now();
+        let today = now.date_naive();
+        let path = dir.path().join(crate::writer::file_name(today));
+        let at = (now - chrono::Duration::seconds(1)).format("%Y-%m-%dT%H:%M:%S%.6f");
+        let mut text = String::new();
+        for i in 0..20 {
+            text.push_str(&format!(
+                "{{\"prompt_hash\": \"9f86\", \"agent\": \"writer\", \"task\": \"t\", \"model\": \"m\", \"temperature\": 0.8, \"timestamp\": \"{at}\", \"latency_ms\": {i}.5, \"tokens_prompt\": 1, \"tokens_completion\": 2, \"cache_hit\": false, \"validation_passed\": true, \"retry_count\": 0, \"error\": null, \"response_length\": 10, \"language_detected\": null}}\n"
+            ));
+        }
+        std::fs::write(&path, &text).expect("write today");
+        let files = vec![(today, path.clone())];
+        let window = Window::new(now, 1);
+        let query = |rollups: &Rollups| {
+            aggregate(
+                &files,
+                today,
+                &window,
+                &Select::Agent("writer"),
+                Some(rollups),
+            )
+            .single()
+        };
+        let tight = Rollups {
+            today_max_bytes: 100,
+            ..Rollups::default()
+        };
+        let roomy = Rollups::default();
+        for _ in 0..3 {
+            let (a, b) = (query(&tight), query(&roomy));
+            assert_eq!(a.total_calls, 20);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+        let kept = |r: &Rollups| {
+            let t = r.today.lock().expect("lock");
+            t.as_ref()
+                .map(|t| (t.given_up, t.upto, t.groups.is_empty()))
+        };
+        assert_eq!(kept(&tight), Some((true, 0, true)));
+        assert_eq!(kept(&roomy), Some((false, text.len() as u64, false)));
+    }
 }
