@@ -46,17 +46,7 @@ impl Labels {
     /// Reads a labels file; a missing file is no labels. A file that is not valid TOML, or
     /// holds something other than `label = version` tables, is an error naming its line.
     pub fn read(path: &Path) -> Result<Self, TemplateError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(TemplateError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        Self::parse(path, &text)
+        Self::parse(path, &read_text(path)?)
     }
 
     /// Parses the text of a labels file (`path` is for messages).
@@ -163,6 +153,18 @@ impl Labels {
     /// never sees half of it.
     pub fn write(&self, path: &Path) -> Result<(), TemplateError> {
         write_file(path, &self.to_toml())
+    }
+}
+
+/// The text of a labels file; a missing file is an empty text (no labels).
+pub(crate) fn read_text(path: &Path) -> Result<String, TemplateError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(TemplateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -392,11 +392,7 @@ impl TemplateStore {
         self.load(agent, task, VersionReq::Exact(version))?;
         // The file is edited in place, not rewritten: the user's comments and layout stay.
         let path = self.labels_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(TemplateError::Io { path, source }),
-        };
+        let text = crate::labels::read_text(&path)?;
         let before = Labels::parse(&path, &text)?.get(agent, task, label);
         let edited = crate::labels::set_in_text(&path, &text, agent, task, label, version)?;
         // What is written must read back as a labels file naming the new version.
