@@ -549,6 +549,11 @@ struct Shared {
     counters: Arc<Counters>,
 }
 
+/// The name of the disk writer thread (as `ps -L` and `/proc/<pid>/task/*/comm` show it,
+/// cut to 15 bytes by Linux: `prompt-cache-wr`), by which `cargo xtask bench` tells its CPU
+/// time from the rest of a gateway's.
+pub const WRITER_THREAD: &str = "prompt-cache-writer";
+
 /// The background writer thread and its queue.
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -579,7 +584,7 @@ impl Writer {
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name("prompt-cache-writer".to_owned())
+            .name(WRITER_THREAD.to_owned())
             .spawn(move || run(&thread_shared))
             .map_err(|source| CacheError::Io { path: dir, source })?;
         Ok(Self {

@@ -58,6 +58,7 @@ mod response_cache;
 mod store;
 
 pub use config::{CacheConfig, DEFAULT_MAX_DISK_BYTES};
+pub use disk::WRITER_THREAD;
 pub use entry::{CachedDelta, CachedPiece, CachedResponse};
 pub use error::CacheError;
 pub use key::{CacheKey, CacheKeyBuilder, CacheKeyPrefixes, ParseKeyError};

@@ -234,18 +234,33 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
                 }
                 let cpu_before = group.and_then(group_cpu_seconds);
                 let result = loadgen::run(&runtime, &client, &spec, &bodies);
-                let cpu = cpu_before
-                    .zip(group.and_then(group_cpu_seconds))
-                    .map(|(before, after)| after - before);
+                let cpu_after = group.and_then(group_cpu_seconds);
                 // CPU time of the gateway's processes per request answered: what a request
-                // costs it, however busy the shared machine was.
-                let cpu_us = cpu
-                    .filter(|_| result.ok > 0)
-                    .map(|secs| secs * 1e6 / result.ok as f64);
+                // costs it, however busy the shared machine was; and the part of it spent in
+                // promptkit's cache writer thread (writing entries to disk).
+                let per_request = |secs: f64| secs * 1e6 / result.ok.max(1) as f64;
+                let (cpu_us, writer_us) = match (cpu_before, cpu_after) {
+                    (Some(before), Some(after)) if result.ok > 0 => (
+                        Some(per_request(after.total - before.total)),
+                        before
+                            .writer
+                            .zip(after.writer)
+                            .map(|(b, a)| per_request(a - b)),
+                    ),
+                    _ => (None, None),
+                };
                 let upstream_calls = upstream.calls() - calls_before;
                 println!(
                     "{}",
-                    point_line(name, workload, rate, &result, upstream_calls, cpu_us)
+                    point_line(
+                        name,
+                        workload,
+                        rate,
+                        &result,
+                        upstream_calls,
+                        cpu_us,
+                        writer_us
+                    )
                 );
                 let mut doc = result.to_json(rate);
                 doc["gateway"] = json!(name);
@@ -253,6 +268,7 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
                 doc["available"] = json!(true);
                 doc["upstream_calls"] = json!(upstream_calls);
                 doc["gateway_cpu_us_per_request"] = json!(cpu_us);
+                doc["cache_writer_cpu_us_per_request"] = json!(writer_us);
                 doc["sustained"] = json!(sustained(&result, rate));
                 points.push(doc);
                 if gave_out_at(&result, rate) {
@@ -280,7 +296,7 @@ pub(crate) fn run(settings: &GatewaySettings) -> Result<Value> {
 /// The column heads of the table.
 fn header_line() -> String {
     format!(
-        "{:<16} {:<5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}  {}",
+        "{:<16} {:<5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9}  {}",
         "gateway",
         "load",
         "offered",
@@ -291,6 +307,7 @@ fn header_line() -> String {
         "errors",
         "upstream",
         "cpu µs/r",
+        "writer",
         "notes"
     )
 }
@@ -302,6 +319,7 @@ fn point_line(
     r: &LoadResult,
     upstream_calls: u64,
     cpu_us: Option<f64>,
+    writer_us: Option<f64>,
 ) -> String {
     let ms =
         |v: Option<u64>| v.map_or_else(|| "—".to_owned(), |ns| format!("{:.2}", ns as f64 / 1e6));
@@ -329,7 +347,7 @@ fn point_line(
         notes.push("NOT SUSTAINED".to_owned());
     }
     format!(
-        "{name:<16} {workload:<5} {rate:>7.0} {:>9.0} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9}  {}",
+        "{name:<16} {workload:<5} {rate:>7.0} {:>9.0} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9}  {}",
         r.achieved_qps(),
         ms(loadgen::percentile(&r.latencies_ns, 50.0)),
         ms(loadgen::percentile(&r.latencies_ns, 99.0)),
@@ -337,26 +355,70 @@ fn point_line(
         r.error_count(),
         upstream_calls,
         cpu_us.map_or_else(|| "—".to_owned(), |us| format!("{us:.0}")),
+        writer_us.map_or_else(|| "—".to_owned(), |us| format!("{us:.0}")),
         notes.join("; ")
     )
 }
 
-/// The CPU time (user and system, in seconds) used so far by the processes of process group
-/// `group`, read from `/proc`; `None` where `/proc` cannot be read.
-fn group_cpu_seconds(group: u32) -> Option<f64> {
+/// CPU time (user and system, in seconds) used so far by a process group.
+#[derive(Debug, Clone, Copy)]
+struct GroupCpu {
+    total: f64,
+    /// By threads named as promptkit's cache writer ([`prompt_cache::WRITER_THREAD`]);
+    /// `None` when the group has none (another gateway).
+    writer: Option<f64>,
+}
+
+/// The CPU time used so far by the processes of process group `group`, read from `/proc`;
+/// `None` where `/proc` cannot be read.
+fn group_cpu_seconds(group: u32) -> Option<GroupCpu> {
     let ticks_per_second = clock_ticks_per_second()?;
-    let mut ticks = 0u64;
+    // Linux keeps 15 bytes of a thread's name.
+    let writer_name = &prompt_cache::WRITER_THREAD[..prompt_cache::WRITER_THREAD.len().min(15)];
+    let (mut ticks, mut writer) = (0u64, None::<u64>);
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((pgrp, used)) = parse_proc_stat(&stat)
-            && pgrp == group
+        let Some((pgrp, used)) = parse_proc_stat(&stat) else {
+            continue;
+        };
+        if pgrp != group {
+            continue;
+        }
+        ticks += used;
+        for task in fs::read_dir(entry.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
         {
-            ticks += used;
+            let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            if let Some((name, used)) = parse_thread_stat(&stat)
+                && name == writer_name
+            {
+                *writer.get_or_insert(0) += used;
+            }
         }
     }
-    Some(ticks as f64 / ticks_per_second)
+    Some(GroupCpu {
+        total: ticks as f64 / ticks_per_second,
+        writer: writer.map(|t| t as f64 / ticks_per_second),
+    })
+}
+
+/// The name and the CPU ticks (utime + stime) of a `/proc/<pid>/task/<tid>/stat` line.
+fn parse_thread_stat(stat: &str) -> Option<(&str, u64)> {
+    let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let used = fields
+        .get(11..13)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    Some((name, used))
 }
 
 /// The process group and the CPU ticks (utime + stime + cutime + cstime) of a
@@ -877,6 +939,16 @@ mod tests {
         // This process's own line parses, with its own group.
         let own = fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
         assert!(parse_proc_stat(&own).is_some(), "{own}");
+    }
+
+    #[test]
+    fn thread_stat_lines_give_the_name_and_the_cpu_ticks() {
+        let line = "4243 (prompt-cache-wr) S 1 4242 4242 0 -1 4194304 100 0 0 0 \
+                    250 31 7 2 20 0 9 0 1000 0 0";
+        assert_eq!(parse_thread_stat(line), Some(("prompt-cache-wr", 250 + 31)));
+        assert_eq!(parse_thread_stat("garbage"), None);
+        // The writer's name as Linux keeps it is the bench's.
+        assert!(prompt_cache::WRITER_THREAD.starts_with("prompt-cache-wr"));
     }
 
     #[test]
