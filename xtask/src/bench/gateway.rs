@@ -408,33 +408,36 @@ fn group_cpu_seconds(group: u32) -> Option<GroupCpu> {
     })
 }
 
-/// The name and the CPU ticks (utime + stime) of a `/proc/<pid>/task/<tid>/stat` line.
-fn parse_thread_stat(stat: &str) -> Option<(&str, u64)> {
-    let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let used = fields
-        .get(11..13)?
-        .iter()
-        .map(|f| f.parse::<u64>().ok())
-        .sum::<Option<u64>>()?;
-    Some((name, used))
+/// A `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`) line: the command name and the
+/// fields after it, `fields[0]` being field 3 (state).
+fn proc_stat_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
+    // The command name (field 2) is in parentheses and may hold spaces: count from its end.
+    let close = stat.rfind(')')?;
+    let name = &stat[stat.find('(')? + 1..close];
+    Some((name, stat[close + 1..].split_whitespace().collect()))
 }
 
-/// The process group and the CPU ticks (utime + stime + cutime + cstime) of a
-/// `/proc/<pid>/stat` line.
-fn parse_proc_stat(stat: &str) -> Option<(u32, u64)> {
-    // The command name (field 2) is in parentheses and may hold spaces: count from its end.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); pgrp is field 5, utime..cstime are fields 14 to 17.
-    let pgrp = fields.get(2)?.parse().ok()?;
-    let used = fields
-        .get(11..15)?
+/// The sum of `fields[range]` as CPU ticks.
+fn ticks(fields: &[&str], range: std::ops::Range<usize>) -> Option<u64> {
+    fields
+        .get(range)?
         .iter()
         .map(|f| f.parse::<u64>().ok())
-        .sum::<Option<u64>>()?;
-    Some((pgrp, used))
+        .sum::<Option<u64>>()
+}
+
+/// The name and the CPU ticks (utime + stime, fields 14 and 15) of a thread's
+/// `/proc/<pid>/task/<tid>/stat` line.
+fn parse_thread_stat(stat: &str) -> Option<(&str, u64)> {
+    let (name, fields) = proc_stat_fields(stat)?;
+    Some((name, ticks(&fields, 11..13)?))
+}
+
+/// The process group (field 5) and the CPU ticks (utime + stime + cutime + cstime, fields 14
+/// to 17) of a `/proc/<pid>/stat` line.
+fn parse_proc_stat(stat: &str) -> Option<(u32, u64)> {
+    let (_, fields) = proc_stat_fields(stat)?;
+    Some((fields.get(2)?.parse().ok()?, ticks(&fields, 11..15)?))
 }
 
 fn clock_ticks_per_second() -> Option<f64> {
