@@ -201,9 +201,6 @@ struct Collector {
 impl Collector {
     fn start() -> Self {
         let bodies: Received = Arc::default();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
             .route(
                 "/v1/traces",
@@ -223,16 +220,7 @@ impl Collector {
                 ),
             )
             .with_state(bodies.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        let url = crate::support::serve_on_loopback(app);
         Self { url, bodies }
     }
 

@@ -35,22 +35,10 @@ struct Scripted {
 impl Scripted {
     fn start() -> Self {
         let script = Arc::new(Script::default());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let app = Router::new()
             .route("/v1/chat/completions", post(answer))
             .with_state(script.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        let url = format!("{}/v1", crate::support::serve_on_loopback(app));
         Self { url, script }
     }
 

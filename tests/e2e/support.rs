@@ -160,25 +160,12 @@ impl FakeOllama {
     pub(crate) fn start() -> Self {
         let state = Arc::new(FakeState::default());
         *state.models.lock().unwrap() = vec!["qwen3:30b".to_owned(), "llama3:latest".to_owned()];
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new()
             .route("/api/chat", post(chat))
             .route("/api/tags", get(tags))
             .route("/v1/chat/completions", post(openai_chat))
             .with_state(state.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        let url = serve_on_loopback(app);
         Self { url, state }
     }
 
@@ -378,6 +365,26 @@ async fn tags(State(state): State<Arc<FakeState>>) -> Json<Value> {
         .map(|m| json!({"name": m, "model": m}))
         .collect();
     Json(json!({ "models": models }))
+}
+
+/// Serves `app` on a free loopback port from a thread of its own, for the rest of the test
+/// process; returns `http://127.0.0.1:<port>`.
+pub(crate) fn serve_on_loopback(app: Router) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    url
 }
 
 /// A loopback address nothing listens on.
