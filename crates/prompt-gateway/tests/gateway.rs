@@ -471,14 +471,7 @@ async fn replay_only_answers_hits_and_misses_with_cache_miss() {
     let (status, _, body) = json_of(h.post(&streamed).send().await.expect("send")).await;
     assert_eq!((status, error_code(&body)), (404, "cache_miss"));
     // The model list is answered offline too: the configured model and the templates' models.
-    let (status, _, models) = json_of(
-        h.client
-            .get(format!("{}/v1/models", h.url))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, models) = json_of(h.get("/v1/models").send().await.expect("send")).await;
     assert_eq!(status, 200, "{models}");
     let ids: Vec<&str> = models["data"]
         .as_array()
@@ -540,20 +533,10 @@ async fn a_client_key_guards_everything_but_health_and_is_never_forwarded() {
     assert_eq!(status, 200);
     assert_eq!(h.upstream.state.auth.lock().as_slice(), [None]);
     for path in ["/v1/models", "/metrics"] {
-        let response = h
-            .client
-            .get(format!("{}{path}", h.url))
-            .send()
-            .await
-            .expect("send");
+        let response = h.get(path).send().await.expect("send");
         assert_eq!(response.status(), 401, "{path}");
     }
-    let response = h
-        .client
-        .get(format!("{}/health", h.url))
-        .send()
-        .await
-        .expect("send");
+    let response = h.get("/health").send().await.expect("send");
     assert_eq!(response.status(), 200);
 }
 
@@ -653,12 +636,7 @@ async fn bad_input_gets_openai_style_errors_and_the_server_keeps_serving() {
         .await
         .expect("send");
     assert_eq!(response.status(), 413);
-    let response = h
-        .client
-        .get(format!("{}/nowhere", h.url))
-        .send()
-        .await
-        .expect("send");
+    let response = h.get("/nowhere").send().await.expect("send");
     assert_eq!(response.status(), 404);
     // Still serving.
     let response = h.post(&chat("Still there?")).send().await.expect("send");
@@ -758,36 +736,17 @@ async fn identical_concurrent_requests_make_one_upstream_call() {
 #[tokio::test]
 async fn models_health_and_prometheus_metrics() {
     let h = Harness::start(GatewayConfig::default()).await;
-    let (status, _, body) = json_of(
-        h.client
-            .get(format!("{}/v1/models", h.url))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = json_of(h.get("/v1/models").send().await.expect("send")).await;
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"][0]["id"], "fake-model");
-    let (status, _, body) = json_of(
-        h.client
-            .get(format!("{}/health", h.url))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _, body) = json_of(h.get("/health").send().await.expect("send")).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
 
     h.post(&chat("Count me.")).send().await.expect("send");
     h.post(&chat("Count me.")).send().await.expect("send");
     h.post(&json!({"model": "m"})).send().await.expect("send");
-    let response = h
-        .client
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .expect("send");
+    let response = h.get("/metrics").send().await.expect("send");
     assert!(
         response.headers()["content-type"]
             .to_str()

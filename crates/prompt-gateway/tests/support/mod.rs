@@ -321,6 +321,11 @@ impl Harness {
         }
     }
 
+    /// A GET of `path` (`/health`, `/v1/models`, ...) on the gateway.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
     pub fn post(&self, body: &Value) -> reqwest::RequestBuilder {
         self.client
             .post(format!("{}/v1/chat/completions", self.url))
