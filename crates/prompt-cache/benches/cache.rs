@@ -24,56 +24,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use prompt_cache::{CacheConfig, CacheKey, CacheStore, CachedResponse, ResponseCache};
-use serde_json::json;
+use prompt_cache::{CacheConfig, CacheKey, CacheStore, ResponseCache};
 
-fn system_prompt() -> String {
-    "You are the Writer, a novelist who writes vivid, coherent chapters. ".repeat(23)[..1536]
-        .to_owned()
-}
-
-fn user_prompt(i: u64) -> String {
-    let mut s = format!("Write chapter {i}. ");
-    while s.len() < 2048 {
-        s.push_str("The heroine crosses the river at dawn and meets the ferryman. ");
-    }
-    s.truncate(2048);
-    s
-}
-
-fn request_key(system: &str, user: &str) -> CacheKey {
-    CacheKey::builder("writer")
-        .provider("ollama")
-        .model("qwen3:30b")
-        .message("system", system)
-        .message("user", user)
-        .temperature(Some(0.8))
-        .max_tokens(Some(4096))
-        .seed(None)
-        .option("top_p", &json!(0.9))
-        .option("num_ctx", &json!(8192))
-        .finish()
-}
-
-fn keys(n: u64) -> Vec<CacheKey> {
-    let system = system_prompt();
-    (0..n)
-        .map(|i| request_key(&system, &user_prompt(i)))
-        .collect()
-}
-
-fn response() -> std::sync::Arc<str> {
-    "The morning sun rose over the valley. ".repeat(54).into()
-}
-
-fn entry(key: CacheKey, response: &std::sync::Arc<str>) -> CachedResponse {
-    let mut e = CachedResponse::new(key, response.clone(), "qwen3:30b");
-    e.provider = Some("ollama".to_owned());
-    e.temperature = Some(0.8);
-    e.tokens_prompt = Some(900);
-    e.tokens_completion = Some(500);
-    e
-}
+mod workload;
+use workload::{entry, keys, request_key, response, system_prompt, user_prompt};
 
 fn open(dir: &Path, max_size: usize) -> ResponseCache {
     ResponseCache::open(CacheConfig::new(dir).max_size(max_size)).expect("open cache")

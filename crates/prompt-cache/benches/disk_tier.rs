@@ -25,35 +25,9 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use prompt_cache::{
     CacheConfig, CacheKey, CacheKeyPrefixes, CacheStore, CachedResponse, ResponseCache,
 };
-use serde_json::json;
 
-fn system_prompt() -> String {
-    "You are the Writer, a novelist who writes vivid, coherent chapters. ".repeat(23)[..1536]
-        .to_owned()
-}
-
-fn user_prompt(i: u64) -> String {
-    let mut s = format!("Write chapter {i}. ");
-    while s.len() < 2048 {
-        s.push_str("The heroine crosses the river at dawn and meets the ferryman. ");
-    }
-    s.truncate(2048);
-    s
-}
-
-/// `cache/key_derivation`'s request, from a builder that already holds the system message.
-fn finish_key(builder: prompt_cache::CacheKeyBuilder, user: &str) -> CacheKey {
-    builder
-        .provider("ollama")
-        .model("qwen3:30b")
-        .message("user", user)
-        .temperature(Some(0.8))
-        .max_tokens(Some(4096))
-        .seed(None)
-        .option("top_p", &json!(0.9))
-        .option("num_ctx", &json!(8192))
-        .finish()
-}
+mod workload;
+use workload::{finish_key, system_prompt, user_prompt};
 
 /// Small keys for the directories: the disk tier's costs do not depend on how a key is made.
 fn key(i: u64) -> CacheKey {

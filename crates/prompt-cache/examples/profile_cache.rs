@@ -12,56 +12,16 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prompt_cache::{CacheConfig, CacheKey, CacheStore, CachedResponse, ResponseCache};
-use serde_json::json;
+use prompt_cache::{CacheConfig, CacheStore, ResponseCache};
 
-fn system_prompt() -> String {
-    "You are the Writer, a novelist who writes vivid, coherent chapters. ".repeat(23)[..1536]
-        .to_owned()
-}
-
-fn user_prompt(i: u64) -> String {
-    let mut s = format!("Write chapter {i}. ");
-    while s.len() < 2048 {
-        s.push_str("The heroine crosses the river at dawn and meets the ferryman. ");
-    }
-    s.truncate(2048);
-    s
-}
-
-fn keys(n: u64) -> Vec<CacheKey> {
-    let system = system_prompt();
-    (0..n)
-        .map(|i| {
-            CacheKey::builder("writer")
-                .provider("ollama")
-                .model("qwen3:30b")
-                .message("system", &system)
-                .message("user", &user_prompt(i))
-                .temperature(Some(0.8))
-                .max_tokens(Some(4096))
-                .seed(None)
-                .option("top_p", &json!(0.9))
-                .option("num_ctx", &json!(8192))
-                .finish()
-        })
-        .collect()
-}
-
-fn entry(key: CacheKey, response: &Arc<str>) -> CachedResponse {
-    let mut e = CachedResponse::new(key, response.clone(), "qwen3:30b");
-    e.provider = Some("ollama".to_owned());
-    e.temperature = Some(0.8);
-    e.tokens_prompt = Some(900);
-    e.tokens_completion = Some(500);
-    e
-}
+#[path = "../benches/workload/mod.rs"]
+mod workload;
+use workload::{entry, keys};
 
 fn run(mode: &str, dir: &Path, n: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let response: Arc<str> = "The morning sun rose over the valley. ".repeat(54).into();
+    let response = workload::response();
     match mode {
         "fill" => {
             let cache = ResponseCache::open(CacheConfig::new(dir).max_size(n))?;
