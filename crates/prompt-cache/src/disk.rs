@@ -1,34 +1,34 @@
-//! The disk tier: file names, atomic writes, the background writer and the disk bounds.
+//! The disk tier: the background writer, and the older layout's files.
 //!
 //! Layout of `cache_dir`:
-//! - `<64-hex key>.json`: one complete entry in the stored form described in the `entry`
-//!   module (JSON with a checksum), only ever created by a rename;
-//! - `.<64-hex key>.<pid>.<n>.tmp`: a write in progress (ignored by readers; removed by the
-//!   next listing of the directory once older than [`STALE_TEMP_AGE`], which covers writers
-//!   that were killed);
+//! - `segments/`: the entries, appended to segment files and found through a shared index
+//!   (the `segment` module describes both); every write goes there;
+//! - `<64-hex key>.json`: one entry per file, in the stored form described in the `entry`
+//!   module (JSON with a checksum) — the layout written before segments. Such files are still
+//!   served (a key not in the index is looked up by file name), are rewritten into a segment at
+//!   the next flush after they are read, and are removed with their key (`remove`, expiry,
+//!   `clear`); new entries never go there;
 //! - `corrupt/`: files that could not be read as an entry, or whose checksum does not match
-//!   their content, moved aside rather than deleted.
+//!   their content (and a damaged index), moved aside rather than deleted.
 //!
-//! This is also the layout written before the disk tier had bounds of its own, so an older
-//! cache directory is served as it is. Files are found by name only: nothing is read at
-//! start-up, and the directory is listed only to measure or enforce the disk bounds (by the
-//! writer, when a write would go over them) and for `stats`, `prune_expired` and `clear`.
+//! Nothing is read at start-up but the index's header; the directory is listed only for
+//! `stats`, `prune_expired` and `clear`, and the segments' directory when the writer enforces
+//! the disk bounds.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::entry::Decoded;
 use crate::response_cache::KeyHasherBuilder;
+use crate::segment::{self, Appender, Bounds, Loc, Segments, segment_target};
 use crate::{CacheError, CacheKey, CachedResponse};
 
 /// Temporary files older than this are left over from a killed writer and are removed by the
@@ -87,10 +87,6 @@ pub(crate) fn key_of_file_name(name: &str) -> Option<CacheKey> {
     name.strip_suffix(".json")?.parse().ok()
 }
 
-fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp")
-}
-
 /// Checks that `dir` exists (creating it) and accepts new files.
 pub(crate) fn ensure_writable(dir: &Path) -> Result<(), CacheError> {
     let fail = |source| CacheError::DirNotWritable {
@@ -109,76 +105,13 @@ fn next_seq() -> u64 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Reusable state of the writer thread: the serialisation buffer and the temporary file path.
-#[derive(Debug)]
-pub(crate) struct WriteBuffers {
-    pid: u32,
-    json: Vec<u8>,
-    tmp: PathBuf,
-    path: PathBuf,
+/// Encodes `entry` into `json` (the stored form, checksum included).
+fn encode_entry(entry: &CachedResponse, json: &mut Vec<u8>) -> io::Result<()> {
+    json.clear();
+    crate::entry::encode(entry, json).map_err(io::Error::other)
 }
 
-impl WriteBuffers {
-    pub(crate) fn new(dir: &Path) -> Self {
-        Self {
-            pid: std::process::id(),
-            json: Vec::with_capacity(8 * 1024),
-            tmp: dir.to_path_buf(),
-            path: dir.to_path_buf(),
-        }
-    }
-}
-
-/// Sets `path` to `<dir>/<name>`, reusing its allocation.
-fn set_path(path: &mut PathBuf, dir: &Path, name: std::fmt::Arguments<'_>) {
-    use std::fmt::Write as _;
-    path.as_mut_os_string().clear();
-    path.push(dir);
-    let text = path.as_mut_os_string();
-    text.push(std::path::MAIN_SEPARATOR_STR);
-    // Formatting into an `OsString` cannot fail.
-    let _ = text.write_fmt(name);
-}
-
-/// Encodes `entry` into `bufs.json` (the stored form, checksum included).
-fn encode_entry(entry: &CachedResponse, bufs: &mut WriteBuffers) -> io::Result<()> {
-    bufs.json.clear();
-    crate::entry::encode(entry, &mut bufs.json).map_err(io::Error::other)
-}
-
-/// Writes the encoded entry in `bufs.json` to `<dir>/<hex>.json` through a temporary file and
-/// a rename.
-fn write_encoded(
-    dir: &Path,
-    key: &CacheKey,
-    fsync: bool,
-    bufs: &mut WriteBuffers,
-) -> io::Result<()> {
-    let name = EntryName::new(key);
-    set_path(&mut bufs.path, dir, format_args!("{}", name.as_str()));
-    let (hex, pid) = (name.key_hex(), bufs.pid);
-    set_path(
-        &mut bufs.tmp,
-        dir,
-        format_args!(".{hex}.{pid}.{}.tmp", next_seq()),
-    );
-    let tmp = &bufs.tmp;
-    let result = (|| {
-        let mut file = File::create(tmp)?;
-        file.write_all(&bufs.json)?;
-        if fsync {
-            file.sync_all()?;
-        }
-        drop(file);
-        fs::rename(tmp, &bufs.path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(tmp);
-    }
-    result
-}
-
-/// Removes `<dir>/<hex>.json`; missing files are fine.
+/// Removes `<dir>/<hex>.json` (an entry of the older layout); missing files are fine.
 fn remove_entry(dir: &Path, key: &CacheKey) -> io::Result<bool> {
     match fs::remove_file(entry_path(dir, key)) {
         Ok(()) => Ok(true),
@@ -231,282 +164,38 @@ pub(crate) fn quarantine(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     Ok(target)
 }
 
-/// One entry file as the disk bound sees it.
-#[derive(Debug, Clone, Copy)]
-struct FileInfo {
-    key: CacheKey,
-    size: u64,
-    /// Modification time (seconds, nanoseconds): when the entry was last written, which a
-    /// `flush` after a hit also does, so the oldest is the least recently used.
-    mtime: (i64, u64),
-}
-
-/// Entry files and their bytes in a cache directory.
+/// Entries and bytes on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct DiskUsage {
     pub(crate) entries: u64,
     pub(crate) bytes: u64,
 }
 
-/// The disk tier's bounds, enforced by the writer before each write.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DiskBounds {
-    /// Most bytes of entry files.
-    pub(crate) max_bytes: u64,
-    /// Most entry files (`u64::MAX`: no bound).
-    pub(crate) max_entries: u64,
-}
-
-impl DiskBounds {
-    fn fit(&self, usage: DiskUsage) -> bool {
-        usage.bytes <= self.max_bytes && usage.entries <= self.max_entries
-    }
-
-    /// What eviction brings the directory down to, so that it runs once per tenth of the
-    /// bound written rather than at every write: 90 % of each bound.
-    fn low_water(&self) -> DiskUsage {
-        DiskUsage {
-            entries: self.max_entries - self.max_entries / 10,
-            bytes: self.max_bytes - self.max_bytes / 10,
-        }
-    }
-}
-
-/// The usage the writer knows is trusted this long; after it, the next write reads the usage
-/// journal again (other processes write to the directory too).
-const REREAD_AFTER: Duration = Duration::from_secs(60);
-
-/// `<dir>/.usage`, the disk usage journal: the entry files and bytes the last listing of the
-/// directory measured (first line), then one line per batch of writes with the change it made
-/// (`<entries> <bytes>`, signed), appended with one `write` on an `O_APPEND` file so that
-/// writers in several processes add up. A writer starts from it instead of listing the
-/// directory; the next listing rewrites it (by rename) with what it measured. A missing or
-/// unreadable journal, or one of more than [`JOURNAL_MAX_LINES`], means a listing.
-const JOURNAL: &str = ".usage";
-
-/// Journal lines beyond which the next write lists the directory (and so compacts it).
-const JOURNAL_MAX_LINES: usize = 4096;
-
-/// The usage the journal adds up to, if it is there and well-formed.
-fn read_journal(dir: &Path) -> Option<DiskUsage> {
-    let text = fs::read_to_string(dir.join(JOURNAL)).ok()?;
-    let (mut entries, mut bytes, mut lines) = (0i128, 0i128, 0usize);
-    for line in text.lines() {
-        let (e, b) = line.split_once(' ')?;
-        entries += e.parse::<i64>().ok()? as i128;
-        bytes += b.parse::<i64>().ok()? as i128;
-        lines += 1;
-    }
-    if lines == 0 || lines > JOURNAL_MAX_LINES {
-        return None;
-    }
-    let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
-    Some(DiskUsage {
-        entries: clamp(entries),
-        bytes: clamp(bytes),
-    })
-}
-
-/// Replaces the journal with one line: `usage`, as just measured.
-fn reset_journal(dir: &Path, usage: DiskUsage) {
-    let tmp = dir.join(format!(".usage.{}.{}.tmp", std::process::id(), next_seq()));
-    let text = format!("{} {}\n", usage.entries, usage.bytes);
-    if fs::write(&tmp, text).is_err() || fs::rename(&tmp, dir.join(JOURNAL)).is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-}
-
-/// Appends one change to the journal (nothing when there is no journal to add to).
-fn append_journal(dir: &Path, entries: i64, bytes: i64) {
-    let file = fs::OpenOptions::new().append(true).open(dir.join(JOURNAL));
-    if let Ok(mut file) = file {
-        let _ = file.write_all(format!("{entries} {bytes}\n").as_bytes());
-    }
-}
-
-// `Stat`'s field types differ between platforms.
-#[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
-fn file_info(st: &rustix::fs::Stat) -> (u64, (i64, u64)) {
-    (
-        st.st_size as u64,
-        (i64::from(st.st_mtime), u64::from(st.st_mtime_nsec)),
-    )
-}
-
-/// Lists the entry files of `dir` with their sizes and modification times (one `getdents`
-/// pass and one `statat` a file), removing temporary files older than [`STALE_TEMP_AGE`]
-/// (left by killed writers) on the way.
-fn scan(dir: &Path) -> io::Result<Vec<FileInfo>> {
-    let dirfd = rustix::fs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+/// Lists the `<key>.json` files of the older layout in `dir`, with their sizes.
+fn legacy_files(dir: &Path) -> io::Result<Vec<(CacheKey, u64)>> {
     let mut files = Vec::new();
     for item in fs::read_dir(dir)? {
         let Ok(item) = item else { continue };
         let name = item.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(key) = key_of_file_name(name) {
+        if let Some(key) = name.to_str().and_then(key_of_file_name) {
             // A file removed since the listing is simply not counted.
-            if let Ok(st) = rustix::fs::statat(dirfd.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
-                let (size, mtime) = file_info(&st);
-                files.push(FileInfo { key, size, mtime });
-            }
-        } else if is_temp_name(name) {
-            let stale = item
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > STALE_TEMP_AGE);
-            if stale {
-                let _ = fs::remove_file(item.path());
+            if let Ok(meta) = item.metadata() {
+                files.push((key, meta.len()));
             }
         }
     }
     Ok(files)
 }
 
-/// The entry files of `dir` and their bytes, as they are now (every process's writes).
-pub(crate) fn usage(dir: &Path) -> io::Result<DiskUsage> {
-    let files = scan(dir)?;
+/// The entries and bytes of a cache directory as they are now (every process's writes): the
+/// segments' live entries and files, and any `<key>.json` files of the older layout.
+pub(crate) fn usage(dir: &Path, segments: &Segments) -> io::Result<DiskUsage> {
+    let (entries, bytes) = segments.usage()?;
+    let legacy = legacy_files(dir)?;
     Ok(DiskUsage {
-        entries: files.len() as u64,
-        bytes: files.iter().map(|f| f.size).sum(),
+        entries: entries + legacy.len() as u64,
+        bytes: bytes + legacy.iter().map(|f| f.1).sum::<u64>(),
     })
-}
-
-/// The size of `key`'s entry file, if there is one.
-fn file_size(dir: &Path, key: &CacheKey) -> Option<u64> {
-    fs::symlink_metadata(dir.join(EntryName::new(key).as_str()))
-        .ok()
-        .map(|m| m.len())
-}
-
-/// The writer's view of the disk tier: the usage it knows (from the journal or a listing,
-/// plus its own writes since), when it learnt it, and its changes not yet in the journal.
-#[derive(Debug)]
-struct DiskTier {
-    bounds: DiskBounds,
-    /// `None` until the first write reads the journal or lists the directory (start-up does
-    /// neither).
-    usage: Option<DiskUsage>,
-    known_at: std::time::Instant,
-    /// Entries and bytes this writer added since it last wrote to the journal.
-    delta: (i64, i64),
-}
-
-impl DiskTier {
-    /// Makes room for a file of `len` bytes replacing one of `old` bytes (if any) for `key`:
-    /// when the usage is unknown, old, or would go over a bound, lists the directory and, if
-    /// the write would still go over, removes the least recently written entries (never
-    /// `key`'s) down to the low-water mark. False when `len` alone exceeds the byte bound.
-    fn make_room(
-        &mut self,
-        dir: &Path,
-        key: &CacheKey,
-        len: u64,
-        old: Option<u64>,
-        counters: &Counters,
-    ) -> bool {
-        if len > self.bounds.max_bytes || self.bounds.max_entries == 0 {
-            return false;
-        }
-        let after = |u: DiskUsage| DiskUsage {
-            entries: u.entries + u64::from(old.is_none()),
-            bytes: (u.bytes - old.unwrap_or(0).min(u.bytes)) + len,
-        };
-        if self.usage.is_none() || self.known_at.elapsed() >= REREAD_AFTER {
-            // Every writer's changes as the journal has them, and this one's not yet in it.
-            self.usage = read_journal(dir).map(|u| DiskUsage {
-                entries: u.entries.saturating_add_signed(self.delta.0),
-                bytes: u.bytes.saturating_add_signed(self.delta.1),
-            });
-            self.known_at = std::time::Instant::now();
-        }
-        if let Some(u) = self.usage
-            && self.bounds.fit(after(u))
-        {
-            return true;
-        }
-        let Ok(mut files) = scan(dir) else {
-            // Cannot list: write anyway (the next write tries again).
-            self.usage = None;
-            return true;
-        };
-        self.known_at = std::time::Instant::now();
-        let mut now = DiskUsage {
-            entries: files.len() as u64,
-            bytes: files.iter().map(|f| f.size).sum(),
-        };
-        if !self.bounds.fit(after(now)) {
-            let low = self.bounds.low_water();
-            files.sort_unstable_by(|a, b| a.mtime.cmp(&b.mtime).then(a.key.cmp(&b.key)));
-            for file in files.iter().filter(|f| f.key != *key) {
-                let target = after(now);
-                if target.bytes <= low.bytes.max(len) && target.entries <= low.entries.max(1) {
-                    break;
-                }
-                let name = EntryName::new(&file.key);
-                match fs::remove_file(dir.join(name.as_str())) {
-                    Ok(()) => Counters::add(&counters.disk_evictions, 1),
-                    // Removed meanwhile by another process: gone either way.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => continue,
-                }
-                now.entries -= 1;
-                now.bytes -= file.size.min(now.bytes);
-            }
-        }
-        // The listing saw every change so far, this writer's included.
-        self.usage = Some(now);
-        self.delta = (0, 0);
-        reset_journal(dir, now);
-        true
-    }
-
-    /// Counts a write of `len` bytes that replaced a file of `old` bytes.
-    fn wrote(&mut self, len: u64, old: Option<u64>) {
-        let entries = i64::from(old.is_none());
-        let bytes = signed(len) - signed(old.unwrap_or(0));
-        self.change(entries, bytes);
-    }
-
-    /// Counts the removal of a file of `old` bytes.
-    fn removed(&mut self, old: Option<u64>) {
-        if let Some(old) = old {
-            self.change(-1, -signed(old));
-        }
-    }
-
-    fn change(&mut self, entries: i64, bytes: i64) {
-        if let Some(u) = &mut self.usage {
-            u.entries = u.entries.saturating_add_signed(entries);
-            u.bytes = u.bytes.saturating_add_signed(bytes);
-        }
-        self.delta.0 += entries;
-        self.delta.1 += bytes;
-    }
-
-    /// Appends this writer's changes to the journal (after each batch).
-    fn record(&mut self, dir: &Path) {
-        if self.delta != (0, 0) {
-            append_journal(dir, self.delta.0, self.delta.1);
-            self.delta = (0, 0);
-        }
-    }
-
-    /// Forgets the usage after the directory was wiped: the next write lists it.
-    fn wiped(&mut self, dir: &Path) {
-        let _ = fs::remove_file(dir.join(JOURNAL));
-        self.usage = None;
-        self.delta = (0, 0);
-    }
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// One queued disk operation for a key; a newer operation on the same key replaces it.
@@ -538,9 +227,10 @@ struct WriterState {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
+    segments: Arc<Segments>,
     fsync: bool,
     capacity: usize,
-    bounds: DiskBounds,
+    bounds: Bounds,
     state: Mutex<WriterState>,
     /// Signals the writer: work arrived.
     work: Condvar,
@@ -564,13 +254,15 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn spawn(
         dir: PathBuf,
+        segments: Arc<Segments>,
         fsync: bool,
         capacity: usize,
-        bounds: DiskBounds,
+        bounds: Bounds,
         counters: Arc<Counters>,
     ) -> Result<Self, CacheError> {
         let shared = Arc::new(Shared {
             dir: dir.clone(),
+            segments,
             fsync,
             capacity: capacity.max(1),
             bounds,
@@ -722,13 +414,9 @@ impl Drop for AliveGuard<'_> {
 
 fn run(shared: &Shared) {
     let _guard = AliveGuard(shared);
-    let mut bufs = WriteBuffers::new(&shared.dir);
-    let mut tier = DiskTier {
-        bounds: shared.bounds,
-        usage: None,
-        known_at: std::time::Instant::now(),
-        delta: (0, 0),
-    };
+    let mut json = Vec::with_capacity(8 * 1024);
+    let mut appender = Appender::default();
+    let mut changes: Vec<(CacheKey, Option<Loc>)> = Vec::new();
     // The map the next batch is swapped into (kept with its capacity, so that `submit` on the
     // callers' threads does not grow a fresh map batch after batch).
     let mut spare: HashMap<CacheKey, DiskOp, KeyHasherBuilder> = HashMap::default();
@@ -737,8 +425,7 @@ fn run(shared: &Shared) {
         if let Some(&last) = st.clears.last() {
             let seqs = std::mem::take(&mut st.clears);
             drop(st);
-            let removed = wipe(&shared.dir);
-            tier.wiped(&shared.dir);
+            let removed = wipe(shared, &mut appender);
             st = shared.state.lock();
             for seq in seqs {
                 st.cleared.insert(seq, Vec::new());
@@ -760,26 +447,7 @@ fn run(shared: &Shared) {
             }));
             drop(st);
             shared.progress.notify_all();
-            let dir = &shared.dir;
-            for (key, op) in batch.drain() {
-                let old = file_size(dir, &key);
-                let ok = match op {
-                    DiskOp::Write(entry) => {
-                        write_bounded(shared, &entry, old, &mut tier, &mut bufs)
-                    }
-                    DiskOp::Remove => {
-                        let done = remove_entry(dir, &key);
-                        if matches!(done, Ok(true)) {
-                            tier.removed(old);
-                        }
-                        done.is_ok()
-                    }
-                };
-                if !ok {
-                    Counters::add(&shared.counters.write_failures, 1);
-                }
-            }
-            tier.record(dir);
+            write_batch(shared, &mut batch, &mut appender, &mut json, &mut changes);
             spare = batch;
             st = shared.state.lock();
             st.inflight.clear();
@@ -795,41 +463,95 @@ fn run(shared: &Shared) {
     }
 }
 
-/// Writes one entry within the disk bounds (an entry larger than the byte bound is not
-/// written); whether it reached the disk.
-fn write_bounded(
+/// Writes one batch: appends the entries' records to this process's segment (no lock), then
+/// publishes every change in the index at once under its lock, growing it and enforcing the
+/// disk bounds. Counts what did not reach the disk in `write_failures`.
+fn write_batch(
     shared: &Shared,
-    entry: &CachedResponse,
-    old: Option<u64>,
-    tier: &mut DiskTier,
-    bufs: &mut WriteBuffers,
-) -> bool {
-    if encode_entry(entry, bufs).is_err() {
-        return false;
+    batch: &mut HashMap<CacheKey, DiskOp, KeyHasherBuilder>,
+    appender: &mut Appender,
+    json: &mut Vec<u8>,
+    changes: &mut Vec<(CacheKey, Option<Loc>)>,
+) {
+    let segments = &shared.segments;
+    let target = segment_target(shared.bounds.max_bytes);
+    let legacy = segments.legacy_seen.load(Ordering::Relaxed);
+    let mut failures = 0u64;
+    let mut appended = 0u64;
+    changes.clear();
+    for (key, op) in batch.drain() {
+        match op {
+            DiskOp::Write(entry) => {
+                let written = encode_entry(&entry, json).and_then(|()| {
+                    // An entry larger than the byte bound stays in memory only.
+                    if (segment::RECORD_HEADER + json.len()) as u64 > shared.bounds.max_bytes {
+                        return Err(io::Error::other("entry larger than the disk bound"));
+                    }
+                    appender.append(segments, &key, json, target)
+                });
+                match written {
+                    Ok(loc) => {
+                        appended += u64::from(loc.len);
+                        changes.push((key, Some(loc)));
+                    }
+                    Err(_) => failures += 1,
+                }
+            }
+            DiskOp::Remove => changes.push((key, None)),
+        }
     }
-    let len = bufs.json.len() as u64;
-    if !tier.make_room(&shared.dir, &entry.key, len, old, &shared.counters) {
-        return false;
+    if !changes.is_empty() {
+        let synced = if shared.fsync {
+            appender.sync()
+        } else {
+            Ok(())
+        };
+        let published = synced.and_then(|()| {
+            let mut locked = segments.lock()?;
+            segments.reserve_slots(&mut locked, changes.len() as u64)?;
+            for (key, loc) in changes.iter() {
+                segments.set(&mut locked, key, *loc)?;
+            }
+            locked.header.segment_bytes += appended;
+            let evicted = segments.make_room(&mut locked, shared.bounds, appender.active_id());
+            locked.store_header()?;
+            Counters::add(&shared.counters.disk_evictions, evicted?);
+            Ok(())
+        });
+        if published.is_err() {
+            failures += changes.iter().filter(|(_, loc)| loc.is_some()).count() as u64;
+        }
+        for (key, loc) in changes.iter() {
+            // The older layout's file of this key would otherwise outlive a removal (and
+            // count twice once rewritten into a segment).
+            if (loc.is_none() || legacy) && remove_entry(&shared.dir, key).is_err() {
+                failures += 1;
+            }
+        }
     }
-    if write_encoded(&shared.dir, &entry.key, shared.fsync, bufs).is_err() {
-        return false;
+    if failures > 0 {
+        Counters::add(&shared.counters.write_failures, failures);
     }
-    tier.wrote(len, old);
-    true
 }
 
-/// Removes every entry file in `dir`; the keys removed.
-fn wipe(dir: &Path) -> Vec<CacheKey> {
-    let mut removed = Vec::new();
-    let Ok(items) = fs::read_dir(dir) else {
-        return removed;
-    };
-    for item in items.flatten() {
-        let name = item.file_name();
-        if let Some(key) = name.to_str().and_then(key_of_file_name)
-            && fs::remove_file(item.path()).is_ok()
-        {
-            removed.push(key);
+/// Removes every entry: the segments' (an empty index, segments no other process is writing
+/// to) and the older layout's `<key>.json` files; the keys removed.
+fn wipe(shared: &Shared, appender: &mut Appender) -> Vec<CacheKey> {
+    // This process's segment goes too: the next write starts a new one.
+    appender.finish();
+    let mut removed = shared
+        .segments
+        .lock()
+        .and_then(|mut locked| shared.segments.wipe(&mut locked, None))
+        .unwrap_or_default();
+    if let Ok(items) = fs::read_dir(&shared.dir) {
+        for item in items.flatten() {
+            let name = item.file_name();
+            if let Some(key) = name.to_str().and_then(key_of_file_name)
+                && fs::remove_file(item.path()).is_ok()
+            {
+                removed.push(key);
+            }
         }
     }
     removed

@@ -5,8 +5,8 @@
 //!   and any other option), encoded canonically so map key order never changes a key.
 //! - [`CacheStore`] is the trait callers depend on; [`ResponseCache`] is the embedded backend:
 //!   a sharded memory LRU bounded by entries and bytes (TTL, hit counts) over a larger disk tier
-//!   of one atomic `<key>.json` file per entry, bounded by `max_disk_bytes` and read by key (so
-//!   start-up reads nothing); `RedisCache` (cargo feature `redis`) shares one cache between
+//!   of segment files with a shared index, bounded by `max_disk_bytes` and read by key (so
+//!   start-up reads nothing), which several processes share without a lock on reads; `RedisCache` (cargo feature `redis`) shares one cache between
 //!   processes and machines.
 //! - [`CacheKeyPrefixes`] keeps the hashing state after a system prompt, so requests that
 //!   share one hash only the rest (same keys).
@@ -38,8 +38,9 @@
 //! assert_eq!(&*hit.response, "The morning sun...");
 //! assert_eq!(hit.hit_count, 1);
 //!
-//! cache.flush()?; // the entry is now in <dir>/<key>.json
-//! assert!(dir.join(format!("{key}.json")).exists());
+//! cache.flush()?; // the entry is now on disk, in a segment under <dir>/segments/
+//! let stored = cache.stored_at(&key)?.expect("flushed");
+//! assert!(stored.path.starts_with(dir.join("segments")));
 //! # drop(cache);
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
@@ -55,6 +56,7 @@ mod key;
 #[cfg(feature = "redis")]
 mod redis_cache;
 mod response_cache;
+mod segment;
 mod store;
 
 pub use config::{CacheConfig, DEFAULT_MAX_DISK_BYTES};
@@ -64,5 +66,5 @@ pub use error::CacheError;
 pub use key::{CacheKey, CacheKeyBuilder, CacheKeyPrefixes, ParseKeyError};
 #[cfg(feature = "redis")]
 pub use redis_cache::RedisCache;
-pub use response_cache::ResponseCache;
+pub use response_cache::{ResponseCache, StoredAt};
 pub use store::{CacheStats, CacheStore, Clock, ManualClock, SystemClock};

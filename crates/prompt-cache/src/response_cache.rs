@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::disk::{self, Counters, DiskBounds, DiskOp, FileRead, Writer};
+use crate::disk::{self, Counters, DiskOp, FileRead, Writer};
+use crate::segment::{self, Bounds, Found, Segments};
 use crate::store::add_duration;
 use crate::{CacheConfig, CacheError, CacheKey, CacheStats, CacheStore, CachedResponse};
 
@@ -129,6 +130,15 @@ impl Shard {
     }
 }
 
+/// Where the disk tier keeps one entry: see [`ResponseCache::stored_at`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAt {
+    /// The file that holds it.
+    pub path: std::path::PathBuf,
+    /// The bytes of the stored entry in that file.
+    pub range: std::ops::Range<u64>,
+}
+
 /// The embedded response cache: a sharded memory LRU (entries and bytes bounded, TTL, hit
 /// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files, bounded by its own limits
 /// (`max_disk_bytes`, optionally `max_disk_entries`) and written by a background thread.
@@ -189,6 +199,7 @@ pub struct ResponseCache {
     totals: Totals,
     config: CacheConfig,
     counters: Arc<Counters>,
+    segments: Arc<Segments>,
     writer: Writer,
 }
 
@@ -251,12 +262,18 @@ impl ResponseCache {
 
         // Nothing is read here: entries are read from disk by key, on a miss in memory.
         let counters = Arc::new(Counters::default());
-        let bounds = DiskBounds {
+        let bounds = Bounds {
             max_bytes: config.max_disk_bytes,
             max_entries: config.max_disk_entries.unwrap_or(u64::MAX),
         };
+        let segments = Segments::open(&config.cache_dir).map_err(|source| CacheError::Io {
+            path: config.cache_dir.join(segment::SEGMENTS_DIR),
+            source,
+        })?;
+        let segments = Arc::new(segments);
         let writer = Writer::spawn(
             config.cache_dir.clone(),
+            Arc::clone(&segments),
             config.fsync,
             config.write_queue,
             bounds,
@@ -268,8 +285,33 @@ impl ResponseCache {
             totals,
             config,
             counters,
+            segments,
             writer,
         })
+    }
+
+    /// Where the disk tier keeps `key`'s entry now (after a [`flush`](CacheStore::flush), every
+    /// entry put before it): the file, and the byte range of the stored entry in it — a range
+    /// of a segment file, or the whole of a `<key>.json` file of the older layout. `None` when
+    /// the disk has no entry for `key`. For tools and tests that inspect stored entries; the
+    /// bytes are the `entry` form that the crate documentation describes.
+    pub fn stored_at(&self, key: &CacheKey) -> Result<Option<StoredAt>, CacheError> {
+        let located = self.segments.locate(key).map_err(|source| CacheError::Io {
+            path: self.segments.root().to_path_buf(),
+            source,
+        })?;
+        if let Some((path, loc)) = located {
+            let start = u64::from(loc.offset) + segment::RECORD_HEADER as u64;
+            return Ok(Some(StoredAt {
+                path,
+                range: start..u64::from(loc.offset) + u64::from(loc.len),
+            }));
+        }
+        let path = disk::entry_path(&self.config.cache_dir, key);
+        Ok(std::fs::metadata(&path).ok().map(|m| StoredAt {
+            path,
+            range: 0..m.len(),
+        }))
     }
 
     /// The configuration the cache was opened with.
@@ -345,23 +387,16 @@ impl ResponseCache {
         key: &CacheKey,
         now: DateTime<Utc>,
     ) -> Result<Option<CachedResponse>, CacheError> {
-        let path = disk::entry_path(&self.config.cache_dir, key);
         let mut entry = match self.writer.queued(key) {
             // Evicted from memory with its write still queued: the queued entry is the truth.
             Some(Some(entry)) => CachedResponse::clone(&entry),
-            // A removal is queued: the file is about to go.
+            // A removal is queued: the entry is about to go.
             Some(None) => return Ok(None),
             // An entry without a checksum is rewritten with one at the next flush (the slot
             // is dirty below either way).
-            None => match disk::read_entry(&path, key) {
-                FileRead::Entry(entry) => *entry,
-                FileRead::Missing => return Ok(None),
-                FileRead::Corrupt => {
-                    if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
-                        Counters::add(&self.counters.corrupt, 1);
-                    }
-                    return Ok(None);
-                }
+            None => match self.read_disk(key)? {
+                Some(entry) => entry,
+                None => return Ok(None),
             },
         };
         if entry.is_expired_at(now) {
@@ -388,6 +423,39 @@ impl ResponseCache {
             self.submit_evicted(evicted)?;
         }
         Ok(Some(out))
+    }
+}
+
+impl ResponseCache {
+    /// Reads `key`'s entry from disk: the segments, then a `<key>.json` file of the older
+    /// layout. A damaged record or file is a miss, counted in `corrupt`: the record's key is
+    /// removed from the index (its bytes stay in their segment until it is removed whole), a
+    /// damaged file is moved to `corrupt/`.
+    fn read_disk(&self, key: &CacheKey) -> Result<Option<CachedResponse>, CacheError> {
+        match self.segments.get(key) {
+            Ok(Found::Entry(entry)) => return Ok(Some(*entry)),
+            Ok(Found::Corrupt) => {
+                Counters::add(&self.counters.corrupt, 1);
+                self.writer.submit(*key, DiskOp::Remove)?;
+                return Ok(None);
+            }
+            // An index that cannot be read is a miss here; the writer reports failures.
+            Ok(Found::Missing) | Err(_) => {}
+        }
+        let path = disk::entry_path(&self.config.cache_dir, key);
+        match disk::read_entry(&path, key) {
+            FileRead::Entry(entry) => {
+                self.segments.legacy_seen.store(true, Ordering::Relaxed);
+                Ok(Some(*entry))
+            }
+            FileRead::Missing => Ok(None),
+            FileRead::Corrupt => {
+                if disk::quarantine(&self.config.cache_dir, &path).is_ok() {
+                    Counters::add(&self.counters.corrupt, 1);
+                }
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -482,12 +550,9 @@ impl CacheStore for ResponseCache {
             None if self.config.read_through => match self.writer.queued(key) {
                 Some(Some(entry)) => !entry.is_expired_at(now),
                 Some(None) => false,
-                None => {
-                    match disk::read_entry(&disk::entry_path(&self.config.cache_dir, key), key) {
-                        FileRead::Entry(entry) => !entry.is_expired_at(now),
-                        FileRead::Missing | FileRead::Corrupt => false,
-                    }
-                }
+                None => self
+                    .read_disk(key)?
+                    .is_some_and(|entry| !entry.is_expired_at(now)),
             },
             None => false,
         };
@@ -532,8 +597,13 @@ impl CacheStore for ResponseCache {
             }
             in_memory.extend(shard.lru.iter().map(|(k, _)| *k));
         }
-        // Files not in memory: evicted from it, written before this start-up or by another
-        // process.
+        // Entries not in memory: evicted from it, written before this start-up or by another
+        // process (segments), or in files of the older layout.
+        let mut on_disk: Vec<(CacheKey, Box<CachedResponse>)> =
+            self.segments.entries().map_err(|source| CacheError::Io {
+                path: self.segments.root().to_path_buf(),
+                source,
+            })?;
         let dir = &self.config.cache_dir;
         let items = std::fs::read_dir(dir).map_err(|source| CacheError::Io {
             path: dir.clone(),
@@ -541,22 +611,22 @@ impl CacheStore for ResponseCache {
         })?;
         for item in items.flatten() {
             let name = item.file_name();
-            let Some(key) = name.to_str().and_then(disk::key_of_file_name) else {
-                continue;
-            };
-            if in_memory.contains(&key) || pruned.contains(&key) {
+            if let Some(key) = name.to_str().and_then(disk::key_of_file_name)
+                && let FileRead::Entry(entry) = disk::read_entry(&item.path(), &key)
+            {
+                on_disk.push((key, entry));
+            }
+        }
+        for (key, entry) in on_disk {
+            if in_memory.contains(&key) || pruned.contains(&key) || !entry.is_expired_at(now) {
                 continue;
             }
             let shard = self.shard(&key);
             if shard.lru.contains(&key) || self.writer.is_busy(&key) {
                 continue;
             }
-            if let FileRead::Entry(entry) = disk::read_entry(&item.path(), &key)
-                && entry.is_expired_at(now)
-            {
-                self.writer.submit(key, DiskOp::Remove)?;
-                pruned.insert(key);
-            }
+            self.writer.submit(key, DiskOp::Remove)?;
+            pruned.insert(key);
             drop(shard);
         }
         Counters::add(&self.counters.expired, pruned.len() as u64);
@@ -583,7 +653,7 @@ impl CacheStore for ResponseCache {
         }
         // A directory that cannot be listed (gone, say) reports no files: the counters above
         // and `write_failures` tell the rest.
-        let on_disk = disk::usage(&self.config.cache_dir).unwrap_or_default();
+        let on_disk = disk::usage(&self.config.cache_dir, &self.segments).unwrap_or_default();
         let c = &self.counters;
         let hits = c.hits.load(Ordering::Relaxed);
         let misses = c.misses.load(Ordering::Relaxed);
