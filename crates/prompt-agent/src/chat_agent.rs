@@ -33,6 +33,13 @@ impl ChatAgent {
         self.inner.name()
     }
 
+    /// Streams replies from the provider (the system's `stream` setting) or asks for them
+    /// whole, for this agent's calls ([`TemplateAgent::with_streaming`]).
+    pub fn with_streaming(mut self, stream: bool) -> Self {
+        self.inner = self.inner.with_streaming(stream);
+        self
+    }
+
     /// The request `messages` would be sent as and its cache key, without calling anything:
     /// the call's options over the agent's model over the defaults. A client's conversation
     /// goes upstream as the client sent it: no model quirks (such as qwen's ` /no_think`) and

@@ -178,10 +178,10 @@ pub struct Settings {
     pub cache_ttl: Option<u64>,
     /// Entries the cache keeps in memory [default: 1000].
     pub cache_max_size: Option<usize>,
-    /// Bytes of entry files the cache keeps on disk; over it the least recently used go
-    /// [default: 1 GiB].
+    /// Bytes of segment files the cache keeps on disk; over it the oldest segments (the least
+    /// recently written entries) go [default: 1 GiB].
     pub cache_max_disk_bytes: Option<u64>,
-    /// Entry files the cache keeps on disk [default: no bound but the bytes].
+    /// Entries the cache keeps on disk [default: no bound but the bytes].
     pub cache_max_disk_entries: Option<u64>,
     /// Metrics directory (daily `metrics_YYYY-MM-DD.jsonl` files) [default: `output/metrics`].
     pub metrics_dir: Option<PathBuf>,

@@ -136,6 +136,13 @@ impl TemplateAgent {
         &self.agent
     }
 
+    /// Streams replies from the provider (the system's `stream` setting) or asks for them
+    /// whole, for this agent's calls ([`Agent::with_streaming`]).
+    pub fn with_streaming(mut self, stream: bool) -> Self {
+        self.agent = self.agent.with_streaming(stream);
+        self
+    }
+
     /// Loads and renders the template for `task` and builds the request and its cache key,
     /// without calling anything: for dry runs and `--show-key` style tools.
     ///

@@ -473,12 +473,11 @@ async fn from_settings_with_the_echo_provider_runs_offline_end_to_end() {
     let stats = store.task_stats("writer", "write_scene", 1).expect("stats");
     assert_eq!(stats.total_calls, 2);
     assert_eq!(stats.cache_hit_rate, 0.5);
-    assert!(
-        root.path()
-            .join("cache")
-            .join(format!("{}.json", g.cache_key))
-            .exists()
-    );
+    // On disk: another cache opened on the directory serves it.
+    let key: prompt_cache::CacheKey = g.cache_key.parse().expect("key");
+    let reopened = ResponseCache::open(CacheConfig::new(root.path().join("cache"))).expect("open");
+    let stored = reopened.get(&key).expect("get").expect("on disk");
+    assert_eq!(&*stored.response, g.content.as_str());
     store.flush().expect("flush");
 }
 

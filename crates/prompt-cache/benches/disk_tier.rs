@@ -4,7 +4,8 @@
 //! - `disk_tier/startup/<n>`: `ResponseCache::open` of a directory of `n` entries plus one
 //!   `get` of an entry on disk (the cache is dropped outside the timed region).
 //! - `disk_tier/get_disk_hit/<n>`: `get` of an entry that is not in memory (a memory tier of
-//!   one entry) and is on disk, among `n`: open, read, parse and verify one file.
+//!   one entry) and is on disk, among `n`: read the index header, the key's slots and its
+//!   record, parse and verify it.
 //! - `disk_tier/key_derivation_reused`: the key of `cache/key_derivation`'s request (1.5 KB
 //!   system prompt, 2 KB user prompt) with the system prompt's SHA-256 state kept by
 //!   `CacheKeyPrefixes`; `disk_tier/key_derivation` (hashed in full, as `cache/key_derivation`)
@@ -12,8 +13,8 @@
 //!
 //! Sizes: `PROMPTKIT_BENCH_DISK_SIZES` (comma-separated entry counts, default
 //! `1000,10000,100000`; `1000000` takes about 4 GB of disk and minutes to write once). The
-//! directories are written once into `$PROMPTKIT_BENCH_DATA/disk-tier/<n>` (or a temporary
-//! directory) and reused by later runs.
+//! directories are written once into `$PROMPTKIT_BENCH_DATA/disk-tier-segments/<n>` (or a
+//! temporary directory) and reused by later runs.
 
 // `criterion_group!` generates an undocumented public function.
 #![allow(missing_docs)]
@@ -127,7 +128,7 @@ fn benches(c: &mut Criterion) {
 
     let kept;
     let root = match std::env::var_os("PROMPTKIT_BENCH_DATA") {
-        Some(data) => PathBuf::from(data).join("disk-tier"),
+        Some(data) => PathBuf::from(data).join("disk-tier-segments"),
         None => {
             kept = tempfile::tempdir().expect("tempdir");
             kept.path().to_path_buf()

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use crate::store::{Clock, SystemClock};
 
-/// Default bound of the disk tier: 1 GiB of entry files.
+/// Default bound of the disk tier: 1 GiB of segment files.
 pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
 
 /// Settings for [`ResponseCache::open`](crate::ResponseCache::open).
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// Directory holding one `<64-hex key>.json` file per entry (created if missing).
+    /// Directory of the disk tier (created if missing): `segments/` holds the entries.
     pub cache_dir: PathBuf,
     /// Most entries held in memory (default 1000, as in the Python original). Entries evicted
     /// from memory stay on disk.
@@ -20,10 +20,10 @@ pub struct CacheConfig {
     /// Most bytes held in memory, counted by [`CachedResponse::approx_size`](crate::CachedResponse::approx_size)
     /// (default 256 MiB).
     pub max_bytes: u64,
-    /// Most bytes of entry files on disk (default [`DEFAULT_MAX_DISK_BYTES`], 1 GiB); over it,
-    /// the least recently written entries are removed from disk.
+    /// Most bytes of segment files on disk (default [`DEFAULT_MAX_DISK_BYTES`], 1 GiB); over it,
+    /// the oldest segments (the least recently written entries) are removed.
     pub max_disk_bytes: u64,
-    /// Most entry files on disk (default `None`: bounded by bytes only).
+    /// Most entries on disk (default `None`: bounded by bytes only).
     pub max_disk_entries: Option<u64>,
     /// Default time to live (default 24 hours, as in the Python original). `Duration::MAX` means never expire.
     pub ttl: Duration,
@@ -33,11 +33,12 @@ pub struct CacheConfig {
     /// `max_size >= 256`, else 1). One shard gives an exact LRU; several give threads separate
     /// locks and evict the least recently used entry of the inserting shard.
     pub shards: usize,
-    /// Whether a lookup that misses memory reads `<key>.json` from disk (default true). Start-up
+    /// Whether a lookup that misses memory looks the key up on disk (default true). Start-up
     /// loads nothing, so with `false` the disk tier is written but never read (a memory-only
     /// cache, for measuring the memory tier alone).
     pub read_through: bool,
-    /// Whether each disk write is `fsync`ed before its rename (default false).
+    /// Whether each batch of disk writes is `fsync`ed before the index points at it (default
+    /// false).
     pub fsync: bool,
     /// Most distinct keys waiting for the disk writer before `put` waits (default 4096).
     pub write_queue: usize,

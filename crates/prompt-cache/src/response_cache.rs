@@ -140,8 +140,9 @@ pub struct StoredAt {
 }
 
 /// The embedded response cache: a sharded memory LRU (entries and bytes bounded, TTL, hit
-/// counts) over a disk tier of `<cache_dir>/<64-hex key>.json` files, bounded by its own limits
-/// (`max_disk_bytes`, optionally `max_disk_entries`) and written by a background thread.
+/// counts) over a disk tier of segment files under `<cache_dir>/segments/` with a shared index,
+/// bounded by its own limits (`max_disk_bytes`, optionally `max_disk_entries`) and written by a
+/// background thread.
 ///
 /// # Behaviour
 ///
@@ -152,43 +153,50 @@ pub struct StoredAt {
 ///   exact LRU; with several, the victim is the least recently used entry of a random 1/n of the
 ///   cache, a close approximation. Concurrent puts may overshoot a bound by at most one entry
 ///   each, for the moment between their insert and their eviction.
-/// - **Two tiers.** An entry evicted from memory stays on disk (its file is rewritten if its hit
+/// - **Two tiers.** An entry evicted from memory stays on disk (it is written again if its hit
 ///   count changed) and is served from there on its next `get`. The disk holds every entry
 ///   until it expires, is removed, or is evicted to keep the disk bounds.
 /// - **Disk.** `put`, `remove`, memory eviction and expiry queue a disk operation for the
-///   background writer and return; operations on one key are coalesced (the newest wins). Files are written
-///   to `.<key>.<pid>.<n>.tmp` and renamed to `<key>.json`, so a reader (in this or another
-///   process) sees a complete entry or none. `flush` returns once everything queued before it
-///   is on disk; dropping the cache flushes and joins the writer. When the queue holds
-///   `write_queue` distinct keys, `put` waits for the writer rather than dropping work.
-/// - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) rewrites the
-///   files of entries whose count changed since their last write, and so does eviction from
+///   background writer and return; operations on one key are coalesced (the newest wins). The
+///   writer appends each batch's entries to this process's own segment file (no lock), then
+///   points the shared index at them under a short lock on the index, so a reader (in this or
+///   another process) finds a complete entry or none; readers take no lock. `flush` returns
+///   once everything queued before it is on disk; dropping the cache flushes and joins the
+///   writer. When the queue holds `write_queue` distinct keys, `put` waits for the writer
+///   rather than dropping work. The layout is described in the `segment` module
+///   (`src/segment.rs`).
+/// - **Hit counts** live in memory and reach disk lazily: `flush` (and so `drop`) writes again
+///   the entries whose count changed since their last write, and so does eviction from
 ///   memory unless the write queue is full (then that count is not written: a `get` never
 ///   waits for the disk because of a hit count).
-/// - **Misses** in memory read `<key>.json` from disk when `read_through` is on (the default): an
+/// - **Misses** in memory look the key up on disk when `read_through` is on (the default): an
 ///   entry evicted from memory, written before this start-up or by another process is served
 ///   and goes back into memory. A key with a disk operation still queued in this cache is
 ///   answered from the queue (a queued write is served, a queued removal is a miss).
-/// - **Disk bounds.** Before each write the writer checks the bounds against the usage it last
-///   measured plus its own writes since; when a write would go over (or the measure is older
-///   than a minute, since other processes write too) it lists the directory and removes the
-///   least recently written entries, by file modification time, down to 90 % of each bound.
-///   A `flush` after a hit rewrites the entry, so the oldest file is the least recently used.
-///   One process never leaves the directory over a bound; several processes may together
-///   overshoot by what the others wrote since a process last listed the directory. An entry
-///   larger than `max_disk_bytes` stays in memory only (a counted write failure).
+/// - **Disk bounds.** After each batch the writer compares the index's counters with the
+///   bounds: over `max_disk_bytes` (the bytes of segment files, superseded records included)
+///   it removes whole segments, oldest first, down to 90 % — never a segment a process is still
+///   writing; over `max_disk_entries` it drops the oldest-written entries from the index down
+///   to 90 % (their bytes go with their segment). A segment is started past a sixteenth of
+///   `max_disk_bytes` (at most 64 MiB), so removal frees a small part of the bound at a time.
+///   A `flush` after a hit writes the entry again, so the oldest segment holds the least
+///   recently used. An entry larger than `max_disk_bytes` stays in memory only (a counted
+///   write failure).
 /// - **Expiry.** An entry is never served at or after its `expires_at`; expired entries met by
-///   `get` are dropped (and their files removed); `prune_expired` sweeps memory and disk.
-/// - **Integrity.** Every file carries a checksum of the entry's content (all but the hit
-///   count), verified whenever the file is read; a file that cannot be read as an entry, or
-///   whose checksum does not match, is a miss, moved to `cache_dir/corrupt/` and counted in
-///   [`CacheStats::corrupt`]. Files written before checksums existed (the same `<key>.json`
-///   layout) are served and rewritten with one at the next flush after they are read.
-/// - **Start-up** (`open`) reads nothing: it checks that the directory is writable and starts
-///   the writer, so it takes the same time over ten entries or ten million. Expired and corrupt
-///   files are dealt with when they are met; the writer's first listing of the directory (at
-///   its first write that needs one) removes temporary files older than ten minutes, left by
-///   killed writers. `stats` lists the directory for `disk_entries` and `disk_bytes`.
+///   `get` are dropped (and removed from disk); `prune_expired` sweeps memory and disk.
+/// - **Integrity.** Every stored entry carries a checksum of its content (all but the hit
+///   count) and every record its key, verified whenever it is read; a record or file that
+///   cannot be read as this key's entry, or whose checksum does not match, is a miss counted
+///   in [`CacheStats::corrupt`]: a damaged record's key leaves the index (its bytes stay in
+///   their segment), a damaged file is moved to `cache_dir/corrupt/`.
+/// - **The older layout.** Directories written before segments hold one `<key>.json` file per
+///   entry: a key the index does not have is looked up by that name and served, written into a
+///   segment at the next flush after it is read (and its file removed then), and removed with
+///   its key. Files written before checksums existed are served and get one the same way.
+/// - **Start-up** (`open`) reads only the index's header: it takes the same time over ten
+///   entries or ten million. Expired and corrupt entries are dealt with when they are met.
+///   `stats` counts the index's live entries and lists the segment files (and any older
+///   `<key>.json` files) for `disk_entries` and `disk_bytes`.
 /// - **Failures.** An empty response (without tool calls) or one over `max_entry_bytes` is
 ///   refused with an error ([`CacheError::is_refused_entry`]); a failed disk write (a full disk, say) keeps the entry
 ///   in memory and counts [`CacheStats::write_failures`].

@@ -66,10 +66,10 @@ pub struct CacheStats {
     pub corrupt: u64,
     /// Disk writes that failed (the entries stayed in memory).
     pub write_failures: u64,
-    /// Entry files on disk (0 for backends without a disk tier).
+    /// Entries on disk (0 for backends without a disk tier).
     #[serde(default)]
     pub disk_entries: u64,
-    /// Bytes of entry files on disk (0 for backends without a disk tier).
+    /// Bytes the disk tier's files take (0 for backends without a disk tier).
     #[serde(default)]
     pub disk_bytes: u64,
     /// Entries removed from disk to respect `max_disk_bytes` or `max_disk_entries`, by this

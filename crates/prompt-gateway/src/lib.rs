@@ -517,16 +517,23 @@ impl Gateway {
         }
     }
 
+    /// A client that asked for a whole reply: the upstream is asked for a whole reply too —
+    /// nobody watches this one arrive, so streaming it from upstream would only add the
+    /// stream's assembly to every miss. Stalls are then bounded by the attempt's wall clock
+    /// (`timeout`) and `request_timeout`, not the idle timeout; the entry has no deltas, and
+    /// a streaming client served from it gets the reply as one delta.
     async fn whole(self: &Arc<Self>, plan: Plan, started: Instant) -> Response {
         let work = async {
             if plan.template {
                 self.system
                     .template_agent(&plan.agent)
+                    .with_streaming(false)
                     .generate_from_template(&plan.task, &plan.vars, &plan.options)
                     .await
             } else {
                 self.system
                     .chat_agent(&plan.agent)
+                    .with_streaming(false)
                     .chat(plan.messages, &plan.options, &plan.task)
                     .await
             }
