@@ -171,20 +171,34 @@ pub(crate) struct DiskUsage {
     pub(crate) bytes: u64,
 }
 
-/// Lists the `<key>.json` files of the older layout in `dir`, with their sizes.
+/// Lists the `<key>.json` files of the older layout in `dir`, with their sizes, removing on
+/// the way the temporary files its writers left (`.<key>.<pid>.<n>.tmp`) once older than
+/// [`STALE_TEMP_AGE`].
 fn legacy_files(dir: &Path) -> io::Result<Vec<(CacheKey, u64)>> {
     let mut files = Vec::new();
     for item in fs::read_dir(dir)? {
         let Ok(item) = item else { continue };
         let name = item.file_name();
-        if let Some(key) = name.to_str().and_then(key_of_file_name) {
+        let Some(name) = name.to_str() else { continue };
+        if let Some(key) = key_of_file_name(name) {
             // A file removed since the listing is simply not counted.
             if let Ok(meta) = item.metadata() {
                 files.push((key, meta.len()));
             }
+        } else if name.starts_with('.') && name.ends_with(".tmp") && is_stale(&item) {
+            let _ = fs::remove_file(item.path());
         }
     }
     Ok(files)
+}
+
+/// Whether a directory item was last modified more than [`STALE_TEMP_AGE`] ago.
+pub(crate) fn is_stale(item: &fs::DirEntry) -> bool {
+    item.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE_TEMP_AGE)
 }
 
 /// The entries and bytes of a cache directory as they are now (every process's writes): the
@@ -415,7 +429,7 @@ impl Drop for AliveGuard<'_> {
 fn run(shared: &Shared) {
     let _guard = AliveGuard(shared);
     let mut json = Vec::with_capacity(8 * 1024);
-    let mut appender = Appender::default();
+    let mut appender = Appender::new(shared.fsync);
     let mut changes: Vec<(CacheKey, Option<Loc>)> = Vec::new();
     // The map the next batch is swapped into (kept with its capacity, so that `submit` on the
     // callers' threads does not grow a fresh map batch after batch).
@@ -501,12 +515,7 @@ fn write_batch(
         }
     }
     if !changes.is_empty() {
-        let synced = if shared.fsync {
-            appender.sync()
-        } else {
-            Ok(())
-        };
-        let published = synced.and_then(|()| {
+        let published = appender.sync().and_then(|()| {
             let mut locked = segments.lock()?;
             segments.reserve_slots(&mut locked, changes.len() as u64)?;
             for (key, loc) in changes.iter() {

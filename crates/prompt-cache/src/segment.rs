@@ -10,7 +10,7 @@
 //! - `index`: a hash table from key to record, read and written with `pread`/`pwrite`. A
 //!   [`HEADER_BYTES`] header (magic, slot count, counters, the next segment id, whether a newer
 //!   index replaced it) and then `slots` slots of [`SLOT_BYTES`]:
-//!   `[u64 tag][u32 segment][u32 offset][u32 record length][u32 0]`, little-endian. The tag is
+//!   `[u64 tag][u32 segment][u32 offset][u32 record length][12 bytes 0]`, little-endian. The tag is
 //!   the key's first 8 bytes (never 0: an empty slot), which also give the slot a key starts its
 //!   search at (linear probing). Segment 0 marks a slot whose entry was removed: it is reused
 //!   by the next insert that passes it, and keeps the probe chains whole.
@@ -49,8 +49,9 @@ const RECORD_MAGIC: &[u8; 4] = b"PKR1";
 pub(crate) const RECORD_HEADER: usize = 40;
 /// Bytes of the index header (the slots start after it).
 const HEADER_BYTES: u64 = 4096;
-/// Bytes of one index slot.
-const SLOT_BYTES: u64 = 24;
+/// Bytes of one index slot: a power of two, so that no slot straddles a page and a slot is
+/// read or written whole by one copy in the page cache (24 bytes of it are used).
+const SLOT_BYTES: u64 = 32;
 /// Slots of a new index (and the fewest an index is rebuilt with).
 const MIN_SLOTS: u64 = 4096;
 /// Slots read with one `pread` while following a probe chain.
@@ -185,9 +186,27 @@ impl Header {
 struct Index {
     file: File,
     slots: u64,
+    /// The file's device and inode, to tell whether it is still the one at `index`.
+    id: (u64, u64),
 }
 
 impl Index {
+    fn new(file: File, slots: u64) -> io::Result<Self> {
+        let meta = file.metadata()?;
+        Ok(Self {
+            file,
+            slots,
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Whether this file is the one at `root/index` (a replacement that marked it superseded
+    /// and then never renamed the new one into place — a writer killed in between — leaves it
+    /// there, and still the index).
+    fn is_current(&self, root: &Path) -> bool {
+        fs::metadata(root.join(INDEX)).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+
     fn header(&self) -> io::Result<Header> {
         let mut b = [0u8; 72];
         self.file.read_exact_at(&mut b, 0)?;
@@ -295,16 +314,8 @@ fn list_segments(root: &Path) -> io::Result<Vec<(u32, u64)>> {
             if let Ok(meta) = item.metadata() {
                 out.push((id, meta.len()));
             }
-        } else if name.starts_with(".index.") && name.ends_with(".tmp") {
-            let stale = item
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > disk::STALE_TEMP_AGE);
-            if stale {
-                let _ = fs::remove_file(item.path());
-            }
+        } else if name.starts_with(".index.") && name.ends_with(".tmp") && disk::is_stale(&item) {
+            let _ = fs::remove_file(item.path());
         }
     }
     out.sort_unstable();
@@ -369,22 +380,18 @@ fn open_index(root: &Path) -> io::Result<Index> {
                         .is_ok_and(|m| m.len() >= HEADER_BYTES + h.slots * SLOT_BYTES)
                 };
                 match header {
-                    Some(h) if complete(&h) => {
-                        return Ok(Index {
-                            file,
-                            slots: h.slots,
-                        });
-                    }
+                    Some(h) if complete(&h) => return Index::new(file, h.slots),
                     _ => set_aside_index(root, &path, &file)?,
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Ids go on from the newest segment already there (an index lost or set aside).
-                let next = list_segments(root)?
-                    .last()
-                    .map_or(1, |&(id, _)| u64::from(id) + 1);
+                // Ids go on from the newest segment already there (an index lost or set aside),
+                // and those segments count against the byte bound until they are removed.
+                let existing = list_segments(root)?;
+                let next = existing.last().map_or(1, |&(id, _)| u64::from(id) + 1);
                 let base = Header {
                     next_segment: next,
+                    segment_bytes: existing.iter().map(|s| s.1).sum(),
                     ..Header::default()
                 };
                 let tmp = build_index(root, MIN_SLOTS, &base, &[])?;
@@ -493,13 +500,24 @@ impl Segments {
         &self.root
     }
 
-    /// The current index and its header, reopened when another process replaced it.
+    /// The current index and its header, reopened when another process replaced it, or when
+    /// it was damaged since it was opened (reopening sets it aside and starts a new one, as at
+    /// start-up).
     fn current(&self) -> io::Result<(Arc<Index>, Header)> {
         for _ in 0..100 {
             let index = Arc::clone(&self.index.lock());
-            let header = index.header()?;
-            if header.superseded == 0 {
-                return Ok((index, header));
+            match index.header() {
+                Ok(header) if header.superseded == 0 => return Ok((index, header)),
+                // Marked, but its replacement is not in place (yet, or ever): still complete,
+                // and still what every reader reads.
+                Ok(header) if index.is_current(&self.root) => return Ok((index, header)),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                    ) => {}
+                Err(e) => return Err(e),
             }
             let fresh = Arc::new(open_index(&self.root)?);
             *self.index.lock() = fresh;
@@ -534,16 +552,28 @@ impl Segments {
         let Ok(Some(file)) = self.segment(loc.segment, epoch) else {
             return RecordRead::Other;
         };
-        buf.resize(loc.len as usize, 0);
-        match read_full_at(&file, buf, u64::from(loc.offset)) {
-            Ok(n) if n == buf.len() => {}
-            _ => return RecordRead::Other,
+        // A slot is not trusted with a large allocation: past 16 MiB the file must hold it.
+        if loc.len > 16 << 20
+            && file.metadata().map_or(true, |m| {
+                m.len() < u64::from(loc.offset) + u64::from(loc.len)
+            })
+        {
+            return RecordRead::Other;
         }
-        if buf.len() < RECORD_HEADER
+        buf.resize(loc.len as usize, 0);
+        let Ok(n) = read_full_at(&file, buf, u64::from(loc.offset)) else {
+            return RecordRead::Other;
+        };
+        if n < RECORD_HEADER
+            || buf.len() < RECORD_HEADER
             || &buf[..4] != RECORD_MAGIC
             || &buf[8..RECORD_HEADER] != key.as_bytes()
         {
             return RecordRead::Other;
+        }
+        if n < buf.len() {
+            // This key's record, cut short (a damaged or truncated segment).
+            return RecordRead::Corrupt;
         }
         let declared = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default()) as usize;
         if declared != buf.len() - RECORD_HEADER {
@@ -558,8 +588,17 @@ impl Segments {
         }
     }
 
-    /// Looks `key` up: its home slot on, until an empty slot.
+    /// Looks `key` up: its home slot on, until an empty slot. A record found damaged is looked
+    /// up once more before it is called corrupt: a slot read while a writer rewrote it can
+    /// point at a record half old, half new.
     pub(crate) fn get(&self, key: &CacheKey) -> io::Result<Found> {
+        match self.get_once(key)? {
+            Found::Corrupt => self.get_once(key),
+            found => Ok(found),
+        }
+    }
+
+    fn get_once(&self, key: &CacheKey) -> io::Result<Found> {
         let (index, header) = self.current()?;
         let tag = tag_of(key);
         let mask = index.mask();
@@ -630,11 +669,19 @@ impl Segments {
         for _ in 0..100 {
             let (index, _) = self.current()?;
             rustix::fs::flock(&index.file, FlockOperation::LockExclusive)?;
-            let locked = Locked {
+            let mut locked = Locked {
                 header: index.header()?,
                 index,
             };
             if locked.header.superseded == 0 {
+                return Ok(locked);
+            }
+            if locked.index.is_current(&self.root) {
+                // A replacer holds the lock from marking the old index to renaming the new one
+                // into place: holding it now, with the old one still there, means it was killed
+                // in between. The old index stays the index.
+                locked.header.superseded = 0;
+                locked.store_header()?;
                 return Ok(locked);
             }
             drop(locked);
@@ -769,21 +816,26 @@ impl Segments {
         };
         // Locked before it is visible, so no other writer slips in between.
         rustix::fs::flock(&file, FlockOperation::LockExclusive)?;
+        let index = Index::new(file, slots)?;
+        // Marked before the rename: a process that sees the new file has seen the old one
+        // marked (and writes nothing more to it); if this process dies between the two, the
+        // next writer to take the lock finds the old one still in place and unmarks it.
+        let mut superseded = locked.header;
+        superseded.superseded = 1;
+        locked.index.write_header(&superseded)?;
         if let Err(e) = fs::rename(&tmp, self.root.join(INDEX)) {
             let _ = fs::remove_file(&tmp);
+            let _ = locked.index.write_header(&locked.header);
             return Err(e);
         }
         let old = std::mem::replace(
             locked,
             Locked {
                 header: Header::default(),
-                index: Arc::new(Index { file, slots }),
+                index: Arc::new(index),
             },
         );
         locked.header = locked.index.header()?;
-        let mut superseded = old.header;
-        superseded.superseded = 1;
-        old.index.write_header(&superseded)?;
         drop(old);
         *self.index.lock() = Arc::clone(&locked.index);
         Ok(())
@@ -979,9 +1031,19 @@ pub(crate) struct Active {
 pub(crate) struct Appender {
     pub(crate) active: Option<Active>,
     record: Vec<u8>,
+    /// Whether records are made durable before they are published (`CacheConfig::fsync`).
+    fsync: bool,
 }
 
 impl Appender {
+    /// An appender with no segment yet; `fsync` as in `CacheConfig::fsync`.
+    pub(crate) fn new(fsync: bool) -> Self {
+        Self {
+            fsync,
+            ..Self::default()
+        }
+    }
+
     /// The id of the segment being written, if any.
     pub(crate) fn active_id(&self) -> Option<u32> {
         self.active.as_ref().map(|a| a.id)
@@ -1029,11 +1091,11 @@ impl Appender {
         })
     }
 
-    /// Makes the active segment's records durable (`fsync`).
+    /// Makes the active segment's records durable, when `fsync` is on.
     pub(crate) fn sync(&self) -> io::Result<()> {
         match &self.active {
-            Some(a) => a.file.sync_data(),
-            None => Ok(()),
+            Some(a) if self.fsync => a.file.sync_data(),
+            _ => Ok(()),
         }
     }
 
@@ -1043,7 +1105,13 @@ impl Appender {
     }
 
     fn start(&mut self, segments: &Segments) -> io::Result<()> {
-        self.active = None;
+        // The full segment's records may not be published yet: make them as durable as the
+        // new one's will be before it is left.
+        if let Some(old) = self.active.take()
+            && self.fsync
+        {
+            old.file.sync_data()?;
+        }
         for _ in 0..100 {
             let id = {
                 let mut locked = segments.lock()?;
@@ -1057,7 +1125,9 @@ impl Appender {
                 Err(e) => return Err(e),
             };
             // Held while this process writes it: eviction skips segments it cannot lock.
-            rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared)?;
+            // Blocking: another writer's eviction may hold an exclusive lock for the moment it
+            // takes to see whether the segment is in use.
+            rustix::fs::flock(&file, FlockOperation::LockShared)?;
             self.active = Some(Active { id, file, len: 0 });
             return Ok(());
         }

@@ -1,5 +1,9 @@
 //! The disk tier of `ResponseCache`: larger than memory, bounded by its own limits, read by key.
 //!
+//! Entries live in segment files under `<cache_dir>/segments/`; tests find them with
+//! `ResponseCache::stored_at` and measure the segments themselves. `<key>.json` files appear
+//! only where a test sets up the older layout.
+//!
 //! Two processes on one directory: the test re-runs its own binary as the child
 //! (`child_shares_the_directory`, switched on by an environment variable).
 
@@ -26,37 +30,38 @@ fn entry(i: u64) -> CachedResponse {
     CachedResponse::new(key(i), response(i), "m")
 }
 
+/// `<key>.json`: where the older layout kept entry `i`.
 fn path_of(dir: &Path, i: u64) -> std::path::PathBuf {
     dir.join(format!("{}.json", key(i)))
 }
 
-/// Entry files and their bytes, as listed by the test itself.
-fn on_disk(dir: &Path) -> (u64, u64) {
-    let mut out = (0, 0);
-    for item in fs::read_dir(dir).expect("read dir").flatten() {
-        let name = item.file_name().to_string_lossy().into_owned();
-        // A file removed since the listing is not counted.
-        if name.len() == 69
-            && name.ends_with(".json")
-            && let Ok(meta) = item.metadata()
-        {
-            out.0 += 1;
-            out.1 += meta.len();
-        }
-    }
+/// The segment files (`segments/<8 hex>.seg`) by id, with their sizes, as listed by the test
+/// itself.
+fn segments(dir: &Path) -> Vec<(u32, u64)> {
+    let Ok(items) = fs::read_dir(dir.join("segments")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, u64)> = items
+        .flatten()
+        .filter_map(|item| {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let id = u32::from_str_radix(name.strip_suffix(".seg")?, 16).ok()?;
+            // A file removed since the listing is not counted.
+            Some((id, item.metadata().ok()?.len()))
+        })
+        .collect();
+    out.sort_unstable();
     out
 }
 
-/// What the usage journal (`.usage`: `<entries> <bytes>` lines) adds up to.
-fn journal_sum(dir: &Path) -> (i64, i64) {
-    let journal = fs::read_to_string(dir.join(".usage")).expect("journal");
-    journal.lines().fold((0, 0), |(e, b), line| {
-        let (de, db) = line.split_once(' ').expect("two numbers");
-        (
-            e + de.parse::<i64>().expect("entries"),
-            b + db.parse::<i64>().expect("bytes"),
-        )
-    })
+/// Bytes of segment files.
+fn segment_bytes(dir: &Path) -> u64 {
+    segments(dir).iter().map(|s| s.1).sum()
+}
+
+/// Whether the disk tier holds entry `i` now (after a flush).
+fn stored(cache: &ResponseCache, i: u64) -> bool {
+    cache.stored_at(&key(i)).expect("stored_at").is_some()
 }
 
 fn served(cache: &ResponseCache, i: u64) -> bool {
@@ -67,15 +72,6 @@ fn served(cache: &ResponseCache, i: u64) -> bool {
         }
         None => false,
     }
-}
-
-/// Sets the modification time of entry `i`'s file `age` seconds into the past.
-fn age(dir: &Path, i: u64, age: u64) {
-    fs::File::options()
-        .write(true)
-        .open(path_of(dir, i))
-        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(age)))
-        .expect("set mtime");
 }
 
 #[test]
@@ -111,12 +107,16 @@ fn the_disk_bound_holds_under_a_write_storm() {
         let cache = ResponseCache::open(CacheConfig::new(dir.path())).expect("open");
         cache.put(entry(0), None).expect("put");
         cache.flush().expect("flush");
-        on_disk(dir.path()).1
+        segment_bytes(dir.path())
     };
     let bound = 100 * size;
-    let cfg = CacheConfig::new(dir.path())
+    // A short write queue keeps each batch the writer appends before it enforces the bound
+    // small: records are appended first, then published with the bound enforced.
+    const QUEUE: u64 = 4;
+    let mut cfg = CacheConfig::new(dir.path())
         .max_size(16)
         .max_disk_bytes(bound);
+    cfg.write_queue = QUEUE as usize;
     let cache = Arc::new(ResponseCache::open(cfg).expect("open"));
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
@@ -131,11 +131,17 @@ fn the_disk_bound_holds_under_a_write_storm() {
             })
         })
         .collect();
-    // Sampled while the storm runs: never over the bound (eviction comes before each write).
+    // Sampled while the storm runs: never over the bound by more than the batch being
+    // published (and, since a listing is not a snapshot, the next one). Entries are about
+    // `size` bytes each (their numbers have more digits).
+    let slack = 2 * QUEUE * (size + 8);
     let mut samples = 0;
     while threads.iter().any(|t| !t.is_finished()) {
-        let (_, bytes) = on_disk(dir.path());
-        assert!(bytes <= bound, "{bytes} bytes on disk, bound {bound}");
+        let bytes = segment_bytes(dir.path());
+        assert!(
+            bytes <= bound + slack,
+            "{bytes} bytes on disk, bound {bound}"
+        );
         samples += 1;
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -143,31 +149,60 @@ fn the_disk_bound_holds_under_a_write_storm() {
         t.join().expect("thread");
     }
     cache.flush().expect("flush");
-    let (entries, bytes) = on_disk(dir.path());
+    // Once flushed, within the bound exactly.
+    let bytes = segment_bytes(dir.path());
     assert!(bytes <= bound, "{bytes} bytes on disk, bound {bound}");
+    let keys: Vec<u64> = std::iter::once(0)
+        .chain((0..4).flat_map(|t| (0..500).map(move |i| 1 + t * 1000 + i)))
+        .collect();
+    let entries = keys.iter().filter(|&&i| stored(&cache, i)).count() as u64;
     assert!(
         entries >= 80,
-        "eviction goes down to 90 % of the bound, not further: {entries}"
+        "eviction goes down to 90 % of the bound, whole segments of ~6 entries: {entries}"
     );
     let stats = cache.stats().expect("stats");
     assert_eq!((stats.disk_entries, stats.disk_bytes), (entries, bytes));
-    assert!(
-        stats.disk_evictions >= 2000 - 100,
+    // Every entry that left the disk was counted (entry 0 included: this cache removed the
+    // segment another cache wrote it to).
+    assert_eq!(
+        stats.disk_evictions + entries,
+        2001,
         "{stats:?} after {samples} samples"
     );
-    // What is left on disk is served unchanged.
-    let kept = (0..4)
-        .flat_map(|t| (0..500).map(move |i| 1 + t * 1000 + i))
-        .filter(|&i| served(&cache, i))
-        .count() as u64;
-    assert!(kept >= entries, "{kept} served, {entries} files");
+    // Whole segments went, oldest first: what is left is the newest ones, ids without a gap.
+    let ids: Vec<u32> = segments(dir.path()).iter().map(|s| s.0).collect();
+    assert!(ids.len() >= 2, "{ids:?}");
+    assert!(
+        ids[0] > 1,
+        "the first segment (entry 0) was removed first: {ids:?}"
+    );
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    // What is left on disk is served unchanged: read by another cache, whose memory holds them
+    // all (the hit counts it writes back would otherwise push older segments out meanwhile).
+    {
+        let reader = ResponseCache::open(
+            CacheConfig::new(dir.path())
+                .max_size(4096)
+                .max_disk_bytes(bound),
+        )
+        .expect("open reader");
+        let kept = keys.iter().filter(|&&i| served(&reader, i)).count() as u64;
+        assert_eq!(kept, entries, "every entry on disk served");
+        assert_eq!(reader.stats().expect("stats").corrupt, 0);
+    }
     // An entry larger than the whole bound stays in memory only, counted as a failed write.
     let mut huge = entry(9999);
     huge.response = "y".repeat(bound as usize + 1).into();
     cache.put(huge, None).expect("put");
     cache.flush().expect("flush");
-    assert!(!path_of(dir.path(), 9999).exists());
+    assert!(!stored(&cache, 9999));
+    assert!(segment_bytes(dir.path()) <= bound);
     assert_eq!(cache.stats().expect("stats").write_failures, 1);
+    let huge = cache
+        .get(&key(9999))
+        .expect("get")
+        .expect("served from memory");
+    assert_eq!(huge.response.len(), bound as usize + 1);
 }
 
 #[test]
@@ -180,37 +215,45 @@ fn the_disk_keeps_the_recently_used_and_bounds_entries_too() {
     };
     {
         let cache = ResponseCache::open(cfg()).expect("open");
+        // One at a time, so that they are written in this order: 0 is the oldest.
         for i in 0..10 {
             cache.put(entry(i), None).expect("put");
+            cache.flush().expect("flush");
         }
     }
-    // Entry i last written 1000 - i seconds ago: 0 is the oldest.
-    for i in 0..10 {
-        age(dir.path(), i, 1000 - i);
-    }
     let cache = ResponseCache::open(cfg()).expect("reopen");
-    // A hit on 0, written back at the flush: now the most recently used on disk.
+    // A hit on 0, written back at the flush: now the most recently written on disk.
     assert!(served(&cache, 0));
     cache.flush().expect("flush");
     for i in 10..12 {
         cache.put(entry(i), None).expect("put");
     }
     cache.flush().expect("flush");
-    // Two new files over a bound of ten: down to 90 % of it, the least recently used first.
-    let (entries, _) = on_disk(dir.path());
-    assert!(entries <= 10, "{entries} files");
-    assert!(path_of(dir.path(), 0).exists(), "used recently, kept");
+    // Two new entries over a bound of ten: down to 90 % of it, the least recently written
+    // first.
+    let kept: Vec<u64> = (0..12).filter(|&i| stored(&cache, i)).collect();
+    assert!(kept.len() <= 10, "{kept:?}");
+    assert!(kept.contains(&0), "used recently, kept: {kept:?}");
     assert!(
-        !path_of(dir.path(), 1).exists(),
-        "the least recently used, gone"
+        !kept.contains(&1),
+        "the least recently used, gone: {kept:?}"
     );
     for i in [9, 10, 11] {
-        assert!(path_of(dir.path(), i).exists(), "recent entry {i} kept");
+        assert!(kept.contains(&i), "recent entry {i} kept: {kept:?}");
     }
+    // Exactly the oldest-written went: everything from the first one kept on is still there.
+    let first = (1..10).find(|i| kept.contains(i)).expect("some kept");
+    assert!((first..12).all(|i| kept.contains(&i)), "{kept:?}");
+    assert!(
+        !served(&cache, 1),
+        "an entry dropped from the disk is a miss"
+    );
+    let stats = cache.stats().expect("stats");
+    assert_eq!(stats.disk_entries, kept.len() as u64);
     assert_eq!(
-        cache.stats().expect("stats").disk_evictions,
-        12 - entries,
-        "every file removed was counted"
+        stats.disk_evictions,
+        12 - kept.len() as u64,
+        "every entry removed was counted"
     );
 }
 
@@ -256,16 +299,34 @@ fn an_old_layout_directory_is_served_without_loss() {
         );
     }
     cache.flush().expect("flush");
-    drop(cache);
-    // Each entry read was written back with a checksum (and its hit count), none lost.
+    // Each entry read was written back into a segment with a checksum (and its hit count),
+    // and its file of the older layout removed; none lost.
     for i in 0..50 {
-        let text = fs::read_to_string(path_of(dir.path(), i)).expect("read");
+        let at = cache
+            .stored_at(&key(i))
+            .expect("stored_at")
+            .expect("on disk");
+        assert!(at.path.starts_with(dir.path().join("segments")), "{at:?}");
+        let bytes = fs::read(&at.path).expect("read segment");
+        let text = std::str::from_utf8(&bytes[at.range.start as usize..at.range.end as usize])
+            .expect("utf-8");
         assert!(text.contains("\"checksum\":\"xxh3:"), "{text}");
+        assert!(text.contains(&key(i).to_hex()), "{text}");
+        assert!(!path_of(dir.path(), i).exists(), "{i}");
     }
+    let stats = cache.stats().expect("stats");
+    assert_eq!((stats.disk_entries, stats.corrupt), (50, 0));
+    drop(cache);
     let cache = ResponseCache::open(CacheConfig::new(dir.path())).expect("reopen");
     for i in 0..50 {
-        assert_eq!(cache.get(&key(i)).expect("get").expect("hit").hit_count, 4);
+        let e = cache.get(&key(i)).expect("get").expect("hit");
+        assert_eq!(&*e.response, response(i));
+        assert_eq!(
+            (e.hit_count, e.tokens_prompt, e.temperature),
+            (4, Some(10), Some(0.7))
+        );
     }
+    assert_eq!(cache.stats().expect("stats").corrupt, 0);
 }
 
 const CHILD_DIR_ENV: &str = "PROMPT_CACHE_TEST_SHARED_DIR";
@@ -340,7 +401,7 @@ fn two_processes_share_one_directory() {
 }
 
 #[test]
-fn writes_after_a_restart_start_from_the_usage_journal_not_a_listing() {
+fn writes_after_a_restart_list_nothing_and_stats_is_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = || CacheConfig::new(dir.path()).max_size(4);
     {
@@ -349,9 +410,10 @@ fn writes_after_a_restart_start_from_the_usage_journal_not_a_listing() {
             cache.put(entry(i), None).expect("put");
         }
     }
-    // A temporary file left by a killed writer an hour ago: any listing removes it.
-    let stale = dir.path().join(format!(".{}.1.0.tmp", key(99)));
-    fs::write(&stale, b"{\"half\":").expect("write");
+    // A temporary index left by a killed writer an hour ago: any listing of the segments
+    // removes it.
+    let stale = dir.path().join("segments").join(".index.999999.0.tmp");
+    fs::write(&stale, b"PKCIDX01 half").expect("write");
     fs::File::options()
         .write(true)
         .open(&stale)
@@ -366,12 +428,14 @@ fn writes_after_a_restart_start_from_the_usage_journal_not_a_listing() {
     cache.flush().expect("flush");
     assert!(
         stale.exists(),
-        "neither start-up nor the writes listed the directory"
+        "neither start-up nor the writes under the bounds listed the directory"
     );
-    // The journal adds up to what is on disk.
-    let (entries, bytes) = on_disk(dir.path());
-    assert_eq!(journal_sum(dir.path()), (entries as i64, bytes as i64));
+    // What the test sees on disk: 29 entries, in the segment files.
+    let entries = (0..30).filter(|&i| stored(&cache, i)).count() as u64;
     assert_eq!(entries, 29);
+    assert!(!stored(&cache, 1));
+    let bytes = segment_bytes(dir.path());
+    assert!(bytes > 0);
     // `stats` lists the directory: exact, and it cleans the stale file.
     let stats = cache.stats().expect("stats");
     assert_eq!((stats.disk_entries, stats.disk_bytes), (entries, bytes));
@@ -379,38 +443,48 @@ fn writes_after_a_restart_start_from_the_usage_journal_not_a_listing() {
 }
 
 #[test]
-fn a_damaged_usage_journal_is_rebuilt_by_a_listing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let cache = ResponseCache::open(CacheConfig::new(dir.path())).expect("open");
-        for i in 0..10 {
-            cache.put(entry(i), None).expect("put");
+fn a_lost_or_damaged_index_leaves_the_bound_holding() {
+    // The entries a lost index pointed to are lost with it (misses), but their segments are
+    // still there: they count against the bound and go first when it is reached.
+    for damage in ["removed", "garbage header"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let cache = ResponseCache::open(CacheConfig::new(dir.path())).expect("open");
+            for i in 0..10 {
+                cache.put(entry(i), None).expect("put");
+            }
         }
-    }
-    let (_, bytes) = on_disk(dir.path());
-    // Torn or garbage: a listing rebuilds it and the bound holds. One that claims far less
-    // than is there is believed (the next listing, when the writes reach the bound, corrects
-    // it), and nothing is lost or damaged either way.
-    for damage in ["3 12\n7 x", "\u{0}\u{ff}garbage", "1 1\n"] {
-        fs::write(dir.path().join(".usage"), damage).expect("write");
+        let bytes = segment_bytes(dir.path());
+        let index = dir.path().join("segments").join("index");
+        match damage {
+            "removed" => fs::remove_file(&index).expect("remove index"),
+            _ => {
+                let mut b = fs::read(&index).expect("read index");
+                b[..64].fill(0xa5);
+                fs::write(&index, b).expect("write index");
+            }
+        }
         let cfg = CacheConfig::new(dir.path()).max_disk_bytes(bytes);
-        let cache = ResponseCache::open(cfg).expect("open despite the journal");
+        let cache = ResponseCache::open(cfg).expect("open despite the index");
         cache.put(entry(100), None).expect("put");
         cache.flush().expect("flush");
-        let (_, now) = on_disk(dir.path());
-        if damage != "1 1\n" {
-            assert!(now <= bytes, "{damage:?}: {now} bytes, bound {bytes}");
-            let (entries, total) = on_disk(dir.path());
-            assert_eq!(
-                journal_sum(dir.path()),
-                (entries as i64, total as i64),
-                "{damage:?}: rebuilt"
+        let now = segment_bytes(dir.path());
+        assert!(now <= bytes, "{damage}: {now} bytes, bound {bytes}");
+        assert!(served(&cache, 100), "{damage}");
+        let stats = cache.stats().expect("stats");
+        assert_eq!(
+            (stats.disk_entries, stats.disk_bytes, stats.corrupt),
+            (1, now, 0),
+            "{damage}"
+        );
+        drop(cache);
+        let cache = ResponseCache::open(CacheConfig::new(dir.path())).expect("reopen");
+        assert!(served(&cache, 100), "{damage}: served after a restart");
+        if damage != "removed" {
+            assert!(
+                dir.path().join("corrupt").join("index").exists(),
+                "the damaged index is set aside"
             );
         }
-        assert!(served(&cache, 100));
-        assert_eq!(cache.stats().expect("stats").corrupt, 0);
-        drop(cache);
-        // Back to the ten entries for the next round.
-        let _ = fs::remove_file(path_of(dir.path(), 100));
     }
 }

@@ -1,13 +1,17 @@
-//! Entry integrity on disk: a damaged entry file is a miss (set aside and counted as corrupt),
-//! never an answer; entries written before checksums existed still load.
+//! Entry integrity on disk: a damaged stored entry is a miss (counted as corrupt), never an
+//! answer — a record in a segment (its key then leaves the index, its bytes stay where they are)
+//! as well as a `<key>.json` file of the older layout (set aside into `corrupt/`); entries
+//! written before checksums existed still load.
 
 use std::fs;
+use std::ops::Range;
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use prompt_cache::{
-    CacheConfig, CacheKey, CacheStore, CachedResponse, Clock, ManualClock, ResponseCache,
+    CacheConfig, CacheKey, CacheStore, CachedResponse, Clock, ManualClock, ResponseCache, StoredAt,
 };
 use proptest::prelude::*;
 
@@ -56,8 +60,15 @@ fn open(dir: &Path, clock: &Arc<ManualClock>) -> ResponseCache {
     ResponseCache::open(CacheConfig::new(dir).clock(clock.clone())).expect("open")
 }
 
+/// `<key>.json`: where the older layout kept entry `i`.
 fn entry_path(dir: &Path, i: u64) -> std::path::PathBuf {
     dir.join(format!("{}.json", key(i)))
+}
+
+/// The bytes `stored_at` points to.
+fn read_stored(at: &StoredAt) -> Vec<u8> {
+    let bytes = fs::read(&at.path).expect("read stored");
+    bytes[at.range.start as usize..at.range.end as usize].to_vec()
 }
 
 /// Everything a hit returns except the hit count (bookkeeping, not covered by the checksum).
@@ -67,71 +78,190 @@ fn content(e: &CachedResponse) -> CachedResponse {
     e
 }
 
-/// The bytes of entry 0 as the cache stores it, and the entry a reload of them serves.
-fn stored() -> (Vec<u8>, CachedResponse) {
+/// Entry 0 as the cache stores it, alone in a cache directory.
+#[derive(Debug)]
+struct Stored {
+    /// The files of `segments/` (the index and one segment), by name.
+    files: Vec<(String, Vec<u8>)>,
+    /// An empty index (copied rather than created for each case, which `fsync`s it).
+    empty_index: Vec<u8>,
+    /// The segment that holds the entry, and where in it (the segment's last bytes).
+    segment: String,
+    range: Range<usize>,
+    /// The stored entry's bytes.
+    bytes: Vec<u8>,
+    /// The entry a reload of them serves.
+    served: CachedResponse,
+}
+
+fn stored() -> Stored {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
-    {
+    let at = {
         let cache = open(dir.path(), &clock);
         cache.put(full_entry(0), None).expect("put");
-    }
-    let bytes = fs::read(entry_path(dir.path(), 0)).expect("entry file");
+        cache.flush().expect("flush");
+        cache
+            .stored_at(&key(0))
+            .expect("stored_at")
+            .expect("on disk")
+    };
+    let segments = dir.path().join("segments");
+    assert_eq!(at.path.parent(), Some(segments.as_path()), "{at:?}");
+    let segment = at
+        .path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let bytes = read_stored(&at);
+    assert_eq!(fs::metadata(&at.path).expect("segment").len(), at.range.end);
+    let files = fs::read_dir(&segments)
+        .expect("read segments")
+        .flatten()
+        .map(|item| {
+            let name = item.file_name().to_string_lossy().into_owned();
+            (name, fs::read(item.path()).expect("read"))
+        })
+        .collect();
     let cache = open(dir.path(), &clock);
     let served = cache
         .get(&key(0))
         .expect("get")
         .expect("undamaged entry served");
     assert_eq!(cache.stats().expect("stats").corrupt, 0);
-    (bytes, served)
+    let empty = tempfile::tempdir().expect("tempdir");
+    drop(open(empty.path(), &clock));
+    let empty_index = fs::read(empty.path().join("segments").join("index")).expect("index");
+    Stored {
+        files,
+        empty_index,
+        segment,
+        range: at.range.start as usize..at.range.end as usize,
+        bytes,
+        served,
+    }
 }
 
-/// What a cache serves for entry 0 when its file holds `bytes`: written before the cache
-/// opened and while it is open (both read by key on the first `get`); with the corrupt count
-/// and whether the file was set aside intact.
-fn serve(bytes: &[u8]) -> [(Option<CachedResponse>, u64, bool); 2] {
+/// Where a test puts the stored entry's (damaged) bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// In place of the entry in its segment (same length: bytes changed; shorter: the segment,
+    /// whose last record it is, cut there).
+    Segment,
+    /// As a `<key>.json` file of the older layout.
+    Legacy,
+}
+
+/// What a cache did with entry 0 stored as damaged bytes.
+#[derive(Debug)]
+struct Served {
+    layout: Layout,
+    got: Option<CachedResponse>,
+    corrupt: u64,
+    /// Legacy: the file was moved to `corrupt/`, intact. Segment: after a flush, the key is
+    /// gone from the index, its damaged bytes are still in the segment, nothing was moved to
+    /// `corrupt/`, and a second lookup is a miss not counted again.
+    set_aside: bool,
+}
+
+/// What a cache serves for entry 0 stored as `damaged`, in a segment and as a file of the
+/// older layout, damaged before the cache opened and while it is open (both read by key on the
+/// first `get`).
+fn serve(stored: &Stored, damaged: &[u8]) -> Vec<Served> {
     let clock = clock();
     let mut out = Vec::new();
-    for while_open in [false, true] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = entry_path(dir.path(), 0);
-        let cache = if while_open {
-            let cache = open(dir.path(), &clock);
-            fs::write(&path, bytes).expect("write");
-            cache
-        } else {
-            fs::write(&path, bytes).expect("write");
-            open(dir.path(), &clock)
-        };
-        let got = cache.get(&key(0)).expect("get");
-        let corrupt = cache.stats().expect("stats").corrupt;
-        let quarantined = dir.path().join("corrupt").join(format!("{}.json", key(0)));
-        let set_aside = fs::read(&quarantined).is_ok_and(|b| b == bytes) && !path.exists();
-        out.push((got, corrupt, set_aside));
+    for layout in [Layout::Segment, Layout::Legacy] {
+        for while_open in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let segments = dir.path().join("segments");
+            let segment = segments.join(&stored.segment);
+            let path = entry_path(dir.path(), 0);
+            fs::create_dir_all(&segments).expect("segments dir");
+            match layout {
+                Layout::Segment => {
+                    for (name, bytes) in &stored.files {
+                        fs::write(segments.join(name), bytes).expect("copy");
+                    }
+                }
+                Layout::Legacy => {
+                    fs::write(segments.join("index"), &stored.empty_index).expect("copy")
+                }
+            }
+            let damage = || match layout {
+                Layout::Segment => {
+                    let file = fs::File::options()
+                        .write(true)
+                        .open(&segment)
+                        .expect("open segment");
+                    file.write_all_at(damaged, stored.range.start as u64)
+                        .expect("damage");
+                    file.set_len((stored.range.start + damaged.len()) as u64)
+                        .expect("cut");
+                }
+                Layout::Legacy => fs::write(&path, damaged).expect("write"),
+            };
+            let cache = if while_open {
+                let cache = open(dir.path(), &clock);
+                damage();
+                cache
+            } else {
+                damage();
+                open(dir.path(), &clock)
+            };
+            let got = cache.get(&key(0)).expect("get");
+            let corrupt = cache.stats().expect("stats").corrupt;
+            let set_aside = match layout {
+                Layout::Legacy => {
+                    let quarantined = dir.path().join("corrupt").join(format!("{}.json", key(0)));
+                    fs::read(&quarantined).is_ok_and(|b| b == damaged) && !path.exists()
+                }
+                Layout::Segment => {
+                    cache.flush().expect("flush");
+                    let dropped = cache.stored_at(&key(0)).expect("stored_at").is_none();
+                    let kept =
+                        fs::read(&segment).expect("segment")[stored.range.start..] == *damaged;
+                    let again = cache.get(&key(0)).expect("get again").is_none()
+                        && cache.stats().expect("stats").corrupt == corrupt;
+                    dropped && kept && again && !dir.path().join("corrupt").exists()
+                }
+            };
+            out.push(Served {
+                layout,
+                got,
+                corrupt,
+                set_aside,
+            });
+        }
     }
-    [out.remove(0), out.remove(0)]
+    out
 }
 
 #[test]
 fn a_changed_response_that_still_parses_is_a_miss_and_set_aside() {
-    let (bytes, served) = stored();
-    assert_eq!(content(&served), {
+    let stored = stored();
+    assert_eq!(content(&stored.served), {
         let mut e = full_entry(0);
-        e.created_at = served.created_at;
-        e.expires_at = served.expires_at;
-        e.latency_ms = served.latency_ms;
+        e.created_at = stored.served.created_at;
+        e.expires_at = stored.served.expires_at;
+        e.latency_ms = stored.served.latency_ms;
         content(&e)
     });
-    // The damage of the issue: two letters of the response changed into other letters.
-    let text = String::from_utf8(bytes).expect("utf-8");
-    let damaged = text.replacen("morning sun", "mourning son", 1);
+    // The damage of the issue: letters of the response changed into other letters (as many,
+    // so that it can be done in place in a segment too).
+    let text = String::from_utf8(stored.bytes.clone()).expect("utf-8");
+    let damaged = text.replacen("morning sun", "evening sun", 1);
+    assert_ne!(damaged, text);
     assert!(
         serde_json::from_str::<CachedResponse>(&damaged).is_ok(),
         "still parses"
     );
-    for (got, corrupt, set_aside) in serve(damaged.as_bytes()) {
-        assert!(got.is_none(), "served a changed answer: {got:?}");
-        assert_eq!(corrupt, 1);
-        assert!(set_aside, "the damaged file is moved to corrupt/, intact");
+    let outcomes = serve(&stored, damaged.as_bytes());
+    assert_eq!(outcomes.len(), 4);
+    for s in outcomes {
+        assert!(s.got.is_none(), "served a changed answer: {s:?}");
+        assert_eq!(s.corrupt, 1, "{s:?}");
+        assert!(s.set_aside, "the damaged entry is set aside: {s:?}");
     }
 }
 
@@ -190,10 +320,31 @@ fn entries_without_a_checksum_still_load_and_get_one_at_the_next_flush() {
         }
         assert_eq!(cache.stats().expect("stats").corrupt, 0);
         cache.flush().expect("flush");
+        // Rewritten into a segment, with a checksum; the files of the older layout removed.
         for i in [1u64, 2] {
-            let text = fs::read_to_string(entry_path(dir.path(), i)).expect("read");
+            let at = cache
+                .stored_at(&key(i))
+                .expect("stored_at")
+                .expect("on disk");
+            assert!(at.path.starts_with(dir.path().join("segments")), "{at:?}");
+            let text = String::from_utf8(read_stored(&at)).expect("utf-8");
             assert!(text.contains("\"checksum\":\"xxh3:"), "{text}");
+            assert!(!entry_path(dir.path(), i).exists(), "{i}");
         }
+        assert_eq!(cache.stats().expect("stats").disk_entries, 2);
+    }
+    // Served from the segment after a restart, the hit counts carried over.
+    {
+        let cache = open(dir.path(), &clock);
+        for (i, want) in [1u64, 2].into_iter().zip(&old) {
+            let got = cache
+                .get(&key(i))
+                .expect("get")
+                .expect("rewritten entry served");
+            assert_eq!(content(&got), content(want));
+            assert_eq!(got.hit_count, 6);
+        }
+        assert_eq!(cache.stats().expect("stats").corrupt, 0);
     }
     // Start-up reads nothing, so an old entry that is never asked for stays as it was; one met
     // by read-through (written while the cache is open, too) is rewritten at the next flush.
@@ -211,13 +362,33 @@ fn entries_without_a_checksum_still_load_and_get_one_at_the_next_flush() {
     .expect("write");
     assert!(cache.get(&key(9)).expect("get").is_some());
     cache.flush().expect("flush");
-    let rewritten = fs::read_to_string(entry_path(clean.path(), 9)).expect("read");
+    let at_9 = cache
+        .stored_at(&key(9))
+        .expect("stored_at")
+        .expect("on disk");
+    assert!(
+        at_9.path.starts_with(clean.path().join("segments")),
+        "{at_9:?}"
+    );
+    let rewritten = String::from_utf8(read_stored(&at_9)).expect("utf-8");
     assert!(rewritten.contains("\"checksum\":\"xxh3:"), "{rewritten}");
+    assert!(!entry_path(clean.path(), 9).exists());
+    // Entry 1 was never asked for: still the file of the older layout, not in a segment.
+    let at_1 = cache
+        .stored_at(&key(1))
+        .expect("stored_at")
+        .expect("on disk");
+    assert_eq!(at_1.path, entry_path(clean.path(), 1));
 
     // From then on they are verified: a changed answer is no longer served.
     drop(cache);
-    let damaged = rewritten.replacen("morning", "mourning", 1);
-    fs::write(entry_path(clean.path(), 9), damaged).expect("write");
+    let damaged = rewritten.replacen("morning", "evening", 1);
+    assert_ne!(damaged, rewritten);
+    fs::File::options()
+        .write(true)
+        .open(&at_9.path)
+        .and_then(|f| f.write_all_at(damaged.as_bytes(), at_9.range.start))
+        .expect("damage");
     let cache = open(clean.path(), &clock);
     assert!(cache.get(&key(9)).expect("get").is_none());
     assert_eq!(cache.stats().expect("stats").corrupt, 1);
@@ -260,25 +431,32 @@ fn damage() -> impl Strategy<Value = Damage> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(192))]
 
-    /// Any one byte changed, or the file cut anywhere: the entry is served unchanged (all but
-    /// its hit count) or not served at all, in which case it is counted as corrupt and set
-    /// aside intact. Through start-up loading and through read-through reads alike.
+    /// Any one byte of a stored entry changed, or the entry cut anywhere: the entry is served
+    /// unchanged (all but its hit count) or not served at all. A changed entry that is not
+    /// served is counted as corrupt and set aside (a segment record: dropped from the index, its
+    /// bytes left in place; a file of the older layout: moved to `corrupt/` intact). A record
+    /// cut short is never served. Damaged before start-up and while the cache is open alike.
     #[test]
-    fn a_damaged_entry_file_is_served_unchanged_or_not_at_all(damage in damage()) {
-        static STORED: std::sync::OnceLock<(Vec<u8>, CachedResponse)> = std::sync::OnceLock::new();
-        let (bytes, served) = STORED.get_or_init(stored);
-        let Some(damaged) = damage.apply(bytes) else {
+    fn a_damaged_stored_entry_is_served_unchanged_or_not_at_all(damage in damage()) {
+        static STORED: std::sync::OnceLock<Stored> = std::sync::OnceLock::new();
+        let stored = STORED.get_or_init(stored);
+        let Some(damaged) = damage.apply(&stored.bytes) else {
             return Ok(());
         };
-        for (got, corrupt, set_aside) in serve(&damaged) {
-            match got {
+        let cut = damaged.len() < stored.bytes.len();
+        for s in serve(stored, &damaged) {
+            match &s.got {
                 Some(got) => {
-                    prop_assert_eq!(content(&got), content(served));
-                    prop_assert_eq!(corrupt, 0);
+                    prop_assert!(!(cut && s.layout == Layout::Segment), "served a cut record: {:?}", s);
+                    prop_assert_eq!(content(got), content(&stored.served));
+                    prop_assert_eq!(s.corrupt, 0);
                 }
+                // A record cut short is what a writer killed mid-append leaves: a miss, which
+                // need not be counted.
+                None if cut && s.layout == Layout::Segment => prop_assert!(s.corrupt <= 1),
                 None => {
-                    prop_assert_eq!(corrupt, 1);
-                    prop_assert!(set_aside, "the damaged file is set aside intact");
+                    prop_assert_eq!(s.corrupt, 1, "{:?}", s);
+                    prop_assert!(s.set_aside, "the damaged entry is set aside intact: {:?}", s);
                 }
             }
         }

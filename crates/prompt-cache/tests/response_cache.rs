@@ -1,6 +1,10 @@
 //! ResponseCache against real files in temporary directories.
+//!
+//! Entries are looked at on disk through `ResponseCache::stored_at` (a range of a segment file
+//! under `segments/`); `<key>.json` files appear only where a test sets up the older layout.
 
 use std::fs;
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +44,8 @@ fn response_of(cache: &ResponseCache, i: u64) -> Option<String> {
         .map(|e| e.response.to_string())
 }
 
-fn entry_files(dir: &Path) -> Vec<String> {
+/// `<key>.json` files of the older layout in `dir`.
+fn legacy_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .expect("read dir")
         .flatten()
@@ -49,6 +54,45 @@ fn entry_files(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The entries of `range` the disk tier holds now (after a flush), by `stored_at`; each one a
+/// range of a segment file.
+fn stored(cache: &ResponseCache, range: std::ops::Range<u64>) -> Vec<u64> {
+    let segments = cache.config().cache_dir.join("segments");
+    range
+        .filter(|&i| match cache.stored_at(&key(i)).expect("stored_at") {
+            Some(at) => {
+                assert!(at.path.starts_with(&segments), "{i} in a segment: {at:?}");
+                assert!(!at.range.is_empty());
+                true
+            }
+            None => false,
+        })
+        .collect()
+}
+
+/// The bytes of entry `i` as the disk tier stores it.
+fn stored_bytes(cache: &ResponseCache, i: u64) -> Vec<u8> {
+    let at = cache
+        .stored_at(&key(i))
+        .expect("stored_at")
+        .expect("on disk");
+    let bytes = fs::read(&at.path).expect("read segment");
+    bytes[at.range.start as usize..at.range.end as usize].to_vec()
+}
+
+/// Damages entry `i` where it is stored: its first byte (the object's `{`) becomes `X`.
+fn damage_stored(cache: &ResponseCache, i: u64) {
+    let at = cache
+        .stored_at(&key(i))
+        .expect("stored_at")
+        .expect("on disk");
+    fs::File::options()
+        .write(true)
+        .open(&at.path)
+        .and_then(|f| f.write_all_at(b"X", at.range.start))
+        .expect("damage");
 }
 
 #[test]
@@ -128,6 +172,8 @@ fn ttl_expiry_default_and_per_entry() {
     cache
         .put(entry(3), Some(Duration::MAX))
         .expect("put never expiring");
+    cache.flush().expect("flush");
+    assert_eq!(stored(&cache, 0..4), vec![1, 2, 3]);
     clock.advance(Duration::from_secs(9));
     assert!(response_of(&cache, 2).is_some());
     clock.advance(Duration::from_secs(1)); // exactly at expiry: not served
@@ -140,8 +186,9 @@ fn ttl_expiry_default_and_per_entry() {
     let stats = cache.stats().expect("stats");
     assert_eq!(stats.expired, 2);
     cache.flush().expect("flush");
-    // Expired entries' files are gone; the never-expiring one stays.
-    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(3))]);
+    // Expired entries are gone from the disk; the never-expiring one stays.
+    assert_eq!(stored(&cache, 0..4), vec![3]);
+    assert_eq!(cache.stats().expect("stats").disk_entries, 1);
 }
 
 #[test]
@@ -157,23 +204,35 @@ fn prune_expired_sweeps_memory_and_disk() {
         .put(entry(5), Some(Duration::from_secs(3600)))
         .expect("put");
     cache.flush().expect("flush");
-    // A file from another process, not in this cache's memory, expiring soon too.
-    let mut foreign = entry(6);
-    foreign.expires_at = Some(prompt_cache::Clock::now(&*clock) + chrono::Duration::seconds(30));
+    // An entry from another process (another cache on the directory), not in this cache's
+    // memory, expiring soon too.
+    {
+        let other = ResponseCache::open(config(dir.path(), &clock)).expect("open other");
+        other
+            .put(entry(6), Some(Duration::from_secs(30)))
+            .expect("put foreign");
+    }
+    // And a `<key>.json` file of the older layout, expiring soon too.
+    let mut legacy = entry(7);
+    legacy.expires_at = Some(prompt_cache::Clock::now(&*clock) + chrono::Duration::seconds(30));
     fs::write(
-        dir.path().join(format!("{}.json", key(6))),
-        serde_json::to_vec(&foreign).expect("json"),
+        dir.path().join(format!("{}.json", key(7))),
+        serde_json::to_vec(&legacy).expect("json"),
     )
-    .expect("write foreign");
+    .expect("write legacy");
+    assert_eq!(stored(&cache, 0..7), (0..7).collect::<Vec<_>>());
+    assert_eq!(cache.stats().expect("stats").disk_entries, 8);
     clock.advance(Duration::from_secs(61));
-    assert_eq!(cache.prune_expired().expect("prune"), 6);
+    assert_eq!(cache.prune_expired().expect("prune"), 7);
     cache.flush().expect("flush");
-    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(5))]);
-    assert_eq!(cache.stats().expect("stats").size, 1);
+    assert_eq!(stored(&cache, 0..8), vec![5]);
+    assert!(legacy_files(dir.path()).is_empty());
+    let stats = cache.stats().expect("stats");
+    assert_eq!((stats.size, stats.disk_entries, stats.expired), (1, 1, 7));
 }
 
 #[test]
-fn lru_order_evicts_least_recently_used_from_memory_and_keeps_its_file() {
+fn lru_order_evicts_least_recently_used_from_memory_and_keeps_it_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
     let cache = ResponseCache::open(config(dir.path(), &clock).max_size(3)).expect("open");
@@ -184,8 +243,9 @@ fn lru_order_evicts_least_recently_used_from_memory_and_keeps_its_file() {
     cache.put(entry(3), None).expect("put");
     cache.flush().expect("flush");
     assert_eq!(cache.len(), 3);
-    assert!(
-        dir.path().join(format!("{}.json", key(1))).exists(),
+    assert_eq!(
+        stored(&cache, 1..2),
+        vec![1],
         "evicted from memory, kept on disk"
     );
     let stats = cache.stats().expect("stats");
@@ -245,7 +305,8 @@ fn empty_response_is_not_cached() {
     }
     cache.flush().expect("flush");
     assert_eq!(cache.len(), 0);
-    assert!(entry_files(dir.path()).is_empty());
+    assert!(stored(&cache, 1..2).is_empty());
+    assert_eq!(cache.stats().expect("stats").disk_entries, 0);
 }
 
 #[test]
@@ -267,9 +328,10 @@ fn restart_round_trip_keeps_entries_and_hit_counts() {
         }
         // Dropped without an explicit flush: Drop flushes.
     }
-    assert_eq!(entry_files(dir.path()).len(), 20);
     let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
     assert_eq!(cache.len(), 0, "start-up reads nothing");
+    assert_eq!(stored(&cache, 0..20), (0..20).collect::<Vec<_>>());
+    assert_eq!(cache.stats().expect("stats").disk_entries, 20);
     let e = cache.get(&key(7)).expect("get").expect("hit");
     assert_eq!(e.hit_count, 4, "three hits before the restart, one after");
     assert_eq!(e.tokens_prompt, Some(7));
@@ -298,11 +360,13 @@ fn start_up_reads_nothing_and_every_entry_is_served_by_key() {
     }
     assert_eq!(cache.len(), 4, "memory keeps its bound");
     drop(cache);
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
     assert_eq!(
-        entry_files(dir.path()).len(),
-        10,
+        stored(&cache, 0..10),
+        (0..10).collect::<Vec<_>>(),
         "every entry stays on disk"
     );
+    drop(cache);
     // Without read-through the disk tier is never read: a memory-only cache.
     let mut cfg = config(dir.path(), &clock);
     cfg.read_through = false;
@@ -311,7 +375,7 @@ fn start_up_reads_nothing_and_every_entry_is_served_by_key() {
 }
 
 #[test]
-fn expired_files_are_removed_when_met() {
+fn expired_entries_are_removed_from_disk_when_met() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
     {
@@ -325,24 +389,33 @@ fn expired_files_are_removed_when_met() {
     }
     clock.advance(Duration::from_secs(11));
     let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    assert_eq!(stored(&cache, 1..3), vec![1, 2]);
     assert_eq!(response_of(&cache, 1), None);
     assert_eq!(response_of(&cache, 2), Some("response 2".to_owned()));
     cache.flush().expect("flush");
     assert_eq!(cache.stats().expect("stats").expired, 1);
-    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(2))]);
+    assert_eq!(stored(&cache, 1..3), vec![2]);
+    assert_eq!(cache.stats().expect("stats").disk_entries, 1);
 }
 
 #[test]
 fn corrupt_truncated_and_garbage_files_are_quarantined() {
+    // `<key>.json` files of the older layout, damaged: set aside into `corrupt/`.
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
-    {
+    let good = {
         let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
         for i in 0..3 {
             cache.put(entry(i), None).expect("put");
         }
-    }
-    let good = fs::read(dir.path().join(format!("{}.json", key(0)))).expect("read");
+        cache.flush().expect("flush");
+        // Entry 0's stored form, as a file of the older layout would hold it.
+        stored_bytes(&cache, 0)
+    };
+    assert!(
+        legacy_files(dir.path()).is_empty(),
+        "new entries go to segments"
+    );
     let bad: Vec<(u64, Vec<u8>)> = vec![
         (10, good[..good.len() / 2].to_vec()),   // truncated
         (11, b"\x00\xff garbage \x13".to_vec()), // garbage bytes
@@ -379,6 +452,8 @@ fn corrupt_truncated_and_garbage_files_are_quarantined() {
     }
     assert!(dir.path().join("notes.txt").exists());
     assert!(dir.path().join("ABC.json").exists());
+    // None of the damaged keys reached the index; the good ones are in segments.
+    assert_eq!(stored(&cache, 0..16), vec![0, 1, 2]);
 
     // A corrupt file met by read-through is quarantined too, and is a miss.
     fs::write(dir.path().join(format!("{}.json", key(20))), b"{\"key\":").expect("write");
@@ -395,21 +470,44 @@ fn corrupt_truncated_and_garbage_files_are_quarantined() {
 fn temporary_files_are_ignored_and_stale_ones_cleaned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
-    let fresh = dir.path().join(format!(".{}.999999.0.tmp", key(1)));
-    let stale = dir.path().join(format!(".{}.999999.1.tmp", key(2)));
-    fs::write(&fresh, b"{\"half\":").expect("write");
-    fs::write(&stale, b"{\"half\":").expect("write");
-    fs::File::options()
-        .write(true)
-        .open(&stale)
-        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)))
-        .expect("age");
+    {
+        let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+        cache.put(entry(3), None).expect("put");
+    }
+    // Indexes being built (`segments/.index.<pid>.<n>.tmp`): one by a live writer, one left an
+    // hour ago by a killed one. And the same two of the older layout's writer.
+    let segments = dir.path().join("segments");
+    let fresh = segments.join(".index.999999.0.tmp");
+    let stale = segments.join(".index.999999.1.tmp");
+    let old_layout = dir.path().join(format!(".{}.999999.0.tmp", key(1)));
+    let old_layout_stale = dir.path().join(format!(".{}.999999.1.tmp", key(2)));
+    for path in [&fresh, &stale, &old_layout, &old_layout_stale] {
+        fs::write(path, b"PKCIDX01 half").expect("write");
+    }
+    for path in [&stale, &old_layout_stale] {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)))
+            .expect("age");
+    }
     let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
     assert_eq!(cache.len(), 0);
-    assert_eq!(cache.stats().expect("stats").corrupt, 0);
+    let stats = cache.stats().expect("stats");
+    assert_eq!((stats.corrupt, stats.disk_entries), (0, 1));
     assert!(fresh.exists(), "another writer's temp file is left alone");
-    assert!(!stale.exists(), "a stale temp file is removed");
+    assert!(!stale.exists(), "a stale temp file is removed by a listing");
+    assert!(
+        old_layout.exists(),
+        "a recent temp file of the older layout is left alone"
+    );
+    assert!(
+        !old_layout_stale.exists(),
+        "a stale one is removed by a listing"
+    );
     assert_eq!(response_of(&cache, 1), None);
+    assert_eq!(response_of(&cache, 3), Some("response 3".to_owned()));
+    assert_eq!(cache.stats().expect("stats").corrupt, 0);
 }
 
 #[test]
@@ -424,8 +522,9 @@ fn remove_and_clear() {
     assert!(!cache.remove(&key(0)).expect("remove again"));
     assert_eq!(response_of(&cache, 0), None);
     cache.flush().expect("flush");
-    assert_eq!(entry_files(dir.path()).len(), 4);
-    // A file this cache never loaded counts too.
+    assert_eq!(stored(&cache, 0..5), vec![1, 2, 3, 4]);
+    assert_eq!(cache.stats().expect("stats").disk_entries, 4);
+    // A file of the older layout this cache never loaded counts too.
     let mut foreign = entry(9);
     foreign.expires_at = None;
     fs::write(
@@ -433,13 +532,23 @@ fn remove_and_clear() {
         serde_json::to_vec(&foreign).expect("json"),
     )
     .expect("write");
+    assert_eq!(cache.stats().expect("stats").disk_entries, 5);
     assert_eq!(cache.clear().expect("clear"), 5);
-    assert!(entry_files(dir.path()).is_empty());
+    assert!(legacy_files(dir.path()).is_empty());
+    assert!(stored(&cache, 0..10).is_empty());
     assert_eq!(cache.len(), 0);
+    let stats = cache.stats().expect("stats");
+    assert_eq!((stats.disk_entries, stats.disk_bytes), (0, 0));
     // Usable after clear, and puts after clear persist.
     cache.put(entry(1), None).expect("put");
     cache.flush().expect("flush");
-    assert_eq!(entry_files(dir.path()), vec![format!("{}.json", key(1))]);
+    assert_eq!(stored(&cache, 0..10), vec![1]);
+    drop(cache);
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    assert_eq!(response_of(&cache, 1), Some("response 1".to_owned()));
+    for i in [0, 2, 9] {
+        assert_eq!(response_of(&cache, i), None, "{i} cleared");
+    }
 }
 
 #[test]
@@ -592,10 +701,11 @@ fn sharded_cache_fills_to_exactly_max_size_and_max_bytes() {
     assert!(response_of(&cache, 999).is_some());
     cache.flush().expect("flush");
     assert_eq!(
-        entry_files(dir.path()).len(),
+        stored(&cache, 0..1000).len(),
         1000,
         "evicted entries stay on disk"
     );
+    assert_eq!(cache.stats().expect("stats").disk_entries, 1000);
 
     // The byte bound is global too: 16 shards, 20 000 bytes, entries of ~2.2 KB each.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -650,10 +760,22 @@ fn large_entries_and_files_written_by_other_tools_are_read() {
     assert_eq!(&*got.response, "tab\there\u{1}");
     assert_eq!(got.provider.as_deref(), Some("ollama"));
     assert_eq!(cache.stats().expect("stats").corrupt, 0);
+    // Rewritten into a segment at the flush, the files removed; served from there.
+    cache.flush().expect("flush");
+    assert_eq!(stored(&cache, 1..3), vec![1, 2]);
+    assert!(legacy_files(dir.path()).is_empty());
+    drop(cache);
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    let got = cache.get(&key(1)).expect("get").expect("large entry");
+    assert_eq!(&*got.response, big.as_str());
+    assert_eq!(got.hit_count, 2);
+    let got = cache.get(&key(2)).expect("get").expect("pretty entry");
+    assert_eq!(&*got.response, "tab\there\u{1}");
+    assert_eq!(cache.stats().expect("stats").corrupt, 0);
 }
 
 #[test]
-fn more_files_than_max_size_are_all_served_and_bad_ones_set_aside() {
+fn more_entries_than_max_size_are_all_served_and_damaged_ones_are_misses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
     let n = 1500u64;
@@ -666,10 +788,11 @@ fn more_files_than_max_size_are_all_served_and_bad_ones_set_aside() {
                 .put(entry(i), Some(Duration::from_secs(ttl)))
                 .expect("put");
         }
-    }
-    // Some corrupt files.
-    for i in [5u64, 700, 1490] {
-        fs::write(dir.path().join(format!("{}.json", key(i))), b"{\"key\":").expect("write");
+        cache.flush().expect("flush");
+        // Some damaged entries.
+        for i in [5u64, 700, 1490] {
+            damage_stored(&cache, i);
+        }
     }
     clock.advance(Duration::from_secs(11));
     let max = 1000usize;
@@ -680,19 +803,24 @@ fn more_files_than_max_size_are_all_served_and_bad_ones_set_aside() {
         assert_eq!(response_of(&cache, i), want, "{i}");
     }
     assert!(cache.len() <= max);
-    let corrupt_dir = dir.path().join("corrupt");
-    for i in [5u64, 700, 1490] {
-        assert!(corrupt_dir.join(format!("{}.json", key(i))).exists(), "{i}");
-    }
+    // A damaged record stays where it is (nothing is moved to corrupt/).
+    assert!(!dir.path().join("corrupt").exists());
     cache.flush().expect("flush");
     let stats = cache.stats().expect("stats");
     assert_eq!(stats.corrupt, 3, "{stats:?}");
     assert_eq!(stats.expired, n / 10, "{stats:?}");
     drop(cache);
-    // Nothing live was deleted; every expired file met was removed.
-    let files = entry_files(dir.path());
-    for i in 0..n {
-        let name = format!("{}.json", key(i));
-        assert_eq!(files.contains(&name), live(i), "{i}");
+    // Nothing live was deleted; every expired entry met and every damaged one left the index.
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    let on_disk = stored(&cache, 0..n);
+    assert_eq!(on_disk, (0..n).filter(|&i| live(i)).collect::<Vec<_>>());
+    assert_eq!(
+        cache.stats().expect("stats").disk_entries,
+        on_disk.len() as u64
+    );
+    // The damaged ones are misses again, not counted twice.
+    for i in [5u64, 700, 1490] {
+        assert_eq!(response_of(&cache, i), None, "{i}");
     }
+    assert_eq!(cache.stats().expect("stats").corrupt, 0);
 }

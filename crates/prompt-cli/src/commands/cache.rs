@@ -52,7 +52,7 @@ const STAT_ROWS: &[(&str, &str)] = &[
     ("oldest_age_seconds", "oldest entry age"),
     ("ttl_seconds", "time to live"),
     ("expired", "expired entries"),
-    ("corrupt", "corrupt files"),
+    ("corrupt", "corrupt entries"),
 ];
 
 fn fmt(key: &str, v: Option<&Value>) -> String {
