@@ -674,7 +674,7 @@ async fn a_client_that_leaves_mid_stream_cancels_upstream_and_nothing_is_cached(
         }
     })
     .await
-    .expect("the upstream stream is dropped");
+    .expect("the upstream call is dropped");
     let mut options = GenerateOptions::default();
     options.request.model = Some("fake-model".into());
     options.request.min_length = Some(0);
@@ -802,7 +802,8 @@ async fn the_request_timeout_answers_504_or_ends_the_stream_with_an_error() {
         ..GatewayConfig::default()
     })
     .await;
-    // SLOW hangs upstream for far longer than the timeout after its first piece.
+    // SLOW hangs upstream for far longer than the timeout (whole: before answering; streamed:
+    // after its first piece).
     let (status, _, body) = json_of(h.post(&chat("SLOW whole")).send().await.expect("send")).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(error_code(&body), "timeout");
@@ -872,7 +873,7 @@ async fn bodies_up_to_the_limit_are_read_whole_and_no_cache_config_skips_every_r
 #[tokio::test]
 async fn a_client_that_leaves_a_whole_request_cancels_upstream() {
     let h = Harness::start(GatewayConfig::default()).await;
-    // SLOW hangs upstream after its first piece; the client gives up long before.
+    // SLOW takes a minute over a whole answer upstream; the client gives up long before.
     let result = h
         .post(&chat("SLOW: whole, then gone."))
         .timeout(Duration::from_millis(300))
@@ -891,7 +892,7 @@ async fn a_client_that_leaves_a_whole_request_cancels_upstream() {
         }
     })
     .await
-    .expect("the upstream stream is dropped");
+    .expect("the upstream call is dropped");
     let response = h.post(&chat("Next one.")).send().await.expect("send");
     assert_eq!(response.status(), 200);
 }

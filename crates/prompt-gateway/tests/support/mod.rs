@@ -2,10 +2,10 @@
 //! gateway in front of it, and an in-memory metrics sink.
 //!
 //! The fake's answer depends on the last user message: `TOOL` asks for the `weather` tool,
-//! `SLOW` streams one piece and then waits (to see a client go away), `WAIT` answers after a
-//! short pause (to overlap identical requests), `RATE` is HTTP 429 and `BOOM` HTTP 500;
-//! anything else gets a fixed reply, streamed
-//! in three pieces or whole.
+//! `SLOW` streams one piece and then waits, or takes a minute over a whole answer (to see a
+//! client go away or a timeout end the call), `WAIT` answers after a short pause (to overlap
+//! identical requests), `RATE` is HTTP 429 and `BOOM` HTTP 500; anything else gets a fixed
+//! reply, streamed in three pieces or whole.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::convert::Infallible;
@@ -150,7 +150,15 @@ async fn completions(
     // A model that writes its reasoning inline, as `<think>…</think>` in the text.
     let think = last.contains("THINK");
     let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
+    let slow = last.contains("SLOW");
     if !stream {
+        if slow {
+            // A whole answer that takes a minute: dropping this handler before then (the
+            // gateway let go of the call) counts as gone.
+            let mut guard = GoneGuard(state.clone(), false);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            guard.finish();
+        }
         let message = if tool {
             json!({"role": "assistant", "content": null, "tool_calls": [{
                 "id": "call_1", "type": "function",
@@ -172,7 +180,6 @@ async fn completions(
         json!({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let slow = last.contains("SLOW");
     let mut frames = vec![sse(&chunk(
         json!({"role": "assistant", "content": ""}),
         Value::Null,
