@@ -29,6 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write as _};
+use std::ops::ControlFlow;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -235,6 +236,35 @@ impl Index {
         out.clear();
         out.extend(buf.chunks_exact(SLOT_BYTES as usize).map(Slot::decode));
         Ok(())
+    }
+
+    /// Walks the probe chain of `tag`: the slots from its home slot on, read
+    /// [`PROBE_CHUNK`] at a time, each handed to `visit` with its position, until `visit`
+    /// breaks (its value is returned), an empty slot has been visited (the end of the chain),
+    /// or the whole table has been seen.
+    fn probe<T>(
+        &self,
+        tag: u64,
+        mut visit: impl FnMut(u64, &Slot) -> ControlFlow<T>,
+    ) -> io::Result<Option<T>> {
+        let mask = self.mask();
+        let mut i = tag & mask;
+        let mut seen = 0u64;
+        let mut chunk = Vec::with_capacity(PROBE_CHUNK);
+        while seen < self.slots {
+            self.read_slots(i, &mut chunk)?;
+            for (n, slot) in chunk.iter().enumerate() {
+                if let ControlFlow::Break(out) = visit((i + n as u64) & mask, slot) {
+                    return Ok(Some(out));
+                }
+                if slot.tag == 0 {
+                    return Ok(None);
+                }
+            }
+            seen += chunk.len() as u64;
+            i = (i + chunk.len() as u64) & mask;
+        }
+        Ok(None)
     }
 
     fn write_slot(&self, i: u64, slot: &Slot) -> io::Result<()> {
@@ -601,37 +631,22 @@ impl Segments {
     fn get_once(&self, key: &CacheKey) -> io::Result<Found> {
         let (index, header) = self.current()?;
         let tag = tag_of(key);
-        let mask = index.mask();
-        let mut i = tag & mask;
-        let mut seen = 0u64;
-        let mut chunk = Vec::with_capacity(PROBE_CHUNK);
         let mut buf = Vec::new();
         let mut corrupt = false;
-        while seen < index.slots {
-            index.read_slots(i, &mut chunk)?;
-            for slot in &chunk {
-                if slot.tag == 0 {
-                    return Ok(if corrupt {
-                        Found::Corrupt
-                    } else {
-                        Found::Missing
-                    });
-                }
-                if slot.tag == tag && slot.live() {
-                    match self.read_record(key, slot.loc(), header.epoch, &mut buf) {
-                        RecordRead::Entry(entry) => return Ok(Found::Entry(entry)),
-                        RecordRead::Corrupt => corrupt = true,
-                        RecordRead::Other => {}
-                    }
+        let found = index.probe(tag, |_, slot| {
+            if slot.tag == tag && slot.live() {
+                match self.read_record(key, slot.loc(), header.epoch, &mut buf) {
+                    RecordRead::Entry(entry) => return ControlFlow::Break(entry),
+                    RecordRead::Corrupt => corrupt = true,
+                    RecordRead::Other => {}
                 }
             }
-            seen += chunk.len() as u64;
-            i = (i + chunk.len() as u64) & mask;
-        }
-        Ok(if corrupt {
-            Found::Corrupt
-        } else {
-            Found::Missing
+            ControlFlow::Continue(())
+        })?;
+        Ok(match found {
+            Some(entry) => Found::Entry(entry),
+            None if corrupt => Found::Corrupt,
+            None => Found::Missing,
         })
     }
 
@@ -640,27 +655,16 @@ impl Segments {
     pub(crate) fn locate(&self, key: &CacheKey) -> io::Result<Option<(PathBuf, Loc)>> {
         let (index, header) = self.current()?;
         let tag = tag_of(key);
-        let mask = index.mask();
-        let mut i = tag & mask;
-        let mut seen = 0u64;
-        let mut chunk = Vec::with_capacity(PROBE_CHUNK);
-        while seen < index.slots {
-            index.read_slots(i, &mut chunk)?;
-            for slot in &chunk {
-                if slot.tag == 0 {
-                    return Ok(None);
-                }
-                if slot.tag == tag
-                    && slot.live()
-                    && self.record_key_is(slot, key, header.epoch) == Some(true)
-                {
-                    return Ok(Some((self.root.join(seg_name(slot.segment)), slot.loc())));
-                }
+        index.probe(tag, |_, slot| {
+            if slot.tag == tag
+                && slot.live()
+                && self.record_key_is(slot, key, header.epoch) == Some(true)
+            {
+                ControlFlow::Break((self.root.join(seg_name(slot.segment)), slot.loc()))
+            } else {
+                ControlFlow::Continue(())
             }
-            seen += chunk.len() as u64;
-            i = (i + chunk.len() as u64) & mask;
-        }
-        Ok(None)
+        })
     }
 
     /// Locks the current index for writing (waiting for another writer's batch to be
@@ -712,42 +716,27 @@ impl Segments {
     ) -> io::Result<Option<Loc>> {
         let index = Arc::clone(&locked.index);
         let tag = tag_of(key);
-        let mask = index.mask();
         let epoch = locked.header.epoch;
-        let mut i = tag & mask;
-        let mut seen = 0u64;
-        let mut chunk = Vec::with_capacity(PROBE_CHUNK);
         // The first removed slot on the way (reused by an insert), and the key's live slot.
         let mut free: Option<u64> = None;
-        let mut found: Option<(u64, Slot)> = None;
         let mut empty: Option<u64> = None;
-        'probe: while seen < index.slots {
-            index.read_slots(i, &mut chunk)?;
-            for (n, slot) in chunk.iter().enumerate() {
-                let at = (i + n as u64) & mask;
-                if slot.tag == 0 {
-                    empty = Some(at);
-                    break 'probe;
-                }
-                if !slot.live() {
-                    free.get_or_insert(at);
-                } else if slot.tag == tag {
-                    match self.record_key_is(slot, key, epoch) {
-                        Some(true) => {
-                            found = Some((at, *slot));
-                            break 'probe;
-                        }
-                        Some(false) => {}
-                        // A record that cannot be read holds no entry: the slot is free.
-                        None => {
-                            free.get_or_insert(at);
-                        }
+        let found = index.probe(tag, |at, slot| {
+            if slot.tag == 0 {
+                empty = Some(at);
+            } else if !slot.live() {
+                free.get_or_insert(at);
+            } else if slot.tag == tag {
+                match self.record_key_is(slot, key, epoch) {
+                    Some(true) => return ControlFlow::Break((at, *slot)),
+                    Some(false) => {}
+                    // A record that cannot be read holds no entry: the slot is free.
+                    None => {
+                        free.get_or_insert(at);
                     }
                 }
             }
-            seen += chunk.len() as u64;
-            i = (i + chunk.len() as u64) & mask;
-        }
+            ControlFlow::Continue(())
+        })?;
         let h = &mut locked.header;
         let old = found.map(|(_, s)| s.loc());
         if let Some((_, s)) = found {

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prompt_cache::{CacheConfig, CacheKey, CacheStore, CachedResponse, ResponseCache};
 
+mod support;
+use support::{segment_bytes, segments};
+
 fn key(i: u64) -> CacheKey {
     CacheKey::builder("disk-tier")
         .model("m")
@@ -33,30 +36,6 @@ fn entry(i: u64) -> CachedResponse {
 /// `<key>.json`: where the older layout kept entry `i`.
 fn path_of(dir: &Path, i: u64) -> std::path::PathBuf {
     dir.join(format!("{}.json", key(i)))
-}
-
-/// The segment files (`segments/<8 hex>.seg`) by id, with their sizes, as listed by the test
-/// itself.
-fn segments(dir: &Path) -> Vec<(u32, u64)> {
-    let Ok(items) = fs::read_dir(dir.join("segments")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(u32, u64)> = items
-        .flatten()
-        .filter_map(|item| {
-            let name = item.file_name().to_string_lossy().into_owned();
-            let id = u32::from_str_radix(name.strip_suffix(".seg")?, 16).ok()?;
-            // A file removed since the listing is not counted.
-            Some((id, item.metadata().ok()?.len()))
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// Bytes of segment files.
-fn segment_bytes(dir: &Path) -> u64 {
-    segments(dir).iter().map(|s| s.1).sum()
 }
 
 /// Whether the disk tier holds entry `i` now (after a flush).

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use prompt_cache::{CacheConfig, CacheKey, CacheStore, CachedResponse, ManualClock, ResponseCache};
 
+mod support;
+use support::{segment_bytes, segments};
+
 fn key(i: u64) -> CacheKey {
     CacheKey::builder("segments")
         .model("m")
@@ -65,27 +68,6 @@ fn stored(cache: &ResponseCache, i: u64) -> bool {
         }
         None => false,
     }
-}
-
-/// The segment files (`segments/<8 hex>.seg`) by id, with their sizes.
-fn segments(dir: &Path) -> Vec<(u32, u64)> {
-    let Ok(items) = fs::read_dir(dir.join("segments")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(u32, u64)> = items
-        .flatten()
-        .filter_map(|item| {
-            let name = item.file_name().to_string_lossy().into_owned();
-            let id = u32::from_str_radix(name.strip_suffix(".seg")?, 16).ok()?;
-            Some((id, item.metadata().ok()?.len()))
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-fn segment_bytes(dir: &Path) -> u64 {
-    segments(dir).iter().map(|s| s.1).sum()
 }
 
 /// `<key>.json` files of the older layout in `dir`.
