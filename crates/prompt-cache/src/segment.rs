@@ -399,21 +399,10 @@ fn open_index(root: &Path) -> io::Result<Index> {
     let path = root.join(INDEX);
     for _ in 0..100 {
         match File::options().read(true).write(true).open(&path) {
-            Ok(file) => {
-                let mut b = [0u8; 72];
-                let header = file
-                    .read_exact_at(&mut b, 0)
-                    .ok()
-                    .and_then(|()| Header::decode(&b));
-                let complete = |h: &Header| {
-                    file.metadata()
-                        .is_ok_and(|m| m.len() >= HEADER_BYTES + h.slots * SLOT_BYTES)
-                };
-                match header {
-                    Some(h) if complete(&h) => return Index::new(file, h.slots),
-                    _ => set_aside_index(root, &path, &file)?,
-                }
-            }
+            Ok(file) => match whole_header(&file) {
+                Some(h) => return Index::new(file, h.slots),
+                None => set_aside_index(root, &path, &file)?,
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Ids go on from the newest segment already there (an index lost or set aside),
                 // and those segments count against the byte bound until they are removed.
@@ -440,6 +429,16 @@ fn open_index(root: &Path) -> io::Result<Index> {
     Err(io::Error::other("the cache index keeps changing"))
 }
 
+/// The header of the index `file`, if it is valid and the file holds every slot it counts.
+fn whole_header(file: &File) -> Option<Header> {
+    let mut b = [0u8; 72];
+    file.read_exact_at(&mut b, 0).ok()?;
+    let h = Header::decode(&b)?;
+    file.metadata()
+        .is_ok_and(|m| m.len() >= HEADER_BYTES + h.slots * SLOT_BYTES)
+        .then_some(h)
+}
+
 /// Moves a damaged index aside, if `file` is still the one at `path` (another process may have
 /// replaced it meanwhile).
 fn set_aside_index(root: &Path, path: &Path, file: &File) -> io::Result<()> {
@@ -448,20 +447,10 @@ fn set_aside_index(root: &Path, path: &Path, file: &File) -> io::Result<()> {
         (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
         _ => false,
     };
-    if same {
-        let mut b = [0u8; 72];
-        let good = file
-            .read_exact_at(&mut b, 0)
-            .ok()
-            .and_then(|()| Header::decode(&b));
-        let complete = good.is_some_and(|h| {
-            file.metadata()
-                .is_ok_and(|m| m.len() >= HEADER_BYTES + h.slots * SLOT_BYTES)
-        });
-        if !complete {
-            let cache_dir = root.parent().unwrap_or(root);
-            disk::quarantine(cache_dir, path)?;
-        }
+    // Checked again under the lock: another process may have set it aside first.
+    if same && whole_header(file).is_none() {
+        let cache_dir = root.parent().unwrap_or(root);
+        disk::quarantine(cache_dir, path)?;
     }
     let _ = rustix::fs::flock(file, FlockOperation::Unlock);
     Ok(())
