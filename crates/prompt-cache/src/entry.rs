@@ -3,9 +3,10 @@
 //!
 //! # The stored entry format
 //!
-//! An entry is stored as one compact JSON object: the file `<64-hex key>.json` of
-//! [`ResponseCache`](crate::ResponseCache), or the `data` field of the Redis hash of
-//! `RedisCache`. [`encode`] writes it, [`decode`] reads it; nothing else does.
+//! An entry is stored as one compact JSON object: the body of a record in a segment file of
+//! [`ResponseCache`](crate::ResponseCache) (or the whole of a `<64-hex key>.json` file of its
+//! older layout), or the `data` field of the Redis hash of `RedisCache`. [`encode`] writes it,
+//! [`decode`] reads it; nothing else does.
 //!
 //! ```text
 //! {"key":"<64 hex>","response":"...","model":"...","provider":"..."|null,
