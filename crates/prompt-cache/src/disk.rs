@@ -522,7 +522,7 @@ fn write_batch(
                 segments.set(&mut locked, key, *loc)?;
             }
             locked.header.segment_bytes += appended;
-            let evicted = segments.make_room(&mut locked, shared.bounds, appender.active_id());
+            let evicted = segments.make_room(&mut locked, shared.bounds, appender);
             locked.store_header()?;
             Counters::add(&shared.counters.disk_evictions, evicted?);
             Ok(())
@@ -538,6 +538,8 @@ fn write_batch(
             }
         }
     }
+    // The segments left during this batch are no longer needed by it.
+    appender.published();
     if failures > 0 {
         Counters::add(&shared.counters.write_failures, failures);
     }

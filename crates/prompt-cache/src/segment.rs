@@ -822,14 +822,16 @@ impl Segments {
     /// Enforces the bounds (under the lock, after a batch was published): removes the oldest
     /// segments that no process is writing to while the segment bytes are over `max_bytes`,
     /// and forgets the oldest entries while there are more than `max_entries`, down to 90 % of
-    /// each. `active` is this process's own segment (never removed). Returns the entries it
-    /// evicted.
+    /// each. `own` is this process's appender: the segment it writes is never removed, the
+    /// ones it left during the batch just published may be (another process's eviction skips
+    /// them until then). Returns the entries it evicted.
     pub(crate) fn make_room(
         &self,
         locked: &mut Locked,
         bounds: Bounds,
-        active: Option<u32>,
+        own: &Appender,
     ) -> io::Result<u64> {
+        let active = own.active_id();
         if locked.header.segment_bytes <= bounds.max_bytes
             && locked.header.live_entries <= bounds.max_entries
         {
@@ -847,7 +849,8 @@ impl Segments {
                 if total <= low_bytes {
                     break;
                 }
-                if Some(id) == active || self.in_use(id) {
+                let retired = own.retired.iter().any(|a| a.id == id);
+                if Some(id) == active || (!retired && self.in_use(id)) {
                     continue;
                 }
                 doomed.insert(id);
@@ -1008,6 +1011,10 @@ pub(crate) struct Active {
 #[derive(Debug, Default)]
 pub(crate) struct Appender {
     pub(crate) active: Option<Active>,
+    /// Segments left for a new one during the batch being written: kept open and locked until
+    /// the batch is published, so that no eviction removes them before their records are
+    /// pointed at.
+    retired: Vec<Active>,
     record: Vec<u8>,
     /// Whether records are made durable before they are published (`CacheConfig::fsync`).
     fsync: bool,
@@ -1077,24 +1084,31 @@ impl Appender {
         }
     }
 
+    /// Releases the segments left during the batch just published (or given up).
+    pub(crate) fn published(&mut self) {
+        self.retired.clear();
+    }
+
     /// Leaves the active segment (the next record starts a new one).
     pub(crate) fn finish(&mut self) {
         self.active = None;
+        self.retired.clear();
     }
 
     fn start(&mut self, segments: &Segments) -> io::Result<()> {
         // The full segment's records may not be published yet: make them as durable as the
         // new one's will be before it is left.
-        if let Some(old) = self.active.take()
-            && self.fsync
-        {
-            old.file.sync_data()?;
+        if let Some(old) = self.active.take() {
+            if self.fsync {
+                old.file.sync_data()?;
+            }
+            self.retired.push(old);
         }
+        // Created and locked under the index lock, which every eviction holds: no other
+        // process can see the new segment before it is marked as being written.
+        let mut locked = segments.lock()?;
         for _ in 0..100 {
-            let id = {
-                let mut locked = segments.lock()?;
-                locked.reserve_segment()?
-            };
+            let id = locked.reserve_segment()?;
             let path = segments.root().join(seg_name(id));
             let file = match File::options().write(true).create_new(true).open(&path) {
                 Ok(f) => f,
@@ -1102,13 +1116,97 @@ impl Appender {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             };
-            // Held while this process writes it: eviction skips segments it cannot lock.
-            // Blocking: another writer's eviction may hold an exclusive lock for the moment it
-            // takes to see whether the segment is in use.
+            // Held while this process writes it (and until its records are published):
+            // eviction skips segments it cannot lock.
             rustix::fs::flock(&file, FlockOperation::LockShared)?;
             self.active = Some(Active { id, file, len: 0 });
             return Ok(());
         }
         Err(io::Error::other("could not create a segment"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> CacheKey {
+        CacheKey::builder("segment-unit")
+            .model("m")
+            .message("user", &format!("prompt {i}"))
+            .finish()
+    }
+
+    fn exists(dir: &Path, id: u32) -> bool {
+        dir.join(SEGMENTS_DIR).join(seg_name(id)).exists()
+    }
+
+    /// Evicts with a byte bound of 1 under `segments`' lock, as the writer of `own` would,
+    /// with the header's byte count set to what is on disk.
+    fn evict(segments: &Segments, own: &Appender) -> u64 {
+        let mut locked = segments.lock().expect("lock");
+        let on_disk: u64 = list_segments(segments.root())
+            .expect("list")
+            .iter()
+            .map(|s| s.1)
+            .sum();
+        locked.header.segment_bytes = on_disk;
+        let bounds = Bounds {
+            max_bytes: 1,
+            max_entries: u64::MAX,
+        };
+        let evicted = segments
+            .make_room(&mut locked, bounds, own)
+            .expect("make room");
+        locked.store_header().expect("store");
+        evicted
+    }
+
+    #[test]
+    fn segments_left_during_a_batch_are_kept_from_other_evictions_until_it_is_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = Segments::open(dir.path()).expect("open ours");
+        // Another process's view of the same directory (its own open files and locks).
+        let theirs = Segments::open(dir.path()).expect("open theirs");
+        let mut appender = Appender::new(false);
+        let payload = vec![b'x'; 100];
+        // A target of one byte: each record starts a segment of its own.
+        let locs: Vec<Loc> = (0..3)
+            .map(|i| {
+                appender
+                    .append(&ours, &key(i), &payload, 1)
+                    .expect("append")
+            })
+            .collect();
+        let ids: Vec<u32> = locs.iter().map(|l| l.segment).collect();
+        assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+
+        // Before the batch is published, another process's eviction removes none of them.
+        assert_eq!(evict(&theirs, &Appender::new(false)), 0);
+        assert!(ids.iter().all(|&id| exists(dir.path(), id)), "{ids:?}");
+
+        // Published: this process's own eviction may remove the segments it left (its oldest),
+        // never the one it writes.
+        {
+            let mut locked = ours.lock().expect("lock");
+            for (i, loc) in locs.iter().enumerate() {
+                ours.set(&mut locked, &key(i), Some(*loc)).expect("set");
+            }
+            locked.store_header().expect("store");
+        }
+        assert_eq!(
+            evict(&ours, &appender),
+            2,
+            "the records in the two left segments"
+        );
+        appender.published();
+        assert!(!exists(dir.path(), ids[0]) && !exists(dir.path(), ids[1]));
+        assert!(exists(dir.path(), ids[2]));
+
+        // The active one stays, whoever evicts, and the index still points at its record.
+        assert_eq!(evict(&theirs, &Appender::new(false)), 0);
+        assert!(exists(dir.path(), ids[2]));
+        assert!(theirs.locate(&key(2)).expect("locate").is_some());
+        assert!(theirs.locate(&key(0)).expect("locate").is_none());
     }
 }
