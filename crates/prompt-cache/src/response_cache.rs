@@ -606,9 +606,15 @@ impl CacheStore for ResponseCache {
             in_memory.extend(shard.lru.iter().map(|(k, _)| *k));
         }
         // Entries not in memory: evicted from it, written before this start-up or by another
-        // process (segments), or in files of the older layout.
-        let mut on_disk: Vec<(CacheKey, Box<CachedResponse>)> =
-            self.segments.entries().map_err(|source| CacheError::Io {
+        // process (segments), or in files of the older layout. Only expired keys are kept.
+        let mut expired: Vec<CacheKey> = Vec::new();
+        self.segments
+            .for_each_entry(|key, entry| {
+                if entry.is_expired_at(now) {
+                    expired.push(key);
+                }
+            })
+            .map_err(|source| CacheError::Io {
                 path: self.segments.root().to_path_buf(),
                 source,
             })?;
@@ -621,12 +627,13 @@ impl CacheStore for ResponseCache {
             let name = item.file_name();
             if let Some(key) = name.to_str().and_then(disk::key_of_file_name)
                 && let FileRead::Entry(entry) = disk::read_entry(&item.path(), &key)
+                && entry.is_expired_at(now)
             {
-                on_disk.push((key, entry));
+                expired.push(key);
             }
         }
-        for (key, entry) in on_disk {
-            if in_memory.contains(&key) || pruned.contains(&key) || !entry.is_expired_at(now) {
+        for key in expired {
+            if in_memory.contains(&key) || pruned.contains(&key) {
                 continue;
             }
             let shard = self.shard(&key);

@@ -957,11 +957,14 @@ impl Segments {
         }
     }
 
-    /// Every entry the index points at, with its key (for `prune_expired`): entries that do
-    /// not verify are skipped.
-    pub(crate) fn entries(&self) -> io::Result<Vec<(CacheKey, Box<CachedResponse>)>> {
+    /// Hands every entry the index points at, with its key, to `visit`, one at a time (for
+    /// `prune_expired`: the disk tier may be far larger than memory); entries that do not
+    /// verify are skipped.
+    pub(crate) fn for_each_entry(
+        &self,
+        mut visit: impl FnMut(CacheKey, Box<CachedResponse>),
+    ) -> io::Result<()> {
         let (index, header) = self.current()?;
-        let mut out = Vec::new();
         let mut buf = Vec::new();
         for slot in index.all_slots()?.iter().filter(|s| s.live()) {
             let Some(key) = self.record_key(slot, header.epoch) else {
@@ -970,10 +973,10 @@ impl Segments {
             if let RecordRead::Entry(entry) =
                 self.read_record(&key, slot.loc(), header.epoch, &mut buf)
             {
-                out.push((key, entry));
+                visit(key, entry);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Entries and bytes on disk now: live slots, and the size of every segment file.
