@@ -532,8 +532,10 @@ fn write_batch(
         }
         for (key, loc) in changes.iter() {
             // The older layout's file of this key would otherwise outlive a removal (and
-            // count twice once rewritten into a segment).
-            if (loc.is_none() || legacy) && remove_entry(&shared.dir, key).is_err() {
+            // count twice once rewritten into a segment); a rewrite that was not published
+            // leaves the file, still the entry on disk.
+            let rewritten = legacy && loc.is_some() && published.is_ok();
+            if (loc.is_none() || rewritten) && remove_entry(&shared.dir, key).is_err() {
                 failures += 1;
             }
         }
@@ -553,7 +555,7 @@ fn wipe(shared: &Shared, appender: &mut Appender) -> Vec<CacheKey> {
     let mut removed = shared
         .segments
         .lock()
-        .and_then(|mut locked| shared.segments.wipe(&mut locked, None))
+        .and_then(|mut locked| shared.segments.wipe(&mut locked))
         .unwrap_or_default();
     if let Ok(items) = fs::read_dir(&shared.dir) {
         for item in items.flatten() {

@@ -6,8 +6,8 @@
 //! - [`CacheStore`] is the trait callers depend on; [`ResponseCache`] is the embedded backend:
 //!   a sharded memory LRU bounded by entries and bytes (TTL, hit counts) over a larger disk tier
 //!   of segment files with a shared index, bounded by `max_disk_bytes` and read by key (so
-//!   start-up reads nothing), which several processes share without a lock on reads; `RedisCache` (cargo feature `redis`) shares one cache between
-//!   processes and machines.
+//!   start-up reads nothing), which several processes share without a lock on reads;
+//!   `RedisCache` (cargo feature `redis`) shares one cache between processes and machines.
 //! - [`CacheKeyPrefixes`] keeps the hashing state after a system prompt, so requests that
 //!   share one hash only the rest (same keys).
 //! - Every stored entry carries a checksum of everything a hit returns, verified before a stored

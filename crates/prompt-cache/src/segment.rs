@@ -685,14 +685,7 @@ impl Segments {
     /// Whether the record at `slot` is `key`'s: `Some(true)` it is, `Some(false)` it is another
     /// key's, `None` it cannot be read (its segment is gone: no entry either way).
     fn record_key_is(&self, slot: &Slot, key: &CacheKey, epoch: u64) -> Option<bool> {
-        let file = self.segment(slot.segment, epoch).ok()??;
-        let mut head = [0u8; RECORD_HEADER];
-        match read_full_at(&file, &mut head, u64::from(slot.offset)) {
-            Ok(RECORD_HEADER) if &head[..4] == RECORD_MAGIC => {
-                Some(&head[8..RECORD_HEADER] == key.as_bytes())
-            }
-            _ => None,
-        }
+        self.record_key(slot, epoch).map(|k| k == *key)
     }
 
     /// Points `key` at `loc` (`None`: removes it), under the lock. Returns the record it
@@ -906,31 +899,23 @@ impl Segments {
     }
 
     /// Removes every entry (under the lock): an empty index replaces the current one, and
-    /// every segment no other process is writing to is removed. Returns the keys that had an
-    /// entry.
-    pub(crate) fn wipe(
-        &self,
-        locked: &mut Locked,
-        active: Option<u32>,
-    ) -> io::Result<Vec<CacheKey>> {
+    /// every segment no process is writing to is removed (the caller has left its own). Returns
+    /// the keys that had an entry.
+    pub(crate) fn wipe(&self, locked: &mut Locked) -> io::Result<Vec<CacheKey>> {
         let keys = self.live_keys(locked)?;
-        let mut base = locked.header;
-        base.epoch = base.epoch.wrapping_add(1);
-        let segments = list_segments(&self.root)?;
         let mut left = 0;
-        for (id, size) in segments {
-            if Some(id) == active || self.in_use(id) {
+        for (id, size) in list_segments(&self.root)? {
+            if self.in_use(id) {
                 left += size;
             } else {
                 let _ = fs::remove_file(self.root.join(seg_name(id)));
             }
         }
-        base.segment_bytes = left;
-        locked.header = base;
-        self.replace_index(locked, MIN_SLOTS, &[])?;
-        locked.header.epoch = base.epoch;
+        // The new index takes its counters from this header: a new epoch (readers drop the
+        // removed segments' files) and the bytes of the segments left.
+        locked.header.epoch = locked.header.epoch.wrapping_add(1);
         locked.header.segment_bytes = left;
-        locked.store_header()?;
+        self.replace_index(locked, MIN_SLOTS, &[])?;
         Ok(keys)
     }
 
