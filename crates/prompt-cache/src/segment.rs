@@ -4,9 +4,10 @@
 //! - `<8 hex id>.seg`: a segment, entries one after the other, each as a record
 //!   `[magic "PKR1"][u32 length of what follows the key][32-byte key][stored entry]`, the stored
 //!   entry being the `entry` module's form (JSON with its checksum). A process appends only to
-//!   its own active segment (created with `O_EXCL` under a fresh id, held with a shared `flock`
-//!   while it is written to) and starts a new one past [`segment_target`] bytes; segments are
-//!   never rewritten, only removed whole, oldest first, to keep the disk bounds.
+//!   its own active segment — the newest one if no process holds it and it has room, else one
+//!   created with `O_EXCL` under a fresh id — held with an exclusive `flock` while it is
+//!   written to, and starts another past [`segment_target`] bytes; segments are never
+//!   rewritten, only removed whole, oldest first, to keep the disk bounds.
 //! - `index`: a hash table from key to record, read and written with `pread`/`pwrite`. A
 //!   [`HEADER_BYTES`] header (magic, slot count, counters, the next segment id, whether a newer
 //!   index replaced it) and then `slots` slots of [`SLOT_BYTES`]:
@@ -405,9 +406,11 @@ fn open_index(root: &Path) -> io::Result<Index> {
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Ids go on from the newest segment already there (an index lost or set aside),
-                // and those segments count against the byte bound until they are removed.
+                // one id left out so that no writer goes on writing that segment (it continues
+                // only the id before `next_segment`): a lost index's segments stay as they
+                // were. They count against the byte bound until they are removed.
                 let existing = list_segments(root)?;
-                let next = existing.last().map_or(1, |&(id, _)| u64::from(id) + 1);
+                let next = existing.last().map_or(1, |&(id, _)| u64::from(id) + 2);
                 let base = Header {
                     next_segment: next,
                     segment_bytes: existing.iter().map(|s| s.1).sum(),
@@ -884,7 +887,7 @@ impl Segments {
         Ok(forget.len() as u64)
     }
 
-    /// Whether a process is writing segment `id` (it holds a shared lock on it).
+    /// Whether a process is writing segment `id` (it holds a lock on it).
     fn in_use(&self, id: u32) -> bool {
         let Ok(file) = File::open(self.root.join(seg_name(id))) else {
             return false;
@@ -1038,7 +1041,7 @@ impl Appender {
             a.len > 0 && (a.len + len as u64 > target || a.len + len as u64 > u64::from(u32::MAX))
         });
         if full {
-            self.start(segments)?;
+            self.start(segments, target)?;
         }
         let Some(active) = self.active.as_mut() else {
             return Err(io::Error::other("no segment to write to"));
@@ -1072,6 +1075,26 @@ impl Appender {
         }
     }
 
+    /// The newest segment, to go on writing, when no process holds it and it has room: so that
+    /// short-lived processes (a CLI command each) share a segment instead of leaving one
+    /// each. Records go after whatever the file holds (a killed writer's unpublished tail is
+    /// never pointed at).
+    fn continue_newest(segments: &Segments, locked: &Locked, target: u64) -> Option<Active> {
+        let id = u32::try_from(locked.header.next_segment.checked_sub(1)?).ok()?;
+        if id == 0 {
+            return None;
+        }
+        let file = File::options()
+            .write(true)
+            .open(segments.root().join(seg_name(id)))
+            .ok()?;
+        // Fails while another process writes it, or this one left it in the batch being
+        // written; dropping `file` releases the lock when it is not taken.
+        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
+        let len = file.metadata().ok()?.len();
+        (len < target).then_some(Active { id, file, len })
+    }
+
     /// Releases the segments left during the batch just published (or given up).
     pub(crate) fn published(&mut self) {
         self.retired.clear();
@@ -1083,7 +1106,7 @@ impl Appender {
         self.retired.clear();
     }
 
-    fn start(&mut self, segments: &Segments) -> io::Result<()> {
+    fn start(&mut self, segments: &Segments, target: u64) -> io::Result<()> {
         // The full segment's records may not be published yet: make them as durable as the
         // new one's will be before it is left.
         if let Some(old) = self.active.take() {
@@ -1092,9 +1115,13 @@ impl Appender {
             }
             self.retired.push(old);
         }
-        // Created and locked under the index lock, which every eviction holds: no other
-        // process can see the new segment before it is marked as being written.
+        // Taken and locked under the index lock, which every eviction holds: no other process
+        // can see the segment unmarked as being written.
         let mut locked = segments.lock()?;
+        if let Some(active) = Self::continue_newest(segments, &locked, target) {
+            self.active = Some(active);
+            return Ok(());
+        }
         for _ in 0..100 {
             let id = locked.reserve_segment()?;
             let path = segments.root().join(seg_name(id));
@@ -1106,7 +1133,7 @@ impl Appender {
             };
             // Held while this process writes it (and until its records are published):
             // eviction skips segments it cannot lock.
-            rustix::fs::flock(&file, FlockOperation::LockShared)?;
+            rustix::fs::flock(&file, FlockOperation::LockExclusive)?;
             self.active = Some(Active { id, file, len: 0 });
             return Ok(());
         }

@@ -225,6 +225,33 @@ fn two_caches_in_one_process_write_disjoint_and_overlapping_keys() {
     check_both_sides(dir.path());
 }
 
+#[test]
+fn caches_opened_one_after_another_go_on_writing_the_newest_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    // Short-lived caches, as one CLI command each: one segment between them.
+    for i in 0..3 {
+        let cache = ResponseCache::open(config(dir.path(), &clock)).expect("open");
+        cache.put(entry(i), None).expect("put");
+    }
+    assert_eq!(segments(dir.path()).len(), 1, "{:?}", segments(dir.path()));
+    // While one cache writes the newest segment, another starts one of its own.
+    let a = ResponseCache::open(config(dir.path(), &clock)).expect("open a");
+    a.put(entry(10), None).expect("put");
+    a.flush().expect("flush");
+    let b = ResponseCache::open(config(dir.path(), &clock)).expect("open b");
+    b.put(entry(11), None).expect("put");
+    b.flush().expect("flush");
+    assert_eq!(segments(dir.path()).len(), 2, "{:?}", segments(dir.path()));
+    drop((a, b));
+    let cache = ResponseCache::open(config(dir.path(), &clock)).expect("reopen");
+    for i in [0, 1, 2, 10, 11] {
+        assert!(served(&cache, i), "{i}");
+    }
+    let stats = cache.stats().expect("stats");
+    assert_eq!((stats.disk_entries, stats.corrupt), (5, 0), "{stats:?}");
+}
+
 /// The child of `two_processes_write_disjoint_and_overlapping_keys`.
 #[test]
 fn child_writes_beside_the_parent() {
